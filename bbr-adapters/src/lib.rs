@@ -1,0 +1,1 @@
+//! bbr-adapters (being written).

@@ -1,0 +1,1 @@
+//! bbr-axum-example (being written).

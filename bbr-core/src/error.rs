@@ -1,0 +1,139 @@
+//! Typed extraction errors.
+
+/// Why a body was refused, with the absolute byte offset in the stream where
+/// the problem was detected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} at byte {offset}")]
+pub struct ExtractError {
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// Absolute byte offset in the body (not within a chunk).
+    pub offset: u64,
+}
+
+impl ExtractError {
+    /// Creates an error of `kind` at absolute `offset`.
+    pub const fn new(kind: ErrorKind, offset: u64) -> Self {
+        Self { kind, offset }
+    }
+}
+
+/// The kinds of extraction error. Each has a stable snake_case name
+/// ([`ErrorKind::as_str`]) and belongs to one [`ErrorClass`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The bytes are not JSON (a syntax error).
+    #[error("invalid json")]
+    InvalidJson,
+    /// A string holds a malformed escape sequence (`\x`, bad `\u`, lone surrogate).
+    #[error("invalid escape sequence")]
+    InvalidEscape,
+    /// A string holds bytes that are not UTF-8.
+    #[error("invalid utf-8")]
+    InvalidUtf8,
+    /// The body ended before the JSON value was complete (including an empty body).
+    #[error("unexpected end of body")]
+    UnexpectedEnd,
+    /// The top-level value is not an object.
+    #[error("top-level value is not an object")]
+    NotAnObject,
+    /// Nesting deeper than the configured limit.
+    #[error("nesting deeper than {limit}")]
+    TooDeep {
+        /// The configured `max_depth`.
+        limit: u32,
+    },
+    /// The top-level `model` is not a string (null, number, bool, object, array).
+    #[error("model is not a string")]
+    ModelNotAString,
+    /// The top-level `model` is the empty string.
+    #[error("model is empty")]
+    EmptyModel,
+    /// The model holds a control character (C0, including CR/LF/NUL, or DEL) after unescaping.
+    #[error("model contains a control character")]
+    ModelControlChar,
+    /// The model is longer than the configured limit (bytes, after unescaping).
+    #[error("model longer than {limit} bytes")]
+    ModelTooLong {
+        /// The configured `max_model_len`.
+        limit: usize,
+    },
+    /// A second top-level `model` key (under [`DuplicateKeys::Reject`](crate::DuplicateKeys::Reject)).
+    #[error("duplicate top-level model key")]
+    DuplicateModel,
+    /// No decision within the configured scan limit.
+    #[error("no decision within {limit} bytes")]
+    ScanLimit {
+        /// The configured `max_scan_bytes`.
+        limit: u64,
+    },
+    /// The body is longer than the configured body limit.
+    #[error("body longer than {limit} bytes")]
+    BodyTooLarge {
+        /// The configured `max_body_bytes`.
+        limit: u64,
+    },
+}
+
+/// How an adapter should answer an error: the three rows of the contract's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// Not JSON, truncated, top-level not an object, too deep (HTTP 400, `invalid_json`).
+    InvalidJson,
+    /// Model not a string, empty, control characters, too long, duplicate (HTTP 400, `invalid_model`).
+    InvalidModel,
+    /// Scan limit or body limit exceeded (HTTP 413, `request_too_large`).
+    TooLarge,
+}
+
+impl ErrorClass {
+    /// The OpenAI-style error `code` for this class.
+    pub const fn code(self) -> &'static str {
+        match self {
+            ErrorClass::InvalidJson => "invalid_json",
+            ErrorClass::InvalidModel => "invalid_model",
+            ErrorClass::TooLarge => "request_too_large",
+        }
+    }
+}
+
+impl ErrorKind {
+    /// Stable snake_case name, used in logs, metrics labels and the CLI output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidJson => "invalid_json",
+            ErrorKind::InvalidEscape => "invalid_escape",
+            ErrorKind::InvalidUtf8 => "invalid_utf8",
+            ErrorKind::UnexpectedEnd => "unexpected_end",
+            ErrorKind::NotAnObject => "not_an_object",
+            ErrorKind::TooDeep { .. } => "too_deep",
+            ErrorKind::ModelNotAString => "model_not_a_string",
+            ErrorKind::EmptyModel => "empty_model",
+            ErrorKind::ModelControlChar => "model_control_char",
+            ErrorKind::ModelTooLong { .. } => "model_too_long",
+            ErrorKind::DuplicateModel => "duplicate_model",
+            ErrorKind::ScanLimit { .. } => "scan_limit",
+            ErrorKind::BodyTooLarge { .. } => "body_too_large",
+        }
+    }
+
+    /// Which row of the contract's table this kind belongs to.
+    pub const fn class(self) -> ErrorClass {
+        match self {
+            ErrorKind::InvalidJson
+            | ErrorKind::InvalidEscape
+            | ErrorKind::InvalidUtf8
+            | ErrorKind::UnexpectedEnd
+            | ErrorKind::NotAnObject
+            | ErrorKind::TooDeep { .. } => ErrorClass::InvalidJson,
+            ErrorKind::ModelNotAString
+            | ErrorKind::EmptyModel
+            | ErrorKind::ModelControlChar
+            | ErrorKind::ModelTooLong { .. }
+            | ErrorKind::DuplicateModel => ErrorClass::InvalidModel,
+            ErrorKind::ScanLimit { .. } | ErrorKind::BodyTooLarge { .. } => ErrorClass::TooLarge,
+        }
+    }
+}

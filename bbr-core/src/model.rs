@@ -1,0 +1,66 @@
+//! The extracted model name.
+
+use bytes::Bytes;
+
+/// A validated model name: non-empty UTF-8 without control characters, at
+/// most `max_model_len` bytes.
+///
+/// When the value lies within one input chunk and has no escapes, it is a
+/// slice of that chunk (no copy, [`Model::is_shared`] is true); otherwise it
+/// is one small owned copy.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Model {
+    bytes: Bytes,
+    shared: bool,
+}
+
+impl Model {
+    /// Wraps bytes already checked to be a valid model (crate-internal).
+    pub(crate) fn new_unchecked_utf8(bytes: Bytes, shared: bool) -> Self {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        Self { bytes, shared }
+    }
+
+    /// The model as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes).expect("Model is only built from validated UTF-8")
+    }
+
+    /// The model's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The model as `Bytes` (a slice of the input chunk when shared).
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// The model as `Bytes`, borrowed.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// True when the value points into the caller's chunk (no copy was made).
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Model").field(&self.as_str()).finish()
+    }
+}
+
+impl std::fmt::Display for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AsRef<str> for Model {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}

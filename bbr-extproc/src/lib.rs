@@ -1,0 +1,1 @@
+//! bbr-extproc (being written).

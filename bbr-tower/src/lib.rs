@@ -1,0 +1,1 @@
+//! bbr-tower (being written).

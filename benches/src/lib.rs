@@ -1,0 +1,1 @@
+//! Benchmark inputs (being written).
