@@ -1,0 +1,1 @@
+//! bbr-model-sim (being written).
