@@ -1,1 +1,618 @@
-//! Benchmark inputs (being written).
+//! Deterministic, realistic request bodies for the bbr benchmarks and load
+//! tests, and a chunker that cuts them the way a network would.
+//!
+//! Every body is built from a fixed seed, so two runs (and two machines)
+//! measure exactly the same bytes. The bodies look like what OpenAI-style
+//! clients send:
+//!
+//! - **chat** (`/v1/chat/completions`): a system turn, alternating user and
+//!   assistant turns, user turns with base64 `image_url` parts, an assistant
+//!   tool call with its tool answer, a `tools` array whose function
+//!   parameters hold a nested `model` property (which must be ignored), and
+//!   text with JSON escapes (`\n`, `\"`, `\\`, `\u00e9`, surrogate pairs) and
+//!   raw UTF-8 (accents, CJK, emoji);
+//! - **completions** (`/v1/completions`): one long `prompt` string with the
+//!   same kind of text.
+//!
+//! The top-level `model` ([`MODEL`]) is either the first key or the last one
+//! ([`Position`]), and each body is exactly the requested size in bytes (the
+//! last turn, or the prompt, is padded to fit).
+//!
+//! ```
+//! use bbr_benches::{BodySpec, Chunking, Position, Shape, chunks, MODEL};
+//!
+//! let body = BodySpec::new(Shape::Chat, Position::Last, 16 * 1024).build();
+//! assert_eq!(body.len(), 16 * 1024);
+//! let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+//! assert_eq!(value["model"], MODEL);
+//!
+//! let pieces = chunks(&body, Chunking::Fixed(4096));
+//! assert_eq!(pieces.len(), 4);
+//! assert_eq!(pieces.concat(), body.to_vec());
+//! ```
+
+use bytes::Bytes;
+
+/// The top-level model every generated body names.
+pub const MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
+
+/// A model name that appears only nested (in the tool definition and in tool
+/// call arguments); an extractor that returns it has read the wrong key.
+pub const NESTED_MODEL: &str = "deepseek/vllm-deepseek-r1";
+
+/// One kibibyte.
+pub const KIB: usize = 1024;
+/// One mebibyte.
+pub const MIB: usize = 1024 * 1024;
+
+/// The body sizes the benchmarks use: 1 KiB, 16 KiB, 256 KiB, 1 MiB, 8 MiB.
+pub const SIZES: [usize; 5] = [KIB, 16 * KIB, 256 * KIB, MIB, 8 * MIB];
+
+/// Smallest size [`BodySpec::build`] accepts for any shape: the fixed parts
+/// of a chat body (system turn, tool definition, options) plus a short turn.
+pub const MIN_SIZE: usize = 900;
+
+/// Which endpoint's request body to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shape {
+    /// `/v1/chat/completions`: messages, images, tools.
+    Chat,
+    /// `/v1/completions`: one long prompt.
+    Completions,
+}
+
+impl Shape {
+    /// Both shapes.
+    pub const ALL: [Shape; 2] = [Shape::Chat, Shape::Completions];
+
+    /// `chat` or `completions`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Shape::Chat => "chat",
+            Shape::Completions => "completions",
+        }
+    }
+}
+
+/// Where the top-level `model` key sits in the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Position {
+    /// `{"model": ..., "messages": ...}`: the best case, decided at once.
+    First,
+    /// `{"messages": ..., "model": ...}`: the whole body is scanned first.
+    Last,
+}
+
+impl Position {
+    /// Both positions.
+    pub const ALL: [Position; 2] = [Position::First, Position::Last];
+
+    /// `first` or `last`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Position::First => "first",
+            Position::Last => "last",
+        }
+    }
+}
+
+/// A human label for a byte size: `1KiB`, `16KiB`, `1MiB`, or `1000B` when
+/// it is not a whole number of KiB.
+///
+/// ```
+/// assert_eq!(bbr_benches::size_label(8 * 1024 * 1024), "8MiB");
+/// assert_eq!(bbr_benches::size_label(1024), "1KiB");
+/// assert_eq!(bbr_benches::size_label(1000), "1000B");
+/// ```
+pub fn size_label(bytes: usize) -> String {
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{}MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{}KiB", bytes / KIB)
+    } else {
+        format!("{bytes}B")
+    }
+}
+
+/// What body to build: shape, model position and exact size in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BodySpec {
+    /// Chat or completions.
+    pub shape: Shape,
+    /// Model first or last.
+    pub position: Position,
+    /// Exact length of the body in bytes (at least [`MIN_SIZE`]).
+    pub size: usize,
+}
+
+impl BodySpec {
+    /// A spec; nothing is built until [`BodySpec::build`].
+    pub const fn new(shape: Shape, position: Position, size: usize) -> Self {
+        Self {
+            shape,
+            position,
+            size,
+        }
+    }
+
+    /// Builds the body: valid JSON, exactly `size` bytes, top-level `model`
+    /// equal to [`MODEL`]. The same spec always gives the same bytes.
+    ///
+    /// # Panics
+    ///
+    /// When `size` is below [`MIN_SIZE`].
+    ///
+    /// ```
+    /// use bbr_benches::{BodySpec, Position, Shape};
+    /// let spec = BodySpec::new(Shape::Completions, Position::First, 4096);
+    /// let body = spec.build();
+    /// assert!(body.starts_with(br#"{"model":"#));
+    /// assert_eq!(body, spec.build());
+    /// ```
+    pub fn build(&self) -> Bytes {
+        match self.shape {
+            Shape::Chat => chat_body(self.size, self.position),
+            Shape::Completions => completions_body(self.size, self.position),
+        }
+    }
+
+    /// `chat/16KiB/first`: the benchmark id prefix.
+    pub fn label(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.shape.as_str(),
+            size_label(self.size),
+            self.position.as_str()
+        )
+    }
+}
+
+/// A chat completions body of exactly `size` bytes with the model at
+/// `position`. See the crate docs for what it contains.
+///
+/// # Panics
+///
+/// When `size` is below [`MIN_SIZE`].
+pub fn chat_body(size: usize, position: Position) -> Bytes {
+    assert!(
+        size >= MIN_SIZE,
+        "body size {size} is below MIN_SIZE ({MIN_SIZE})"
+    );
+    let mut rng = SplitMix64::new(0x6262_725f_6368_6174 ^ size as u64);
+    let (head, tail) = envelope(
+        position,
+        "{\"messages\":[",
+        &format!("],\"tools\":[{TOOL}],\"max_tokens\":256,\"temperature\":0,\"stream\":false"),
+    );
+
+    let mut messages: Vec<String> = vec![format!(
+        "{{\"role\":\"system\",\"content\":\"{SYSTEM_PROMPT}\"}}"
+    )];
+    // Bytes used so far: envelope, messages, and one comma after each (the
+    // padded last turn follows them all).
+    let used = |messages: &[String]| {
+        head.len() + tail.len() + messages.iter().map(|m| m.len() + 1).sum::<usize>()
+    };
+    // The last turn is a padded user message; keep room for its envelope
+    // plus some text.
+    let last_turn_overhead = LAST_TURN_PREFIX.len() + LAST_TURN_SUFFIX.len();
+    let reserve = last_turn_overhead + 64;
+    // Images scale with the body: thumbnails in small bodies, photos in big ones.
+    let image_b64_len = (size / 10).clamp(512, 384 * KIB) / 4 * 4;
+
+    let mut turn = 0usize;
+    loop {
+        let budget = size.saturating_sub(used(&messages) + reserve);
+        let candidate = match turn % 5 {
+            0 => {
+                let n = rng.range(300, 1400);
+                text_turn("user", &text(&mut rng, n))
+            }
+            1 => {
+                let n = rng.range(600, 2400);
+                text_turn("assistant", &text(&mut rng, n))
+            }
+            2 => {
+                let n = rng.range(40, 160);
+                let caption = text(&mut rng, n);
+                image_turn(&caption, &base64_image(&mut rng, image_b64_len))
+            }
+            3 => tool_call_turns(&mut rng, turn),
+            _ => {
+                let n = rng.range(200, 900);
+                text_turn("developer", &text(&mut rng, n))
+            }
+        };
+        if candidate.len() + 1 > budget {
+            break;
+        }
+        messages.push(candidate);
+        turn += 1;
+    }
+
+    let pad = size - used(&messages) - last_turn_overhead;
+    messages.push(format!(
+        "{LAST_TURN_PREFIX}{}{LAST_TURN_SUFFIX}",
+        text(&mut rng, pad)
+    ));
+    let body = format!("{head}{}{tail}", messages.join(","));
+    debug_assert_eq!(body.len(), size);
+    Bytes::from(body)
+}
+
+/// A completions body of exactly `size` bytes (one long `prompt`) with the
+/// model at `position`.
+///
+/// # Panics
+///
+/// When `size` is below [`MIN_SIZE`].
+pub fn completions_body(size: usize, position: Position) -> Bytes {
+    assert!(
+        size >= MIN_SIZE,
+        "body size {size} is below MIN_SIZE ({MIN_SIZE})"
+    );
+    let mut rng = SplitMix64::new(0x6262_725f_636f_6d70 ^ size as u64);
+    let (head, tail) = envelope(
+        position,
+        "{\"prompt\":\"",
+        "\",\"max_tokens\":128,\"temperature\":0,\"stream\":true,\
+         \"stream_options\":{\"include_usage\":true},\"stop\":[\"\\n\\n###\"]",
+    );
+    let prompt = text(&mut rng, size - head.len() - tail.len());
+    let body = format!("{head}{prompt}{tail}");
+    debug_assert_eq!(body.len(), size);
+    Bytes::from(body)
+}
+
+/// How to cut a body into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Chunking {
+    /// One chunk: the whole body.
+    Contiguous,
+    /// Chunks of this many bytes (the last one may be shorter). Must be > 0.
+    Fixed(usize),
+}
+
+impl Chunking {
+    /// 16 KiB chunks, what hyper typically hands over from a socket.
+    pub const CHUNK_16K: Chunking = Chunking::Fixed(16 * KIB);
+    /// 1-byte chunks, the worst case.
+    pub const ONE_BYTE: Chunking = Chunking::Fixed(1);
+
+    /// `contiguous`, `chunks16KiB`, `chunks1B`.
+    pub fn label(self) -> String {
+        match self {
+            Chunking::Contiguous => "contiguous".to_owned(),
+            Chunking::Fixed(n) => format!("chunks{}", size_label(n)),
+        }
+    }
+}
+
+/// Cuts `body` into chunks without copying: every chunk is a slice of
+/// `body` (same allocation), in order, and their concatenation is `body`.
+///
+/// # Panics
+///
+/// On `Chunking::Fixed(0)`.
+///
+/// ```
+/// use bbr_benches::{Chunking, chunks};
+/// let body = bytes::Bytes::from_static(b"{\"model\":\"m\"}");
+/// let pieces = chunks(&body, Chunking::ONE_BYTE);
+/// assert_eq!(pieces.len(), body.len());
+/// assert_eq!(pieces[0].as_ptr(), body.as_ptr());
+/// assert_eq!(chunks(&body, Chunking::Contiguous), vec![body.clone()]);
+/// ```
+pub fn chunks(body: &Bytes, chunking: Chunking) -> Vec<Bytes> {
+    match chunking {
+        Chunking::Contiguous => vec![body.clone()],
+        Chunking::Fixed(n) => {
+            assert!(n > 0, "chunk size must be positive");
+            (0..body.len())
+                .step_by(n)
+                .map(|start| body.slice(start..(start + n).min(body.len())))
+                .collect()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Building blocks.
+
+const SYSTEM_PROMPT: &str = "You are a helpful assistant for a food review site. \
+Answer briefly, cite the review you use, and never invent prices.\\nUse \\\"metric\\\" units.";
+
+/// A tool whose parameters hold a nested `model` property: extractors must
+/// ignore it (only the top-level key counts).
+const TOOL: &str = "{\"type\":\"function\",\"function\":{\"name\":\"route_request\",\
+\"description\":\"Send a sub-task to another model and return its answer.\",\
+\"parameters\":{\"type\":\"object\",\"properties\":{\
+\"model\":{\"type\":\"string\",\"description\":\"Which model handles the sub-task\",\
+\"enum\":[\"deepseek/vllm-deepseek-r1\",\"ski-resorts\"]},\
+\"query\":{\"type\":\"string\",\"description\":\"The sub-task, in plain words\"}},\
+\"required\":[\"model\",\"query\"]}}}";
+
+const LAST_TURN_PREFIX: &str = "{\"role\":\"user\",\"content\":\"";
+const LAST_TURN_SUFFIX: &str = "\"}";
+
+/// Head and tail of the object, with `"model":MODEL` placed first or last.
+fn envelope(position: Position, head: &str, tail: &str) -> (String, String) {
+    match position {
+        Position::First => (
+            format!("{{\"model\":\"{MODEL}\",{}", &head[1..]),
+            format!("{tail}}}"),
+        ),
+        Position::Last => (head.to_owned(), format!("{tail},\"model\":\"{MODEL}\"}}")),
+    }
+}
+
+fn text_turn(role: &str, content: &str) -> String {
+    format!("{{\"role\":\"{role}\",\"content\":\"{content}\"}}")
+}
+
+fn image_turn(caption: &str, b64: &str) -> String {
+    format!(
+        "{{\"role\":\"user\",\"content\":[{{\"type\":\"text\",\"text\":\"{caption}\"}},\
+         {{\"type\":\"image_url\",\"image_url\":{{\"url\":\"data:image/png;base64,{b64}\",\
+         \"detail\":\"auto\"}}}}]}}"
+    )
+}
+
+/// An assistant tool call (arguments are an escaped JSON string holding a
+/// nested `model`) followed by the tool's answer.
+fn tool_call_turns(rng: &mut SplitMix64, turn: usize) -> String {
+    let n = rng.range(200, 700);
+    let answer = text(rng, n);
+    format!(
+        "{{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{{\"id\":\"call_{turn:04}\",\
+         \"type\":\"function\",\"function\":{{\"name\":\"route_request\",\"arguments\":\
+         \"{{\\\"model\\\":\\\"{NESTED_MODEL}\\\",\\\"query\\\":\\\"summarise turn {turn}\\\"}}\"}}}}]}},\
+         {{\"role\":\"tool\",\"tool_call_id\":\"call_{turn:04}\",\"content\":\"{answer}\"}}"
+    )
+}
+
+/// Pieces of JSON string content, each already escaped and valid on its own,
+/// so any concatenation is a valid JSON string body.
+const WORDS: &[&str] = &[
+    "the", "review", "model", "sauce", "was", "crisp", "and", "the", "service", "slow", "but",
+    "friendly", "price", "portion", "would", "order", "again", "dessert", "menu", "table",
+    "kitchen", "wine", "pairing", "delivery", "fresh", "bread", "soup", "spicy", "noodles",
+    "request", "gateway", "token", "prompt",
+];
+const SPECIAL: &[&str] = &[
+    "\\n",
+    "\\n\\n",
+    "\\t",
+    "\\\"quoted\\\"",
+    "C:\\\\reviews\\\\2024",
+    "caf\\u00e9",
+    "na\\u00efve",
+    "\\ud83d\\ude80",
+    "\\u65e5\\u672c",
+    "\\/",
+    "café",
+    "Grüße",
+    "日本語のレビュー",
+    "🍜🍣",
+    "Ωμέγα",
+    "{\\\"model\\\": \\\"not-this-one\\\"}",
+];
+
+/// Escaped JSON string content of exactly `len` bytes.
+fn text(rng: &mut SplitMix64, len: usize) -> String {
+    let mut out = String::with_capacity(len);
+    loop {
+        let piece = if rng.below(8) == 0 {
+            SPECIAL[rng.below(SPECIAL.len())]
+        } else {
+            WORDS[rng.below(WORDS.len())]
+        };
+        if out.len() + piece.len() + 1 > len {
+            break;
+        }
+        out.push_str(piece);
+        out.push(if rng.below(12) == 0 { '.' } else { ' ' });
+    }
+    while out.len() < len {
+        out.push('.');
+    }
+    out
+}
+
+/// `len` base64 characters (a multiple of 4) encoding a PNG-like blob.
+fn base64_image(rng: &mut SplitMix64, len: usize) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let raw_len = len / 4 * 3;
+    let mut raw = Vec::with_capacity(raw_len);
+    raw.extend_from_slice(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR");
+    while raw.len() < raw_len {
+        raw.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    raw.truncate(raw_len);
+    let mut out = String::with_capacity(len);
+    for group in raw.chunks(3) {
+        let n = (u32::from(group[0]) << 16) | (u32::from(group[1]) << 8) | u32::from(group[2]);
+        for shift in [18, 12, 6, 0] {
+            out.push(char::from(ALPHABET[(n >> shift) as usize & 63]));
+        }
+    }
+    debug_assert_eq!(out.len(), len);
+    out
+}
+
+/// Small fixed-seed generator (SplitMix64): deterministic across platforms.
+#[derive(Debug, Clone)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-enough in `0..n` for test data.
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn range(&mut self, low: usize, high: usize) -> usize {
+        low + self.below(high - low)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn all_specs() -> Vec<BodySpec> {
+        let mut specs = Vec::new();
+        for shape in Shape::ALL {
+            for position in Position::ALL {
+                for size in SIZES {
+                    specs.push(BodySpec::new(shape, position, size));
+                }
+            }
+        }
+        specs
+    }
+
+    #[test]
+    fn every_body_is_valid_json_with_the_expected_model_and_size() {
+        for spec in all_specs() {
+            let body = spec.build();
+            let value: Value = serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("{}: invalid JSON: {e}", spec.label()));
+            assert_eq!(value["model"], MODEL, "{}", spec.label());
+            // Exact by construction; the contract only needs "within a few %".
+            let diff = body.len().abs_diff(spec.size) as f64 / spec.size as f64;
+            assert!(diff <= 0.03, "{}: {} bytes", spec.label(), body.len());
+            assert_eq!(body.len(), spec.size, "{}", spec.label());
+        }
+    }
+
+    #[test]
+    fn model_key_is_first_or_last_as_asked() {
+        for spec in all_specs() {
+            let body = spec.build();
+            let model_field = format!("\"model\":\"{MODEL}\"");
+            match spec.position {
+                Position::First => assert!(body.starts_with(format!("{{{model_field}").as_bytes())),
+                Position::Last => assert!(body.ends_with(format!("{model_field}}}").as_bytes())),
+            }
+        }
+    }
+
+    #[test]
+    fn chat_bodies_hold_nested_models_images_escapes_and_unicode() {
+        for size in SIZES {
+            let body = chat_body(size, Position::Last);
+            let value: Value = serde_json::from_slice(&body).unwrap();
+            let nested = &value["tools"][0]["function"]["parameters"]["properties"]["model"];
+            assert_eq!(nested["type"], "string");
+            let roles: Vec<&str> = value["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["role"].as_str().unwrap())
+                .collect();
+            assert_eq!(roles[0], "system");
+            assert!(roles.contains(&"user"));
+            let text = std::str::from_utf8(&body).unwrap();
+            assert!(text.contains("\\\""), "escaped quotes in {size}");
+            if size >= 16 * KIB {
+                assert!(roles.contains(&"assistant"), "{size}");
+                assert!(text.contains("data:image/png;base64,iVBORw0KGgo"), "{size}");
+                assert!(text.contains(NESTED_MODEL), "{size}");
+                assert!(text.contains("\\u"), "{size}");
+                assert!(!text.is_ascii(), "{size}");
+            }
+        }
+    }
+
+    #[test]
+    fn big_chat_bodies_are_mostly_images_and_many_turns() {
+        let body = chat_body(8 * MIB, Position::First);
+        let value: Value = serde_json::from_slice(&body).unwrap();
+        let messages = value["messages"].as_array().unwrap();
+        assert!(messages.len() > 50, "{} turns", messages.len());
+        let images = messages.iter().filter(|m| m["content"].is_array()).count();
+        assert!(images >= 10, "{images} images");
+    }
+
+    #[test]
+    fn completions_bodies_are_one_long_prompt() {
+        let body = completions_body(MIB, Position::First);
+        let value: Value = serde_json::from_slice(&body).unwrap();
+        let prompt = value["prompt"].as_str().unwrap();
+        assert!(prompt.len() > MIB * 9 / 10);
+        assert_eq!(value["stream"], true);
+    }
+
+    #[test]
+    fn bodies_are_deterministic() {
+        let spec = BodySpec::new(Shape::Chat, Position::Last, 256 * KIB);
+        assert_eq!(spec.build(), spec.build());
+        assert_ne!(
+            spec.build(),
+            BodySpec::new(Shape::Chat, Position::First, 256 * KIB).build()
+        );
+    }
+
+    #[test]
+    fn smallest_size_builds() {
+        for shape in Shape::ALL {
+            for position in Position::ALL {
+                let body = BodySpec::new(shape, position, MIN_SIZE).build();
+                assert_eq!(body.len(), MIN_SIZE);
+                let value: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(value["model"], MODEL);
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "below MIN_SIZE")]
+    fn below_min_size_panics() {
+        let _ = chat_body(MIN_SIZE - 1, Position::First);
+    }
+
+    #[test]
+    fn chunks_are_slices_of_the_body_in_order() {
+        let body = chat_body(16 * KIB + 7, Position::First);
+        for chunking in [
+            Chunking::Contiguous,
+            Chunking::CHUNK_16K,
+            Chunking::Fixed(1000),
+            Chunking::ONE_BYTE,
+        ] {
+            let pieces = chunks(&body, chunking);
+            assert_eq!(pieces.concat(), body.to_vec(), "{chunking:?}");
+            let mut offset = 0;
+            for piece in &pieces {
+                // Zero copy: each chunk points into the body's allocation.
+                assert_eq!(piece.as_ptr(), body[offset..].as_ptr());
+                offset += piece.len();
+            }
+            if let Chunking::Fixed(n) = chunking {
+                assert_eq!(pieces.len(), body.len().div_ceil(n));
+                assert!(pieces[..pieces.len() - 1].iter().all(|p| p.len() == n));
+            }
+        }
+    }
+
+    #[test]
+    fn labels_name_shape_size_and_position() {
+        let spec = BodySpec::new(Shape::Completions, Position::Last, MIB);
+        assert_eq!(spec.label(), "completions/1MiB/last");
+        assert_eq!(Chunking::CHUNK_16K.label(), "chunks16KiB");
+        assert_eq!(Chunking::ONE_BYTE.label(), "chunks1B");
+    }
+}
