@@ -1,0 +1,275 @@
+//! The reloadable store and its polling watcher.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::error::LoadError;
+use crate::map::{AdapterMap, AdapterMapBuilder};
+use crate::source::{self, SourceFile};
+
+/// The current [`AdapterMap`], swapped atomically on reload.
+///
+/// Readers ([`lookup`](Self::lookup), [`snapshot`](Self::snapshot)) never
+/// block and take no lock: the map sits behind an `ArcSwap`. A reload reads
+/// the configured paths, and swaps in a new map only when the whole set loads
+/// cleanly; on an error the old map stays, the error is kept
+/// ([`last_error`](Self::last_error)) and counted
+/// ([`failed_reload_count`](Self::failed_reload_count)).
+///
+/// Cloning is cheap and every clone sees the same map.
+///
+/// ```
+/// use bbr_adapters::{AdapterMap, AdapterStore};
+///
+/// let map = AdapterMap::from_yaml_str("data: {baseModel: base, adapters: '[lora]'}", "inline")?;
+/// let store = AdapterStore::from_map(map);
+/// assert_eq!(store.lookup("lora").as_deref(), Some("base"));
+/// # Ok::<(), bbr_adapters::LoadError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct AdapterStore {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    current: ArcSwap<AdapterMap>,
+    paths: Vec<PathBuf>,
+    reloads: AtomicU64,
+    failed_reloads: AtomicU64,
+    /// Only reloads take this lock; readers never do.
+    state: Mutex<ReloadState>,
+}
+
+#[derive(Debug, Default)]
+struct ReloadState {
+    /// What the previous attempt read (or why reading failed), to skip
+    /// parsing and counting when nothing changed.
+    last_attempt: Option<Attempt>,
+    last_error: Option<Arc<LoadError>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Attempt {
+    Read(Vec<SourceFile>),
+    ReadFailed(String),
+}
+
+/// What a call to [`AdapterStore::reload`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reload {
+    /// The files are byte for byte what the previous attempt read.
+    Unchanged,
+    /// A new map was loaded and swapped in.
+    Swapped,
+}
+
+impl AdapterStore {
+    /// Loads `paths` once (the first load must succeed) and keeps them for
+    /// [`reload`](Self::reload) and [`watch`](Self::watch).
+    pub fn load<I, P>(paths: I) -> Result<Self, LoadError>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<Path>,
+    {
+        let paths: Vec<PathBuf> = paths.into_iter().map(|p| p.as_ref().to_owned()).collect();
+        let files = read_all(&paths)?;
+        let map = build(&files)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(map),
+                paths,
+                reloads: AtomicU64::new(0),
+                failed_reloads: AtomicU64::new(0),
+                state: Mutex::new(ReloadState {
+                    last_attempt: Some(Attempt::Read(files)),
+                    last_error: None,
+                }),
+            }),
+        })
+    }
+
+    /// A store holding a fixed map (no paths: [`reload`](Self::reload) is
+    /// always [`Reload::Unchanged`]).
+    pub fn from_map(map: AdapterMap) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(map),
+                paths: Vec::new(),
+                reloads: AtomicU64::new(0),
+                failed_reloads: AtomicU64::new(0),
+                state: Mutex::new(ReloadState::default()),
+            }),
+        }
+    }
+
+    /// The base model for `model` in the current map (see
+    /// [`AdapterMap::lookup`]). Lock-free.
+    #[inline]
+    pub fn lookup(&self, model: &str) -> Option<Arc<str>> {
+        self.shared.current.load().lookup_shared(model)
+    }
+
+    /// The current map. Holding it keeps that snapshot alive; later reloads
+    /// do not change it.
+    pub fn snapshot(&self) -> Arc<AdapterMap> {
+        self.shared.current.load_full()
+    }
+
+    /// The configured paths.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.shared.paths
+    }
+
+    /// Re-reads the paths now. Swaps in the new map when the content changed
+    /// and loads cleanly; returns the error (and keeps the old map)
+    /// otherwise. An error is returned again, but counted only once, while
+    /// the files stay the same.
+    pub fn reload(&self) -> Result<Reload, Arc<LoadError>> {
+        if self.shared.paths.is_empty() {
+            return Ok(Reload::Unchanged);
+        }
+        let mut state = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let read = read_all(&self.shared.paths);
+        let attempt = match &read {
+            Ok(files) => Attempt::Read(files.clone()),
+            Err(error) => Attempt::ReadFailed(error_chain(error)),
+        };
+        if state.last_attempt.as_ref() == Some(&attempt) {
+            return match &state.last_error {
+                Some(error) => Err(error.clone()),
+                None => Ok(Reload::Unchanged),
+            };
+        }
+        state.last_attempt = Some(attempt);
+        match read.and_then(|files| build(&files)) {
+            Ok(map) => {
+                self.shared.current.store(Arc::new(map));
+                self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+                state.last_error = None;
+                Ok(Reload::Swapped)
+            }
+            Err(error) => {
+                let error = Arc::new(error);
+                self.shared.failed_reloads.fetch_add(1, Ordering::Relaxed);
+                state.last_error = Some(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// Successful reloads that swapped in a new map (the initial load is not counted).
+    pub fn reload_count(&self) -> u64 {
+        self.shared.reloads.load(Ordering::Relaxed)
+    }
+
+    /// Reloads that failed (each distinct failing content counted once).
+    pub fn failed_reload_count(&self) -> u64 {
+        self.shared.failed_reloads.load(Ordering::Relaxed)
+    }
+
+    /// The error of the latest reload attempt, or `None` once a reload
+    /// succeeds (or when none failed).
+    pub fn last_error(&self) -> Option<Arc<LoadError>> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .last_error
+            .clone()
+    }
+
+    /// Starts a std thread that calls [`reload`](Self::reload) every
+    /// `interval` until the returned [`ReloadWatcher`] is stopped or
+    /// dropped.
+    ///
+    /// Polling reads the files and compares their bytes with the previous
+    /// poll (they are small, see [`MAX_FILE_BYTES`](crate::MAX_FILE_BYTES)),
+    /// which catches in-place edits, same-second changes that an mtime
+    /// check would miss, and the atomic `..data` symlink swap of a mounted
+    /// ConfigMap. A std thread, not a tokio task, so the store works with
+    /// or without a runtime.
+    pub fn watch(&self, interval: Duration) -> std::io::Result<ReloadWatcher> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let store = self.clone();
+        let thread = thread::Builder::new()
+            .name("bbr-adapters-reload".to_owned())
+            .spawn(move || {
+                // A message or a disconnected sender both mean stop.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    // The outcome is recorded in the store (counters, last error).
+                    let _ = store.reload();
+                }
+            })?;
+        Ok(ReloadWatcher {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Stops the reload thread started by [`AdapterStore::watch`] when stopped
+/// or dropped (and waits for it, at most one poll).
+#[derive(Debug)]
+pub struct ReloadWatcher {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl ReloadWatcher {
+    /// Stops the thread and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // A panic in the reload thread has nothing left to clean up.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ReloadWatcher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn read_all(paths: &[PathBuf]) -> Result<Vec<SourceFile>, LoadError> {
+    let mut files = Vec::new();
+    for path in paths {
+        files.extend(source::collect(path)?);
+    }
+    Ok(files)
+}
+
+fn build(files: &[SourceFile]) -> Result<AdapterMap, LoadError> {
+    let mut builder = AdapterMapBuilder::new();
+    for file in files {
+        builder.add_source(file)?;
+    }
+    builder.build()
+}
+
+fn error_chain(error: &LoadError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,180 @@
+//! Reloading: swaps only on a clean load, never disturbs readers.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bbr_adapters::{AdapterStore, LoadError, Reload};
+use common::{TempDir, mount_config_map};
+
+fn config_map(base: &str, adapters: &[&str]) -> String {
+    format!(
+        "kind: ConfigMap\ndata:\n  baseModel: {base}\n  adapters: '[{}]'\n",
+        adapters.join(", ")
+    )
+}
+
+#[test]
+fn reload_swaps_in_a_changed_file_and_counts_it() {
+    let dir = TempDir::new("swap");
+    let file = dir.write("a.yaml", &config_map("base", &["one"]));
+    let store = AdapterStore::load([&file]).unwrap();
+    let before = store.snapshot();
+    assert_eq!(store.reload().unwrap(), Reload::Unchanged);
+    assert_eq!(store.reload_count(), 0);
+
+    dir.write("a.yaml", &config_map("base", &["two"]));
+    assert_eq!(store.reload().unwrap(), Reload::Swapped);
+    assert_eq!(store.reload_count(), 1);
+    assert_eq!(store.lookup("two").as_deref(), Some("base"));
+    assert_eq!(store.lookup("one"), None);
+    // A snapshot taken earlier is unaffected.
+    assert_eq!(before.lookup("one"), Some("base"));
+    assert_eq!(store.reload().unwrap(), Reload::Unchanged);
+}
+
+#[test]
+fn reload_error_keeps_the_old_map_and_records_the_error() {
+    let dir = TempDir::new("error");
+    let a = dir.write("a.yaml", &config_map("base-a", &["shared"]));
+    let store = AdapterStore::load([dir.path()]).unwrap();
+    assert_eq!(store.lookup("shared").as_deref(), Some("base-a"));
+
+    // A second ConfigMap claims the same adapter: the load fails as a whole.
+    dir.write("b.yaml", &config_map("base-b", &["shared", "new"]));
+    let error = store.reload().unwrap_err();
+    assert!(
+        matches!(*error, LoadError::ConflictingBaseModels { .. }),
+        "{error:?}"
+    );
+    assert_eq!(store.lookup("shared").as_deref(), Some("base-a"));
+    assert_eq!(store.lookup("new"), None);
+    assert_eq!(store.failed_reload_count(), 1);
+    assert_eq!(store.reload_count(), 0);
+    assert!(store.last_error().is_some());
+
+    // The same broken content is not counted again.
+    assert!(store.reload().is_err());
+    assert_eq!(store.failed_reload_count(), 1);
+
+    // Broken YAML, then a missing file: still the old map.
+    dir.write("b.yaml", "kind: ConfigMap\ndata: [unclosed\n");
+    assert!(matches!(
+        *store.reload().unwrap_err(),
+        LoadError::Yaml { .. }
+    ));
+    std::fs::remove_file(&a).unwrap();
+    std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+    std::fs::remove_dir(dir.path()).unwrap();
+    assert!(matches!(*store.reload().unwrap_err(), LoadError::Io { .. }));
+    assert_eq!(store.failed_reload_count(), 3);
+    assert_eq!(store.lookup("shared").as_deref(), Some("base-a"));
+
+    // Fixed: swapped in, error cleared.
+    std::fs::create_dir_all(dir.path()).unwrap();
+    dir.write("a.yaml", &config_map("base-a", &["shared", "fixed"]));
+    assert_eq!(store.reload().unwrap(), Reload::Swapped);
+    assert_eq!(store.lookup("fixed").as_deref(), Some("base-a"));
+    assert!(store.last_error().is_none());
+    assert_eq!(store.reload_count(), 1);
+}
+
+#[test]
+fn initial_load_error_is_returned() {
+    let dir = TempDir::new("initial");
+    dir.write("a.yaml", "kind: ConfigMap\ndata: {adapters: '[x]'}\n");
+    assert!(matches!(
+        AdapterStore::load([dir.path()]),
+        Err(LoadError::MissingBaseModel { .. })
+    ));
+}
+
+#[test]
+fn mounted_config_map_atomic_data_swap_is_picked_up() {
+    let dir = TempDir::new("kubelet");
+    let mount = dir.path().join("cm");
+    mount_config_map(&mount, "v1", "base", Some("- old-lora\n"));
+    let store = AdapterStore::load([&mount]).unwrap();
+    assert_eq!(store.lookup("old-lora").as_deref(), Some("base"));
+
+    mount_config_map(&mount, "v2", "base", Some("- new-lora\n"));
+    std::fs::remove_dir_all(mount.join("..v1")).unwrap();
+    assert_eq!(store.reload().unwrap(), Reload::Swapped);
+    assert_eq!(store.lookup("new-lora").as_deref(), Some("base"));
+    assert_eq!(store.lookup("old-lora"), None);
+}
+
+#[test]
+fn watcher_picks_up_changes_and_stops_when_dropped() {
+    let dir = TempDir::new("watch");
+    let mount = dir.path().join("cm");
+    mount_config_map(&mount, "v1", "base", Some("- first\n"));
+    let store = AdapterStore::load([&mount]).unwrap();
+    let watcher = store.watch(Duration::from_millis(10)).unwrap();
+    mount_config_map(&mount, "v2", "base", Some("- second\n"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.lookup("second").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "watcher did not reload within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(store.reload_count(), 1);
+    drop(watcher);
+    // Stopped: further changes are not picked up by itself.
+    mount_config_map(&mount, "v3", "base", Some("- third\n"));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(store.lookup("third"), None);
+    assert_eq!(store.reload_count(), 1);
+}
+
+/// Many threads look up names while the map is swapped back and forth; every
+/// lookup must see either the old or the new map, never a miss.
+#[test]
+fn readers_never_miss_during_swaps() {
+    const READERS: usize = 8;
+    const SWAPS: u64 = 200;
+    let dir = TempDir::new("readers");
+    let mount = dir.path().join("cm");
+    let version_a = "- stable\n- only-in-a\n";
+    let version_b = "- stable\n- only-in-b\n";
+    mount_config_map(&mount, "v0", "base", Some(version_a));
+    let store = AdapterStore::load([&mount]).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let lookups = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let store = store.clone();
+            let done = done.clone();
+            let lookups = lookups.clone();
+            std::thread::spawn(move || {
+                let mut count = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    assert_eq!(store.lookup("stable").as_deref(), Some("base"));
+                    assert_eq!(store.lookup("base").as_deref(), Some("base"));
+                    let snapshot = store.snapshot();
+                    // Within one snapshot the map is consistent: exactly one version.
+                    let a = snapshot.lookup("only-in-a").is_some();
+                    let b = snapshot.lookup("only-in-b").is_some();
+                    assert!(a ^ b, "snapshot mixes versions: a={a} b={b}");
+                    count += 1;
+                }
+                lookups.fetch_add(count, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for swap in 1..=SWAPS {
+        let adapters = if swap % 2 == 0 { version_a } else { version_b };
+        mount_config_map(&mount, &format!("v{swap}"), "base", Some(adapters));
+        assert_eq!(store.reload().unwrap(), Reload::Swapped);
+    }
+    done.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.join().expect("a reader saw a failed lookup");
+    }
+    assert_eq!(store.reload_count(), SWAPS);
+    assert!(lookups.load(Ordering::Relaxed) > 0);
+}
