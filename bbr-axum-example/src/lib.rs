@@ -1,1 +1,45 @@
-//! bbr-axum-example (being written).
+//! An OpenAI-compatible gateway on axum that routes by the body's `model`.
+//!
+//! The body-based routing layer (`bbr-tower`) reads the top-level `model`
+//! of each request body as it streams in and sets `X-Gateway-Model-Name`
+//! (and `X-Gateway-Base-Model-Name` with an adapter map). Ordinary header
+//! routes — the same ones a Kubernetes `HTTPRoute` holds — then pick a pool
+//! of model servers, and the request streams through to the least busy
+//! endpoint of that pool.
+//!
+//! With no configuration, [`Gateway::start`] on [`Config::scenario`] runs
+//! the reference scenario on one machine: two pools of simulated vLLM-like
+//! model servers (`bbr-model-sim`) on loopback and the scenario's HTTPRoutes.
+//!
+//! Endpoints served by the gateway itself:
+//!
+//! | path | what |
+//! | --- | --- |
+//! | `GET /v1/models` | every model of every pool ([`models`]) |
+//! | `GET /health` | 200 `ok` |
+//! | `GET /metrics` | Prometheus text ([`metrics`]) |
+//! | anything else | routed by the headers and path ([`routing`]) and proxied ([`proxy`]) |
+//!
+//! Decisions where the contract is silent:
+//! - A request that matches no route gets 404 `model_not_found`
+//!   (OpenAI-shaped), also when the body has no `model` at all.
+//! - Upstream errors: 502 `upstream_unreachable`, 504 `upstream_timeout`,
+//!   with `type: server_error` and `param: null`.
+//! - The route timeout covers the whole exchange (like Envoy's route
+//!   timeout): a response that is still streaming when it expires is cut.
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod models;
+pub mod pools;
+pub mod proxy;
+pub mod routing;
+
+mod bbr;
+mod gateway;
+pub mod simulate;
+
+pub use config::Config;
+pub use error::{ConfigError, GatewayError};
+pub use gateway::{AppState, Gateway, RunningGateway, StartError, app};

@@ -1,0 +1,246 @@
+//! The router, its state, and starting and stopping the whole gateway.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, StatusCode, header};
+
+use crate::config::{Config, MODEL_HEADER};
+use crate::error::{ConfigError, GatewayError, json_response};
+use crate::metrics::Metrics;
+use crate::models::ModelCatalog;
+use crate::proxy::{Outcome, Proxy};
+use crate::routing::RouteTable;
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    routes: RouteTable,
+    proxy: Proxy,
+    metrics: Metrics,
+    models: ModelCatalog,
+}
+
+impl AppState {
+    /// Builds the state from a config; `endpoints` fills pools that have
+    /// none in the config (simulated pools, once started).
+    pub fn new(
+        config: &Config,
+        endpoints: &HashMap<String, Vec<String>>,
+    ) -> Result<Self, ConfigError> {
+        let routes = RouteTable::new(config, endpoints)?;
+        let models = ModelCatalog::new(config, routes.pools());
+        Ok(Self {
+            proxy: Proxy::new(config.proxy, crate::bbr::body_error_responder()),
+            metrics: Metrics::new(),
+            models,
+            routes,
+        })
+    }
+
+    /// The route table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// The gateway's router: the body-based routing layer in front of the
+/// gateway's own endpoints and the proxy.
+pub fn app(state: Arc<AppState>, config: &Config) -> Result<Router, ConfigError> {
+    let router = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/models", get(list_models))
+        .fallback(forward)
+        .with_state(state);
+    crate::bbr::apply(router, config)
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut response = state.metrics.encode().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+async fn list_models(State(state): State<Arc<AppState>>) -> Response {
+    json_response(StatusCode::OK, &state.models.list().await)
+}
+
+async fn forward(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
+    let started = Instant::now();
+    let client_addr = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let Some((route, label)) = state
+        .routes
+        .find_labeled(request.uri().path(), request.headers())
+    else {
+        let model = request
+            .headers()
+            .get(MODEL_HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        tracing::debug!(model = %model, path = request.uri().path(), "no route");
+        let response = GatewayError::NoRoute { model }.into_response();
+        state
+            .metrics
+            .record("", "", response.status().as_u16(), started.elapsed());
+        return response;
+    };
+    let route = Arc::clone(route);
+    let label = label.to_owned();
+    let pool = route.pool.name().to_owned();
+    let gauge = state.metrics.pool_in_flight(&pool);
+    let (response, outcome) = state
+        .proxy
+        .forward(&route, request, client_addr, gauge)
+        .await;
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .record(&label, &pool, status, started.elapsed());
+    if outcome == Outcome::Gateway {
+        tracing::debug!(route = %route.name, status, "answered by the gateway");
+    }
+    response
+}
+
+/// A configured gateway, not yet listening.
+#[derive(Debug)]
+pub struct Gateway {
+    config: Config,
+}
+
+/// A running gateway (and its simulated pools); stop it with
+/// [`RunningGateway::shutdown`].
+#[derive(Debug)]
+pub struct RunningGateway {
+    /// Where the gateway listens.
+    pub addr: SocketAddr,
+    /// Endpoints per pool (including started simulators), in config order.
+    pub pools: Vec<(String, Vec<String>)>,
+    /// The shared state (routes, metrics).
+    pub state: Arc<AppState>,
+    sims: crate::simulate::Simulators,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Gateway {
+    /// A gateway for this config.
+    pub fn new(config: Config) -> Self {
+        Self { config }
+    }
+
+    /// Starts the simulated pools (if any), binds `listen` and serves.
+    pub async fn start(self, listen: SocketAddr) -> Result<RunningGateway, StartError> {
+        let sims = crate::simulate::Simulators::start(&self.config).await?;
+        let endpoints = sims.endpoints();
+        let state = Arc::new(AppState::new(&self.config, &endpoints)?);
+        let router = app(Arc::clone(&state), &self.config)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
+        let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await
+        });
+        let pools = state
+            .routes()
+            .pools()
+            .iter()
+            .map(|p| {
+                (
+                    p.name().to_owned(),
+                    p.endpoints()
+                        .iter()
+                        .map(|e| e.authority().to_string())
+                        .collect(),
+                )
+            })
+            .collect();
+        Ok(RunningGateway {
+            addr,
+            pools,
+            state,
+            sims,
+            shutdown,
+            server,
+        })
+    }
+}
+
+impl RunningGateway {
+    /// Stops accepting, lets requests in flight finish, then stops the
+    /// simulated pools.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(true);
+        let result = match self.server.await {
+            Ok(result) => result,
+            Err(join) => Err(std::io::Error::other(join)),
+        };
+        self.sims.shutdown().await;
+        result
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A simulated model server could not start.
+    #[error("cannot start the simulated pool `{pool}`")]
+    Simulator {
+        /// The pool.
+        pool: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}

@@ -1,0 +1,382 @@
+//! Streaming reverse proxy to a pool (hyper-util's pooled client).
+//!
+//! - The request body streams to the upstream frame by frame as the
+//!   body-based routing layer releases it; nothing is buffered again here.
+//! - The response (JSON or an SSE stream) is forwarded frame by frame as the
+//!   model server produces it.
+//! - Hop-by-hop headers (RFC 9110 §7.6.1, and those named by `Connection`)
+//!   are dropped both ways; `Host` is set to the upstream; the client address
+//!   is appended to `x-forwarded-for` unless configured off.
+//! - If the request body fails while streaming (the routing layer found an
+//!   invalid tail, a duplicate `model`, or the body limit), the upstream
+//!   request is aborted — the connection is closed before the body is
+//!   complete, so the model server never sees a complete bad body — and the
+//!   client gets the error response, as long as the upstream has not
+//!   answered yet.
+//! - The route timeout runs from the request until the response is
+//!   complete: before the response headers it gives 504; after them the
+//!   response body is cut (the status is already sent).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri};
+use http_body::{Frame, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::config::ProxyOptions;
+use crate::error::GatewayError;
+use crate::pools::InFlight;
+use crate::routing::Route;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Turns a request-body error into the client's response when it is a
+/// violation of the routing contract (the body-based routing layer's typed
+/// error); `None` for any other body error.
+pub type BodyErrorResponder = Arc<dyn Fn(&axum::Error) -> Option<Response> + Send + Sync>;
+
+/// The upstream client and proxy options.
+#[derive(Clone)]
+pub struct Proxy {
+    client: Client<HttpConnector, WatchedBody>,
+    options: ProxyOptions,
+    body_error: BodyErrorResponder,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a forwarded request produced, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered (any status).
+    Upstream,
+    /// The gateway answered itself.
+    Gateway,
+}
+
+impl Proxy {
+    /// A proxy with a pooled HTTP/1 client.
+    pub fn new(options: ProxyOptions, body_error: BodyErrorResponder) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(options.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self {
+            client,
+            options,
+            body_error,
+        }
+    }
+
+    /// Forwards `request` to an endpoint of the route's pool.
+    ///
+    /// `in_flight_gauge` is the pool's gauge, held up while the response
+    /// body streams.
+    pub async fn forward(
+        &self,
+        route: &Route,
+        request: Request<Body>,
+        client_addr: Option<SocketAddr>,
+        in_flight_gauge: Gauge,
+    ) -> (Response, Outcome) {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started + route.timeout);
+        let flight = Flight::new(route.pool.pick(), in_flight_gauge);
+
+        let (mut parts, body) = request.into_parts();
+        let authority = flight.in_flight.endpoint().authority().clone();
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()
+            .expect("scheme, a valid authority and a valid path make a valid URI");
+        parts.version = http::Version::HTTP_11;
+        let original_host = parts.headers.remove(header::HOST);
+        remove_hop_by_hop(&mut parts.headers);
+        if let Some(host) = original_host {
+            parts
+                .headers
+                .insert(HeaderName::from_static("x-forwarded-host"), host);
+        }
+        if self.options.x_forwarded_for
+            && let Some(addr) = client_addr
+        {
+            append_forwarded_for(&mut parts.headers, addr);
+        }
+
+        let failure = Arc::new(Mutex::new(None));
+        let body = WatchedBody {
+            inner: body,
+            failure: Arc::clone(&failure),
+        };
+        let upstream = Request::from_parts(parts, body);
+
+        let result = tokio::time::timeout_at(deadline, self.client.request(upstream)).await;
+        let pool = route.pool.name().to_owned();
+        match result {
+            Ok(Ok(response)) => {
+                let (mut parts, incoming) = response.into_parts();
+                remove_hop_by_hop(&mut parts.headers);
+                let body = ResponseBody {
+                    inner: incoming,
+                    deadline: tokio::time::sleep_until(deadline),
+                    _flight: flight,
+                };
+                (
+                    Response::from_parts(parts, Body::new(body)),
+                    Outcome::Upstream,
+                )
+            }
+            Ok(Err(error)) => {
+                let body_failure = failure.lock().expect("the lock is never poisoned").take();
+                match body_failure {
+                    Some(body_error) => match (self.body_error)(&body_error) {
+                        Some(response) => (response, Outcome::Gateway),
+                        None => (
+                            GatewayError::RequestBody(body_error).into_response(),
+                            Outcome::Gateway,
+                        ),
+                    },
+                    None => {
+                        tracing::warn!(pool = %pool, error = %error, "upstream unreachable");
+                        (
+                            GatewayError::UpstreamUnreachable {
+                                pool,
+                                source: error,
+                            }
+                            .into_response(),
+                            Outcome::Gateway,
+                        )
+                    }
+                }
+            }
+            Err(_elapsed) => {
+                tracing::warn!(pool = %pool, timeout = ?route.timeout, "upstream timeout");
+                (
+                    GatewayError::UpstreamTimeout {
+                        pool,
+                        timeout: route.timeout,
+                    }
+                    .into_response(),
+                    Outcome::Gateway,
+                )
+            }
+        }
+    }
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including the ones `Connection` names.
+/// `transfer-encoding` goes too: each hop frames the body itself.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, addr: SocketAddr) {
+    let ip = addr.ip().to_string();
+    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(previous) if !previous.is_empty() => format!("{previous}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+    }
+}
+
+/// A request in flight: the endpoint's count and the pool's gauge.
+#[derive(Debug)]
+struct Flight {
+    in_flight: InFlight,
+    gauge: Gauge,
+}
+
+impl Flight {
+    fn new(in_flight: InFlight, gauge: Gauge) -> Self {
+        gauge.inc();
+        Self { in_flight, gauge }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// The error hyper sees when the request body failed; the real error stays
+/// with the proxy, which answers the client with it.
+#[derive(Debug, thiserror::Error)]
+#[error("request body failed; upstream request aborted")]
+pub struct RequestBodyAborted;
+
+pin_project_lite::pin_project! {
+    /// The request body on its way upstream: frames pass through untouched;
+    /// the first error is kept for the proxy.
+    pub struct WatchedBody {
+        #[pin]
+        inner: Body,
+        failure: Arc<Mutex<Option<axum::Error>>>,
+    }
+}
+
+impl std::fmt::Debug for WatchedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchedBody").finish_non_exhaustive()
+    }
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = RequestBodyAborted;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Err(error))) => {
+                *this.failure.lock().expect("the lock is never poisoned") = Some(error);
+                Poll::Ready(Some(Err(RequestBodyAborted)))
+            }
+            other => other.map_err(|_: axum::Error| RequestBodyAborted),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The response body was cut because the route timeout expired.
+#[derive(Debug, thiserror::Error)]
+#[error("route timeout expired while the response streamed")]
+pub struct ResponseTimeout;
+
+pin_project_lite::pin_project! {
+    /// The upstream response body on its way to the client: frames pass
+    /// through as they arrive; the request counts as in flight until the
+    /// body ends or is dropped.
+    struct ResponseBody {
+        #[pin]
+        inner: hyper::body::Incoming,
+        #[pin]
+        deadline: tokio::time::Sleep,
+        _flight: Flight,
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Pending => match this.deadline.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(ResponseTimeout)))),
+                Poll::Pending => Poll::Pending,
+            },
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+use std::future::Future as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        headers.insert("x-secret", "1".parse().unwrap());
+        headers.insert("keep-alive", "timeout=5".parse().unwrap());
+        headers.insert("transfer-encoding", "chunked".parse().unwrap());
+        headers.insert("te", "trailers".parse().unwrap());
+        headers.insert("upgrade", "h2c".parse().unwrap());
+        headers.insert("content-type", "application/json".parse().unwrap());
+        headers.insert("x-gateway-model-name", "m".parse().unwrap());
+        remove_hop_by_hop(&mut headers);
+        let mut left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-gateway-model-name"]);
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut headers = HeaderMap::new();
+        append_forwarded_for(&mut headers, "127.0.0.1:5".parse().unwrap());
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+        append_forwarded_for(&mut headers, "[::1]:5".parse().unwrap());
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1, ::1");
+    }
+}
