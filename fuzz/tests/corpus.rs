@@ -1,0 +1,69 @@
+//! Replays the checked-in seed corpus and every saved crash through the
+//! fuzz checks, on stable, without libFuzzer: `cargo test --manifest-path
+//! fuzz/Cargo.toml`.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use bbr_fuzz::{check_chunked, check_oneshot};
+
+/// Files directly under `dir`, sorted; none when it does not exist.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .map(|entry| entry.expect("readable directory entry").path())
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs `check` on every file of the target's corpus and artifacts and
+/// reports every failing file at once. Returns how many corpus files ran.
+fn replay(target: &str, check: fn(&[u8])) -> usize {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let corpus = files(&root.join("corpus").join(target));
+    let artifacts = files(&root.join("artifacts").join(target));
+    let mut failures = Vec::new();
+    for path in corpus.iter().chain(&artifacts) {
+        let data = std::fs::read(path).expect("readable corpus file");
+        if catch_unwind(AssertUnwindSafe(|| check(&data))).is_err() {
+            failures.push(path.display().to_string());
+        }
+    }
+    assert!(failures.is_empty(), "{target}: failing inputs: {failures:#?}");
+    corpus.len()
+}
+
+#[test]
+fn extract_oneshot_corpus_passes() {
+    let count = replay("extract_oneshot", check_oneshot);
+    assert!(count >= 40, "the extract_oneshot seed corpus is missing ({count} files)");
+}
+
+#[test]
+fn extract_chunked_corpus_passes() {
+    let count = replay("extract_chunked", check_chunked);
+    assert!(count >= 10, "the extract_chunked seed corpus is missing ({count} files)");
+}
+
+/// Every one-shot seed also goes through the chunked check with a few fixed
+/// splits: 1-byte chunks, 16-byte chunks, mixed sizes with empty chunks.
+#[test]
+fn oneshot_seeds_agree_under_fixed_splits() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let headers: [&[u8]; 4] = [b"\x80\x00", b"\x00\x0f", b"\x43\x06\xc8\x00\x3f", b"\x01\x02\x04"];
+    let mut failures = Vec::new();
+    for path in files(&root.join("corpus").join("extract_oneshot")) {
+        let body = std::fs::read(&path).expect("readable corpus file");
+        for header in headers {
+            let data = [header, &body].concat();
+            if catch_unwind(AssertUnwindSafe(|| check_chunked(&data))).is_err() {
+                failures.push(format!("{} with header {header:02x?}", path.display()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "failing splits: {failures:#?}");
+}
