@@ -1,0 +1,956 @@
+//! Unit tests of the stream state machine, per body mode, without gRPC.
+
+use std::sync::Arc;
+
+use bbr_adapters::{AdapterMap, AdapterStore};
+use bbr_core::{DuplicateKeys, Limits};
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+use crate::mutation::MAX_CHUNK_BYTES;
+use crate::proto::envoy::config::core::v3::{HeaderMap, HeaderValue};
+use crate::proto::envoy::service::ext_proc::v3::{
+    CommonResponse, HttpTrailers, ProtocolConfiguration, body_mutation, processing_response,
+};
+
+// ---------------------------------------------------------------- helpers
+
+fn settings() -> Arc<Settings> {
+    Arc::new(Settings::default())
+}
+
+fn with_adapters() -> Arc<Settings> {
+    let map = AdapterMap::from_yaml_str(
+        "data: {baseModel: deepseek/vllm-deepseek-r1, adapters: '[ski-resorts, movie-critique]'}",
+        "inline",
+    )
+    .expect("valid map");
+    Arc::new(Settings::default().base_models(AdapterStore::from_map(map)))
+}
+
+fn headers_msg(
+    mode: BodySendMode,
+    early: bool,
+    eos: bool,
+    extra: &[(&str, &str)],
+) -> ProcessingRequest {
+    let mut list = vec![
+        (":method", if eos { "GET" } else { "POST" }),
+        (":path", "/v1/chat/completions"),
+        ("content-type", "application/json"),
+    ];
+    list.extend_from_slice(extra);
+    ProcessingRequest {
+        request: Some(Request::RequestHeaders(HttpHeaders {
+            headers: Some(HeaderMap {
+                headers: list
+                    .iter()
+                    .map(|(k, v)| HeaderValue {
+                        key: (*k).to_owned(),
+                        value: String::new(),
+                        raw_value: Bytes::copy_from_slice(v.as_bytes()),
+                    })
+                    .collect(),
+            }),
+            end_of_stream: eos,
+            ..HttpHeaders::default()
+        })),
+        protocol_config: Some(ProtocolConfiguration {
+            request_body_mode: mode as i32,
+            response_body_mode: mode as i32,
+            send_body_without_waiting_for_header_response: early,
+        }),
+        ..ProcessingRequest::default()
+    }
+}
+
+fn post(mode: BodySendMode) -> ProcessingRequest {
+    headers_msg(mode, true, false, &[])
+}
+
+fn body_msg(bytes: &Bytes, eos: bool) -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(Request::RequestBody(HttpBody {
+            body: bytes.clone(),
+            end_of_stream: eos,
+            ..HttpBody::default()
+        })),
+        ..ProcessingRequest::default()
+    }
+}
+
+fn trailers_msg() -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(Request::RequestTrailers(HttpTrailers::default())),
+        ..ProcessingRequest::default()
+    }
+}
+
+/// What one reply does, flattened for assertions.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    /// Request headers reply: (header set, value), removed headers, clear_route_cache.
+    Headers(Vec<(String, String)>, Vec<String>, bool),
+    /// Request body reply without a streamed body (optionally with a mutation).
+    Body(Option<(Vec<(String, String)>, Vec<String>, bool)>),
+    /// Request streamed body chunk.
+    Streamed(Bytes, bool),
+    Trailers,
+    Immediate(u16, serde_json::Value),
+    RespHeaders,
+    RespBody,
+    RespStreamed(Bytes, bool),
+    RespTrailers,
+}
+
+fn mutation_of(
+    common: &Option<CommonResponse>,
+) -> Option<(Vec<(String, String)>, Vec<String>, bool)> {
+    let common = common.as_ref()?;
+    let mutation = common.header_mutation.clone().unwrap_or_default();
+    Some((
+        mutation
+            .set_headers
+            .iter()
+            .map(|h| {
+                let h = h.header.as_ref().expect("header");
+                (
+                    h.key.clone(),
+                    String::from_utf8(h.raw_value.to_vec()).expect("utf8"),
+                )
+            })
+            .collect(),
+        mutation.remove_headers.clone(),
+        common.clear_route_cache,
+    ))
+}
+
+fn streamed_of(common: &Option<CommonResponse>) -> Option<(Bytes, bool)> {
+    match common.as_ref()?.body_mutation.as_ref()?.mutation.as_ref()? {
+        body_mutation::Mutation::StreamedResponse(s) => Some((s.body.clone(), s.end_of_stream)),
+        _ => None,
+    }
+}
+
+fn seen(out: &[ProcessingResponse]) -> Vec<Seen> {
+    use processing_response::Response as R;
+    out.iter()
+        .map(|r| match r.response.as_ref().expect("a response") {
+            R::RequestHeaders(h) => match mutation_of(&h.response) {
+                Some((set, remove, clear)) => Seen::Headers(set, remove, clear),
+                None => Seen::Headers(vec![], vec![], false),
+            },
+            R::RequestBody(b) => match streamed_of(&b.response) {
+                Some((bytes, eos)) => Seen::Streamed(bytes, eos),
+                None => Seen::Body(mutation_of(&b.response)),
+            },
+            R::RequestTrailers(_) => Seen::Trailers,
+            R::ImmediateResponse(i) => Seen::Immediate(
+                i.status.as_ref().expect("status").code as u16,
+                serde_json::from_slice(&i.body).expect("json body"),
+            ),
+            R::ResponseHeaders(_) => Seen::RespHeaders,
+            R::ResponseBody(b) => match streamed_of(&b.response) {
+                Some((bytes, eos)) => Seen::RespStreamed(bytes, eos),
+                None => Seen::RespBody,
+            },
+            R::ResponseTrailers(_) => Seen::RespTrailers,
+            other => panic!("unexpected reply {other:?}"),
+        })
+        .collect()
+}
+
+fn step(state: &mut StreamState, request: ProcessingRequest) -> Vec<Seen> {
+    let mut out = Vec::new();
+    state
+        .on_request(request, &mut out)
+        .expect("a valid conversation");
+    seen(&out)
+}
+
+fn model_set(model: &str) -> Vec<(String, String)> {
+    vec![(MODEL_HEADER.to_owned(), model.to_owned())]
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+// ------------------------------------------------------ full duplex mode
+
+#[test]
+fn full_duplex_holds_headers_until_the_model_then_releases_every_chunk() {
+    let mut s = StreamState::new(settings());
+    assert!(step(&mut s, post(BodySendMode::FullDuplexStreamed)).is_empty());
+    let first = b(r#"{"messages":[{"role":"user","content":"hi"}],"#);
+    assert!(step(&mut s, body_msg(&first, false)).is_empty());
+    assert!(s.is_holding());
+    assert_eq!(s.held_bytes(), first.len() as u64);
+    let second = b(r#""model":"food-review-1","max_tokens":1}"#);
+    let out = step(&mut s, body_msg(&second, true));
+    assert_eq!(
+        out,
+        vec![
+            Seen::Headers(model_set("food-review-1"), vec![], true),
+            Seen::Streamed(first.clone(), false),
+            Seen::Streamed(second.clone(), true),
+        ]
+    );
+    assert!(!s.is_holding());
+    assert_eq!(
+        s.report().verdict.as_ref().map(Verdict::label),
+        Some("found")
+    );
+    assert_eq!(
+        s.report().bytes_before_decision,
+        (first.len() + second.len()) as u64
+    );
+}
+
+#[test]
+fn full_duplex_forwards_chunks_after_the_decision_at_once_without_copying() {
+    let mut s = StreamState::new(settings());
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    let first = b(r#"{"model":"ski-resorts","messages":["#);
+    let out = step(&mut s, body_msg(&first, false));
+    assert_eq!(
+        out[0],
+        Seen::Headers(model_set("ski-resorts"), vec![], true)
+    );
+    assert_eq!(out[1], Seen::Streamed(first.clone(), false));
+    let second = b(r#"{"role":"user","content":"x"}]}"#);
+    let mut raw = Vec::new();
+    s.on_request(body_msg(&second, true), &mut raw)
+        .expect("valid");
+    let Seen::Streamed(forwarded, true) = &seen(&raw)[0] else {
+        panic!("expected the chunk back");
+    };
+    // Same buffer, not a copy.
+    assert_eq!(forwarded.as_ptr(), second.as_ptr());
+    assert_eq!(forwarded.len(), second.len());
+}
+
+#[test]
+fn full_duplex_splits_chunks_at_62000_bytes_as_slices_of_the_same_buffer() {
+    let mut s = StreamState::new(settings());
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    let head = format!(r#"{{"model":"m","pad":"{}"#, "x".repeat(150_000));
+    let chunk = Bytes::from(head);
+    let out = step(&mut s, body_msg(&chunk, false));
+    let pieces: Vec<_> = out[1..]
+        .iter()
+        .map(|s| match s {
+            Seen::Streamed(b, eos) => (b.clone(), *eos),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(pieces.len(), 3);
+    assert!(
+        pieces
+            .iter()
+            .all(|(p, eos)| p.len() <= MAX_CHUNK_BYTES && !eos)
+    );
+    assert_eq!(pieces[0].0.len(), MAX_CHUNK_BYTES);
+    assert_eq!(pieces[0].0.as_ptr(), chunk.as_ptr());
+    assert_eq!(pieces[1].0.as_ptr(), chunk[MAX_CHUNK_BYTES..].as_ptr());
+    let joined: Vec<u8> = pieces.iter().flat_map(|(p, _)| p.to_vec()).collect();
+    assert_eq!(joined, chunk.to_vec());
+}
+
+#[test]
+fn full_duplex_chunk_of_exactly_62000_bytes_is_one_message() {
+    let mut s = StreamState::new(settings());
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    step(&mut s, body_msg(&b(r#"{"model":"m","pad":""#), false));
+    let exact = Bytes::from(vec![b'a'; MAX_CHUNK_BYTES]);
+    assert_eq!(step(&mut s, body_msg(&exact, false)).len(), 1);
+    let over = Bytes::from(vec![b'a'; MAX_CHUNK_BYTES + 1]);
+    let out = step(&mut s, body_msg(&over, false));
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1], Seen::Streamed(over.slice(MAX_CHUNK_BYTES..), false));
+}
+
+#[test]
+fn trailers_end_the_body_like_end_of_stream() {
+    let mut s = StreamState::new(settings());
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    let body = b(r#"{"prompt":"p","model":"movie-critique"}"#);
+    // Split so the root object is still open until the last byte.
+    let (a, c) = (body.slice(..10), body.slice(10..));
+    let out1 = step(&mut s, body_msg(&a, false));
+    assert!(out1.is_empty());
+    let out2 = step(&mut s, body_msg(&c, false));
+    let out3 = step(&mut s, trailers_msg());
+    let all: Vec<_> = out2.into_iter().chain(out3).collect();
+    assert_eq!(
+        all,
+        vec![
+            Seen::Headers(model_set("movie-critique"), vec![], true),
+            Seen::Streamed(a, false),
+            Seen::Streamed(c, false),
+            Seen::Trailers,
+        ]
+    );
+    assert!(!s.is_holding());
+}
+
+#[test]
+fn body_of_zero_bytes_is_treated_like_no_body() {
+    let mut s = StreamState::new(settings());
+    step(
+        &mut s,
+        headers_msg(
+            BodySendMode::FullDuplexStreamed,
+            false,
+            false,
+            &[(MODEL_HEADER, "x")],
+        ),
+    );
+    let out = step(&mut s, body_msg(&Bytes::new(), true));
+    assert_eq!(
+        out,
+        vec![
+            Seen::Headers(vec![], vec![MODEL_HEADER.to_owned()], true),
+            Seen::Streamed(Bytes::new(), true),
+        ]
+    );
+    assert_eq!(s.report().verdict, Some(Verdict::NoBody));
+}
+
+// ---------------------------------------------------------- streamed mode
+
+#[test]
+fn streamed_with_early_body_holds_headers_and_owes_one_reply_per_chunk() {
+    let mut s = StreamState::new(settings());
+    assert!(
+        step(
+            &mut s,
+            headers_msg(BodySendMode::Streamed, true, false, &[])
+        )
+        .is_empty()
+    );
+    assert!(step(&mut s, body_msg(&b(r#"{"max_tokens":20,"#), false)).is_empty());
+    let out = step(
+        &mut s,
+        body_msg(&b(r#""model":"deepseek/vllm-deepseek-r1","#), false),
+    );
+    assert_eq!(
+        out,
+        vec![
+            Seen::Headers(model_set("deepseek/vllm-deepseek-r1"), vec![], true),
+            Seen::Body(None),
+            Seen::Body(None),
+        ]
+    );
+    assert_eq!(
+        step(&mut s, body_msg(&b(r#""prompt":"x"}"#), true)),
+        vec![Seen::Body(None)]
+    );
+    assert!(!s.is_holding());
+}
+
+#[test]
+fn streamed_without_early_body_answers_headers_at_once_and_strips_spoofed_headers() {
+    let mut s = StreamState::new(settings());
+    let out = step(
+        &mut s,
+        headers_msg(
+            BodySendMode::Streamed,
+            false,
+            false,
+            &[(MODEL_HEADER, "evil")],
+        ),
+    );
+    assert_eq!(
+        out,
+        vec![Seen::Headers(vec![], vec![MODEL_HEADER.to_owned()], true)]
+    );
+    assert!(s.report().unroutable_mode);
+    assert_eq!(
+        step(&mut s, body_msg(&b(r#"{"model":"a"}"#), true)),
+        vec![Seen::Body(None)]
+    );
+    assert!(!s.is_holding());
+}
+
+// ---------------------------------------------------------- buffered mode
+
+#[test]
+fn buffered_answers_headers_then_routes_in_the_body_reply() {
+    let mut s = StreamState::new(with_adapters());
+    assert_eq!(
+        step(
+            &mut s,
+            headers_msg(BodySendMode::Buffered, false, false, &[])
+        ),
+        vec![Seen::Headers(vec![], vec![], false)]
+    );
+    let out = step(
+        &mut s,
+        body_msg(&b(r#"{"model":"ski-resorts","prompt":"x"}"#), true),
+    );
+    assert_eq!(
+        out,
+        vec![Seen::Body(Some((
+            vec![
+                (MODEL_HEADER.to_owned(), "ski-resorts".to_owned()),
+                (
+                    BASE_MODEL_HEADER.to_owned(),
+                    "deepseek/vllm-deepseek-r1".to_owned()
+                ),
+            ],
+            vec![],
+            true
+        )))]
+    );
+}
+
+#[test]
+fn buffered_with_trailers_answers_the_body_then_the_trailers() {
+    let mut s = StreamState::new(settings());
+    step(
+        &mut s,
+        headers_msg(BodySendMode::Buffered, false, false, &[]),
+    );
+    let out = step(&mut s, body_msg(&b(r#"{"model":"a"}"#), false));
+    assert!(matches!(out[..], [Seen::Body(Some(_))]));
+    assert_eq!(step(&mut s, trailers_msg()), vec![Seen::Trailers]);
+}
+
+#[test]
+fn buffered_error_is_an_immediate_response() {
+    let mut s = StreamState::new(settings());
+    step(
+        &mut s,
+        headers_msg(BodySendMode::Buffered, false, false, &[]),
+    );
+    let out = step(&mut s, body_msg(&b("malformed json"), true));
+    assert!(
+        matches!(&out[..], [Seen::Immediate(400, body)] if body["error"]["code"] == "invalid_json")
+    );
+    assert!(s.is_finished());
+}
+
+// ------------------------------------------------- spoofing, GET, adapters
+
+#[test]
+fn get_is_answered_at_once_and_spoofed_headers_are_removed() {
+    let mut s = StreamState::new(settings());
+    let out = step(
+        &mut s,
+        headers_msg(
+            BodySendMode::FullDuplexStreamed,
+            false,
+            true,
+            &[("X-Gateway-Model-Name", "a"), (BASE_MODEL_HEADER, "b")],
+        ),
+    );
+    assert_eq!(
+        out,
+        vec![Seen::Headers(
+            vec![],
+            vec![MODEL_HEADER.to_owned(), BASE_MODEL_HEADER.to_owned()],
+            true
+        )]
+    );
+    assert!(!s.is_holding());
+}
+
+#[test]
+fn get_without_spoofed_headers_gets_an_empty_reply_and_keeps_the_route() {
+    let mut s = StreamState::new(settings());
+    let out = step(
+        &mut s,
+        headers_msg(BodySendMode::FullDuplexStreamed, false, true, &[]),
+    );
+    assert_eq!(out, vec![Seen::Headers(vec![], vec![], false)]);
+}
+
+#[test]
+fn spoofed_model_header_is_overwritten_and_spoofed_base_header_removed() {
+    let mut s = StreamState::new(settings());
+    step(
+        &mut s,
+        headers_msg(
+            BodySendMode::FullDuplexStreamed,
+            false,
+            false,
+            &[(MODEL_HEADER, "evil"), (BASE_MODEL_HEADER, "evil-base")],
+        ),
+    );
+    let out = step(&mut s, body_msg(&b(r#"{"model":"food-review-1"}"#), true));
+    assert_eq!(
+        out[0],
+        Seen::Headers(
+            model_set("food-review-1"),
+            vec![BASE_MODEL_HEADER.to_owned()],
+            true
+        )
+    );
+}
+
+#[test]
+fn adapter_map_sets_the_base_model_and_unknown_names_set_none() {
+    let mut s = StreamState::new(with_adapters());
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    let out = step(&mut s, body_msg(&b(r#"{"model":"movie-critique"}"#), true));
+    assert_eq!(
+        out[0],
+        Seen::Headers(
+            vec![
+                (MODEL_HEADER.to_owned(), "movie-critique".to_owned()),
+                (
+                    BASE_MODEL_HEADER.to_owned(),
+                    "deepseek/vllm-deepseek-r1".to_owned()
+                ),
+            ],
+            vec![],
+            true
+        )
+    );
+    let mut s = StreamState::new(with_adapters());
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    let out = step(&mut s, body_msg(&b(r#"{"model":"unknown"}"#), true));
+    assert_eq!(out[0], Seen::Headers(model_set("unknown"), vec![], true));
+}
+
+// --------------------------------------------------------- missing model
+
+#[test]
+fn missing_model_passes_through_without_a_header_by_default() {
+    let mut s = StreamState::new(settings());
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    let body = b(r#"{"messages":[]}"#);
+    let out = step(&mut s, body_msg(&body, true));
+    assert_eq!(
+        out,
+        vec![
+            Seen::Headers(vec![], vec![], false),
+            Seen::Streamed(body, true)
+        ]
+    );
+    assert_eq!(s.report().verdict, Some(Verdict::Absent));
+}
+
+#[test]
+fn missing_model_is_400_when_the_policy_refuses() {
+    let settings = Arc::new(Settings::default().on_missing(OnMissingModel::Reject));
+    let mut s = StreamState::new(settings);
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    let out = step(&mut s, body_msg(&b(r#"{"messages":[]}"#), true));
+    assert!(
+        matches!(&out[..], [Seen::Immediate(400, body)] if body["error"]["code"] == "missing_model")
+    );
+}
+
+// ------------------------------------------------------------- error rows
+
+fn outcome_of(limits: Limits, chunks: &[&str]) -> (Vec<Seen>, StreamState) {
+    let mut s = StreamState::new(Arc::new(Settings::new(limits)));
+    let mut out = step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    for (i, chunk) in chunks.iter().enumerate() {
+        out.extend(step(&mut s, body_msg(&b(chunk), i + 1 == chunks.len())));
+    }
+    (out, s)
+}
+
+fn assert_rejected(limits: Limits, chunks: &[&str], status: u16, code: &str) {
+    let (out, s) = outcome_of(limits, chunks);
+    let Some(Seen::Immediate(got, body)) = out.last() else {
+        panic!("{chunks:?}: expected an immediate response, got {out:?}");
+    };
+    assert_eq!(
+        (*got, body["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{chunks:?}"
+    );
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["param"], "model");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("byte"))
+    );
+    assert!(s.is_finished());
+    assert!(!s.is_holding());
+}
+
+#[test]
+fn every_error_row_of_the_contract_is_an_immediate_response() {
+    let d = Limits::new();
+    assert_rejected(d, &["not json"], 400, "invalid_json");
+    assert_rejected(d, &[r#"{"messages":["#], 400, "invalid_json");
+    assert_rejected(d, &["[1,2]"], 400, "invalid_json");
+    assert_rejected(
+        d,
+        &[&format!("{}{}", "[".repeat(200), "]".repeat(200))],
+        400,
+        "invalid_json",
+    );
+    assert_rejected(d, &[r#"{"model":1}"#], 400, "invalid_model");
+    assert_rejected(d, &[r#"{"model":null}"#], 400, "invalid_model");
+    assert_rejected(d, &[r#"{"model":""}"#], 400, "invalid_model");
+    assert_rejected(d, &[r#"{"model":"a\nb"}"#], 400, "invalid_model");
+    assert_rejected(
+        d.max_model_len(4),
+        &[r#"{"model":"abcde"}"#],
+        400,
+        "invalid_model",
+    );
+    assert_rejected(
+        d,
+        &[r#"{"model":"a","#, r#""model":"b"}"#],
+        400,
+        "invalid_model",
+    );
+    assert_rejected(
+        d.max_scan_bytes(64),
+        &[&format!(r#"{{"pad":"{}","model":"a"}}"#, "x".repeat(100))],
+        413,
+        "request_too_large",
+    );
+    assert_rejected(
+        d.max_body_bytes(64),
+        &[
+            r#"{"model":"a","#,
+            &format!(r#""pad":"{}"}}"#, "x".repeat(100)),
+        ],
+        413,
+        "request_too_large",
+    );
+}
+
+#[test]
+fn empty_model_is_reported_for_the_field_empty_counter() {
+    let (_, s) = outcome_of(Limits::new(), &[r#"{"model":""}"#]);
+    assert!(s.report().empty_model);
+}
+
+#[test]
+fn model_at_max_len_is_routed_and_one_more_byte_is_refused() {
+    let (out, _) = outcome_of(Limits::new().max_model_len(4), &[r#"{"model":"abcd"}"#]);
+    assert_eq!(out[0], Seen::Headers(model_set("abcd"), vec![], true));
+    assert_rejected(
+        Limits::new().max_model_len(4),
+        &[r#"{"model":"abcde"}"#],
+        400,
+        "invalid_model",
+    );
+}
+
+#[test]
+fn a_violation_after_the_decision_still_gets_a_400() {
+    let (out, s) = outcome_of(Limits::new(), &[r#"{"model":"a","#, r#""x":}"#]);
+    assert_eq!(out[0], Seen::Headers(model_set("a"), vec![], true));
+    assert!(
+        matches!(out.last(), Some(Seen::Immediate(400, body)) if body["error"]["code"] == "invalid_json")
+    );
+    assert_eq!(
+        s.report().verdict.as_ref().map(Verdict::label),
+        Some("invalid_json")
+    );
+}
+
+#[test]
+fn first_wins_does_not_check_the_rest() {
+    let limits = Limits::new().duplicate_keys(DuplicateKeys::FirstWins);
+    let (out, _) = outcome_of(limits, &[r#"{"model":"a","#, r#""model":"b"}"#]);
+    assert!(
+        !out.iter().any(|s| matches!(s, Seen::Immediate(..))),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn last_wins_holds_the_whole_body_and_routes_on_the_last_model() {
+    let limits = Limits::new().duplicate_keys(DuplicateKeys::LastWins);
+    let (out, _) = outcome_of(limits, &[r#"{"model":"a","#, r#""model":"b"}"#]);
+    assert_eq!(out[0], Seen::Headers(model_set("b"), vec![], true));
+    assert_eq!(out.len(), 3);
+}
+
+// --------------------------------------------------------- response path
+
+#[test]
+fn response_messages_pass_through_at_once() {
+    let mut s = StreamState::new(settings());
+    step(
+        &mut s,
+        headers_msg(BodySendMode::FullDuplexStreamed, false, true, &[]),
+    );
+    let resp_headers = ProcessingRequest {
+        request: Some(Request::ResponseHeaders(HttpHeaders::default())),
+        ..ProcessingRequest::default()
+    };
+    assert_eq!(step(&mut s, resp_headers), vec![Seen::RespHeaders]);
+    let chunk = b("data: {\"x\":1}\n\n");
+    let resp_body = ProcessingRequest {
+        request: Some(Request::ResponseBody(HttpBody {
+            body: chunk.clone(),
+            end_of_stream: true,
+            ..HttpBody::default()
+        })),
+        ..ProcessingRequest::default()
+    };
+    assert_eq!(
+        step(&mut s, resp_body),
+        vec![Seen::RespStreamed(chunk, true)]
+    );
+    let resp_trailers = ProcessingRequest {
+        request: Some(Request::ResponseTrailers(HttpTrailers::default())),
+        ..ProcessingRequest::default()
+    };
+    assert_eq!(step(&mut s, resp_trailers), vec![Seen::RespTrailers]);
+}
+
+#[test]
+fn response_body_in_streamed_mode_gets_an_empty_reply() {
+    let mut s = StreamState::new(settings());
+    step(&mut s, headers_msg(BodySendMode::Streamed, true, true, &[]));
+    let resp_body = ProcessingRequest {
+        request: Some(Request::ResponseBody(HttpBody {
+            body: b("x"),
+            end_of_stream: false,
+            ..HttpBody::default()
+        })),
+        ..ProcessingRequest::default()
+    };
+    assert_eq!(step(&mut s, resp_body), vec![Seen::RespBody]);
+}
+
+// ------------------------------------------------------- broken streams
+
+#[test]
+fn broken_conversations_are_errors_not_panics() {
+    let mut s = StreamState::new(settings());
+    let mut out = Vec::new();
+    assert_eq!(
+        s.on_request(ProcessingRequest::default(), &mut out),
+        Err(Error::UnknownRequestType)
+    );
+    assert!(matches!(
+        s.on_request(body_msg(&b("{}"), true), &mut out),
+        Err(Error::UnexpectedMessage { .. })
+    ));
+    s.on_request(post(BodySendMode::FullDuplexStreamed), &mut out)
+        .expect("headers");
+    assert!(matches!(
+        s.on_request(post(BodySendMode::FullDuplexStreamed), &mut out),
+        Err(Error::UnexpectedMessage { .. })
+    ));
+    let grpc = headers_msg(BodySendMode::Grpc, false, false, &[]);
+    assert_eq!(
+        StreamState::new(settings()).on_request(grpc, &mut out),
+        Err(Error::UnsupportedBodyMode(BodySendMode::Grpc as i32))
+    );
+}
+
+#[test]
+fn without_protocol_config_the_configured_default_mode_is_used() {
+    let settings = Arc::new(Settings::default().default_body_mode(BodyMode::Buffered));
+    let mut s = StreamState::new(settings);
+    let mut headers = post(BodySendMode::FullDuplexStreamed);
+    headers.protocol_config = None;
+    assert_eq!(
+        step(&mut s, headers),
+        vec![Seen::Headers(vec![], vec![], false)]
+    );
+}
+
+// -------------------------------------------- chunking and random sequences
+
+const BODIES: [&str; 6] = [
+    r#"{"model":"meta-llama/Llama-3.1-8B-Instruct","max_tokens":100,"temperature":0,"messages":[{"role":"developer","content":"You are a helpful assistant."}]}"#,
+    r#"{"messages":[{"role":"reviewer","content":"model"}],"model":"food-review-1"}"#,
+    r#"{"prompt":"What is the best ski resort in Austria?","max_tokens":20,"temperature":0,"model":"ski-resorts"}"#,
+    r#"{"messages":[]}"#,
+    r#"{"model":"a","model":"b"}"#,
+    r#"{"model":"x","#,
+];
+
+fn oracle(body: &str) -> Result<Option<String>, ()> {
+    let value: serde_json::Value = serde_json::from_str(body).map_err(|_| ())?;
+    match value.get("model") {
+        None => Ok(None),
+        Some(serde_json::Value::String(m)) => Ok(Some(m.clone())),
+        Some(_) => Err(()),
+    }
+}
+
+#[test]
+fn every_split_point_gives_the_oracle_model_and_the_same_bytes_back() {
+    for body in BODIES.iter().take(4) {
+        let expected = oracle(body).expect("valid test body");
+        for split in 0..=body.len() {
+            let (a, c) = (b(&body[..split]), b(&body[split..]));
+            let mut s = StreamState::new(settings());
+            let mut out = step(&mut s, post(BodySendMode::FullDuplexStreamed));
+            out.extend(step(&mut s, body_msg(&a, false)));
+            out.extend(step(&mut s, body_msg(&c, true)));
+            let Seen::Headers(set, _, _) = &out[0] else {
+                panic!("headers first: {out:?}");
+            };
+            assert_eq!(
+                set.first().map(|(_, v)| v.clone()),
+                expected,
+                "{body} split at {split}"
+            );
+            let forwarded: Vec<u8> = out
+                .iter()
+                .filter_map(|s| match s {
+                    Seen::Streamed(bytes, _) => Some(bytes.to_vec()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            assert_eq!(forwarded, body.as_bytes(), "{body} split at {split}");
+            assert!(!s.is_holding());
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Msg {
+    Headers {
+        mode: u8,
+        early: bool,
+        eos: bool,
+    },
+    Body {
+        body: usize,
+        cut: usize,
+        part: u8,
+        eos: bool,
+    },
+    Trailers,
+    RespHeaders,
+    RespBody(bool),
+    RespTrailers,
+    Unknown,
+}
+
+fn msg_strategy() -> impl Strategy<Value = Msg> {
+    prop_oneof![
+        (0u8..5, any::<bool>(), any::<bool>()).prop_map(|(mode, early, eos)| Msg::Headers {
+            mode,
+            early,
+            eos
+        }),
+        (0..BODIES.len(), 0usize..200, 0u8..2, any::<bool>()).prop_map(|(body, cut, part, eos)| {
+            Msg::Body {
+                body,
+                cut,
+                part,
+                eos,
+            }
+        }),
+        Just(Msg::Trailers),
+        Just(Msg::RespHeaders),
+        any::<bool>().prop_map(Msg::RespBody),
+        Just(Msg::RespTrailers),
+        Just(Msg::Unknown),
+    ]
+}
+
+fn to_request(msg: &Msg) -> ProcessingRequest {
+    match msg {
+        Msg::Headers { mode, early, eos } => {
+            let mode = [
+                BodySendMode::FullDuplexStreamed,
+                BodySendMode::Streamed,
+                BodySendMode::Buffered,
+                BodySendMode::None,
+                BodySendMode::BufferedPartial,
+            ][*mode as usize];
+            headers_msg(mode, *early, *eos, &[(MODEL_HEADER, "spoof")])
+        }
+        Msg::Body {
+            body,
+            cut,
+            part,
+            eos,
+        } => {
+            let text = BODIES[*body];
+            let cut = cut % (text.len() + 1);
+            let piece = if *part == 0 {
+                &text[..cut]
+            } else {
+                &text[cut..]
+            };
+            body_msg(&b(piece), *eos)
+        }
+        Msg::Trailers => trailers_msg(),
+        Msg::RespHeaders => ProcessingRequest {
+            request: Some(Request::ResponseHeaders(HttpHeaders::default())),
+            ..ProcessingRequest::default()
+        },
+        Msg::RespBody(eos) => ProcessingRequest {
+            request: Some(Request::ResponseBody(HttpBody {
+                body: b("chunk"),
+                end_of_stream: *eos,
+                ..HttpBody::default()
+            })),
+            ..ProcessingRequest::default()
+        },
+        Msg::RespTrailers => ProcessingRequest {
+            request: Some(Request::ResponseTrailers(HttpTrailers::default())),
+            ..ProcessingRequest::default()
+        },
+        Msg::Unknown => ProcessingRequest::default(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
+    ))]
+
+    /// No message sequence panics; once the request body has ended (end of
+    /// stream or trailers) without a broken conversation, nothing is owed to
+    /// Envoy; every body byte that was answered in full duplex comes back in
+    /// order; and memory held stays within the scan limit.
+    #[test]
+    fn no_sequence_panics_or_leaves_the_stream_hung(msgs in proptest::collection::vec(msg_strategy(), 0..12)) {
+        let limits = Limits::new().max_scan_bytes(128);
+        let mut s = StreamState::new(Arc::new(Settings::new(limits)));
+        let mut ended = false;
+        let mut sent = Vec::new();
+        let mut returned = Vec::new();
+        let mut broken = false;
+        let mut full_duplex = None;
+        for msg in &msgs {
+            if let (Msg::Headers { mode, .. }, None) = (msg, full_duplex) {
+                full_duplex = Some(*mode == 0);
+            }
+            let request = to_request(msg);
+            let body_bytes = match &request.request {
+                Some(Request::RequestBody(body)) => Some(body.body.clone()),
+                _ => None,
+            };
+            let ends = matches!(&request.request, Some(Request::RequestBody(body)) if body.end_of_stream)
+                || matches!(&request.request, Some(Request::RequestTrailers(_)))
+                || matches!(&request.request, Some(Request::RequestHeaders(h)) if h.end_of_stream);
+            let mut out = Vec::new();
+            match s.on_request(request, &mut out) {
+                Ok(()) => {
+                    if let Some(bytes) = body_bytes { sent.extend_from_slice(&bytes); }
+                    if ends { ended = true; }
+                }
+                Err(_) => { broken = true; break; }
+            }
+            for seen in seen(&out) {
+                if let Seen::Streamed(bytes, _) = seen { returned.extend_from_slice(&bytes); }
+            }
+            prop_assert!(s.held_bytes() <= 128 + 200);
+            if s.is_finished() { break; }
+        }
+        if ended && !broken {
+            prop_assert!(!s.is_holding(), "hung after {:?}", msgs);
+        }
+        if full_duplex == Some(true) && !s.is_finished() && !broken && !s.is_holding() {
+            // In full duplex every body byte Envoy sent came back, in order.
+            prop_assert_eq!(&returned, &sent);
+        }
+    }
+}
