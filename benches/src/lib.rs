@@ -30,6 +30,11 @@
 //! assert_eq!(pieces.len(), 4);
 //! assert_eq!(pieces.concat(), body.to_vec());
 //! ```
+//!
+//! The [`loadgen`] module is the closed-loop HTTP load generator behind the
+//! `loadgen` binary, used for the proxy load benchmarks.
+
+pub mod loadgen;
 
 use bytes::Bytes;
 
