@@ -129,6 +129,45 @@ pub struct SimulateConfig {
     /// `--max-loras`.
     #[serde(default = "one")]
     pub max_loras: usize,
+    /// `--time-to-first-token` (`100ms`; a bare integer means milliseconds).
+    #[serde(default, deserialize_with = "sim_duration")]
+    pub time_to_first_token: Duration,
+    /// `--inter-token-latency` (`20ms`; a bare integer means milliseconds).
+    #[serde(default, deserialize_with = "sim_duration")]
+    pub inter_token_latency: Duration,
+    /// `--mode`: `random` (default) or `echo`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// `--max-num-seqs` (simulator default 5).
+    #[serde(default)]
+    pub max_num_seqs: Option<usize>,
+    /// `--max-model-len` in tokens (simulator default 1024).
+    #[serde(default)]
+    pub max_model_len: Option<u32>,
+    /// Largest request body the simulator accepts (simulator default 4 MiB).
+    #[serde(default)]
+    pub max_request_body_bytes: Option<ByteSize>,
+    /// `--seed`.
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// The simulator's duration syntax: a bare integer is milliseconds.
+fn sim_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(ms) => Ok(Duration::from_millis(ms)),
+        Raw::Text(text) => match text.trim().parse::<u64>() {
+            Ok(ms) => Ok(Duration::from_millis(ms)),
+            Err(_) => parse_duration(&text)
+                .ok_or_else(|| serde::de::Error::custom(format!("invalid duration `{text}`"))),
+        },
+    }
 }
 
 fn one() -> usize {
@@ -375,7 +414,7 @@ struct RawProxy {
 /// A byte size: an integer, or a number with a unit (`KiB`, `MiB`, `GiB`,
 /// `KB`, `MB`, `GB`, `B`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ByteSize(u64);
+pub struct ByteSize(pub u64);
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -539,6 +578,23 @@ impl Config {
             .validate()
             .expect("the embedded scenario is consistent (tested)");
         config
+    }
+
+    /// Sets the simulated latency of every `simulate:` pool (zero leaves
+    /// what the file says).
+    pub fn set_simulated_latency(
+        &mut self,
+        time_to_first_token: Duration,
+        inter_token_latency: Duration,
+    ) {
+        for sim in self.pools.iter_mut().filter_map(|p| p.simulate.as_mut()) {
+            if !time_to_first_token.is_zero() {
+                sim.time_to_first_token = time_to_first_token;
+            }
+            if !inter_token_latency.is_zero() {
+                sim.inter_token_latency = inter_token_latency;
+            }
+        }
     }
 
     /// Adds routes (e.g. from `--httproutes`) and validates again.

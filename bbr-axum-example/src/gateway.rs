@@ -22,6 +22,8 @@ use crate::routing::RouteTable;
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct AppState {
+    config: Config,
+    adapters: Option<bbr_adapters::AdapterStore>,
     routes: RouteTable,
     proxy: Proxy,
     metrics: Metrics,
@@ -38,6 +40,8 @@ impl AppState {
         let routes = RouteTable::new(config, endpoints)?;
         let models = ModelCatalog::new(config, routes.pools());
         Ok(Self {
+            config: config.clone(),
+            adapters: None,
             proxy: Proxy::new(config.proxy, crate::bbr::body_error_responder()),
             metrics: Metrics::new(),
             models,
@@ -58,14 +62,16 @@ impl AppState {
 
 /// The gateway's router: the body-based routing layer in front of the
 /// gateway's own endpoints and the proxy.
-pub fn app(state: Arc<AppState>, config: &Config) -> Result<Router, ConfigError> {
+pub fn app(state: Arc<AppState>) -> Router {
+    let config = state.config.clone();
+    let adapters = state.adapters.clone();
     let router = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(list_models))
         .fallback(forward)
         .with_state(state);
-    crate::bbr::apply(router, config)
+    crate::bbr::apply(router, &config, adapters)
 }
 
 async fn health() -> &'static str {
@@ -144,6 +150,7 @@ pub struct RunningGateway {
     sims: crate::simulate::Simulators,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _adapter_watcher: Option<bbr_adapters::ReloadWatcher>,
 }
 
 impl Gateway {
@@ -154,10 +161,16 @@ impl Gateway {
 
     /// Starts the simulated pools (if any), binds `listen` and serves.
     pub async fn start(self, listen: SocketAddr) -> Result<RunningGateway, StartError> {
+        let adapters = crate::bbr::load_adapters(&self.config)?;
         let sims = crate::simulate::Simulators::start(&self.config).await?;
         let endpoints = sims.endpoints();
-        let state = Arc::new(AppState::new(&self.config, &endpoints)?);
-        let router = app(Arc::clone(&state), &self.config)?;
+        let mut state = AppState::new(&self.config, &endpoints)?;
+        let adapter_watcher = adapters.map(|(store, watcher)| {
+            state.adapters = Some(store);
+            watcher
+        });
+        let state = Arc::new(state);
+        let router = app(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -200,11 +213,17 @@ impl Gateway {
             sims,
             shutdown,
             server,
+            _adapter_watcher: adapter_watcher,
         })
     }
 }
 
 impl RunningGateway {
+    /// The simulated model servers (empty without `simulate:` pools).
+    pub fn simulators(&self) -> &crate::simulate::Simulators {
+        &self.sims
+    }
+
     /// Stops accepting, lets requests in flight finish, then stops the
     /// simulated pools.
     pub async fn shutdown(self) -> std::io::Result<()> {

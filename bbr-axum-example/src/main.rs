@@ -1,3 +1,135 @@
 //! `bbr-axum-example`: the gateway binary. Without `--config` it runs the
-//! reference scenario (simulated pools on loopback).
-fn main() {}
+//! reference scenario: simulated pools on loopback behind the scenario's
+//! HTTPRoutes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bbr_axum_example::config::routes_from_httproutes;
+use bbr_axum_example::{Config, Gateway};
+use clap::Parser;
+
+/// Body-based routing gateway (OpenAI-compatible) with simulated model servers.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "BBR_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// YAML config file (pools, routes, layer options, adapter map).
+    /// Without it, the embedded reference scenario runs.
+    #[arg(long, env = "BBR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Gateway API HTTPRoute manifests to add as routes (repeatable).
+    #[arg(long = "httproutes", value_name = "FILE")]
+    httproutes: Vec<PathBuf>,
+    /// Simulated pools: time to first token (e.g. `100ms`; bare integer = ms).
+    #[arg(long, value_parser = parse_ms, default_value = "0")]
+    time_to_first_token: Duration,
+    /// Simulated pools: time between tokens (e.g. `20ms`; bare integer = ms).
+    #[arg(long, value_parser = parse_ms, default_value = "0")]
+    inter_token_latency: Duration,
+}
+
+fn parse_ms(text: &str) -> Result<Duration, String> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(Duration::from_millis(ms));
+    }
+    bbr_axum_example::config::parse_duration(text)
+        .ok_or_else(|| format!("invalid duration `{text}`"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow_free::Result {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::scenario(),
+    };
+    for file in &args.httproutes {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        config.add_routes(routes_from_httproutes(&text)?)?;
+    }
+    config.set_simulated_latency(args.time_to_first_token, args.inter_token_latency);
+    let listen = args
+        .listen
+        .or(config.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+
+    let running = Gateway::new(config).start(listen).await?;
+    println!("bbr gateway listening on http://{}", running.addr);
+    for (pool, endpoints) in &running.pools {
+        println!("  pool {pool}: {}", endpoints.join(", "));
+    }
+    println!("  GET /v1/models, /health, /metrics");
+    println!();
+    println!("Try it:");
+    println!(
+        "  curl -i http://{}/v1/completions -H 'Content-Type: application/json' \
+         -d '{{\"model\": \"food-review-1\", \"prompt\": \"Write as if you were a critic: San Francisco\", \
+         \"max_tokens\": 100, \"temperature\": 0}}'",
+        running.addr
+    );
+
+    shutdown_signal().await;
+    println!("shutting down");
+    running.shutdown().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// `main`'s error: any error, printed with its causes.
+mod anyhow_free {
+    use std::fmt;
+
+    /// The binary's result.
+    pub(crate) type Result = std::result::Result<(), Error>;
+
+    /// An error with its chain of causes.
+    pub(crate) struct Error(Box<dyn std::error::Error + Send + Sync>);
+
+    impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for Error {
+        fn from(error: E) -> Self {
+            Self(error.into())
+        }
+    }
+
+    impl fmt::Debug for Error {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{}", self.0)?;
+            let mut source = self.0.source();
+            while let Some(cause) = source {
+                write!(f, ": {cause}")?;
+                source = cause.source();
+            }
+            Ok(())
+        }
+    }
+}
