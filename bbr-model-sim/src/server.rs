@@ -313,6 +313,16 @@ struct Job {
 
 fn parse_job(chat: bool, body: &[u8]) -> Result<Job, RequestError> {
     let parse_error = |e: serde_json::Error| RequestError::Parse(e.to_string());
+    // serde would read a struct from a JSON array too; the simulator (Go)
+    // accepts only an object.
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Err(e) => parse_error(e),
+                Ok(_) => RequestError::Parse("the request body must be a JSON object".to_owned()),
+            },
+        );
+    }
     if chat {
         let request: ChatRequest = serde_json::from_slice(body).map_err(parse_error)?;
         let messages = request.messages.unwrap_or_default();
@@ -768,7 +778,11 @@ async fn lora_admin(
 ) -> Result<Response, RequestError> {
     let (parts, body) = request.into_parts();
     let body = read_body(body, &parts.headers, sim.config.max_request_body_bytes).await?;
-    let parsed: Result<LoraAdapterRequest, _> = serde_json::from_slice(&body);
+    let parsed: Result<LoraAdapterRequest, _> = if body.trim_ascii_start().starts_with(b"{") {
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    } else {
+        Err("the request body must be a JSON object".to_owned())
+    };
     let name = parsed.as_ref().ok().and_then(|r| r.lora_name.clone());
     sim.observer.record(
         &parts.method,
@@ -778,7 +792,7 @@ async fn lora_admin(
         name.clone(),
         false,
     );
-    let parsed = parsed.map_err(|e| RequestError::Parse(e.to_string()))?;
+    let parsed = parsed.map_err(RequestError::Parse)?;
     let name = name
         .filter(|n| !n.is_empty())
         .ok_or(RequestError::MissingLoraName)?;
