@@ -160,6 +160,12 @@ pub enum StartError {
     /// The gRPC server failed.
     #[error("grpc server failed")]
     Transport(#[source] tonic::transport::Error),
+    /// The adapter map could not be loaded.
+    #[error("cannot load the adapter map")]
+    Adapters(#[source] bbr_adapters::LoadError),
+    /// The adapter map reload thread could not start.
+    #[error("cannot start the adapter map reload")]
+    Watch(#[source] std::io::Error),
     /// Two listeners share a port.
     #[error("port conflict: {0}")]
     PortConflict(u16),
