@@ -79,6 +79,7 @@ mod server;
 mod tokenizer;
 
 pub mod args;
+pub mod scenario;
 
 use std::future::Future;
 use std::net::SocketAddr;
