@@ -1,0 +1,552 @@
+//! How bodies stream through the layer: early decision, identical bytes and
+//! frames, trailers, size hints, limits at and past their value, reloads.
+
+mod common;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bbr_adapters::AdapterStore;
+use bbr_tower::{ErrorKind, Limits, ModelRoutingLayer};
+use bytes::Bytes;
+use common::{
+    FramesBody, Recorder, TEST_TIMEOUT, TestServer, channel_body, oneshot, sha256, split,
+};
+use http::{HeaderMap, HeaderValue, Request};
+use http_body::{Body, Frame};
+use tower::ServiceExt;
+
+/// A chat body of about `size` bytes with `model` first or last.
+fn chat_body(model: &str, size: usize, model_first: bool) -> Bytes {
+    let content = "lorem ipsum \\\"quoted\\\" \\u00e9 ".repeat(size / 30 + 1);
+    let messages = format!(
+        r#""messages":[{{"role":"developer","content":"{content}"}},{{"role":"user","content":"hi"}}],"max_tokens":5,"temperature":0"#
+    );
+    let text = if model_first {
+        format!(r#"{{"model":"{model}",{messages}}}"#)
+    } else {
+        format!(r#"{{{messages},"model":"{model}"}}"#)
+    };
+    Bytes::from(text)
+}
+
+#[tokio::test]
+async fn inner_service_is_called_before_the_client_finishes_uploading() {
+    let layer = ModelRoutingLayer::new();
+    let recorder = Recorder::default();
+    let called = recorder.on_call();
+    let (tx, body) = channel_body();
+    let request = Request::post("/v1/completions").body(body).unwrap();
+    let response = tokio::spawn(recorder.service(&layer).oneshot(request));
+
+    tx.send(Frame::data(Bytes::from_static(
+        br#"{"model":"food-review-1","#,
+    )))
+    .await
+    .unwrap();
+    // The last frame is sent only after the inner service saw the header.
+    let seen = tokio::time::timeout(TEST_TIMEOUT, called)
+        .await
+        .expect("inner service not called early")
+        .unwrap();
+    assert_eq!(seen.header("x-gateway-model-name"), Some("food-review-1"));
+    tx.send(Frame::data(Bytes::from_static(br#""prompt":"hi"}"#)))
+        .await
+        .unwrap();
+    drop(tx);
+
+    let answer = common::collect(response.await.unwrap().unwrap()).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(recorder.last().len, 39);
+    assert_eq!(
+        common::hex(&recorder.last().sha256),
+        sha256(&[br#"{"model":"food-review-1","prompt":"hi"}"#])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_decision_over_a_real_socket() {
+    let layer = ModelRoutingLayer::new();
+    let recorder = Recorder::default();
+    let server = TestServer::start(&layer, &recorder).await;
+    let called = recorder.on_call();
+    let (tx, body) = channel_body();
+    let request = Request::post("/v1/chat/completions").body(body).unwrap();
+    let response = tokio::spawn(async move { server.send(request).await });
+
+    tx.send(Frame::data(Bytes::from_static(
+        br#"{"model":"ski-resorts","messages":["#,
+    )))
+    .await
+    .unwrap();
+    let seen = tokio::time::timeout(TEST_TIMEOUT, called)
+        .await
+        .expect("inner service not called early")
+        .unwrap();
+    assert_eq!(seen.header("x-gateway-model-name"), Some("ski-resorts"));
+    tx.send(Frame::data(Bytes::from_static(
+        br#"{"role":"user","content":"x"}]}"#,
+    )))
+    .await
+    .unwrap();
+    drop(tx);
+    let answer = response.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("x-seen-model"), Some("ski-resorts"));
+}
+
+/// Asserts the inner service got exactly `chunks`: same frames, same
+/// pointers, same lengths.
+fn assert_same_frames(seen: &common::Seen, chunks: &[Bytes]) {
+    assert_eq!(seen.frames.len(), chunks.len(), "frame count");
+    for (index, (got, sent)) in seen.frames.iter().zip(chunks).enumerate() {
+        assert_eq!(got.len(), sent.len(), "frame {index} length");
+        assert_eq!(got.as_ptr(), sent.as_ptr(), "frame {index} was copied");
+    }
+}
+
+#[tokio::test]
+async fn one_byte_frames_arrive_identical_in_the_same_boundaries() {
+    for model_first in [true, false] {
+        let body = chat_body("movie-critique", 2_000, model_first);
+        let chunks = split(&body, 1);
+        let layer = ModelRoutingLayer::new();
+        let recorder = Recorder::keeping_frames();
+        let answer = oneshot(
+            &layer,
+            &recorder,
+            Request::post("/")
+                .body(FramesBody::chunked(chunks.clone()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let seen = recorder.last();
+        assert_eq!(seen.header("x-gateway-model-name"), Some("movie-critique"));
+        assert_same_frames(&seen, &chunks);
+        assert_eq!(common::hex(&seen.sha256), sha256(&[&body]));
+        assert!(seen.end_stream_after);
+    }
+}
+
+#[tokio::test]
+async fn sixteen_kib_frames_arrive_identical_in_the_same_boundaries() {
+    for model_first in [true, false] {
+        let body = chat_body("food-review-1", 1 << 20, model_first);
+        let chunks = split(&body, 16 * 1024);
+        let layer = ModelRoutingLayer::new();
+        let recorder = Recorder::keeping_frames();
+        let answer = oneshot(
+            &layer,
+            &recorder,
+            Request::post("/")
+                .body(FramesBody::sized(chunks.clone()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let seen = recorder.last();
+        assert_eq!(seen.header("x-gateway-model-name"), Some("food-review-1"));
+        assert_same_frames(&seen, &chunks);
+        assert_eq!(common::hex(&seen.sha256), sha256(&[&body]));
+        assert_eq!(
+            seen.size_hint_at_call,
+            (body.len() as u64, Some(body.len() as u64)),
+            "size hint = held + rest"
+        );
+        // With the model last, everything before it was held, and no more.
+        let peak = layer.stats().held_bytes_peak();
+        if model_first {
+            assert_eq!(peak, 16 * 1024);
+        } else {
+            assert!(
+                peak >= body.len() as u64 - 16 * 1024 && peak <= body.len() as u64,
+                "peak {peak}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_of_any_size_arrive_identical_over_a_real_socket() {
+    let layer = ModelRoutingLayer::new();
+    let recorder = Recorder::default();
+    let server = TestServer::start(&layer, &recorder).await;
+    for (size, frame) in [(3_000, 1), (2 << 20, 16 * 1024)] {
+        for model_first in [true, false] {
+            let body = chat_body("ski-resorts", size, model_first);
+            let answer = server
+                .send(
+                    Request::post("/")
+                        .body(FramesBody::chunked(split(&body, frame)))
+                        .unwrap(),
+                )
+                .await;
+            assert_eq!(answer.status, 200, "{answer:?}");
+            assert_eq!(answer.header("x-seen-model"), Some("ski-resorts"));
+            assert_eq!(
+                answer.header("x-seen-sha256"),
+                Some(sha256(&[&body]).as_str())
+            );
+            assert_eq!(
+                answer.header("x-seen-len"),
+                Some(body.len().to_string().as_str())
+            );
+        }
+    }
+}
+
+fn trailers() -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+    trailers
+}
+
+#[tokio::test]
+async fn trailers_are_forwarded_after_an_early_decision() {
+    let body = Bytes::from_static(br#"{"model":"food-review-1","prompt":"hi"}"#);
+    let chunks = split(&body, 8);
+    let layer = ModelRoutingLayer::new();
+    let recorder = Recorder::keeping_frames();
+    let request = Request::post("/")
+        .body(FramesBody::chunked(chunks.clone()).with_trailers(trailers()))
+        .unwrap();
+    let answer = oneshot(&layer, &recorder, request).await;
+    assert_eq!(answer.status, 200);
+    let seen = recorder.last();
+    assert_eq!(seen.header("x-gateway-model-name"), Some("food-review-1"));
+    assert_eq!(seen.trailers, Some(trailers()));
+    assert_same_frames(&seen, &chunks);
+}
+
+#[tokio::test]
+async fn trailers_read_before_the_decision_are_replayed() {
+    // No model: the decision comes only when the body ends, with the trailers.
+    let body = Bytes::from_static(br#"{"prompt":"hi"}"#);
+    let chunks = split(&body, 4);
+    let layer = ModelRoutingLayer::new();
+    let recorder = Recorder::keeping_frames();
+    let request = Request::post("/")
+        .body(FramesBody::chunked(chunks.clone()).with_trailers(trailers()))
+        .unwrap();
+    let answer = oneshot(&layer, &recorder, request).await;
+    assert_eq!(answer.status, 200);
+    let seen = recorder.last();
+    assert_eq!(seen.header("x-gateway-model-name"), None);
+    assert_eq!(seen.trailers, Some(trailers()));
+    assert_same_frames(&seen, &chunks);
+    assert!(seen.end_stream_after);
+}
+
+#[tokio::test]
+async fn size_hint_adds_the_held_bytes_to_an_unknown_rest() {
+    let body = Bytes::from_static(br#"{"model":"m","prompt":"hello"}"#);
+    let layer = ModelRoutingLayer::new();
+    let recorder = Recorder::default();
+    let answer = oneshot(
+        &layer,
+        &recorder,
+        Request::post("/")
+            .body(FramesBody::chunked(split(&body, 5)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let seen = recorder.last();
+    assert_eq!(seen.header("x-gateway-model-name"), Some("m"));
+    // `{"model":"m"` is decided within the first 15 bytes (3 frames).
+    assert_eq!(seen.size_hint_at_call, (15, None));
+}
+
+/// Sends `body` in 7-byte frames without a length, and with its length.
+async fn run(layer: &ModelRoutingLayer, body: &str) -> (common::Answer, common::Answer) {
+    let body = Bytes::copy_from_slice(body.as_bytes());
+    let recorder = Recorder::default();
+    let chunked = oneshot(
+        layer,
+        &recorder,
+        Request::post("/")
+            .body(FramesBody::chunked(split(&body, 7)))
+            .unwrap(),
+    )
+    .await;
+    let sized = Request::post("/")
+        .header("content-length", body.len())
+        .body(FramesBody::sized(split(&body, 7)))
+        .unwrap();
+    let sized = oneshot(layer, &recorder, sized).await;
+    (chunked, sized)
+}
+
+#[tokio::test]
+async fn body_limit_at_the_limit_passes_and_one_past_is_413() {
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"0123456789"}]}"#;
+    let limit = body.len() as u64;
+    let at = ModelRoutingLayer::new().limits(Limits::new().max_body_bytes(limit));
+    let (chunked, sized) = run(&at, body).await;
+    assert_eq!((chunked.status.as_u16(), sized.status.as_u16()), (200, 200));
+    assert_eq!(at.stats().body_violations(), 0);
+
+    let past = ModelRoutingLayer::new().limits(Limits::new().max_body_bytes(limit - 1));
+    let (chunked, sized) = run(&past, body).await;
+    // Chunked: decided early, then the forwarded body ends with a violation.
+    assert_eq!(chunked.status, 413);
+    assert_eq!(chunked.error_code(), "request_too_large");
+    assert_eq!(past.stats().body_violations(), 1);
+    // With content-length: refused before a byte is read.
+    assert_eq!(sized.status, 413);
+    assert_eq!(sized.error_code(), "request_too_large");
+    assert_eq!(past.stats().refused(), 1);
+}
+
+#[tokio::test]
+async fn scan_limit_at_the_limit_decides_and_one_past_is_413() {
+    let body = format!(
+        r#"{{"messages":[{{"content":"{}"}}],"model":"m"}}"#,
+        "x".repeat(200)
+    );
+    // The decision needs every byte up to the closing quote of the model.
+    let needed = body.len() as u64 - 1;
+    let at = ModelRoutingLayer::new().limits(Limits::new().max_scan_bytes(needed));
+    let (chunked, sized) = run(&at, &body).await;
+    assert_eq!(
+        (chunked.status.as_u16(), sized.status.as_u16()),
+        (200, 200),
+        "{chunked:?}"
+    );
+    let past = ModelRoutingLayer::new().limits(Limits::new().max_scan_bytes(needed - 1));
+    let (chunked, sized) = run(&past, &body).await;
+    assert_eq!((chunked.status.as_u16(), sized.status.as_u16()), (413, 413));
+    assert_eq!(chunked.error_code(), "request_too_large");
+    assert_eq!(past.stats().refused(), 2);
+    // Never more held than the scan limit plus one frame.
+    assert!(past.stats().held_bytes_peak() <= needed - 1 + 7);
+}
+
+#[tokio::test]
+async fn model_length_at_the_limit_passes_and_one_past_is_400() {
+    let layer = ModelRoutingLayer::new();
+    let at = format!(
+        r#"{{"model":"{}"}}"#,
+        "x".repeat(Limits::DEFAULT_MAX_MODEL_LEN)
+    );
+    let (chunked, sized) = run(&layer, &at).await;
+    assert_eq!((chunked.status.as_u16(), sized.status.as_u16()), (200, 200));
+    let past = format!(
+        r#"{{"model":"{}"}}"#,
+        "x".repeat(Limits::DEFAULT_MAX_MODEL_LEN + 1)
+    );
+    let (chunked, sized) = run(&layer, &past).await;
+    assert_eq!((chunked.status.as_u16(), sized.status.as_u16()), (400, 400));
+    assert_eq!(chunked.error_code(), "invalid_model");
+}
+
+#[tokio::test]
+async fn depth_at_the_limit_passes_and_one_past_is_400() {
+    let layer = ModelRoutingLayer::new();
+    let depth = Limits::DEFAULT_MAX_DEPTH as usize;
+    // The root object is depth 1.
+    let nested = |levels: usize| {
+        format!(
+            r#"{{"a":{}{},"model":"m"}}"#,
+            "[".repeat(levels),
+            "]".repeat(levels)
+        )
+    };
+    let (chunked, sized) = run(&layer, &nested(depth - 1)).await;
+    assert_eq!((chunked.status.as_u16(), sized.status.as_u16()), (200, 200));
+    let (chunked, sized) = run(&layer, &nested(depth)).await;
+    assert_eq!((chunked.status.as_u16(), sized.status.as_u16()), (400, 400));
+    assert_eq!(chunked.error_code(), "invalid_json");
+}
+
+#[tokio::test]
+async fn invalid_tail_after_the_decision_ends_the_body_with_a_violation() {
+    let layer = ModelRoutingLayer::new();
+    let recorder = Recorder::default();
+    let body = Bytes::from_static(br#"{"model":"food-review-1","messages":[}"#);
+    let answer = oneshot(
+        &layer,
+        &recorder,
+        Request::post("/")
+            .body(FramesBody::chunked(split(&body, 30)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.error_code(), "invalid_json");
+    let seen = recorder.last();
+    assert_eq!(seen.header("x-gateway-model-name"), Some("food-review-1"));
+    let violation = seen.violation.expect("a violation");
+    assert_eq!(violation.error().kind, ErrorKind::InvalidJson);
+    // The offending frame itself is never handed out.
+    assert_eq!(seen.len, 30);
+    assert_eq!(layer.stats().body_violations(), 1);
+}
+
+#[tokio::test]
+async fn duplicate_model_in_a_later_frame_ends_the_body_with_a_violation() {
+    let layer = ModelRoutingLayer::new();
+    let recorder = Recorder::default();
+    let chunks = vec![
+        Bytes::from_static(br#"{"model":"food-review-1","#),
+        Bytes::from_static(br#""messages":[],"#),
+        Bytes::from_static(br#""model":"ski-resorts"}"#),
+    ];
+    let answer = oneshot(
+        &layer,
+        &recorder,
+        Request::post("/")
+            .body(FramesBody::chunked(chunks))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.error_code(), "invalid_model");
+    let seen = recorder.last();
+    assert_eq!(seen.header("x-gateway-model-name"), Some("food-review-1"));
+    assert_eq!(
+        seen.violation.expect("a violation").error().kind,
+        ErrorKind::DuplicateModel
+    );
+    assert_eq!(
+        seen.len,
+        25 + 14,
+        "the frame with the second model is not handed out"
+    );
+    assert_eq!(layer.stats().body_violations(), 1);
+}
+
+/// A body that fails after one frame.
+struct FailingBody {
+    first: Option<Bytes>,
+}
+
+impl Body for FailingBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        Poll::Ready(Some(match self.first.take() {
+            Some(first) => Ok(Frame::data(first)),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "client went away",
+            )),
+        }))
+    }
+}
+
+#[tokio::test]
+async fn body_error_before_the_decision_is_400_and_after_it_reaches_the_inner_service() {
+    let layer = ModelRoutingLayer::new();
+    let recorder = Recorder::default();
+    let before = FailingBody {
+        first: Some(Bytes::from_static(br#"{"messages":["#)),
+    };
+    let answer = oneshot(&layer, &recorder, Request::post("/").body(before).unwrap()).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.error_code(), "invalid_json");
+    assert!(
+        answer.error_json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("after byte 13")
+    );
+    assert_eq!(recorder.count(), 0);
+
+    let after = FailingBody {
+        first: Some(Bytes::from_static(br#"{"model":"m","messages":["#)),
+    };
+    let answer = oneshot(&layer, &recorder, Request::post("/").body(after).unwrap()).await;
+    assert_eq!(answer.status, 200);
+    let seen = recorder.last();
+    assert!(seen.violation.is_none());
+    assert!(
+        seen.other_error
+            .as_deref()
+            .is_some_and(|e| e.contains("client went away")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapter_map_reloads_while_requests_run() {
+    let dir = std::env::temp_dir().join(format!("bbr-tower-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("adapters.yaml");
+    let write = {
+        let (dir, file) = (dir.clone(), file.clone());
+        move |base: &str| {
+            let tmp = dir.join(".adapters.yaml.tmp");
+            std::fs::write(
+                &tmp,
+                format!("kind: ConfigMap\ndata: {{baseModel: {base}, adapters: '[lora]'}}\n"),
+            )
+            .unwrap();
+            std::fs::rename(&tmp, &file).unwrap();
+        }
+    };
+    write("base-a");
+    let store = AdapterStore::load([&file]).unwrap();
+    let watcher = store.watch(Duration::from_millis(2)).unwrap();
+    let layer = ModelRoutingLayer::new().adapters(store.clone());
+    let recorder = Recorder::default();
+    let service = recorder.service::<FramesBody>(&layer);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let done = done.clone();
+        let write = write.clone();
+        std::thread::spawn(move || {
+            for round in 0..100 {
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                write(if round % 2 == 0 { "base-b" } else { "base-a" });
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        })
+    };
+    let mut bases = std::collections::HashSet::new();
+    for _ in 0..50 {
+        let batch: Vec<_> = (0..8)
+            .map(|_| {
+                let body = FramesBody::chunked(split(
+                    &Bytes::from_static(br#"{"model":" lora ","x":1}"#),
+                    6,
+                ));
+                tokio::spawn(
+                    service
+                        .clone()
+                        .oneshot(Request::post("/").body(body).unwrap()),
+                )
+            })
+            .collect();
+        for request in batch {
+            let answer = common::collect(request.await.unwrap().unwrap()).await;
+            assert_eq!(answer.status, 200);
+            let base = answer.header("x-seen-base").unwrap().to_owned();
+            assert!(
+                base == "base-a" || base == "base-b",
+                "lookup failed during a reload: {base}"
+            );
+            bases.insert(base);
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    drop(watcher);
+    assert_eq!(recorder.count(), 400);
+    assert!(store.reload_count() > 0, "the watcher never reloaded");
+    assert_eq!(store.failed_reload_count(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+    // Both maps were seen unless the machine was very slow; not asserted.
+    let _ = bases;
+}
