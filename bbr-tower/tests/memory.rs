@@ -28,7 +28,6 @@ const SLACK_BYTES: u64 = 12 << 20;
 /// second message. Every content frame is a slice of one shared pattern, so
 /// the sender itself holds nothing.
 struct GeneratedBody {
-    pattern: Bytes,
     frames: std::vec::IntoIter<Bytes>,
     remaining: u64,
 }
@@ -39,7 +38,7 @@ fn frames(pattern: &Bytes, content_before_model: usize) -> Vec<Bytes> {
     let tail = Bytes::from_static(br#""}"#);
     let fixed = (head.len() + middle.len() + tail.len()) as u64;
     let mut out = vec![head];
-    let mut push_content = |out: &mut Vec<Bytes>, mut len: usize| {
+    let push_content = |out: &mut Vec<Bytes>, mut len: usize| {
         while len > 0 {
             let take = len.min(FRAME_BYTES).min(pattern.len());
             out.push(pattern.slice(..take));
@@ -59,7 +58,6 @@ fn frames(pattern: &Bytes, content_before_model: usize) -> Vec<Bytes> {
 impl GeneratedBody {
     fn new(pattern: &Bytes, content_before_model: usize) -> Self {
         Self {
-            pattern: pattern.clone(),
             frames: frames(pattern, content_before_model).into_iter(),
             remaining: BODY_BYTES,
         }
@@ -86,7 +84,6 @@ impl Body for GeneratedBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let _ = &self.pattern;
         SizeHint::with_exact(self.remaining)
     }
 }
