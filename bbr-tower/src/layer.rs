@@ -159,6 +159,11 @@ impl Counters {
     pub(crate) fn record_violation(&self) {
         self.violations.fetch_add(1, Ordering::Relaxed);
     }
+
+    #[cfg(test)]
+    pub(crate) fn violations_for_tests(&self) -> u64 {
+        self.violations.load(Ordering::Relaxed)
+    }
 }
 
 /// What a [`ModelRoutingLayer`] did so far. Cheap to clone; all clones read
