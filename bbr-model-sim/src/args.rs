@@ -21,11 +21,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 
-use crate::config::{LoraModule, Mode, SimConfig, parse_duration};
+use crate::config::{FailureType, LoraModule, Mode, SimConfig, parse_duration};
 use crate::error::{ConfigError, Error};
 
 fn duration(value: &str) -> Result<Duration, String> {
     parse_duration(value).map_err(|e| e.to_string())
+}
+
+fn failure_type(value: &str) -> Result<FailureType, String> {
+    FailureType::parse(value).map_err(|e| e.to_string())
 }
 
 fn mode(value: &str) -> Result<Mode, String> {
@@ -96,6 +100,16 @@ pub struct Args {
     /// Namespace for the x-inference-namespace header.
     #[arg(long, env = "POD_NAMESPACE")]
     pub pod_namespace: Option<String>,
+    /// Percentage (0-100) of completion requests answered with an injected error.
+    #[arg(long, default_value_t = 0)]
+    pub failure_injection_rate: u8,
+    /// Injected error types: rate_limit, invalid_api_key, context_length,
+    /// server_error, invalid_request, model_not_found (default: all).
+    #[arg(long, num_args = 1.., action = clap::ArgAction::Append, value_parser = failure_type)]
+    pub failure_types: Vec<FailureType>,
+    /// /health/ready answers 503 for this long after start.
+    #[arg(long, default_value = "0", value_parser = duration)]
+    pub startup_duration: Duration,
 
     /// Accepted for compatibility; no effect (validated only by the simulator).
     #[arg(long, help_heading = "Accepted for compatibility (no effect)")]
@@ -174,7 +188,9 @@ impl Args {
             .mode(self.mode)
             .time_to_first_token(self.time_to_first_token)
             .inter_token_latency(self.inter_token_latency)
-            .seed(seed);
+            .seed(seed)
+            .failure_injection(self.failure_injection_rate, self.failure_types)
+            .startup_duration(self.startup_duration);
         config.lora_modules = lora_modules;
         config.time_to_first_token_std_dev = self.time_to_first_token_std_dev;
         config.inter_token_latency_std_dev = self.inter_token_latency_std_dev;
@@ -290,6 +306,28 @@ mod tests {
     }
 
     #[test]
+    fn failure_injection_and_startup_flags() {
+        let (_, config) = parse(&[
+            "--model",
+            "m",
+            "--failure-injection-rate",
+            "10",
+            "--failure-types",
+            "rate_limit",
+            "server_error",
+            "--startup-duration",
+            "2s",
+        ])
+        .unwrap();
+        assert_eq!(config.failure_injection_rate, 10);
+        assert_eq!(
+            config.failure_types,
+            [FailureType::RateLimit, FailureType::ServerError]
+        );
+        assert_eq!(config.startup_duration, Duration::from_secs(2));
+    }
+
+    #[test]
     fn durations_and_bad_values() {
         let (_, config) = parse(&[
             "--model",
@@ -325,6 +363,8 @@ mod tests {
                 "4ms",
             ],
             &["--model", "m", "--unknown-flag", "1"],
+            &["--model", "m", "--failure-injection-rate", "101"],
+            &["--model", "m", "--failure-types", "bogus"],
             &["--port", "1"],
         ] {
             if bad == ["--port", "1"] && std::env::var_os("SIM_MODEL").is_some() {

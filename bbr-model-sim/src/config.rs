@@ -37,6 +37,56 @@ impl Mode {
     }
 }
 
+/// An error the simulator can inject (`--failure-types`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureType {
+    /// 429 `RateLimitError`.
+    RateLimit,
+    /// 401 `AuthenticationError`.
+    InvalidApiKey,
+    /// 400, context length exceeded (`param` `messages`).
+    ContextLength,
+    /// 503 `InternalServerError`.
+    ServerError,
+    /// 400, missing `model` (`param` `model`).
+    InvalidRequest,
+    /// 404, `The model '<model>-nonexistent' does not exist` (`param` `model`).
+    ModelNotFound,
+}
+
+impl FailureType {
+    /// Every type, in the simulator's order.
+    pub const ALL: [Self; 6] = [
+        Self::RateLimit,
+        Self::InvalidApiKey,
+        Self::ContextLength,
+        Self::ServerError,
+        Self::InvalidRequest,
+        Self::ModelNotFound,
+    ];
+
+    /// Parses a `--failure-types` value (`rate_limit`, `invalid_api_key`,
+    /// `context_length`, `server_error`, `invalid_request`, `model_not_found`).
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == value)
+            .ok_or_else(|| ConfigError::InvalidFailureType(value.to_owned()))
+    }
+
+    /// The flag spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimit => "rate_limit",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::ContextLength => "context_length",
+            Self::ServerError => "server_error",
+            Self::InvalidRequest => "invalid_request",
+            Self::ModelNotFound => "model_not_found",
+        }
+    }
+}
+
 /// One LoRA adapter served next to the base model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoraModule {
@@ -174,6 +224,14 @@ pub struct SimConfig {
     /// Namespace for the `x-inference-namespace` header (`POD_NAMESPACE`);
     /// the header is sent only when set.
     pub namespace: Option<String>,
+    /// Percentage (0–100) of completion requests answered with an injected
+    /// error (`--failure-injection-rate`, default 0).
+    pub failure_injection_rate: u8,
+    /// Which errors to inject (`--failure-types`); empty means all.
+    pub failure_types: Vec<FailureType>,
+    /// `/health/ready` answers 503 for this long after start
+    /// (`--startup-duration`, default 0).
+    pub startup_duration: Duration,
     /// How many recent requests the [`Observer`](crate::Observer) keeps
     /// (headers and body hash); 0 keeps none (counters still count).
     /// Default 32.
@@ -206,6 +264,9 @@ impl SimConfig {
             seed: 0,
             pod_name: None,
             namespace: None,
+            failure_injection_rate: 0,
+            failure_types: Vec::new(),
+            startup_duration: Duration::ZERO,
             record_capacity: 32,
         }
     }
@@ -317,6 +378,26 @@ impl SimConfig {
         self
     }
 
+    /// Injects errors into `rate` percent of completion requests, of the
+    /// given types (all when empty).
+    #[must_use]
+    pub fn failure_injection(
+        mut self,
+        rate: u8,
+        types: impl IntoIterator<Item = FailureType>,
+    ) -> Self {
+        self.failure_injection_rate = rate;
+        self.failure_types = types.into_iter().collect();
+        self
+    }
+
+    /// Sets how long `/health/ready` answers 503 after start.
+    #[must_use]
+    pub const fn startup_duration(mut self, duration: Duration) -> Self {
+        self.startup_duration = duration;
+        self
+    }
+
     /// Sets how many recent requests the observer keeps.
     #[must_use]
     pub const fn record_capacity(mut self, capacity: usize) -> Self {
@@ -350,6 +431,9 @@ impl SimConfig {
             if value == 0 {
                 return Err(ConfigError::Zero(field));
             }
+        }
+        if self.failure_injection_rate > 100 {
+            return Err(ConfigError::FailureRate(self.failure_injection_rate));
         }
         for (i, lora) in self.lora_modules.iter().enumerate() {
             if lora.name.is_empty() {

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 use serde::Serialize;
 
+use crate::config::FailureType;
+
 /// A configuration value the simulator refuses at startup.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -47,6 +49,12 @@ pub enum ConfigError {
     /// A latency flag that is not a duration.
     #[error("invalid duration {0:?} (expected e.g. 100ms, 1.5s, or integer milliseconds)")]
     InvalidDuration(String),
+    /// `--failure-injection-rate` above 100.
+    #[error("--failure-injection-rate must be between 0 and 100, got {0}")]
+    FailureRate(u8),
+    /// An unknown `--failure-types` value.
+    #[error("invalid --failure-types value {0:?}")]
+    InvalidFailureType(String),
     /// A latency standard deviation above 30 % of its base value.
     #[error("--{0} must be at most 30% of its base latency")]
     StdDevTooLarge(&'static str),
@@ -80,6 +88,10 @@ pub(crate) enum RequestError {
     Requested(StatusCode),
     /// `X-Return-Error` was not an integer status.
     InvalidRequestedStatus,
+    /// Failure injection picked this error (with the requested model).
+    Injected(FailureType, String),
+    /// `/health/ready` during `--startup-duration`.
+    NotReady,
     /// The model is neither a served name nor a known LoRA.
     UnknownModel(String),
     /// `max_tokens` / `max_completion_tokens` ≤ 0.
@@ -117,12 +129,16 @@ struct ApiErrorBody {
 
 impl ApiError {
     fn new(status: StatusCode, message: String) -> Self {
+        Self::with_param(status, message, None)
+    }
+
+    fn with_param(status: StatusCode, message: String, param: Option<&'static str>) -> Self {
         Self {
             status,
             error: ApiErrorBody {
                 message,
                 kind: error_type(status),
-                param: None,
+                param,
                 code: status.as_u16(),
             },
         }
@@ -152,6 +168,11 @@ impl From<RequestError> for ApiError {
     fn from(error: RequestError) -> Self {
         use RequestError as E;
         let (status, message) = match error {
+            E::Injected(kind, model) => return injected(kind, &model),
+            E::NotReady => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server is not ready yet.".to_owned(),
+            ),
             E::Parse(detail) => (
                 StatusCode::BAD_REQUEST,
                 format!("Failed to read and parse request body, {detail}"),
@@ -209,6 +230,41 @@ impl From<RequestError> for ApiError {
             ),
         };
         Self::new(status, message)
+    }
+}
+
+/// The simulator's injected errors (simulator.md, failure injection table).
+fn injected(kind: FailureType, model: &str) -> ApiError {
+    match kind {
+        FailureType::RateLimit => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Rate limit reached for {model} in organization org-xxx on requests per min (RPM): Limit 3, Used 3, Requested 1."
+            ),
+        ),
+        FailureType::InvalidApiKey => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided.".to_owned(),
+        ),
+        FailureType::ContextLength => ApiError::with_param(
+            StatusCode::BAD_REQUEST,
+            "This model's maximum context length is 4096 tokens. However, your messages resulted in 4500 tokens. Please reduce the length of the messages.".to_owned(),
+            Some("messages"),
+        ),
+        FailureType::ServerError => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is overloaded or not ready yet.".to_owned(),
+        ),
+        FailureType::InvalidRequest => ApiError::with_param(
+            StatusCode::BAD_REQUEST,
+            "Invalid request: missing required parameter 'model'.".to_owned(),
+            Some("model"),
+        ),
+        FailureType::ModelNotFound => ApiError::with_param(
+            StatusCode::NOT_FOUND,
+            format!("The model '{model}-nonexistent' does not exist"),
+            Some("model"),
+        ),
     }
 }
 

@@ -15,7 +15,10 @@
 //!   `/health/ready`, `/ready`, `/metrics` (vLLM gauge names);
 //! - `POST /v1/load_lora_adapter`, `/v1/unload_lora_adapter`;
 //! - on every answer, `x-inference-pod` and `x-inference-port` naming the
-//!   replica.
+//!   replica;
+//! - test aids: the `X-Return-Error` header, failure injection
+//!   ([`SimConfig::failure_injection`]), and the [`Observer`] (requests
+//!   received, their headers and body hashes).
 //!
 //! # Example
 //!
@@ -90,7 +93,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{LoraModule, Mode, SimConfig, parse_duration};
+pub use config::{FailureType, LoraModule, Mode, SimConfig, parse_duration};
 pub use error::{ConfigError, Error};
 pub use observe::{Observer, RecordedRequest, sha256_hex};
 

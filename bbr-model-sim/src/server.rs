@@ -21,7 +21,7 @@ use crate::api::{
     ChatChoice, ChatChunkChoice, ChatMessage, ChatRequest, Delta, Envelope, LoraAdapterRequest,
     ModelCard, ModelList, TextChoice, TextRequest, Usage,
 };
-use crate::config::{LoraModule, Mode, SimConfig};
+use crate::config::{FailureType, LoraModule, Mode, SimConfig};
 use crate::error::RequestError;
 use crate::generate::{self, Generated, Rng};
 use crate::metrics::{self, Counters};
@@ -44,6 +44,9 @@ pub(crate) struct SimState {
     counters: Counters,
     pub(crate) observer: Observer,
     request_counter: AtomicU64,
+    /// Draws for failure injection (separate from answer ids).
+    failure_counter: AtomicU64,
+    started: std::time::Instant,
 }
 
 /// `x-inference-pod` default: the first served name made DNS-label-like,
@@ -108,6 +111,8 @@ impl SimState {
             counters: Counters::default(),
             observer: Observer::new(config.record_capacity),
             request_counter: AtomicU64::new(0),
+            failure_counter: AtomicU64::new(0),
+            started: std::time::Instant::now(),
             config,
         }
     }
@@ -134,6 +139,26 @@ impl SimState {
             .iter()
             .any(|lora| lora.name == model)
             .then(|| (model.to_owned(), Some(model.to_owned())))
+    }
+
+    /// Failure injection: `rate` percent of requests get one of the
+    /// configured error types (deterministic for a seed).
+    fn injected_failure(&self) -> Option<FailureType> {
+        let rate = self.config.failure_injection_rate;
+        if rate == 0 {
+            return None;
+        }
+        let draw = self.failure_counter.fetch_add(1, Ordering::Relaxed);
+        let mut rng = Rng::for_request(self.config.seed ^ 0x6661_696C_7572_6573, draw);
+        if rng.next_f64() * 100.0 >= f64::from(rate) {
+            return None;
+        }
+        let types: &[FailureType] = if self.config.failure_types.is_empty() {
+            &FailureType::ALL
+        } else {
+            &self.config.failure_types
+        };
+        Some(types[rng.range(0, types.len() as u64 - 1) as usize])
     }
 
     /// A response id: the simulator's name-based UUID of seed, port and a
@@ -167,8 +192,8 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         .route("/v1/load_lora_adapter", post(load_lora))
         .route("/v1/unload_lora_adapter", post(unload_lora))
         .route("/health", get(health))
-        .route("/health/ready", get(health))
-        .route("/ready", get(health))
+        .route("/health/ready", get(ready))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .layer(axum::middleware::map_response_with_state(
             Arc::clone(&state),
@@ -191,6 +216,14 @@ async fn add_replica_headers(State(sim): State<Arc<SimState>>, mut response: Res
 
 async fn health() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], "")
+}
+
+/// 503 during `startup_duration`, then 200 like `/health`.
+async fn ready(State(sim): State<Arc<SimState>>) -> Response {
+    if sim.started.elapsed() < sim.config.startup_duration {
+        return RequestError::NotReady.into_response();
+    }
+    health().await.into_response()
 }
 
 async fn metrics_text(State(sim): State<Arc<SimState>>) -> impl IntoResponse {
@@ -447,6 +480,9 @@ async fn complete(
     let job = job?;
     if let Some(error) = requested_error(&parts.headers) {
         return Err(error);
+    }
+    if let Some(kind) = sim.injected_failure() {
+        return Err(RequestError::Injected(kind, job.model));
     }
     let Some((display, lora)) = sim.resolve(&job.model) else {
         return Err(RequestError::UnknownModel(job.model));

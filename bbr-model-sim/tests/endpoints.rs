@@ -734,3 +734,120 @@ async fn latency_applies_to_non_streaming_answers() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn failure_injection_answers_with_the_simulators_errors() {
+    use bbr_model_sim::FailureType;
+    let client = client();
+    let cases = [
+        (
+            FailureType::ModelNotFound,
+            404,
+            "NotFoundError",
+            "The model 'm-nonexistent' does not exist",
+            Some("model"),
+        ),
+        (
+            FailureType::RateLimit,
+            429,
+            "RateLimitError",
+            "Rate limit reached for m in organization org-xxx on requests per min (RPM): Limit 3, Used 3, Requested 1.",
+            None,
+        ),
+        (
+            FailureType::InvalidApiKey,
+            401,
+            "AuthenticationError",
+            "Incorrect API key provided.",
+            None,
+        ),
+        (
+            FailureType::ServerError,
+            503,
+            "InternalServerError",
+            "The server is overloaded or not ready yet.",
+            None,
+        ),
+        (
+            FailureType::InvalidRequest,
+            400,
+            "BadRequestError",
+            "Invalid request: missing required parameter 'model'.",
+            Some("model"),
+        ),
+    ];
+    for (kind, status, error_type, message, param) in cases {
+        let sim = bbr_model_sim::spawn(SimConfig::new("m").failure_injection(100, [kind]))
+            .await
+            .expect("starts");
+        let answer = post(
+            &client,
+            &format!("{}/v1/completions", sim.url()),
+            &text_body("m", "x", 3),
+        )
+        .await;
+        assert_eq!(answer.status.as_u16(), status, "{kind:?}");
+        let json = answer.json();
+        assert_eq!(json["error"]["type"], error_type);
+        assert_eq!(json["error"]["message"], message);
+        assert_eq!(json["error"]["code"], status);
+        assert_eq!(json["error"]["param"].as_str(), param);
+    }
+    let context = bbr_model_sim::spawn(
+        SimConfig::new("m").failure_injection(100, [FailureType::ContextLength]),
+    )
+    .await
+    .expect("starts");
+    let answer = post(
+        &client,
+        &format!("{}/v1/chat/completions", context.url()),
+        &chat_body("m", "user", "x", 3),
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.json()["error"]["param"].clone()),
+        (StatusCode::BAD_REQUEST, "messages".into())
+    );
+
+    // 50 %: both outcomes occur, deterministically for the seed.
+    let half = bbr_model_sim::spawn(SimConfig::new("m").seed(5).failure_injection(50, []))
+        .await
+        .expect("starts");
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(
+            post(
+                &client,
+                &format!("{}/v1/completions", half.url()),
+                &text_body("m", "x", 3),
+            )
+            .await
+            .status,
+        );
+    }
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert!((5..=35).contains(&ok), "about half succeed: {ok}/40");
+}
+
+#[tokio::test]
+async fn ready_waits_for_the_startup_duration() {
+    let sim = bbr_model_sim::spawn(
+        SimConfig::new("m").startup_duration(std::time::Duration::from_millis(300)),
+    )
+    .await
+    .expect("starts");
+    let client = client();
+    let answer = get(&client, &format!("{}/health/ready", sim.url())).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.json()["error"]["code"], 503);
+    assert_eq!(
+        get(&client, &format!("{}/health", sim.url())).await.status,
+        StatusCode::OK,
+        "alive while starting"
+    );
+    common::eventually("ready after the startup duration", || {
+        let (client, url) = (client.clone(), format!("{}/ready", sim.url()));
+        async move { get(&client, &url).await.status == StatusCode::OK }
+    })
+    .await;
+}
