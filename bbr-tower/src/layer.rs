@@ -36,6 +36,40 @@ pub(crate) struct Config {
 /// | [`adapters`](Self::adapters) | none: no base model header |
 /// | [`model_header`](Self::model_header) | [`MODEL_HEADER`] (`x-gateway-model-name`) |
 /// | [`base_model_header`](Self::base_model_header) | [`BASE_MODEL_HEADER`] (`x-gateway-base-model-name`) |
+///
+/// # Example
+///
+/// ```
+/// use bbr_adapters::{AdapterMap, AdapterStore};
+/// use bbr_tower::{BASE_MODEL_HEADER, ModelRoutingLayer, OnMissing, ReplayBody};
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use http_body_util::Full;
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let map = AdapterMap::from_yaml_str(
+///     "kind: ConfigMap\ndata: {baseModel: deepseek/vllm-deepseek-r1, adapters: '[ski-resorts]'}",
+///     "inline",
+/// )?;
+/// let layer = ModelRoutingLayer::new()
+///     .adapters(AdapterStore::from_map(map))
+///     .on_missing(OnMissing::Reject);
+/// let stats = layer.stats();
+/// let service = layer.layer(service_fn(|request: Request<ReplayBody<Full<Bytes>>>| async move {
+///     let base = request.headers()[BASE_MODEL_HEADER].clone();
+///     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::copy_from_slice(base.as_bytes()))))
+/// }));
+///
+/// let routed = Request::post("/v1/completions").body(Full::new(Bytes::from(r#"{"model":"ski-resorts"}"#)))?;
+/// assert_eq!(service.clone().oneshot(routed).await?.status(), 200);
+/// let no_model = Request::post("/v1/completions").body(Full::new(Bytes::from(r#"{"prompt":"hi"}"#)))?;
+/// assert_eq!(service.oneshot(no_model).await?.status(), 400);
+/// assert_eq!((stats.found(), stats.refused()), (1, 1));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ModelRoutingLayer {

@@ -9,7 +9,7 @@
 //! ```
 //! use bytes::Bytes;
 //! use http::{Request, Response};
-//! use http_body_util::Full;
+//! use http_body_util::{BodyExt, Full};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //! use bbr_tower::{ModelName, ModelRoutingLayer, ReplayBody, MODEL_HEADER};
 //!
@@ -31,6 +31,7 @@
 //!     .body(Full::new(Bytes::from(body)))?;
 //! let response = service.oneshot(request).await?;
 //! assert_eq!(response.status(), 200);
+//! assert_eq!(response.into_body().collect().await?.to_bytes(), "food-review-1");
 //! # Ok(())
 //! # }
 //! ```
@@ -75,6 +76,14 @@
 //! An inner service that has not started its response can answer the
 //! contract's 400/413 itself: find the error with [`BodyViolation::find`]
 //! and answer [`BodyViolation::to_response`].
+//!
+//! # With axum
+//!
+//! `axum::Router::layer(ModelRoutingLayer::new())` works as is: axum's
+//! routes accept any request body, so they take the [`ReplayBody`]. A proxy
+//! handler that forwards the body sees a [`BodyViolation`] inside the
+//! `axum::Error` of a failed body read ([`BodyViolation::find`] walks the
+//! error's sources).
 //!
 //! # Decisions where the contract is silent
 //!

@@ -13,6 +13,32 @@
 //! `{"error":{"message":"...","type":"invalid_request_error","param":"model","code":"..."}}`.
 //! Messages say what was wrong and at which byte offset; they never echo the
 //! body. For a refused routing header, `param` is the header name.
+//!
+//! # Example
+//!
+//! ```
+//! use bbr_tower::{Limits, ModelRoutingLayer, ReplayBody};
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let layer = ModelRoutingLayer::new().limits(Limits::new().max_scan_bytes(16));
+//! let service = layer.layer(service_fn(|_: Request<ReplayBody<Full<Bytes>>>| async {
+//!     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
+//! }));
+//! let body = r#"{"messages":[{"role":"user","content":"hi"}],"model":"m"}"#;
+//! let response = service.oneshot(Request::post("/").body(Full::new(Bytes::from(body)))?).await?;
+//! assert_eq!(response.status(), 413);
+//! assert_eq!(response.headers()["content-type"], "application/json");
+//! let json: serde_json::Value = serde_json::from_slice(&response.into_body().collect().await?.to_bytes())?;
+//! assert_eq!(json["error"]["code"], "request_too_large");
+//! assert_eq!(json["error"]["param"], "model");
+//! # Ok(())
+//! # }
+//! ```
 
 use bbr_core::{ErrorClass, ExtractError};
 use bytes::Bytes;
