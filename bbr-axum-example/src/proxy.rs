@@ -127,10 +127,7 @@ impl Proxy {
         }
 
         let failure = Arc::new(Mutex::new(None));
-        let body = WatchedBody {
-            inner: body,
-            failure: Arc::clone(&failure),
-        };
+        let body = WatchedBody::new(body, Arc::clone(&failure));
         let upstream = Request::from_parts(parts, body);
 
         let result = tokio::time::timeout_at(deadline, self.client.request(upstream)).await;
@@ -255,12 +252,36 @@ impl Drop for Flight {
 pub struct RequestBodyAborted;
 
 pin_project_lite::pin_project! {
-    /// The request body on its way upstream: frames pass through untouched;
-    /// the first error is kept for the proxy.
+    /// The request body on its way upstream: frames pass through untouched
+    /// (same `Bytes`); the first error is kept for the proxy.
+    ///
+    /// The last data frame of a body with a known length is held until the
+    /// body's end is confirmed: with `content-length` framing the upstream
+    /// has a complete request as soon as the last byte is written, so that
+    /// byte must not leave before the routing layer's final check (a
+    /// truncated tail is only known at the end). Bodies without a length
+    /// are safe as they are: their end is the terminating chunk, written
+    /// only after the check.
     pub struct WatchedBody {
         #[pin]
         inner: Body,
         failure: Arc<Mutex<Option<axum::Error>>>,
+        held: Option<Frame<Bytes>>,
+        next: Option<Frame<Bytes>>,
+        ended: bool,
+    }
+}
+
+impl WatchedBody {
+    /// Wraps `inner`; a body error is stored in `failure`.
+    pub fn new(inner: Body, failure: Arc<Mutex<Option<axum::Error>>>) -> Self {
+        Self {
+            inner,
+            failure,
+            held: None,
+            next: None,
+            ended: false,
+        }
     }
 }
 
@@ -270,33 +291,72 @@ impl std::fmt::Debug for WatchedBody {
     }
 }
 
+fn frame_len(frame: Option<&Frame<Bytes>>) -> u64 {
+    frame
+        .and_then(|f| f.data_ref())
+        .map_or(0, |d| d.len() as u64)
+}
+
 impl http_body::Body for WatchedBody {
     type Data = Bytes;
     type Error = RequestBodyAborted;
 
-    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Err(error))) => {
-                *this.failure.lock().expect("the lock is never poisoned") = Some(error);
-                Poll::Ready(Some(Err(RequestBodyAborted)))
+        let mut this = self.project();
+        if let Some(frame) = this.next.take() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        loop {
+            if *this.ended {
+                return Poll::Ready(this.held.take().map(Ok));
             }
-            other => other.map_err(|_: axum::Error| RequestBodyAborted),
+            match std::task::ready!(this.inner.as_mut().poll_frame(cx)) {
+                None => {
+                    *this.ended = true;
+                }
+                Some(Err(error)) => {
+                    *this.ended = true;
+                    *this.held = None;
+                    *this.failure.lock().expect("the lock is never poisoned") = Some(error);
+                    return Poll::Ready(Some(Err(RequestBodyAborted)));
+                }
+                Some(Ok(frame)) => {
+                    if let Some(held) = this.held.take() {
+                        *this.next = Some(frame);
+                        return Poll::Ready(Some(Ok(held)));
+                    }
+                    let last_of_known_length = frame.is_data()
+                        && !this.inner.is_end_stream()
+                        && this.inner.size_hint().upper() == Some(0);
+                    if !last_of_known_length {
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    // Ask for the end (or the error) before letting it go.
+                    *this.held = Some(frame);
+                }
+            }
         }
     }
 
-    #[inline]
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.held.is_none() && self.next.is_none() && (self.ended || self.inner.is_end_stream())
     }
 
-    #[inline]
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let extra = frame_len(self.held.as_ref()) + frame_len(self.next.as_ref());
+        if self.ended {
+            return SizeHint::with_exact(extra);
+        }
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(extra));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(extra));
+        }
+        hint
     }
 }
 
