@@ -415,6 +415,35 @@ impl TestServer {
         }
     }
 
+    /// Sends `request` over a fresh HTTP/2 (prior knowledge) connection,
+    /// which carries request trailers.
+    pub async fn send_h2<B>(&self, request: Request<B>) -> Answer
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        tokio::time::timeout(TEST_TIMEOUT, async {
+            let stream = tokio::net::TcpStream::connect(self.addr)
+                .await
+                .expect("connect");
+            let (mut sender, connection) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .expect("handshake");
+            tokio::spawn(connection);
+            let mut request = request;
+            *request.uri_mut() = format!("http://{}{}", self.addr, request.uri().path())
+                .parse()
+                .unwrap();
+            let response = sender.send_request(request).await.expect("response");
+            collect(response).await
+        })
+        .await
+        .expect("request timed out")
+    }
+
     /// Sends `request` over a fresh HTTP/1.1 connection.
     pub async fn send<B>(&self, request: Request<B>) -> Answer
     where
