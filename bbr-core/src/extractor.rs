@@ -1,26 +1,329 @@
-//! The incremental extractor.
+//! The incremental extractor: a non-recursive JSON state machine.
+//!
+//! Every byte goes through one state machine whose only memory is a handful
+//! of scalars, a bit stack of open containers (inline up to 256 levels) and,
+//! only when the model value is split across chunks or escaped, one small
+//! buffer bounded by `max_model_len`. Input chunks are never concatenated or
+//! retained. Errors are detected in byte order, so the first error of a body
+//! (kind and offset) does not depend on where the chunk boundaries fall.
+//!
+//! Two modes share the state machine: the default one skips string contents
+//! with `memchr` and validates skipped runs with `std::str::from_utf8`; the
+//! reference mode ([`ModelExtractor::new_reference`]) steps byte by byte and
+//! exists so tests can check the fast paths against it.
 
 use bytes::Bytes;
+use memchr::memchr2;
 
-use crate::{ExtractError, Limits, Outcome, Progress};
+use crate::{DuplicateKeys, ErrorKind, ExtractError, Limits, Model, Outcome, Progress};
+
+const MODEL_KEY: &[u8; 5] = b"model";
+/// `key_match` value once the key can no longer be `model`.
+const KEY_MISMATCH: u8 = u8::MAX;
+const LITERALS: [&[u8]; 3] = [b"true", b"false", b"null"];
+
+/// What the current string is, which decides what its contents are used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StrKind {
+    /// A key below the top level: validated, then skipped.
+    Key,
+    /// A key of the root object: compared with `model` after unescaping.
+    TopKey,
+    /// A value that is not the top-level model: validated, then skipped.
+    Value,
+    /// The value of a top-level `model` key: captured.
+    Model,
+}
+
+/// Where a number is in the RFC 8259 grammar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Num {
+    Minus,
+    Zero,
+    Int,
+    Dot,
+    Frac,
+    Exp,
+    ExpSign,
+    ExpInt,
+}
+
+impl Num {
+    /// A number may end here.
+    const fn complete(self) -> bool {
+        matches!(self, Num::Zero | Num::Int | Num::Frac | Num::ExpInt)
+    }
+
+    const fn next(self, b: u8) -> Option<Num> {
+        Some(match (self, b) {
+            (Num::Minus, b'0') => Num::Zero,
+            (Num::Minus, b'1'..=b'9') => Num::Int,
+            (Num::Zero | Num::Int, b'.') => Num::Dot,
+            (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') => Num::Exp,
+            (Num::Int, b'0'..=b'9') => Num::Int,
+            (Num::Dot | Num::Frac, b'0'..=b'9') => Num::Frac,
+            (Num::Exp, b'+' | b'-') => Num::ExpSign,
+            (Num::Exp | Num::ExpSign | Num::ExpInt, b'0'..=b'9') => Num::ExpInt,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before the root value.
+    Start,
+    /// After `{`: a key or `}`.
+    ObjFirst,
+    /// After `,` in an object: a key.
+    ObjKey,
+    /// After a key: `:`.
+    Colon,
+    /// After `:` or after `,` in an array: a value.
+    Value,
+    /// After `[`: a value or `]`.
+    ArrFirst,
+    /// After a value: `,` or the closing bracket.
+    AfterValue,
+    /// Inside a string.
+    Str(StrKind),
+    /// After a backslash.
+    Esc(StrKind),
+    /// Inside `\uXXXX`; `low` is true for the second half of a surrogate pair.
+    Hex {
+        kind: StrKind,
+        digits: u8,
+        acc: u16,
+        low: bool,
+    },
+    /// After a high surrogate escape: expecting `\`.
+    SurrBackslash(StrKind),
+    /// After a high surrogate escape and `\`: expecting `u`.
+    SurrU(StrKind),
+    /// Inside a number.
+    Num(Num),
+    /// Inside `true`, `false` or `null` (index into `LITERALS`, next byte).
+    Lit { lit: u8, idx: u8 },
+    /// After the root object: only whitespace may follow.
+    Done,
+}
+
+/// Where the bytes of the model value are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    /// Still a slice of the current chunk, starting at this index (no escape
+    /// seen, no chunk boundary crossed).
+    Slice(usize),
+    /// In `model_buf` (unescaped).
+    Owned,
+}
+
+/// Which kind of container each open level is: one bit per level, 256
+/// levels inline (no allocation for the default `max_depth` of 128), more
+/// on the heap only if a caller raises `max_depth` that far.
+#[derive(Debug, Default)]
+struct Containers {
+    inline: [u64; 4],
+    spill: Vec<u64>,
+}
+
+impl Containers {
+    fn set(&mut self, level: u32, is_object: bool) {
+        let word = (level / 64) as usize;
+        let mask = 1u64 << (level % 64);
+        let slot = if word < self.inline.len() {
+            &mut self.inline[word]
+        } else {
+            let idx = word - self.inline.len();
+            if self.spill.len() <= idx {
+                self.spill.resize(idx + 1, 0);
+            }
+            &mut self.spill[idx]
+        };
+        if is_object {
+            *slot |= mask;
+        } else {
+            *slot &= !mask;
+        }
+    }
+
+    fn is_object(&self, level: u32) -> bool {
+        let word = (level / 64) as usize;
+        let mask = 1u64 << (level % 64);
+        let slot = if word < self.inline.len() {
+            self.inline[word]
+        } else {
+            self.spill[word - self.inline.len()]
+        };
+        slot & mask != 0
+    }
+}
+
+const fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+const fn hex_value(b: u8) -> Option<u16> {
+    match b {
+        b'0'..=b'9' => Some((b - b'0') as u16),
+        b'a'..=b'f' => Some((b - b'a' + 10) as u16),
+        b'A'..=b'F' => Some((b - b'A' + 10) as u16),
+        _ => None,
+    }
+}
+
+/// Index of the first byte below 0x20 (a control character, invalid inside
+/// a JSON string). Whole 32-byte blocks are checked without early exit so
+/// the compiler can vectorize the check.
+fn first_control(run: &[u8]) -> Option<usize> {
+    let mut blocks = run.chunks_exact(32);
+    let mut offset = 0;
+    for block in &mut blocks {
+        if block.iter().fold(false, |any, &b| any | (b < 0x20)) {
+            return block.iter().position(|&b| b < 0x20).map(|p| offset + p);
+        }
+        offset += 32;
+    }
+    blocks
+        .remainder()
+        .iter()
+        .position(|&b| b < 0x20)
+        .map(|p| offset + p)
+}
+
+/// Length of the leading run of bytes that can go into a model unchanged:
+/// printable ASCII other than `"` and `\`.
+fn plain_model_run(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
+        .unwrap_or(bytes.len())
+}
 
 /// Incremental extractor of the top-level `model` of a JSON object, fed
 /// `Bytes` chunks of any size.
 ///
-/// PLACEHOLDER: the API is fixed; the implementation is being written.
+/// Feed chunks with [`feed`](Self::feed) until it reports a decision (or
+/// keep feeding the rest of the body to have it validated, under
+/// [`DuplicateKeys::Reject`]), then call [`finish`](Self::finish) at the end
+/// of the body for the final verdict. The answer does not depend on how the
+/// body is split into chunks. See the [crate docs](crate) for the exact
+/// semantics.
+///
+/// ```
+/// use bbr_core::{ModelExtractor, Limits, Outcome, Progress};
+/// use bytes::Bytes;
+///
+/// let mut extractor = ModelExtractor::new(Limits::new());
+/// assert_eq!(extractor.feed(&Bytes::from_static(b"{\"mod")).unwrap(), Progress::NeedMore);
+/// let progress = extractor.feed(&Bytes::from_static(b"el\":\"food-review-1\",")).unwrap();
+/// assert!(matches!(progress, Progress::Found(ref m) if m.as_str() == "food-review-1"));
+/// // The rest is still validated under the default policy (reject).
+/// assert_eq!(extractor.feed(&Bytes::from_static(b"\"stream\":true}")).unwrap(), Progress::Decided);
+/// let outcome = extractor.finish().unwrap();
+/// assert_eq!(outcome.model().unwrap().as_str(), "food-review-1");
+/// ```
 #[derive(Debug)]
 pub struct ModelExtractor {
     limits: Limits,
+    /// Byte-at-a-time reference mode (no fast paths).
+    reference: bool,
     consumed: u64,
+    state: State,
+    /// Open containers; the root object is depth 1.
+    depth: u32,
+    containers: Containers,
+    /// The last top-level key was `model`: the next value is the model.
+    pending_model: bool,
+    /// Prefix of `model` matched by the current top-level key so far.
+    key_match: u8,
+    key_start: u64,
+    /// Offset of the backslash of the current escape (of the high half for
+    /// a surrogate pair).
+    esc_start: u64,
+    high_surrogate: u16,
+    /// UTF-8 sequence in progress: continuation bytes still needed, allowed
+    /// range of the next one, offset of the lead byte.
+    utf8_need: u8,
+    utf8_lo: u8,
+    utf8_hi: u8,
+    utf8_lead: u64,
+    /// The model value being read.
+    model_start: u64,
+    model_len: usize,
+    capture: Capture,
+    model_buf: Vec<u8>,
+    /// The early decision (reject, first-wins).
+    decision: Option<Outcome>,
+    /// The latest top-level model under last-wins (or why it is invalid).
+    candidate: Option<Result<Model, ExtractError>>,
+    /// Decided under first-wins: later bytes are only counted.
+    halted: bool,
+    error: Option<ExtractError>,
 }
 
 impl ModelExtractor {
-    /// A fresh extractor with these limits.
+    /// A fresh extractor with these limits. Does not allocate.
+    ///
+    /// ```
+    /// use bbr_core::{DuplicateKeys, Limits, ModelExtractor};
+    /// let extractor = ModelExtractor::new(Limits::new().duplicate_keys(DuplicateKeys::LastWins));
+    /// assert_eq!(extractor.bytes_consumed(), 0);
+    /// ```
     pub fn new(limits: Limits) -> Self {
-        Self { limits, consumed: 0 }
+        Self {
+            limits,
+            reference: false,
+            consumed: 0,
+            state: State::Start,
+            depth: 0,
+            containers: Containers::default(),
+            pending_model: false,
+            key_match: 0,
+            key_start: 0,
+            esc_start: 0,
+            high_surrogate: 0,
+            utf8_need: 0,
+            utf8_lo: 0x80,
+            utf8_hi: 0xbf,
+            utf8_lead: 0,
+            model_start: 0,
+            model_len: 0,
+            capture: Capture::Owned,
+            model_buf: Vec::new(),
+            decision: None,
+            candidate: None,
+            halted: false,
+            error: None,
+        }
+    }
+
+    /// The byte-at-a-time reference implementation of the same state
+    /// machine, without the `memchr`/`from_utf8` fast paths. Slower; used by
+    /// tests as a second oracle for the fast paths.
+    ///
+    /// ```
+    /// use bbr_core::{Limits, ModelExtractor, extract_model};
+    /// use bytes::Bytes;
+    /// let body = Bytes::from_static(b"{\"model\":\"m\"}");
+    /// let mut reference = ModelExtractor::new_reference(Limits::new());
+    /// reference.feed(&body).unwrap();
+    /// assert_eq!(reference.finish(), extract_model(&body, &Limits::new()));
+    /// ```
+    #[doc(hidden)]
+    pub fn new_reference(limits: Limits) -> Self {
+        Self {
+            reference: true,
+            ..Self::new(limits)
+        }
     }
 
     /// The limits this extractor enforces.
+    ///
+    /// ```
+    /// use bbr_core::{Limits, ModelExtractor};
+    /// assert_eq!(ModelExtractor::default().limits(), &Limits::new());
+    /// ```
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -28,20 +331,694 @@ impl ModelExtractor {
     /// Feeds the next chunk. After an error every later call returns the same
     /// error. Chunks are never retained; a found model may be a slice of
     /// `chunk`.
+    ///
+    /// Returns [`Progress::Found`] or [`Progress::Absent`] once, for the
+    /// chunk that decided, [`Progress::Decided`] for later chunks, and
+    /// [`Progress::NeedMore`] before a decision.
+    ///
+    /// ```
+    /// use bbr_core::{ErrorKind, Limits, ModelExtractor, Progress};
+    /// use bytes::Bytes;
+    /// let mut extractor = ModelExtractor::new(Limits::new());
+    /// assert!(matches!(extractor.feed(&Bytes::from_static(b"{\"model\":\"a\"")), Ok(Progress::Found(_))));
+    /// // A second top-level `model` is refused under the default policy.
+    /// let err = extractor.feed(&Bytes::from_static(b",\"model\":\"b\"}")).unwrap_err();
+    /// assert_eq!(err.kind, ErrorKind::DuplicateModel);
+    /// assert_eq!(err.offset, 13);
+    /// // Errors are sticky.
+    /// assert_eq!(extractor.feed(&Bytes::from_static(b" ")).unwrap_err(), err);
+    /// ```
     pub fn feed(&mut self, chunk: &Bytes) -> Result<Progress, ExtractError> {
-        self.consumed += chunk.len() as u64;
-        Ok(Progress::NeedMore)
+        if let Some(error) = &self.error {
+            return Err(error.clone());
+        }
+        let was_decided = self.decision.is_some();
+        let base = self.consumed;
+        self.consumed = base.saturating_add(chunk.len() as u64);
+        if let Err(error) = self.feed_inner(chunk, base) {
+            self.error = Some(error.clone());
+            return Err(error);
+        }
+        Ok(match &self.decision {
+            None => Progress::NeedMore,
+            Some(_) if was_decided => Progress::Decided,
+            Some(Outcome::Found(model)) => Progress::Found(model.clone()),
+            Some(Outcome::Absent) => Progress::Absent,
+        })
+    }
+
+    fn feed_inner(&mut self, chunk: &Bytes, base: u64) -> Result<(), ExtractError> {
+        let len = chunk.len();
+        let body_room = self.limits.get_max_body_bytes().saturating_sub(base);
+        let body_end = usize::try_from(body_room).map_or(len, |room| room.min(len));
+        let mut i = 0;
+        if self.decision.is_none() {
+            let scan_room = self.limits.get_max_scan_bytes().saturating_sub(base);
+            let scan_end = usize::try_from(scan_room).map_or(body_end, |room| room.min(body_end));
+            i = self.run(chunk, 0, scan_end, base)?;
+            if self.decision.is_none() && scan_end < len {
+                return Err(if scan_end == body_end {
+                    self.body_too_large()
+                } else {
+                    ExtractError::new(
+                        ErrorKind::ScanLimit {
+                            limit: self.limits.get_max_scan_bytes(),
+                        },
+                        base + scan_end as u64,
+                    )
+                });
+            }
+        }
+        if !self.halted && i < body_end {
+            self.run(chunk, i, body_end, base)?;
+        }
+        if body_end < len {
+            return Err(self.body_too_large());
+        }
+        Ok(())
+    }
+
+    fn body_too_large(&self) -> ExtractError {
+        let limit = self.limits.get_max_body_bytes();
+        ExtractError::new(ErrorKind::BodyTooLarge { limit }, limit)
     }
 
     /// Ends the body and returns the final verdict (found or absent), or the
     /// error (for example `unexpected_end` on a truncated body).
+    ///
+    /// ```
+    /// use bbr_core::{ErrorKind, Limits, ModelExtractor};
+    /// use bytes::Bytes;
+    /// let mut extractor = ModelExtractor::new(Limits::new());
+    /// extractor.feed(&Bytes::from_static(b"{\"model\":\"m\",\"messages\":[")).unwrap();
+    /// let err = extractor.finish().unwrap_err();
+    /// assert_eq!((err.kind, err.offset), (ErrorKind::UnexpectedEnd, 25));
+    /// ```
     pub fn finish(&mut self) -> Result<Outcome, ExtractError> {
-        Ok(Outcome::Absent)
+        if let Some(error) = &self.error {
+            return Err(error.clone());
+        }
+        let complete = self.state == State::Done;
+        let verdict = match (&self.decision, self.limits.get_duplicate_keys()) {
+            (Some(outcome), DuplicateKeys::FirstWins) => Ok(outcome.clone()),
+            (Some(outcome), _) if complete => Ok(outcome.clone()),
+            (None, DuplicateKeys::LastWins) if complete => match &self.candidate {
+                None => Ok(Outcome::Absent),
+                Some(Ok(model)) => Ok(Outcome::Found(model.clone())),
+                Some(Err(error)) => Err(error.clone()),
+            },
+            _ => Err(ExtractError::new(ErrorKind::UnexpectedEnd, self.consumed)),
+        };
+        if let Err(error) = &verdict {
+            self.error = Some(error.clone());
+        }
+        verdict
     }
 
-    /// Bytes fed so far.
+    /// Bytes fed so far (all of them, also those after a decision).
+    ///
+    /// ```
+    /// use bbr_core::ModelExtractor;
+    /// use bytes::Bytes;
+    /// let mut extractor = ModelExtractor::default();
+    /// extractor.feed(&Bytes::from_static(b"  {")).unwrap();
+    /// assert_eq!(extractor.bytes_consumed(), 3);
+    /// ```
     pub fn bytes_consumed(&self) -> u64 {
         self.consumed
+    }
+
+    /// Runs the state machine over `chunk[start..end]` (absolute offset of
+    /// `chunk[0]` is `base`). Returns where it stopped: `end`, or just after
+    /// the deciding byte under first-wins.
+    fn run(
+        &mut self,
+        chunk: &Bytes,
+        start: usize,
+        end: usize,
+        base: u64,
+    ) -> Result<usize, ExtractError> {
+        let bytes = &chunk[..end];
+        let mut i = start;
+        let invalid = |i: usize| ExtractError::new(ErrorKind::InvalidJson, base + i as u64);
+        while i < end {
+            let b = bytes[i];
+            match self.state {
+                State::Str(_)
+                | State::Esc(_)
+                | State::Hex { .. }
+                | State::SurrBackslash(_)
+                | State::SurrU(_) => {
+                    i = self.string(chunk, i, end, base)?;
+                    if self.halted {
+                        return Ok(i);
+                    }
+                }
+                _ if is_ws(b) && !matches!(self.state, State::Num(_) | State::Lit { .. }) => {
+                    i += 1;
+                    while i < end && is_ws(bytes[i]) {
+                        i += 1;
+                    }
+                }
+                State::Start => match b {
+                    b'{' => {
+                        self.open(true, base + i as u64)?;
+                        self.state = State::ObjFirst;
+                        i += 1;
+                    }
+                    b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+                        return Err(ExtractError::new(ErrorKind::NotAnObject, base + i as u64));
+                    }
+                    _ => return Err(invalid(i)),
+                },
+                State::ObjFirst | State::ObjKey => match b {
+                    b'"' => {
+                        if self.depth == 1 {
+                            self.key_match = 0;
+                            self.key_start = base + i as u64;
+                            self.state = State::Str(StrKind::TopKey);
+                        } else {
+                            self.state = State::Str(StrKind::Key);
+                        }
+                        i += 1;
+                    }
+                    b'}' if self.state == State::ObjFirst => {
+                        i += 1;
+                        self.close();
+                        if self.halted {
+                            return Ok(i);
+                        }
+                    }
+                    _ => return Err(invalid(i)),
+                },
+                State::Colon => match b {
+                    b':' => {
+                        self.state = State::Value;
+                        i += 1;
+                    }
+                    _ => return Err(invalid(i)),
+                },
+                State::ArrFirst if b == b']' => {
+                    i += 1;
+                    self.close();
+                }
+                State::Value | State::ArrFirst => {
+                    self.begin_value(b, i, base)?;
+                    i += 1;
+                }
+                State::AfterValue => {
+                    let in_object = self.containers.is_object(self.depth - 1);
+                    match b {
+                        b',' => {
+                            self.state = if in_object {
+                                State::ObjKey
+                            } else {
+                                State::Value
+                            };
+                        }
+                        b'}' if in_object => self.close(),
+                        b']' if !in_object => self.close(),
+                        _ => return Err(invalid(i)),
+                    }
+                    i += 1;
+                    if self.halted {
+                        return Ok(i);
+                    }
+                }
+                State::Num(num) => match num.next(b) {
+                    Some(next) => {
+                        i += 1;
+                        if matches!(next, Num::Int | Num::Frac | Num::ExpInt) {
+                            while i < end && bytes[i].is_ascii_digit() {
+                                i += 1;
+                            }
+                        }
+                        self.state = State::Num(next);
+                    }
+                    // The number ended: this byte belongs to what follows.
+                    None if num.complete() => self.state = State::AfterValue,
+                    None => return Err(invalid(i)),
+                },
+                State::Lit { lit, idx } => {
+                    let literal = LITERALS[lit as usize];
+                    if b != literal[idx as usize] {
+                        return Err(invalid(i));
+                    }
+                    i += 1;
+                    self.state = if idx as usize + 1 == literal.len() {
+                        State::AfterValue
+                    } else {
+                        State::Lit { lit, idx: idx + 1 }
+                    };
+                }
+                State::Done => return Err(invalid(i)),
+            }
+        }
+        // The chunk ends inside the model value: keep what was read of it
+        // (the chunk itself is not retained).
+        if let (Capture::Slice(from), State::Str(StrKind::Model)) = (self.capture, self.state) {
+            self.model_buf.clear();
+            self.model_buf
+                .reserve(self.limits.get_max_model_len().min(1024));
+            self.model_buf.extend_from_slice(&bytes[from..end]);
+            self.capture = Capture::Owned;
+        }
+        Ok(i)
+    }
+
+    /// Opens a container at absolute offset `at`.
+    fn open(&mut self, is_object: bool, at: u64) -> Result<(), ExtractError> {
+        let limit = self.limits.get_max_depth();
+        if self.depth >= limit {
+            return Err(ExtractError::new(ErrorKind::TooDeep { limit }, at));
+        }
+        self.containers.set(self.depth, is_object);
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// Closes the innermost container (the caller checked its kind).
+    fn close(&mut self) {
+        self.depth -= 1;
+        if self.depth > 0 {
+            self.state = State::AfterValue;
+            return;
+        }
+        self.state = State::Done;
+        let policy = self.limits.get_duplicate_keys();
+        if self.decision.is_none() && policy != DuplicateKeys::LastWins {
+            self.decision = Some(Outcome::Absent);
+            self.halted = policy == DuplicateKeys::FirstWins;
+        }
+    }
+
+    /// The first byte `b` of a value at chunk index `i`.
+    fn begin_value(&mut self, b: u8, i: usize, base: u64) -> Result<(), ExtractError> {
+        let at = base + i as u64;
+        let is_model = std::mem::take(&mut self.pending_model);
+        if is_model && b != b'"' {
+            if !matches!(b, b'{' | b'[' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') {
+                return Err(ExtractError::new(ErrorKind::InvalidJson, at));
+            }
+            self.model_error(ErrorKind::ModelNotAString, at)?;
+        }
+        self.state = match b {
+            b'"' if is_model => {
+                self.model_start = at;
+                self.model_len = 0;
+                self.capture = Capture::Slice(i + 1);
+                State::Str(StrKind::Model)
+            }
+            b'"' => State::Str(StrKind::Value),
+            b'{' => {
+                self.open(true, at)?;
+                State::ObjFirst
+            }
+            b'[' => {
+                self.open(false, at)?;
+                State::ArrFirst
+            }
+            b'-' => State::Num(Num::Minus),
+            b'0' => State::Num(Num::Zero),
+            b'1'..=b'9' => State::Num(Num::Int),
+            b't' => State::Lit { lit: 0, idx: 1 },
+            b'f' => State::Lit { lit: 1, idx: 1 },
+            b'n' => State::Lit { lit: 2, idx: 1 },
+            _ => return Err(ExtractError::new(ErrorKind::InvalidJson, at)),
+        };
+        Ok(())
+    }
+
+    /// A problem with the top-level model value. Under last-wins it only
+    /// becomes the candidate (a later `model` may replace it) and the value
+    /// is read on as an ordinary one; otherwise it is the error.
+    fn model_error(&mut self, kind: ErrorKind, at: u64) -> Result<(), ExtractError> {
+        let error = ExtractError::new(kind, at);
+        if self.limits.get_duplicate_keys() != DuplicateKeys::LastWins {
+            return Err(error);
+        }
+        self.candidate = Some(Err(error));
+        self.state = match self.state {
+            State::Str(StrKind::Model) => State::Str(StrKind::Value),
+            State::Esc(StrKind::Model) => State::Esc(StrKind::Value),
+            other => other,
+        };
+        Ok(())
+    }
+
+    /// Processes string states from chunk index `i`; returns where it
+    /// stopped (after the closing quote, or `end`).
+    fn string(
+        &mut self,
+        chunk: &Bytes,
+        mut i: usize,
+        end: usize,
+        base: u64,
+    ) -> Result<usize, ExtractError> {
+        let bytes = &chunk[..end];
+        while i < end {
+            let b = bytes[i];
+            let at = base + i as u64;
+            match self.state {
+                State::Str(kind) => {
+                    if self.utf8_need > 0 {
+                        self.utf8_continuation(b)?;
+                        self.content_byte(kind, b, at)?;
+                        i += 1;
+                        continue;
+                    }
+                    if !self.reference {
+                        match kind {
+                            StrKind::Key | StrKind::Value => {
+                                i = self.skip_string_run(bytes, i, base)?;
+                            }
+                            StrKind::Model => i = self.model_run(bytes, i)?,
+                            StrKind::TopKey => {}
+                        }
+                        if i == end {
+                            break;
+                        }
+                        // The state may have changed (last-wins model error).
+                        if self.state != State::Str(kind) {
+                            continue;
+                        }
+                    }
+                    let b = bytes[i];
+                    let at = base + i as u64;
+                    match b {
+                        b'"' => {
+                            self.end_string(kind, chunk, i)?;
+                            return Ok(i + 1);
+                        }
+                        b'\\' => {
+                            self.esc_start = at;
+                            if let Capture::Slice(from) = self.capture
+                                && kind == StrKind::Model
+                            {
+                                self.model_buf.clear();
+                                self.model_buf
+                                    .reserve(self.limits.get_max_model_len().min(1024));
+                                self.model_buf.extend_from_slice(&bytes[from..i]);
+                                self.capture = Capture::Owned;
+                            }
+                            self.state = State::Esc(kind);
+                        }
+                        0..=0x1f => {
+                            return Err(ExtractError::new(ErrorKind::InvalidJson, at));
+                        }
+                        0x80.. => {
+                            self.utf8_lead(b, at)?;
+                            self.content_byte(kind, b, at)?;
+                        }
+                        _ => self.content_byte(kind, b, at)?,
+                    }
+                    i += 1;
+                }
+                State::Esc(kind) => {
+                    let unescaped = match b {
+                        b'"' | b'\\' | b'/' => b,
+                        b'b' => 0x08,
+                        b'f' => 0x0c,
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'u' => {
+                            self.state = State::Hex {
+                                kind,
+                                digits: 0,
+                                acc: 0,
+                                low: false,
+                            };
+                            i += 1;
+                            continue;
+                        }
+                        _ => return Err(self.invalid_escape()),
+                    };
+                    self.state = State::Str(kind);
+                    self.escaped_char(kind, u32::from(unescaped))?;
+                    i += 1;
+                }
+                State::Hex {
+                    kind,
+                    digits,
+                    acc,
+                    low,
+                } => {
+                    let Some(value) = hex_value(b) else {
+                        return Err(self.invalid_escape());
+                    };
+                    let acc = (acc << 4) | value;
+                    i += 1;
+                    if digits < 3 {
+                        self.state = State::Hex {
+                            kind,
+                            digits: digits + 1,
+                            acc,
+                            low,
+                        };
+                        continue;
+                    }
+                    if low {
+                        if !(0xdc00..=0xdfff).contains(&acc) {
+                            return Err(self.invalid_escape());
+                        }
+                        let high = u32::from(self.high_surrogate - 0xd800);
+                        let code = 0x10000 + (high << 10) + u32::from(acc - 0xdc00);
+                        self.state = State::Str(kind);
+                        self.escaped_char(kind, code)?;
+                    } else if (0xd800..=0xdbff).contains(&acc) {
+                        self.high_surrogate = acc;
+                        self.state = State::SurrBackslash(kind);
+                    } else if (0xdc00..=0xdfff).contains(&acc) {
+                        return Err(self.invalid_escape());
+                    } else {
+                        self.state = State::Str(kind);
+                        self.escaped_char(kind, u32::from(acc))?;
+                    }
+                }
+                State::SurrBackslash(kind) => {
+                    if b != b'\\' {
+                        return Err(self.invalid_escape());
+                    }
+                    self.state = State::SurrU(kind);
+                    i += 1;
+                }
+                State::SurrU(kind) => {
+                    if b != b'u' {
+                        return Err(self.invalid_escape());
+                    }
+                    self.state = State::Hex {
+                        kind,
+                        digits: 0,
+                        acc: 0,
+                        low: true,
+                    };
+                    i += 1;
+                }
+                _ => return Ok(i),
+            }
+        }
+        Ok(i)
+    }
+
+    fn invalid_escape(&self) -> ExtractError {
+        ExtractError::new(ErrorKind::InvalidEscape, self.esc_start)
+    }
+
+    /// Fast path for a skipped string from chunk index `i` (no UTF-8
+    /// sequence pending): jumps to the next `"` or `\` (or the end), after
+    /// validating the run in between. Returns the index of that byte.
+    fn skip_string_run(
+        &mut self,
+        bytes: &[u8],
+        i: usize,
+        base: u64,
+    ) -> Result<usize, ExtractError> {
+        let rest = &bytes[i..];
+        let (run_len, terminated) = match memchr2(b'"', b'\\', rest) {
+            Some(k) => (k, true),
+            None => (rest.len(), false),
+        };
+        let run = &rest[..run_len];
+        let control = first_control(run).unwrap_or(usize::MAX);
+        // Report whichever error comes first in the byte stream, as the
+        // byte-at-a-time path would.
+        match std::str::from_utf8(run) {
+            Ok(_) if control == usize::MAX => Ok(i + run_len),
+            Ok(_) => Err(ExtractError::new(
+                ErrorKind::InvalidJson,
+                base + (i + control) as u64,
+            )),
+            Err(e) => {
+                let valid = e.valid_up_to();
+                if control < valid {
+                    return Err(ExtractError::new(
+                        ErrorKind::InvalidJson,
+                        base + (i + control) as u64,
+                    ));
+                }
+                if e.error_len().is_some() || terminated {
+                    return Err(ExtractError::new(
+                        ErrorKind::InvalidUtf8,
+                        base + (i + valid) as u64,
+                    ));
+                }
+                // A sequence cut by the chunk end: carry its state over.
+                let lead = i + valid;
+                self.utf8_lead(bytes[lead], base + lead as u64)?;
+                for &b in &bytes[lead + 1..] {
+                    self.utf8_continuation(b)?;
+                }
+                Ok(bytes.len())
+            }
+        }
+    }
+
+    /// Fast path for the model value: takes the leading run of plain ASCII
+    /// (no escapes, no control characters), bounded by the model limit.
+    fn model_run(&mut self, bytes: &[u8], i: usize) -> Result<usize, ExtractError> {
+        let max = self.limits.get_max_model_len();
+        let room = max - self.model_len;
+        let window = &bytes[i..bytes.len().min(i.saturating_add(room).saturating_add(1))];
+        let run = plain_model_run(window);
+        if run > room {
+            self.model_error(ErrorKind::ModelTooLong { limit: max }, self.model_start)?;
+            return Ok(i);
+        }
+        self.model_len += run;
+        if self.capture == Capture::Owned {
+            self.model_buf.extend_from_slice(&bytes[i..i + run]);
+        }
+        Ok(i + run)
+    }
+
+    fn utf8_lead(&mut self, b: u8, at: u64) -> Result<(), ExtractError> {
+        let (need, lo, hi) = match b {
+            0xc2..=0xdf => (1, 0x80, 0xbf),
+            0xe0 => (2, 0xa0, 0xbf),
+            0xe1..=0xec | 0xee | 0xef => (2, 0x80, 0xbf),
+            0xed => (2, 0x80, 0x9f),
+            0xf0 => (3, 0x90, 0xbf),
+            0xf1..=0xf3 => (3, 0x80, 0xbf),
+            0xf4 => (3, 0x80, 0x8f),
+            _ => return Err(ExtractError::new(ErrorKind::InvalidUtf8, at)),
+        };
+        self.utf8_need = need;
+        self.utf8_lo = lo;
+        self.utf8_hi = hi;
+        self.utf8_lead = at;
+        Ok(())
+    }
+
+    fn utf8_continuation(&mut self, b: u8) -> Result<(), ExtractError> {
+        if b < self.utf8_lo || b > self.utf8_hi {
+            // Like `str::from_utf8`: the error is where the sequence starts.
+            return Err(ExtractError::new(ErrorKind::InvalidUtf8, self.utf8_lead));
+        }
+        self.utf8_need -= 1;
+        self.utf8_lo = 0x80;
+        self.utf8_hi = 0xbf;
+        Ok(())
+    }
+
+    /// A raw (not escaped) content byte of a string, already checked to be
+    /// neither a quote, a backslash nor below 0x20.
+    fn content_byte(&mut self, kind: StrKind, b: u8, at: u64) -> Result<(), ExtractError> {
+        match kind {
+            StrKind::Key | StrKind::Value => Ok(()),
+            StrKind::TopKey => {
+                self.key_byte(b);
+                Ok(())
+            }
+            StrKind::Model => {
+                if b == 0x7f {
+                    return self.model_error(ErrorKind::ModelControlChar, at);
+                }
+                self.model_bytes(&[b])
+            }
+        }
+    }
+
+    /// An unescaped character `code` from an escape sequence.
+    fn escaped_char(&mut self, kind: StrKind, code: u32) -> Result<(), ExtractError> {
+        match kind {
+            StrKind::Key | StrKind::Value => Ok(()),
+            StrKind::TopKey => {
+                self.key_byte(u8::try_from(code).unwrap_or(KEY_MISMATCH));
+                Ok(())
+            }
+            StrKind::Model => {
+                if code < 0x20 || code == 0x7f {
+                    return self.model_error(ErrorKind::ModelControlChar, self.esc_start);
+                }
+                let ch = char::from_u32(code).expect("surrogates were rejected before");
+                let mut utf8 = [0u8; 4];
+                let encoded = ch.encode_utf8(&mut utf8);
+                self.model_bytes(encoded.as_bytes())
+            }
+        }
+    }
+
+    /// Appends unescaped model bytes, enforcing `max_model_len`.
+    fn model_bytes(&mut self, content: &[u8]) -> Result<(), ExtractError> {
+        let max = self.limits.get_max_model_len();
+        if self.model_len + content.len() > max {
+            return self.model_error(ErrorKind::ModelTooLong { limit: max }, self.model_start);
+        }
+        self.model_len += content.len();
+        if self.capture == Capture::Owned {
+            self.model_buf.extend_from_slice(content);
+        }
+        Ok(())
+    }
+
+    fn key_byte(&mut self, b: u8) {
+        let matched = self.key_match as usize;
+        self.key_match = if matched < MODEL_KEY.len() && MODEL_KEY[matched] == b {
+            self.key_match + 1
+        } else {
+            KEY_MISMATCH
+        };
+    }
+
+    /// The closing quote of a string at chunk index `i`.
+    fn end_string(&mut self, kind: StrKind, chunk: &Bytes, i: usize) -> Result<(), ExtractError> {
+        match kind {
+            StrKind::Key => self.state = State::Colon,
+            StrKind::Value => self.state = State::AfterValue,
+            StrKind::TopKey => {
+                self.state = State::Colon;
+                if self.key_match as usize == MODEL_KEY.len() {
+                    if self.decision.is_some() {
+                        // Only reachable under reject: first-wins stops
+                        // reading at the decision, last-wins never decides
+                        // early.
+                        return Err(ExtractError::new(ErrorKind::DuplicateModel, self.key_start));
+                    }
+                    self.pending_model = true;
+                }
+            }
+            StrKind::Model => {
+                self.state = State::AfterValue;
+                if self.model_len == 0 {
+                    return self.model_error(ErrorKind::EmptyModel, self.model_start);
+                }
+                let model = match self.capture {
+                    Capture::Slice(from) => Model::new_unchecked_utf8(chunk.slice(from..i), true),
+                    Capture::Owned => Model::new_unchecked_utf8(
+                        Bytes::from(std::mem::take(&mut self.model_buf)),
+                        false,
+                    ),
+                };
+                if self.limits.get_duplicate_keys() == DuplicateKeys::LastWins {
+                    self.candidate = Some(Ok(model));
+                } else {
+                    self.halted = self.limits.get_duplicate_keys() == DuplicateKeys::FirstWins;
+                    self.decision = Some(Outcome::Found(model));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -51,7 +1028,19 @@ impl Default for ModelExtractor {
     }
 }
 
-/// One-shot extraction from a whole body.
+/// One-shot extraction from a whole body: [`ModelExtractor::feed`] with the
+/// whole body, then [`ModelExtractor::finish`].
+///
+/// ```
+/// use bbr_core::{extract_model, ErrorKind, Limits};
+/// use bytes::Bytes;
+/// let body = Bytes::from_static(br#"{"messages":[{"role":"user","content":"hi"}],"model":"ski-resorts"}"#);
+/// let outcome = extract_model(&body, &Limits::new()).unwrap();
+/// assert_eq!(outcome.model().unwrap().as_str(), "ski-resorts");
+///
+/// let err = extract_model(&Bytes::from_static(b"[1]"), &Limits::new()).unwrap_err();
+/// assert_eq!(err.kind, ErrorKind::NotAnObject);
+/// ```
 pub fn extract_model(body: &Bytes, limits: &Limits) -> Result<Outcome, ExtractError> {
     let mut extractor = ModelExtractor::new(*limits);
     extractor.feed(body)?;

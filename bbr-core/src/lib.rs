@@ -15,3 +15,6 @@ pub use extractor::{ModelExtractor, extract_model};
 pub use limits::{DuplicateKeys, Limits, UnknownPolicy};
 pub use model::Model;
 pub use progress::{Outcome, Progress};
+
+#[cfg(test)]
+mod tests;

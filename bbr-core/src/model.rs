@@ -7,8 +7,18 @@ use bytes::Bytes;
 ///
 /// When the value lies within one input chunk and has no escapes, it is a
 /// slice of that chunk (no copy, [`Model::is_shared`] is true); otherwise it
-/// is one small owned copy.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// is one small owned copy. Equality and hashing look at the name only,
+/// not at whether it was copied.
+///
+/// ```
+/// use bbr_core::{extract_model, Limits};
+/// use bytes::Bytes;
+/// let body = Bytes::from_static(br#"{"model":"food-review-1"}"#);
+/// let model = extract_model(&body, &Limits::new()).unwrap().model().unwrap().clone();
+/// assert_eq!(model.as_str(), "food-review-1");
+/// assert!(model.is_shared()); // a slice of `body`, no copy
+/// ```
+#[derive(Clone)]
 pub struct Model {
     bytes: Bytes,
     shared: bool,
@@ -44,6 +54,20 @@ impl Model {
     /// True when the value points into the caller's chunk (no copy was made).
     pub fn is_shared(&self) -> bool {
         self.shared
+    }
+}
+
+impl PartialEq for Model {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Model {}
+
+impl std::hash::Hash for Model {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.bytes.hash(state);
     }
 }
 

@@ -1,0 +1,4 @@
+//! The core's test suites (see each module).
+
+mod harness;
+mod seeds;
