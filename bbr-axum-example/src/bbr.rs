@@ -7,9 +7,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::response::Response;
 use bbr_adapters::{AdapterStore, ReloadWatcher};
-use bbr_tower::{ModelRoutingLayer, OnMissing};
+use bbr_tower::{ClientHeaders, ModelRoutingLayer, OnMissing};
 
-use crate::config::{Config, MissingModel};
+use crate::config::{ClientHeaderPolicy, Config, MissingModel};
 use crate::error::ConfigError;
 use crate::proxy::BodyErrorResponder;
 

@@ -34,6 +34,7 @@
 //!   max_body_bytes: 128MiB
 //!   duplicate_keys: reject          # reject | first-wins | last-wins
 //!   missing_model: forward          # forward | reject
+//!   client_headers: strip           # strip | reject (a client-sent X-Gateway-* header)
 //! adapters:                         # adapter map (ConfigMap files or directories)
 //!   paths: [/etc/bbr/adapters]
 //! proxy:
@@ -239,6 +240,17 @@ pub enum MissingModel {
     Reject,
 }
 
+/// What to do with a routing header the client sent itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientHeaderPolicy {
+    /// Remove it; the layer sets its own (default).
+    #[default]
+    Strip,
+    /// Answer 400 `routing_header_not_allowed`.
+    Reject,
+}
+
 /// Duplicate top-level `model` keys policy (see `bbr_core::DuplicateKeys`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -267,6 +279,8 @@ pub struct BbrOptions {
     pub duplicate_keys: DuplicatePolicy,
     /// Missing `model` policy.
     pub missing_model: MissingModel,
+    /// Client-sent routing header policy.
+    pub client_headers: ClientHeaderPolicy,
 }
 
 impl Default for BbrOptions {
@@ -279,6 +293,7 @@ impl Default for BbrOptions {
             max_body_bytes: limits.get_max_body_bytes(),
             duplicate_keys: DuplicatePolicy::Reject,
             missing_model: MissingModel::Forward,
+            client_headers: ClientHeaderPolicy::Strip,
         }
     }
 }
@@ -395,6 +410,7 @@ struct RawBbr {
     max_body_bytes: Option<ByteSize>,
     duplicate_keys: Option<DuplicatePolicy>,
     missing_model: Option<MissingModel>,
+    client_headers: Option<ClientHeaderPolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -664,6 +680,7 @@ fn bbr_from_raw(raw: RawBbr) -> BbrOptions {
         max_body_bytes: raw.max_body_bytes.map_or(d.max_body_bytes, |b| b.0),
         duplicate_keys: raw.duplicate_keys.unwrap_or(d.duplicate_keys),
         missing_model: raw.missing_model.unwrap_or(d.missing_model),
+        client_headers: raw.client_headers.unwrap_or(d.client_headers),
     }
 }
 
@@ -1040,6 +1057,7 @@ bbr:
   max_body_bytes: 2097152
   duplicate_keys: last-wins
   missing_model: reject
+  client_headers: reject
 adapters:
   paths: [adapters]
 proxy:
@@ -1082,6 +1100,7 @@ proxy:
         assert_eq!(config.bbr.max_depth, 128);
         assert_eq!(config.bbr.duplicate_keys, DuplicatePolicy::LastWins);
         assert_eq!(config.bbr.missing_model, MissingModel::Reject);
+        assert_eq!(config.bbr.client_headers, ClientHeaderPolicy::Reject);
         assert_eq!(config.adapter_paths, [PathBuf::from("/etc/bbr/adapters")]);
         assert!(!config.proxy.x_forwarded_for);
         assert_eq!(config.proxy.connect_timeout, Duration::from_millis(250));

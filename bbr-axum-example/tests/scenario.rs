@@ -441,3 +441,101 @@ async fn request_bytes_reach_the_model_server_unchanged() {
     assert!(recorded.header("x-forwarded-for").is_some());
     gateway.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn base_model_routes_with_an_adapter_map() {
+    // One route per pool on the base model alone, as the Gateway API's
+    // 128-match limit suggests; the adapter map names each LoRA's base.
+    let dir = std::env::temp_dir().join(format!("bbr-axum-adapters-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("deepseek.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deepseek-adapters}\ndata:\n  baseModel: deepseek/vllm-deepseek-r1\n  adapters: |\n    - ski-resorts\n    - movie-critique\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"
+pools:
+  - name: {DEEPSEEK}
+    simulate: {{model: deepseek/vllm-deepseek-r1, lora_modules: [ski-resorts, movie-critique]}}
+routes:
+  - pool: {DEEPSEEK}
+    matches: [{{base_model: deepseek/vllm-deepseek-r1}}]
+adapters:
+  paths: ['{}']
+"#,
+        dir.display()
+    );
+    let gateway = start_yaml(&yaml).await;
+    for model in ["movie-critique", "ski-resorts", "deepseek/vllm-deepseek-r1"] {
+        let body = format!(r#"{{"model":"{model}","prompt":"hi","max_tokens":2}}"#);
+        let answer = post(gateway.addr, "/v1/completions", body).await;
+        assert_eq!(answer.status, 200, "{model}");
+        assert_eq!(answer.json()["model"], model);
+        let recorded = gateway.simulators().pool(DEEPSEEK)[0]
+            .observer()
+            .last_request()
+            .unwrap();
+        assert_eq!(
+            recorded.header("x-gateway-base-model-name"),
+            Some("deepseek/vllm-deepseek-r1")
+        );
+        assert_eq!(recorded.header("x-gateway-model-name"), Some(model));
+    }
+    // Not in the map: no base header, no route.
+    post(
+        gateway.addr,
+        "/v1/completions",
+        r#"{"model":"food-review-1","prompt":"hi"}"#,
+    )
+    .await
+    .assert_error(404, "model_not_found");
+    gateway.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn httproutes_and_a_pool_table_route_like_the_cluster() {
+    // The cluster's manifests as they are, with endpoints for the pools.
+    let llama = bbr_model_sim::spawn(
+        bbr_model_sim::SimConfig::new("meta-llama/Llama-3.1-8B-Instruct").lora("food-review-1"),
+    )
+    .await
+    .unwrap();
+    let deepseek = bbr_model_sim::spawn(
+        bbr_model_sim::SimConfig::new("deepseek/vllm-deepseek-r1")
+            .loras(["ski-resorts", "movie-critique"]),
+    )
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("bbr-axum-httproutes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("routes.yaml"),
+        bbr_axum_example::config::SCENARIO_HTTPROUTES_YAML,
+    )
+    .unwrap();
+    let yaml = format!(
+        "pools:\n  - {{name: {LLAMA}, endpoints: ['{}']}}\n  - {{name: {DEEPSEEK}, endpoints: ['http://{}']}}\nhttproutes: [routes.yaml]\n",
+        llama.addr(),
+        deepseek.addr()
+    );
+    std::fs::write(dir.join("gateway.yaml"), yaml).unwrap();
+    let config = Config::from_file(&dir.join("gateway.yaml")).unwrap();
+    let gateway = start(config).await;
+    for (model, sim) in [("food-review-1", &llama), ("movie-critique", &deepseek)] {
+        let body = format!(r#"{{"model":"{model}","prompt":"hi","max_tokens":2}}"#);
+        let answer = post(gateway.addr, "/v1/completions", body).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("x-inference-pod"), sim.pod_name());
+    }
+    assert_eq!(
+        (
+            llama.observer().completions_received(),
+            deepseek.observer().completions_received()
+        ),
+        (1, 1)
+    );
+    gateway.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
