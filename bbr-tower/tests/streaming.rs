@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -608,4 +609,53 @@ async fn adapter_map_reloads_while_requests_run() {
     assert_eq!(recorder.count(), requests);
     assert_eq!(store.failed_reload_count(), 0);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An always-ready body of one-byte frames that counts how often it was polled.
+struct CountingBody {
+    frames: std::collections::VecDeque<Bytes>,
+    polls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Body for CountingBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        Poll::Ready(self.frames.pop_front().map(|frame| Ok(Frame::data(frame))))
+    }
+}
+
+#[tokio::test]
+async fn an_always_ready_body_does_not_monopolise_the_executor() {
+    let body = chat_body("m", 4_000, false);
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let request = Request::post("/")
+        .body(CountingBody {
+            frames: split(&body, 1).into(),
+            polls: polls.clone(),
+        })
+        .unwrap();
+    let layer = ModelRoutingLayer::new();
+    let recorder = Recorder::default();
+    let mut service = recorder.service::<CountingBody>(&layer);
+    let service = service.ready().await.unwrap();
+    let mut future = std::pin::pin!(tower::Service::call(service, request));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    // The first poll reads a bounded number of frames, then yields.
+    assert!(future.as_mut().poll(&mut cx).is_pending());
+    let first = polls.load(Ordering::Relaxed);
+    assert!((1..=256).contains(&first), "{first} frames in one poll");
+    // Driving it to the end still forwards everything.
+    let answer = common::collect(future.await.unwrap()).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("x-seen-model"), Some("m"));
+    assert_eq!(
+        answer.header("x-seen-len"),
+        Some(body.len().to_string().as_str())
+    );
 }

@@ -273,7 +273,7 @@ impl Recorder {
         Request<B>,
         Response = Response<bbr_tower::ResponseBody<Full<Bytes>>>,
         Error = Infallible,
-        Future = impl Send,
+        Future: Send,
     > + Clone
     + Send
     + 'static
