@@ -97,8 +97,8 @@ impl Metrics {
             unroutable_streams.clone(),
         );
         // The upstream series exist from the start, at zero.
-        field_not_found.get_or_create(&vec![("field", "model")]);
-        field_empty.get_or_create(&vec![("field", "model")]);
+        let _ = field_not_found.get_or_create(&vec![("field", "model")]);
+        let _ = field_empty.get_or_create(&vec![("field", "model")]);
         Self {
             registry,
             success,

@@ -238,7 +238,7 @@ impl Phase {
 /// };
 /// stream.on_request(get, &mut out).unwrap();
 /// assert_eq!(out.len(), 1);
-/// assert_eq!(stream.report().verdict.unwrap().label(), "no_body");
+/// assert_eq!(stream.report().verdict.as_ref().unwrap().label(), "no_body");
 /// ```
 #[derive(Debug)]
 pub struct StreamState {
@@ -560,10 +560,8 @@ impl StreamState {
                 .into());
             }
         }
-        if end_of_stream {
-            if let Some(end) = self.scan_end()? {
-                decision = Some(end);
-            }
+        if end_of_stream && let Some(end) = self.scan_end()? {
+            decision = Some(end);
         }
         Ok(decision)
     }

@@ -87,13 +87,16 @@ fn trailers_msg() -> ProcessingRequest {
     }
 }
 
+/// A header mutation, flattened: (header set, value), removed headers, clear_route_cache.
+type Flat = (Vec<(String, String)>, Vec<String>, bool);
+
 /// What one reply does, flattened for assertions.
 #[derive(Debug, Clone, PartialEq)]
 enum Seen {
     /// Request headers reply: (header set, value), removed headers, clear_route_cache.
     Headers(Vec<(String, String)>, Vec<String>, bool),
     /// Request body reply without a streamed body (optionally with a mutation).
-    Body(Option<(Vec<(String, String)>, Vec<String>, bool)>),
+    Body(Option<Flat>),
     /// Request streamed body chunk.
     Streamed(Bytes, bool),
     Trailers,
@@ -104,9 +107,7 @@ enum Seen {
     RespTrailers,
 }
 
-fn mutation_of(
-    common: &Option<CommonResponse>,
-) -> Option<(Vec<(String, String)>, Vec<String>, bool)> {
+fn mutation_of(common: &Option<CommonResponse>) -> Option<Flat> {
     let common = common.as_ref()?;
     let mutation = common.header_mutation.clone().unwrap_or_default();
     Some((

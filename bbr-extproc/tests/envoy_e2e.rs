@@ -1,0 +1,438 @@
+//! End to end through a real Envoy: client → Envoy listener → ext_proc
+//! filter → bbr-extproc (in process) → header routes → recording upstreams.
+//! One Envoy per test; the configs are the ones in `deploy/envoy/`.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bbr_extproc::Tls;
+use bytes::Bytes;
+use hyper::body::Frame;
+use hyper::{HeaderMap, Request};
+use rand::{Rng, SeedableRng};
+use support::*;
+
+const SPOOF: &str = "x-gateway-model-name";
+const SPOOF_BASE: &str = "x-gateway-base-model-name";
+
+async fn stack(file: &str, tls: Tls) -> (Upstreams, ExtProc, Envoy) {
+    let upstreams = Upstreams::start().await;
+    let extproc = ExtProc::start(test_settings(), tls).await;
+    let envoy = Envoy::start(file, Some(extproc.grpc), &upstreams);
+    (upstreams, extproc, envoy)
+}
+
+/// Calls 0–8 of the reference scenario reach the right pool with the header
+/// set and the body byte for byte (content-length kept).
+async fn reference_requests_reach_their_pool(envoy: &Envoy, upstreams: &Upstreams) {
+    let client = http1_client();
+    for (path, body, model, pool) in reference_requests() {
+        let answer = send(&client, post(&envoy.url(path), body.clone(), &[])).await;
+        assert_eq!(
+            answer.status,
+            200,
+            "{model}: {:?} / envoy log: {}",
+            answer.body,
+            envoy.log_text()
+        );
+        let json = answer.json();
+        assert_eq!(json["pool"], pool, "{model}");
+        assert_eq!(json["model"], model);
+        assert_eq!(
+            json["sha256"],
+            sha256(body.as_bytes()),
+            "{model}: body changed"
+        );
+    }
+    let received = upstreams.take();
+    assert_eq!(received.len(), 9);
+    for r in &received {
+        assert_eq!(
+            r.header("content-length"),
+            Some(r.body_len.to_string().as_str())
+        );
+        assert_eq!(r.method, "POST");
+    }
+}
+
+/// Every error row: status, content-type and OpenAI-shaped body as the
+/// client sees them; a body refused before the decision reaches no pool.
+async fn error_rows_reach_the_client(envoy: &Envoy, upstreams: &Upstreams) {
+    let client = http1_client();
+    for (name, body, status, code) in error_rows() {
+        let answer = send(&client, post(&envoy.url("/v1/chat/completions"), body, &[])).await;
+        assert_eq!(
+            answer.status,
+            status,
+            "{name}: {:?}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        assert_eq!(
+            answer.content_type.as_deref(),
+            Some("application/json"),
+            "{name}"
+        );
+        let json = answer.json();
+        assert_eq!(json["error"]["code"], code, "{name}");
+        assert_eq!(json["error"]["type"], "invalid_request_error", "{name}");
+        assert_eq!(json["error"]["param"], "model", "{name}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.len() < 200),
+            "{name}"
+        );
+        let reached = upstreams.take();
+        if !LATE_ROWS.contains(&name) {
+            assert!(reached.is_empty(), "{name}: reached {reached:?}");
+        }
+    }
+}
+
+/// A client can never pick the route with the routing headers; GET and a
+/// body without `model` go through untouched, to the default route.
+async fn spoofed_headers_get_and_missing_model(envoy: &Envoy, upstreams: &Upstreams) {
+    let client = http1_client();
+    let body = r#"{"model":"food-review-1","prompt":"x"}"#;
+    let spoof = [
+        (SPOOF, "ski-resorts"),
+        (SPOOF_BASE, "deepseek/vllm-deepseek-r1"),
+    ];
+    let answer = send(&client, post(&envoy.url("/v1/completions"), body, &spoof)).await;
+    assert_eq!(answer.json()["pool"], "pool-llama");
+    let r = upstreams.take().pop().expect("received");
+    assert_eq!(r.headers.get(SPOOF).map(Vec::len), Some(1));
+    assert_eq!(r.header(SPOOF), Some("food-review-1"));
+    assert_eq!(
+        r.header(SPOOF_BASE),
+        None,
+        "a spoofed base header must not survive"
+    );
+
+    let answer = send(
+        &client,
+        post(
+            &envoy.url("/v1/completions"),
+            r#"{"prompt":"no model"}"#,
+            &spoof,
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["pool"], "default-pool");
+    let r = upstreams.take().pop().expect("received");
+    assert_eq!((r.header(SPOOF), r.header(SPOOF_BASE)), (None, None));
+
+    let get = Request::get(envoy.url("/v1/models"))
+        .header(SPOOF, "ski-resorts")
+        .body(empty())
+        .expect("request");
+    let answer = send(&client, get).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["pool"], "default-pool");
+    let r = upstreams.take().pop().expect("received");
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str(), r.header(SPOOF)),
+        ("GET", "/v1/models", None)
+    );
+}
+
+/// An HTTP/2 client sends the body then trailers: trailers end the body,
+/// the request is routed and the trailers reach the upstream.
+async fn trailers_end_the_body(envoy: &Envoy, upstreams: &Upstreams) {
+    let client = http2_client();
+    let (tx, body) = channel_body();
+    let request = Request::post(envoy.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("request");
+    let pending = tokio::spawn(async move { send(&client, request).await });
+    let text = r#"{"messages":[{"role":"user","content":"hi"}],"model":"movie-critique"}"#;
+    tx.send(Frame::data(Bytes::from_static(text.as_bytes())))
+        .await
+        .expect("send data");
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", "abc".parse().expect("value"));
+    tx.send(Frame::trailers(trailers))
+        .await
+        .expect("send trailers");
+    drop(tx);
+    let answer = tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .expect("no hang")
+        .expect("task");
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.json()["pool"], "pool-deepseek");
+    assert_eq!(answer.json()["sha256"], sha256(text.as_bytes()));
+    let r = upstreams.take().pop().expect("received");
+    assert_eq!(
+        r.trailers,
+        vec![("x-checksum".to_owned(), "abc".to_owned())]
+    );
+}
+
+async fn contract_in_mode(file: &str) -> ExtProc {
+    let (upstreams, extproc, envoy) = stack(file, Tls::Plaintext).await;
+    reference_requests_reach_their_pool(&envoy, &upstreams).await;
+    error_rows_reach_the_client(&envoy, &upstreams).await;
+    spoofed_headers_get_and_missing_model(&envoy, &upstreams).await;
+    trailers_end_the_body(&envoy, &upstreams).await;
+    extproc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_duplex_streamed_follows_the_contract() {
+    let extproc = contract_in_mode("bbr-full-duplex.yaml").await;
+    let expected = [
+        "bbr_success_total 12",
+        "bbr_body_field_not_found_total{field=\"model\"} 1",
+        "bbr_body_field_empty_total{field=\"model\"} 1",
+        "bbr_request_outcomes_total{outcome=\"found\"} 11",
+        "bbr_request_outcomes_total{outcome=\"no_body\"} 1",
+        "bbr_request_outcomes_total{outcome=\"request_too_large\"} 2",
+        "bbr_request_outcomes_total{outcome=\"invalid_json\"} 5",
+        "bbr_request_outcomes_total{outcome=\"invalid_model\"} 6",
+        "bbr_extraction_duration_seconds_count 25",
+    ];
+    // Envoy closes each ext_proc stream just after the response; the last
+    // stream may still be recording.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = extproc.metrics_text().await;
+        let missing: Vec<_> = expected.iter().filter(|l| !metrics.contains(*l)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missing {missing:?} in\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_follows_the_contract() {
+    contract_in_mode("bbr-streamed.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_follows_the_contract() {
+    contract_in_mode("bbr-buffered.yaml").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_model_header_routes_every_adapter_with_one_route_per_pool() {
+    let dir = std::env::temp_dir().join(format!("bbr-e2e-adapters-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("adapters.yaml");
+    std::fs::write(
+        &file,
+        "kind: ConfigMap\nmetadata: {name: llama}\ndata:\n  baseModel: meta-llama/Llama-3.1-8B-Instruct\n  adapters: |\n    - food-review-1\n---\nkind: ConfigMap\nmetadata: {name: deepseek}\ndata:\n  baseModel: deepseek/vllm-deepseek-r1\n  adapters: |\n    - ski-resorts\n    - movie-critique\n",
+    )
+    .expect("write adapters");
+    let upstreams = Upstreams::start().await;
+    let mut config = bbr_extproc::ServerConfig::local(test_settings());
+    config.adapters = vec![file.clone()];
+    let extproc = ExtProc::start_with(config).await;
+    let envoy = Envoy::start("bbr-base-model.yaml", Some(extproc.grpc), &upstreams);
+    let client = http1_client();
+    for (path, body, model, pool) in reference_requests() {
+        let answer = send(&client, post(&envoy.url(path), body, &[])).await;
+        assert_eq!(answer.status, 200, "{model}");
+        let json = answer.json();
+        assert_eq!(json["pool"], pool, "{model}");
+        assert_eq!(json["model"], model);
+        let base = if pool == "pool-llama" {
+            "meta-llama/Llama-3.1-8B-Instruct"
+        } else {
+            "deepseek/vllm-deepseek-r1"
+        };
+        assert_eq!(json["base"], base, "{model}");
+    }
+    // An unknown model has no base model: no header, default route.
+    let answer = send(
+        &client,
+        post(&envoy.url("/v1/completions"), r#"{"model":"foo"}"#, &[]),
+    )
+    .await;
+    assert_eq!(answer.json()["pool"], "default-pool");
+    assert_eq!(answer.json()["base"], serde_json::Value::Null);
+    drop(envoy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_between_envoy_and_bbr_extproc() {
+    let (upstreams, _extproc, envoy) = stack("bbr-full-duplex-tls.yaml", Tls::SelfSigned).await;
+    let client = http1_client();
+    for (path, body, model, pool) in reference_requests().into_iter().take(3) {
+        let answer = send(&client, post(&envoy.url(path), body, &[])).await;
+        assert_eq!(
+            answer.status,
+            200,
+            "{model}: {:?} / {}",
+            answer.body,
+            envoy.log_text()
+        );
+        assert_eq!(answer.json()["pool"], pool);
+    }
+    assert_eq!(upstreams.take().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_body_with_model_first_reaches_the_upstream_before_the_client_finished() {
+    let (upstreams, _extproc, envoy) = stack("bbr-full-duplex.yaml", Tls::Plaintext).await;
+    const TOTAL: usize = 8 << 20;
+    let head = br#"{"model":"ski-resorts","messages":[{"role":"user","content":""#;
+    let tail = br#""}]}"#;
+    let mut body = Vec::with_capacity(TOTAL);
+    body.extend_from_slice(head);
+    body.resize(TOTAL - tail.len(), b'a');
+    body.extend_from_slice(tail);
+    let body = Bytes::from(body);
+
+    let (tx, request_body) = channel_body();
+    let request = Request::post(envoy.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("content-length", TOTAL.to_string())
+        .body(request_body)
+        .expect("request");
+    let client = http1_client();
+    let pending = tokio::spawn(async move { send(&client, request).await });
+    let arrived = upstreams.headers_arrived.clone();
+    let headers_at_upstream = arrived.notified();
+    // Send the first half; hold the rest back.
+    let half = TOTAL / 2;
+    for piece in body.slice(..half).chunks(256 << 10) {
+        tx.send(Frame::data(Bytes::copy_from_slice(piece)))
+            .await
+            .expect("send");
+    }
+    tokio::time::timeout(Duration::from_secs(10), headers_at_upstream)
+        .await
+        .expect("the upstream saw the request while the client still held half of the body");
+    assert!(
+        upstreams.take().is_empty(),
+        "the upstream cannot have the whole body yet"
+    );
+    for piece in body.slice(half..).chunks(256 << 10) {
+        tx.send(Frame::data(Bytes::copy_from_slice(piece)))
+            .await
+            .expect("send");
+    }
+    drop(tx);
+    let answer = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .expect("no hang")
+        .expect("task");
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let json = answer.json();
+    assert_eq!(json["pool"], "pool-deepseek");
+    assert_eq!(json["len"], TOTAL);
+    assert_eq!(json["sha256"], sha256(&body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_requests_arrive_byte_identical() {
+    let (upstreams, _extproc, envoy) = stack("bbr-full-duplex.yaml", Tls::Plaintext).await;
+    let models = [
+        ("meta-llama/Llama-3.1-8B-Instruct", "pool-llama"),
+        ("food-review-1", "pool-llama"),
+        ("deepseek/vllm-deepseek-r1", "pool-deepseek"),
+        ("ski-resorts", "pool-deepseek"),
+        ("movie-critique", "pool-deepseek"),
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let client = http1_client();
+    let mut tasks = Vec::new();
+    let mut expected = HashSet::new();
+    for i in 0..200 {
+        let (model, pool) = models[i % models.len()];
+        let pad = "p".repeat(rng.random_range(0..(64 << 10)));
+        // Half the bodies put the model last.
+        let body = if i % 2 == 0 {
+            format!(
+                r#"{{"model":"{model}","i":{i},"messages":[{{"role":"user","content":"{pad}"}}]}}"#
+            )
+        } else {
+            format!(
+                r#"{{"i":{i},"messages":[{{"role":"user","content":"{pad}"}}],"model":"{model}"}}"#
+            )
+        };
+        let hash = sha256(body.as_bytes());
+        expected.insert(hash.clone());
+        let client = client.clone();
+        let url = envoy.url("/v1/chat/completions");
+        tasks.push(tokio::spawn(async move {
+            let answer = send(&client, post(&url, body, &[])).await;
+            (answer, pool, hash)
+        }));
+    }
+    for task in tasks {
+        let (answer, pool, hash) = task.await.expect("task");
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let json = answer.json();
+        assert_eq!(
+            (json["pool"].as_str(), json["sha256"].as_str()),
+            (Some(pool), Some(hash.as_str()))
+        );
+    }
+    let received: HashSet<String> = upstreams
+        .take()
+        .into_iter()
+        .map(|r| r.body_sha256)
+        .collect();
+    assert_eq!(received, expected, "every body arrived once, unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_serving_when_ready_and_not_serving_while_draining() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut config = bbr_extproc::ServerConfig::local(test_settings());
+    config.drain_delay = Duration::from_millis(800);
+    let mut extproc = ExtProc::start_with(config).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", extproc.health))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("health port");
+    let mut health = HealthClient::new(channel);
+    for service in ["", bbr_extproc::SERVICE_NAME] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .expect("check")
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    extproc.shutdown();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health answers while draining")
+            .into_inner()
+            .status;
+        if status == ServingStatus::NotServing as i32 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never NOT_SERVING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = extproc.done.take().expect("running");
+    tokio::time::timeout(Duration::from_secs(10), done)
+        .await
+        .expect("exits after the drain delay")
+        .expect("task")
+        .expect("clean exit");
+}

