@@ -64,7 +64,12 @@
 //! inner service runs (and can open the upstream connection) while the
 //! client is still uploading. Memory held per request is bounded by
 //! `max_scan_bytes` plus one frame, never by the body size
-//! ([`RoutingStats::held_bytes_peak`]).
+//! ([`RoutingStats::held_bytes_peak`]; the `memory` test streams 64 MiB
+//! bodies and checks the process's peak RSS).
+//!
+//! The model header value and the [`ModelName`] extension share the
+//! client's bytes when the extractor could slice them (no copy); while they
+//! live they keep that one frame's buffer alive.
 //!
 //! After the decision the rest of the body is still checked as it streams
 //! through, without holding it: under the default
