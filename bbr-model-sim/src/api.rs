@@ -1,7 +1,11 @@
 //! Wire types: the request fields the simulator reads and the response
 //! shapes it writes, with fields in the simulator's order.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
+
+use crate::tokenizer;
 
 /// `stream_options`.
 #[derive(Debug, Default, Deserialize)]
@@ -11,13 +15,14 @@ pub(crate) struct StreamOptions {
 }
 
 /// The fields of `/v1/chat/completions` the simulator reads; every other
-/// field (`temperature`, `top_p`, `stop`, ...) is ignored.
+/// field (`temperature`, `top_p`, `stop`, ...) is ignored. Text borrows from
+/// the body where it has no escapes.
 #[derive(Debug, Deserialize)]
-pub(crate) struct ChatRequest {
+pub(crate) struct ChatRequest<'a> {
     #[serde(default)]
     pub(crate) model: Option<String>,
-    #[serde(default)]
-    pub(crate) messages: Option<Vec<Message>>,
+    #[serde(default, borrow)]
+    pub(crate) messages: Option<Vec<Message<'a>>>,
     #[serde(default)]
     pub(crate) stream: Option<bool>,
     #[serde(default)]
@@ -32,11 +37,11 @@ pub(crate) struct ChatRequest {
 
 /// The fields of `/v1/completions` the simulator reads.
 #[derive(Debug, Deserialize)]
-pub(crate) struct TextRequest {
+pub(crate) struct TextRequest<'a> {
     #[serde(default)]
     pub(crate) model: Option<String>,
-    #[serde(default)]
-    pub(crate) prompt: Option<String>,
+    #[serde(default, borrow)]
+    pub(crate) prompt: Option<Cow<'a, str>>,
     #[serde(default)]
     pub(crate) stream: Option<bool>,
     #[serde(default)]
@@ -49,43 +54,105 @@ pub(crate) struct TextRequest {
 
 /// One chat message; any role string is accepted.
 #[derive(Debug, Deserialize)]
-pub(crate) struct Message {
-    #[serde(default)]
-    pub(crate) role: Option<String>,
-    #[serde(default)]
-    pub(crate) content: Option<Content>,
+pub(crate) struct Message<'a> {
+    #[serde(default, borrow)]
+    pub(crate) role: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub(crate) content: Option<Content<'a>>,
 }
 
 /// Message content: a string or an array of typed blocks.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum Content {
-    Text(String),
-    Blocks(Vec<Block>),
+#[derive(Debug)]
+pub(crate) enum Content<'a> {
+    Text(Cow<'a, str>),
+    Blocks(Vec<Block<'a>>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContentVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for ContentVisitor<'a> {
+            type Value = Content<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of content blocks")
+            }
+
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(Content::Text(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Content::Text(Cow::Owned(text.to_owned())))
+            }
+
+            fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
+                Ok(Content::Text(Cow::Owned(text)))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut blocks = Vec::new();
+                while let Some(block) = seq.next_element()? {
+                    blocks.push(block);
+                }
+                Ok(Content::Blocks(blocks))
+            }
+        }
+
+        deserializer.deserialize_any(ContentVisitor(std::marker::PhantomData))
+    }
 }
 
 /// One content block; only `text` blocks contribute text.
 #[derive(Debug, Deserialize)]
-pub(crate) struct Block {
-    #[serde(default, rename = "type")]
-    pub(crate) kind: Option<String>,
-    #[serde(default)]
-    pub(crate) text: Option<String>,
+pub(crate) struct Block<'a> {
+    #[serde(default, rename = "type", borrow)]
+    pub(crate) kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub(crate) text: Option<Cow<'a, str>>,
 }
 
-impl Message {
+impl<'a> Message<'a> {
     /// The message's text (text blocks joined with a space).
-    pub(crate) fn text(&self) -> String {
+    pub(crate) fn text(&self) -> Cow<'a, str> {
         match &self.content {
-            None => String::new(),
+            None => Cow::Borrowed(""),
             Some(Content::Text(text)) => text.clone(),
-            Some(Content::Blocks(blocks)) => blocks
-                .iter()
-                .filter(|b| b.kind.as_deref().is_none_or(|k| k == "text"))
-                .filter_map(|b| b.text.as_deref())
-                .collect::<Vec<_>>()
-                .join(" "),
+            Some(Content::Blocks(blocks)) => {
+                Cow::Owned(self.text_blocks(blocks).collect::<Vec<_>>().join(" "))
+            }
         }
+    }
+
+    fn text_blocks<'b>(&self, blocks: &'b [Block<'a>]) -> impl Iterator<Item = &'b str> {
+        blocks
+            .iter()
+            .filter(|b| b.kind.as_deref().is_none_or(|k| k == "text"))
+            .filter_map(|b| b.text.as_deref())
+    }
+
+    /// Prompt tokens of this message as the simulator renders it,
+    /// `### <role>: <content>\n`, counted piece by piece without building
+    /// the string: every piece boundary falls on a token boundary (the
+    /// separators end in whitespace or start with punctuation), so the sum
+    /// equals the count of the rendering (tested in the server module).
+    pub(crate) fn prompt_tokens(&self) -> u64 {
+        let role = self.role.as_deref().unwrap_or("");
+        // "### " is 3 tokens, ": " is 1, "\n" is whitespace.
+        let mut n = 3 + tokenizer::count(role) + 1;
+        match &self.content {
+            None => {}
+            Some(Content::Text(text)) => n += tokenizer::count(text),
+            // Blocks are joined with single spaces: also token boundaries.
+            Some(Content::Blocks(blocks)) => {
+                n += self.text_blocks(blocks).map(tokenizer::count).sum::<u64>();
+            }
+        }
+        n
     }
 }
 

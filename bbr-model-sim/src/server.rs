@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, request handling in the simulator's order,
 //! non-streaming and streaming answers.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -331,20 +332,20 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
 
 /// The parts of a completion request both endpoints share.
 #[derive(Debug)]
-struct Job {
+struct Job<'a> {
     chat: bool,
     model: String,
     stream: bool,
     include_usage: bool,
     max_tokens: Option<i64>,
     ignore_eos: bool,
-    /// The text that counts as prompt (chat: `### role: content\n` lines).
-    prompt: String,
-    /// What echo mode answers.
-    echo: String,
+    /// Prompt tokens (chat: of the `### role: content\n` rendering).
+    prompt_tokens: u64,
+    /// What echo mode answers (only filled in echo mode).
+    echo: Cow<'a, str>,
 }
 
-fn parse_job(chat: bool, body: &[u8]) -> Result<Job, RequestError> {
+fn parse_job(chat: bool, body: &[u8], mode: Mode) -> Result<Job<'_>, RequestError> {
     let parse_error = |e: serde_json::Error| RequestError::Parse(e.to_string());
     // serde would read a struct from a JSON array too; the simulator (Go)
     // accepts only an object.
@@ -356,24 +357,20 @@ fn parse_job(chat: bool, body: &[u8]) -> Result<Job, RequestError> {
             },
         );
     }
+    let echo_mode = mode == Mode::Echo;
     if chat {
-        let request: ChatRequest = serde_json::from_slice(body).map_err(parse_error)?;
+        let request: ChatRequest<'_> = serde_json::from_slice(body).map_err(parse_error)?;
         let messages = request.messages.unwrap_or_default();
-        let mut prompt = String::new();
-        for message in &messages {
-            prompt.push_str("### ");
-            prompt.push_str(message.role.as_deref().unwrap_or(""));
-            prompt.push_str(": ");
-            prompt.push_str(&message.text());
-            prompt.push('\n');
-        }
-        let echo = messages
-            .iter()
-            .rev()
-            .find(|m| m.role.as_deref() == Some("user"))
-            .or(messages.last())
-            .map(crate::api::Message::text)
-            .unwrap_or_default();
+        let echo = if echo_mode {
+            messages
+                .iter()
+                .rev()
+                .find(|m| m.role.as_deref() == Some("user"))
+                .or(messages.last())
+                .map_or(Cow::Borrowed(""), crate::api::Message::text)
+        } else {
+            Cow::Borrowed("")
+        };
         Ok(Job {
             chat,
             model: request.model.unwrap_or_default(),
@@ -385,11 +382,14 @@ fn parse_job(chat: bool, body: &[u8]) -> Result<Job, RequestError> {
             // `max_completion_tokens` wins over `max_tokens`.
             max_tokens: request.max_completion_tokens.or(request.max_tokens),
             ignore_eos: request.ignore_eos.unwrap_or(false),
-            prompt,
+            prompt_tokens: messages
+                .iter()
+                .map(crate::api::Message::prompt_tokens)
+                .sum(),
             echo,
         })
     } else {
-        let request: TextRequest = serde_json::from_slice(body).map_err(parse_error)?;
+        let request: TextRequest<'_> = serde_json::from_slice(body).map_err(parse_error)?;
         let prompt = request.prompt.unwrap_or_default();
         Ok(Job {
             chat,
@@ -401,8 +401,8 @@ fn parse_job(chat: bool, body: &[u8]) -> Result<Job, RequestError> {
                 .unwrap_or(false),
             max_tokens: request.max_tokens,
             ignore_eos: request.ignore_eos.unwrap_or(false),
-            echo: prompt.clone(),
-            prompt,
+            prompt_tokens: tokenizer::count(&prompt),
+            echo: if echo_mode { prompt } else { Cow::Borrowed("") },
         })
     }
 }
@@ -431,6 +431,15 @@ async fn text_completions(State(sim): State<Arc<SimState>>, request: Request) ->
     complete(sim, false, request)
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Sleeps for `delay`; zero returns at once (a zero-length Tokio sleep
+/// still waits for the next timer tick, about 1 ms, which would cap a
+/// zero-latency server at a few hundred tokens per second).
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
 }
 
 /// A delay drawn around `base` with `std_dev` (never negative).
@@ -467,7 +476,7 @@ async fn complete(
             return Err(error);
         }
     };
-    let job = parse_job(chat, &body);
+    let job = parse_job(chat, &body, sim.config.mode);
     let model = job.as_ref().ok().map(|job| job.model.clone());
     sim.observer.record(
         &parts.method,
@@ -493,7 +502,7 @@ async fn complete(
         None if job.ignore_eos => return Err(RequestError::IgnoreEosWithoutMaxTokens),
         None => None,
     };
-    let prompt_tokens = tokenizer::count(&job.prompt);
+    let prompt_tokens = job.prompt_tokens;
     let limit = u64::from(sim.config.max_model_len);
     let requested = max_tokens.unwrap_or(1);
     if prompt_tokens.saturating_add(requested) > limit {
@@ -522,7 +531,7 @@ async fn complete(
         sim.config.time_to_first_token,
         sim.config.time_to_first_token_std_dev,
     );
-    tokio::time::sleep(ttft).await;
+    pause(ttft).await;
 
     let answer = Answer {
         id,
@@ -541,7 +550,7 @@ async fn complete(
             sim.config.inter_token_latency,
             sim.config.inter_token_latency_std_dev,
         );
-        tokio::time::sleep(itl).await;
+        pause(itl).await;
     }
     drop(slot);
     sim.counters.finished(
@@ -766,7 +775,7 @@ fn stream_response(
                 config.inter_token_latency,
                 config.inter_token_latency_std_dev,
             );
-            tokio::time::sleep(itl).await;
+            pause(itl).await;
         }
         if step == Step::Finish {
             // Generation is over: free the place before the trailing events.
@@ -859,8 +868,8 @@ mod tests {
     #[test]
     fn chat_prompt_renders_roles_and_counts_like_the_reference() {
         let body = br#"{"model":"m","max_tokens":100,"temperature":0,"messages":[{"role":"developer","content":"You are a helpful assistant."},{"role":"user","content":"Linux is said to be an open source kernel because "}]}"#;
-        let job = parse_job(true, body).expect("parses");
-        assert_eq!(tokenizer::count(&job.prompt), 26, "simulator.md §2.5");
+        let job = parse_job(true, body, Mode::Echo).expect("parses");
+        assert_eq!(job.prompt_tokens, 26, "simulator.md §2.5");
         assert_eq!(
             job.echo,
             "Linux is said to be an open source kernel because "
@@ -871,9 +880,47 @@ mod tests {
     #[test]
     fn max_completion_tokens_wins_and_blocks_are_joined() {
         let body = br#"{"model":"m","max_tokens":5,"max_completion_tokens":7,"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"b"}]},{"role":"assistant","content":null}]}"#;
-        let job = parse_job(true, body).expect("parses");
+        let job = parse_job(true, body, Mode::Echo).expect("parses");
         assert_eq!(job.max_tokens, Some(7));
         assert_eq!(job.echo, "a b");
+    }
+
+    #[test]
+    fn piecewise_prompt_counts_equal_counting_the_rendering() {
+        let roles = ["user", "", " ", "a b", "x:", "ü-ß", "\n", "reviewer "];
+        let contents = [
+            "", " ", "hi", " lead", "trail ", "a,b", "x\n", "don't", "ü世界", "###",
+        ];
+        for role in roles {
+            for content in contents {
+                let body = serde_json::json!({"messages": [
+                    {"role": role, "content": content},
+                    {"role": role, "content": [{"type": "text", "text": content}, {"type": "text", "text": "z"}]},
+                ]})
+                .to_string();
+                let job = parse_job(true, body.as_bytes(), Mode::Random).expect("parses");
+                let rendered = format!("### {role}: {content}\n### {role}: {content} z\n");
+                assert_eq!(
+                    job.prompt_tokens,
+                    tokenizer::count(&rendered),
+                    "{role:?} {content:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn text_borrows_from_the_body_without_escapes() {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"plain"},{"role":"user","content":"esc\"aped"}]}"#;
+        let request: ChatRequest<'_> = serde_json::from_slice(body).expect("parses");
+        let messages = request.messages.expect("messages");
+        assert!(matches!(
+            messages[0].content,
+            Some(crate::api::Content::Text(Cow::Borrowed("plain")))
+        ));
+        assert!(
+            matches!(&messages[1].content, Some(crate::api::Content::Text(Cow::Owned(text))) if text == "esc\"aped")
+        );
     }
 
     #[test]

@@ -851,3 +851,36 @@ async fn ready_waits_for_the_startup_duration() {
     })
     .await;
 }
+
+/// Envoy clusters configured with `http2_protocol_options` speak HTTP/2
+/// with prior knowledge (h2c) to their upstreams.
+#[tokio::test]
+async fn serves_http2_with_prior_knowledge() {
+    use http_body_util::{BodyExt, Full};
+    let sim = deepseek(Mode::Echo).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<bytes::Bytes>>();
+    let request = http::Request::post(format!("{}/v1/completions", sim.url()))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(text_body(
+            "ski-resorts",
+            "a b c",
+            5,
+        ))))
+        .expect("request");
+    let response = tokio::time::timeout(common::TIMEOUT, client.request(request))
+        .await
+        .expect("in time")
+        .expect("h2c response");
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(json["choices"][0]["text"], "a b c");
+}
