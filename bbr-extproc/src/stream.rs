@@ -28,7 +28,13 @@
 //!   which the configs in `deploy/envoy/` set).
 //! - After the decision the rest of the body is still validated (under the
 //!   `reject` duplicate-key policy); a violation ends the stream with an
-//!   `ImmediateResponse` 400 instead of the remaining chunks.
+//!   `ImmediateResponse` 400 instead of the remaining chunks. The body is
+//!   not held for this, so the chunks before the violation have reached
+//!   the upstream; with a `content-length` the upstream never sees the body
+//!   complete (the chunk that completes it is checked to the end first),
+//!   without one (HTTP/2 or chunked clients) a violation detected only at
+//!   the end of stream (a truncated body) may come after the last byte was
+//!   forwarded. The client gets the 400 either way.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -248,6 +254,12 @@ pub struct StreamState {
     mode: Mode,
     response_full_duplex: bool,
     spoofed: [bool; 2],
+    /// The client's `content-length`: a sized body is known complete (and
+    /// checked to its end) on the chunk that reaches it, before that chunk
+    /// is forwarded, even if Envoy signals the end in a later message.
+    content_length: Option<u64>,
+    /// `finish()` was called: the end of the body was validated.
+    body_checked: bool,
     /// Full duplex: chunks held until the decision (`Bytes`, not copied).
     held: Vec<(Bytes, bool)>,
     /// Streamed: body replies owed to Envoy (it holds the bytes itself).
@@ -269,6 +281,8 @@ impl StreamState {
             mode: Mode::FullDuplex,
             response_full_duplex: false,
             spoofed: [false; 2],
+            content_length: None,
+            body_checked: false,
             held: Vec::new(),
             owed_replies: 0,
             held_bytes: 0,
@@ -386,6 +400,16 @@ impl StreamState {
                     if header.key.eq_ignore_ascii_case(name) {
                         self.spoofed[i] = true;
                     }
+                }
+                if header.key.eq_ignore_ascii_case("content-length") {
+                    let value: &[u8] = if header.raw_value.is_empty() {
+                        header.value.as_bytes()
+                    } else {
+                        &header.raw_value
+                    };
+                    self.content_length = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok());
                 }
             }
         }
@@ -540,6 +564,10 @@ impl StreamState {
         chunk: &Bytes,
         end_of_stream: bool,
     ) -> Result<Option<HeaderMutation>, Rejection> {
+        if self.body_checked && chunk.is_empty() {
+            // The end of stream after a sized body was already checked.
+            return Ok(None);
+        }
         let progress = self.feed(chunk)?;
         let mut decision = match progress {
             Progress::Found(model) if !self.decided => Some(self.accept(Outcome::Found(model))?),
@@ -560,7 +588,11 @@ impl StreamState {
                 .into());
             }
         }
-        if end_of_stream && let Some(end) = self.scan_end()? {
+        let complete = end_of_stream
+            || self
+                .content_length
+                .is_some_and(|length| self.extractor.bytes_consumed() >= length);
+        if complete && let Some(end) = self.scan_end()? {
             decision = Some(end);
         }
         Ok(decision)
@@ -569,6 +601,9 @@ impl StreamState {
     /// End of the request body: the final verdict, or the validation of the
     /// tail after an earlier decision.
     fn scan_end(&mut self) -> Result<Option<HeaderMutation>, Rejection> {
+        if std::mem::replace(&mut self.body_checked, true) {
+            return Ok(None);
+        }
         if !self.decided && self.extractor.bytes_consumed() == 0 {
             self.decided = true;
             self.report.verdict = Some(Verdict::NoBody);

@@ -955,3 +955,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_sized_body_is_checked_to_its_end_before_its_last_chunk_is_forwarded() {
+    // Envoy may send the last bytes without end_of_stream and the end in an
+    // empty message; with content-length the truncation is caught first.
+    let body = r#"{"model":"a","messages":["#;
+    let length = body.len().to_string();
+    let mut s = StreamState::new(settings());
+    step(
+        &mut s,
+        headers_msg(
+            BodySendMode::FullDuplexStreamed,
+            false,
+            false,
+            &[("content-length", &length)],
+        ),
+    );
+    let out = step(&mut s, body_msg(&b(body), false));
+    assert!(
+        matches!(&out[..], [Seen::Immediate(400, json)] if json["error"]["code"] == "invalid_json"),
+        "{out:?}"
+    );
+
+    let body = r#"{"model":"a","messages":[]}"#;
+    let length = body.len().to_string();
+    let mut s = StreamState::new(settings());
+    step(
+        &mut s,
+        headers_msg(
+            BodySendMode::FullDuplexStreamed,
+            false,
+            false,
+            &[("content-length", &length)],
+        ),
+    );
+    let out = step(&mut s, body_msg(&b(body), false));
+    assert_eq!(out.len(), 2, "{out:?}");
+    // The empty end-of-stream message is forwarded as such.
+    assert_eq!(
+        step(&mut s, body_msg(&Bytes::new(), true)),
+        vec![Seen::Streamed(Bytes::new(), true)]
+    );
+    assert!(!s.is_holding());
+}

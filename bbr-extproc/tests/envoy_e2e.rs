@@ -58,10 +58,12 @@ async fn reference_requests_reach_their_pool(envoy: &Envoy, upstreams: &Upstream
 }
 
 /// Every error row: status, content-type and OpenAI-shaped body as the
-/// client sees them; a body refused before the decision reaches no pool.
+/// client sees them; a body refused before the decision reaches no pool,
+/// and no refused body reaches a pool complete.
 async fn error_rows_reach_the_client(envoy: &Envoy, upstreams: &Upstreams) {
     let client = http1_client();
     for (name, body, status, code) in error_rows() {
+        let len = body.len();
         let answer = send(&client, post(&envoy.url("/v1/chat/completions"), body, &[])).await;
         assert_eq!(
             answer.status,
@@ -87,6 +89,13 @@ async fn error_rows_reach_the_client(envoy: &Envoy, upstreams: &Upstreams) {
         let reached = upstreams.take();
         if !LATE_ROWS.contains(&name) {
             assert!(reached.is_empty(), "{name}: reached {reached:?}");
+        }
+        for r in reached {
+            assert_ne!(
+                r.body_len, len,
+                "{name}: the refused body reached {} complete",
+                r.pool
+            );
         }
     }
 }
