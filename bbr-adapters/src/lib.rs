@@ -52,7 +52,9 @@
 //!   `..data` symlink is resolved once per read, so both keys come from the
 //!   same atomic update.
 //! - **a directory of the above**: entries whose names start with `.` are
-//!   ignored; files ending in `.yaml`, `.yml` or `.json` are read as
+//!   ignored (when the directory has a `..data` link, as any mounted
+//!   ConfigMap volume does, it is resolved once and the entries are listed
+//!   and read through it); files ending in `.yaml`, `.yml` or `.json` are read as
 //!   manifests, other files are ignored; subdirectories are entered (mounted
 //!   ConfigMaps or more manifests), at most [`MAX_DIR_DEPTH`] levels deep.
 //!   Entries are read in sorted order.

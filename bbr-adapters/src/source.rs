@@ -46,22 +46,25 @@ const MOUNT_DATA_LINK: &str = "..data";
 /// Reads every source at `path`, in a stable (sorted) order.
 pub(crate) fn collect(path: &Path) -> Result<Vec<SourceFile>, LoadError> {
     let mut out = Vec::new();
-    collect_into(path, 0, true, &mut out)?;
+    collect_into(path, path, 0, true, &mut out)?;
     Ok(out)
 }
 
+/// `shown` is the path errors name; `real` is where the bytes are read
+/// (they differ below a resolved `..data` link).
 fn collect_into(
-    path: &Path,
+    shown: &Path,
+    real: &Path,
     depth: usize,
     explicit: bool,
     out: &mut Vec<SourceFile>,
 ) -> Result<(), LoadError> {
-    let metadata = fs::metadata(path).map_err(|source| io_error(path, source))?;
+    let metadata = fs::metadata(real).map_err(|source| io_error(shown, source))?;
     if metadata.is_file() {
-        if explicit || has_manifest_extension(path) {
+        if explicit || has_manifest_extension(shown) {
             out.push(SourceFile::Manifest {
-                path: path.to_owned(),
-                text: read_bounded(path)?,
+                path: shown.to_owned(),
+                text: read_bounded(real, shown)?,
             });
         }
         return Ok(());
@@ -71,48 +74,53 @@ fn collect_into(
     }
     if depth >= MAX_DIR_DEPTH {
         return Err(LoadError::TooDeep {
-            path: path.to_owned(),
+            path: shown.to_owned(),
             limit: MAX_DIR_DEPTH,
         });
     }
-    if path.join(BASE_MODEL_KEY).is_file() {
-        out.push(read_mounted(path)?);
+    // A mounted ConfigMap: list (and read) through `..data`, resolved once,
+    // so one poll sees one atomic update of the volume.
+    let resolved = fs::canonicalize(real.join(MOUNT_DATA_LINK)).ok();
+    let listed = resolved.as_deref().unwrap_or(real);
+    if listed.join(BASE_MODEL_KEY).is_file() {
+        out.push(read_mounted(shown, listed)?);
         return Ok(());
     }
-    let mut entries = Vec::new();
-    for entry in fs::read_dir(path).map_err(|source| io_error(path, source))? {
-        let entry = entry.map_err(|source| io_error(path, source))?;
+    let mut names = Vec::new();
+    for entry in fs::read_dir(listed).map_err(|source| io_error(shown, source))? {
+        let entry = entry.map_err(|source| io_error(shown, source))?;
         // Dot entries include the `..data` and `..<timestamp>` parts of a
         // mounted volume, and editor or VCS leftovers.
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
-        entries.push(entry.path());
+        names.push(entry.file_name());
     }
-    entries.sort();
-    for entry in entries {
-        collect_into(&entry, depth + 1, false, out)?;
+    names.sort();
+    for name in names {
+        collect_into(
+            &shown.join(&name),
+            &listed.join(&name),
+            depth + 1,
+            false,
+            out,
+        )?;
     }
     Ok(())
 }
 
-/// Reads a mounted ConfigMap. When the `..data` link exists it is resolved
-/// once and both keys are read through the resolved directory, so a swap by
-/// the kubelet between the two reads cannot mix old and new data.
-fn read_mounted(dir: &Path) -> Result<SourceFile, LoadError> {
-    let data_dir = match fs::canonicalize(dir.join(MOUNT_DATA_LINK)) {
-        Ok(resolved) => resolved,
-        Err(_) => dir.to_owned(),
-    };
-    let base_model = read_bounded(&data_dir.join(BASE_MODEL_KEY))?;
+/// Reads a mounted ConfigMap's two keys from `data_dir` (the resolved
+/// `..data` directory when there is one).
+fn read_mounted(shown: &Path, data_dir: &Path) -> Result<SourceFile, LoadError> {
+    let base_model = read_bounded(&data_dir.join(BASE_MODEL_KEY), &shown.join(BASE_MODEL_KEY))?;
     let adapters_path = data_dir.join(ADAPTERS_KEY);
     let adapters = if adapters_path.exists() {
-        Some(read_bounded(&adapters_path)?)
+        Some(read_bounded(&adapters_path, &shown.join(ADAPTERS_KEY))?)
     } else {
         None
     };
     Ok(SourceFile::Mounted {
-        dir: dir.to_owned(),
+        dir: shown.to_owned(),
         base_model,
         adapters,
     })
@@ -125,15 +133,15 @@ fn has_manifest_extension(path: &Path) -> bool {
     )
 }
 
-fn read_bounded(path: &Path) -> Result<Vec<u8>, LoadError> {
-    let file = fs::File::open(path).map_err(|source| io_error(path, source))?;
+fn read_bounded(path: &Path, shown: &Path) -> Result<Vec<u8>, LoadError> {
+    let file = fs::File::open(path).map_err(|source| io_error(shown, source))?;
     let mut text = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut text)
-        .map_err(|source| io_error(path, source))?;
+        .map_err(|source| io_error(shown, source))?;
     if text.len() as u64 > MAX_FILE_BYTES {
         return Err(LoadError::FileTooLarge {
-            path: path.to_owned(),
+            path: shown.to_owned(),
             limit: MAX_FILE_BYTES,
         });
     }

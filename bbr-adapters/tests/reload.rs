@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bbr_adapters::{AdapterStore, LoadError, Reload};
-use common::{TempDir, mount_config_map};
+use common::{TempDir, mount_config_map, mount_keys};
 
 fn config_map(base: &str, adapters: &[&str]) -> String {
     format!(
@@ -104,6 +104,43 @@ fn mounted_config_map_atomic_data_swap_is_picked_up() {
     assert_eq!(store.reload().unwrap(), Reload::Swapped);
     assert_eq!(store.lookup("new-lora").as_deref(), Some("base"));
     assert_eq!(store.lookup("old-lora"), None);
+}
+
+#[test]
+fn config_map_of_manifest_keys_is_read_through_one_data_link() {
+    let dir = TempDir::new("manifest-keys");
+    let mount = dir.path().join("cm");
+    let llama = |adapters: &str| {
+        format!("kind: ConfigMap\ndata: {{baseModel: llama, adapters: '[{adapters}]'}}\n")
+    };
+    let deepseek = |adapters: &str| {
+        format!("kind: ConfigMap\ndata: {{baseModel: deepseek, adapters: '[{adapters}]'}}\n")
+    };
+    mount_keys(
+        &mount,
+        "v1",
+        &[("a.yaml", &llama("moving")), ("b.yaml", &deepseek("other"))],
+    );
+    let store = AdapterStore::load([&mount]).unwrap();
+    assert_eq!(store.lookup("moving").as_deref(), Some("llama"));
+    // One update moves an adapter from one key to the other. Keys are
+    // listed and read through the resolved `..data` link, so a poll sees
+    // either the old or the new set, never half of each.
+    mount_keys(
+        &mount,
+        "v2",
+        &[
+            ("a.yaml", &llama("")),
+            ("b.yaml", &deepseek("other, moving")),
+        ],
+    );
+    assert_eq!(store.reload().unwrap(), Reload::Swapped);
+    assert_eq!(store.lookup("moving").as_deref(), Some("deepseek"));
+    let error = AdapterStore::load([mount.join("missing")]).unwrap_err();
+    assert!(
+        error.to_string().contains("cm/missing"),
+        "errors name the mounted path: {error}"
+    );
 }
 
 #[test]

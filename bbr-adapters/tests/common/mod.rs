@@ -45,13 +45,22 @@ impl Drop for TempDir {
 /// timestamped dot-directory, `..data` links to it, and each key is a
 /// symlink through `..data`.
 pub fn mount_config_map(dir: &Path, version: &str, base_model: &str, adapters: Option<&str>) {
+    let mut keys = vec![("baseModel", base_model)];
+    if let Some(adapters) = adapters {
+        keys.push(("adapters", adapters));
+    }
+    mount_keys(dir, version, &keys);
+}
+
+/// Mounts any set of keys (file name, content) with the kubelet's layout;
+/// a second call with a new `version` is the kubelet's atomic update.
+pub fn mount_keys(dir: &Path, version: &str, keys: &[(&str, &str)]) {
     fs::create_dir_all(dir).expect("create mount dir");
     let data_dir_name = format!("..{version}");
     let data_dir = dir.join(&data_dir_name);
     fs::create_dir_all(&data_dir).expect("create data dir");
-    fs::write(data_dir.join("baseModel"), base_model).expect("write baseModel");
-    if let Some(adapters) = adapters {
-        fs::write(data_dir.join("adapters"), adapters).expect("write adapters");
+    for (name, content) in keys {
+        fs::write(data_dir.join(name), content).expect("write key");
     }
     let link = dir.join("..data");
     if link.symlink_metadata().is_ok() {
@@ -61,7 +70,11 @@ pub fn mount_config_map(dir: &Path, version: &str, base_model: &str, adapters: O
         fs::rename(&tmp, &link).expect("rename over ..data");
     } else {
         symlink(&data_dir_name, &link).expect("symlink ..data");
-        symlink("..data/baseModel", dir.join("baseModel")).expect("symlink baseModel");
-        symlink("..data/adapters", dir.join("adapters")).expect("symlink adapters");
+    }
+    for (name, _) in keys {
+        let key_link = dir.join(name);
+        if key_link.symlink_metadata().is_err() {
+            symlink(format!("..data/{name}"), key_link).expect("symlink key");
+        }
     }
 }
