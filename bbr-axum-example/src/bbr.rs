@@ -37,9 +37,14 @@ pub(crate) fn apply(router: Router, config: &Config, adapters: Option<AdapterSto
         MissingModel::Forward => OnMissing::PassThrough,
         MissingModel::Reject => OnMissing::Reject,
     };
+    let client_headers = match config.bbr.client_headers {
+        ClientHeaderPolicy::Strip => ClientHeaders::Strip,
+        ClientHeaderPolicy::Reject => ClientHeaders::Reject,
+    };
     let mut layer = ModelRoutingLayer::new()
         .limits(config.bbr.limits())
-        .on_missing(on_missing);
+        .on_missing(on_missing)
+        .client_headers(client_headers);
     if let Some(adapters) = adapters {
         layer = layer.adapters(adapters);
     }

@@ -384,3 +384,27 @@ routes:
     );
     drop(gateway);
 }
+
+#[tokio::test]
+async fn client_routing_headers_can_be_refused() {
+    let yaml = format!("{SMALL_LIMITS}  client_headers: reject\n");
+    let gateway = start_yaml(&yaml).await;
+    let request = Request::post("/v1/completions")
+        .header("x-gateway-model-name", "ski-resorts")
+        .body(common::full(
+            r#"{"model":"ski-resorts","prompt":"hi","max_tokens":2}"#,
+        ))
+        .unwrap();
+    send(gateway.addr, request)
+        .await
+        .assert_error(400, "routing_header_not_allowed");
+    let answer = post(
+        gateway.addr,
+        "/v1/completions",
+        r#"{"model":"ski-resorts","prompt":"hi","max_tokens":2}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(completions(&gateway, DEEPSEEK), [1]);
+    gateway.shutdown().await.unwrap();
+}
