@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Load benchmark (not a test): requests/s and latency through a real Envoy
+# routing by body with bbr-extproc (FULL_DUPLEX_STREAMED, deploy/envoy/
+# bbr-full-duplex.yaml) against the same Envoy routing by a header the
+# client sets itself (deploy/envoy/header-only.yaml, no ext_proc), to the
+# same fast stub model server; 1 KiB and 256 KiB chat bodies, concurrency
+# 1 and 64.
+#
+#   bash bbr-extproc/bench/run-load.sh                 # 10 s per run
+#   DURATION=5s MODEL_POSITION=first bash bbr-extproc/bench/run-load.sh
+#
+# MODEL_POSITION=last (default) puts "model" after "messages", as the
+# OpenAI Python SDK does; first decides on the first bytes.
+# ENVOY_BIN, else <workspace>/.venv/bin/envoy, else envoy on PATH.
+# Writes a markdown table to stdout and to target/bbr-extproc-load.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION=${DURATION:-10s}
+MODEL_POSITION=${MODEL_POSITION:-last}
+ENVOY_CONCURRENCY=${ENVOY_CONCURRENCY:-2}
+ENVOY=${ENVOY_BIN:-}
+if [ -z "$ENVOY" ]; then
+  if [ -x .venv/bin/envoy ]; then ENVOY=.venv/bin/envoy; else ENVOY=$(command -v envoy || true); fi
+fi
+[ -n "$ENVOY" ] || { echo "Envoy not found: set ENVOY_BIN or run bash scripts/install-tools" >&2; exit 1; }
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release -p bbr-extproc -p bbr-benches --bins >&2
+cargo build --release -p bbr-extproc --example stub_upstream >&2
+BIN=target/release
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2; exit 1
+}
+
+STUB=$(free_port); EXTPROC=$(free_port); HEALTH=$(free_port); METRICS=$(free_port)
+"$BIN/examples/stub_upstream" "127.0.0.1:$STUB" >"$WORK/stub.log" 2>&1 &
+PIDS+=($!)
+RUST_LOG=warn "$BIN/bbr-extproc" --secure-serving=false --bind-address 127.0.0.1 \
+  --grpc-port "$EXTPROC" --grpc-health-port "$HEALTH" --metrics-port "$METRICS" \
+  >"$WORK/extproc.log" 2>&1 &
+PIDS+=($!)
+wait_port "$STUB"; wait_port "$EXTPROC"
+
+start_envoy() { # config name -> prints listen port
+  local listen admin
+  listen=$(free_port); admin=$(free_port)
+  sed -e "s/\${LISTEN_PORT}/$listen/; s/\${ADMIN_PORT}/$admin/; s/\${EXTPROC_PORT}/$EXTPROC/" \
+      -e "s/\${LLAMA_PORT}/$STUB/; s/\${DEEPSEEK_PORT}/$STUB/; s/\${DEFAULT_PORT}/$STUB/" \
+      "deploy/envoy/$1" >"$WORK/$1"
+  "$ENVOY" -c "$WORK/$1" --disable-hot-restart --concurrency "$ENVOY_CONCURRENCY" -l error \
+    >"$WORK/$1.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$listen"
+  echo "$listen"
+}
+HEADER_PORT=$(start_envoy header-only.yaml)
+BBR_PORT=$(start_envoy bbr-full-duplex.yaml)
+
+# Chat bodies of exactly 1 KiB and 256 KiB.
+python3 - "$WORK" "$MODEL_POSITION" <<'PY'
+import json, sys
+work, position = sys.argv[1], sys.argv[2]
+for name, size in (("1k", 1024), ("256k", 256 * 1024)):
+    def body(n):
+        messages = [{"role": "developer", "content": "You are a helpful assistant."},
+                    {"role": "user", "content": "ski " * n}]
+        fields = {"max_tokens": 16, "temperature": 0, "messages": messages}
+        if position == "first":
+            fields = {"model": "ski-resorts", **fields}
+        else:
+            fields["model"] = "ski-resorts"
+        return json.dumps(fields, separators=(",", ":"))
+    n = 0
+    while len(body(n + 1)) <= size:
+        n += 1
+    text = body(n)
+    text += " " * (size - len(text))
+    assert len(text) == size
+    json.loads(text)
+    open(f"{work}/{name}.json", "w").write(text)
+PY
+
+run() { # port body concurrency [extra loadgen args...]
+  local port=$1 body=$2 conc=$3; shift 3
+  "$BIN/loadgen" --url "http://127.0.0.1:$port/v1/chat/completions" --body "$WORK/$body.json" \
+    --concurrency "$conc" --duration "$DURATION" --header content-type:application/json \
+    --expect-status 200 --expect-body '"model":"ski-resorts"' "$@" | tail -n 1
+}
+
+OUT=target/bbr-extproc-load.md
+{
+  echo "| body | concurrency | header-only req/s | p50 | p99 | bbr-extproc req/s | p50 | p99 | bbr/header-only req/s |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+} >"$OUT"
+for body in 1k 256k; do
+  for conc in 1 64; do
+    header=$(run "$HEADER_PORT" "$body" "$conc" --header x-gateway-model-name:ski-resorts)
+    bbr=$(run "$BBR_PORT" "$body" "$conc")
+    python3 - "$body" "$conc" "$header" "$bbr" >>"$OUT" <<'PY'
+import json, sys
+body, conc, h, b = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+for r in (h, b):
+    if r["errors"]:
+        sys.exit(f"{r['errors']} errors in a run: {r}")
+ms = lambda us: f"{us / 1000:.2f} ms"
+print(f"| {'1 KiB' if body == '1k' else '256 KiB'} | {conc} | {h['requests_per_sec']:.0f} | {ms(h['p50_us'])} | {ms(h['p99_us'])} "
+      f"| {b['requests_per_sec']:.0f} | {ms(b['p50_us'])} | {ms(b['p99_us'])} | {b['requests_per_sec'] / h['requests_per_sec']:.2f} |")
+PY
+  done
+done
+echo "model position: $MODEL_POSITION, $DURATION per run, Envoy --concurrency $ENVOY_CONCURRENCY, $(nproc) cores" >>"$OUT"
+cat "$OUT"
