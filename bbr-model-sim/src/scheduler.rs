@@ -415,6 +415,39 @@ mod tests {
         assert!(!s.cancel(1), "already admitted");
     }
 
+    #[test]
+    fn lora_info_keeps_the_newest_series_up_to_the_bound() {
+        let mut inner = Inner {
+            scheduler: Scheduler::new(100, 100, 100),
+            lora_info: Vec::new(),
+        };
+        inner.note_lora_change();
+        assert_eq!(inner.lora_info.len(), 1, "the idle series at start");
+        inner.note_lora_change();
+        assert_eq!(inner.lora_info.len(), 1, "no change, no new series");
+        let mut names = Vec::new();
+        for i in 0..LORA_INFO_SERIES {
+            names.push(format!("l{i:02}"));
+            let (waker, _) = oneshot::channel();
+            let submitted = inner
+                .scheduler
+                .submit(names.last().map(String::as_str), waker);
+            assert_eq!(submitted, Submit::Admitted);
+            inner.note_lora_change();
+            assert_eq!(inner.lora_info.len(), (i + 2).min(LORA_INFO_SERIES));
+        }
+        assert_eq!(
+            inner.lora_info.len(),
+            LORA_INFO_SERIES,
+            "at the bound, the oldest went"
+        );
+        assert_eq!(inner.lora_info[0].running, "l00");
+        assert_eq!(
+            inner.lora_info.last().expect("newest").running,
+            names.join(",")
+        );
+    }
+
     #[tokio::test]
     async fn slots_free_their_place_and_wake_the_next() {
         let admission = Admission::new(1, 4, 1);

@@ -306,3 +306,58 @@ async fn max_num_seqs_queues_then_refuses_and_lora_slots_make_loras_wait() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn max_num_seqs_runs_that_many_and_queues_one_more() {
+    let sim = bbr_model_sim::spawn(
+        SimConfig::new("base")
+            .max_num_seqs(2)
+            .mode(Mode::Echo)
+            .inter_token_latency(Duration::from_secs(30)),
+    )
+    .await
+    .expect("starts");
+    let client = client();
+    let url = format!("{}/v1/completions", sim.url());
+    let body = r#"{"model":"base","prompt":"x y","stream":true}"#;
+    // At the limit: two streams run.
+    let first = send(&client, Method::POST, &url, &[], body).await;
+    let second = send(&client, Method::POST, &url, &[], body).await;
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    // One past it: the third waits.
+    let third = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move { send(&client, Method::POST, &url, &[], body).await.status() }
+    });
+    let metrics_url = format!("{}/metrics", sim.url());
+    eventually("the third request to wait", || {
+        let (client, url) = (client.clone(), metrics_url.clone());
+        async move {
+            let text = get(&client, &url).await;
+            metric(
+                text.text(),
+                r#"vllm:num_requests_waiting{model_name="base"}"#,
+            ) == 1.0
+        }
+    })
+    .await;
+    let text = get(&client, &metrics_url).await;
+    assert_eq!(
+        metric(
+            text.text(),
+            r#"vllm:num_requests_running{model_name="base"}"#
+        ),
+        2.0
+    );
+    assert!(!third.is_finished());
+    drop(first);
+    let status = tokio::time::timeout(TIMEOUT, third)
+        .await
+        .expect("admitted")
+        .expect("task");
+    assert_eq!(status, StatusCode::OK);
+    drop(second);
+}
