@@ -1,4 +1,7 @@
 //! The core's test suites (see each module).
 
 mod harness;
+mod oracle;
+mod prop;
 mod seeds;
+mod zero_copy;
