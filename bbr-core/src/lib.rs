@@ -4,6 +4,8 @@
 //! (Crate docs are being written.)
 #![forbid(unsafe_code)]
 
+#[doc(hidden)]
+pub mod cli;
 mod error;
 mod extractor;
 mod limits;

@@ -6,6 +6,8 @@
 //! model that the oracle would not also produce, and must end in an error
 //! under `reject` and `last-wins` whenever serde_json refuses them.
 //!
+//! simd-json is a second oracle for JSON validity on the mutated bodies.
+//!
 //! The case count is proptest's: 256 by default, raised with the
 //! `PROPTEST_CASES` environment variable (e.g. `PROPTEST_CASES=20000`).
 
@@ -255,9 +257,23 @@ proptest! {
         if let Some((at, decision)) = &early {
             check_early_decision(&body, *at, decision);
         }
-        match parse(&body) {
+        let serde = parse(&body);
+        if serde.as_ref().is_err_and(oracle_is_stricter) {
+            return Ok(());
+        }
+        // simd-json as a second, independent judge of JSON validity: under
+        // last-wins the whole body is validated, so a JSON-class error
+        // must match simd-json's refusal exactly.
+        let mut copy = body.clone();
+        let simd_object = simd_json::to_owned_value(&mut copy)
+            .map(|value| matches!(value, simd_json::OwnedValue::Object(_)));
+        if limits.get_duplicate_keys() == DuplicateKeys::LastWins && !matches!(simd_object, Ok(false)) {
+            let json_error = verdict.as_ref().is_err_and(|e| e.kind.class() == crate::ErrorClass::InvalidJson);
+            prop_assert_eq!(json_error, simd_object.is_err(), "simd-json disagrees on {:?}", String::from_utf8_lossy(&body));
+            prop_assert_eq!(simd_object.is_ok(), serde.is_ok(), "serde_json and simd-json disagree");
+        }
+        match serde {
             Ok(entries) => prop_assert_eq!(Verdict::from(&verdict), expected(&entries, &limits)),
-            Err(e) if oracle_is_stricter(&e) => {}
             Err(e) => match limits.get_duplicate_keys() {
                 // First-wins answers on the prefix it read; that prefix was
                 // checked above.
