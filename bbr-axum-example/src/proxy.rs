@@ -413,6 +413,7 @@ use std::future::Future as _;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body::Body as _;
 
     #[test]
     fn hop_by_hop_headers_are_removed() {
@@ -429,6 +430,89 @@ mod tests {
         let mut left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["content-type", "x-gateway-model-name"]);
+    }
+
+    /// A body of fixed frames with an exact size hint, ending with `None`
+    /// or an error, that only reports its end once polled past the data
+    /// (like a validating body whose last check runs at the end).
+    struct Frames {
+        frames: std::collections::VecDeque<Bytes>,
+        fail_at_end: bool,
+        done: bool,
+    }
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            if let Some(bytes) = self.frames.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            self.done = true;
+            if self.fail_at_end {
+                Poll::Ready(Some(Err(std::io::Error::other("truncated"))))
+            } else {
+                Poll::Ready(None)
+            }
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.frames.iter().map(|b| b.len() as u64).sum())
+        }
+    }
+
+    fn watched(chunks: &[Bytes], fail_at_end: bool) -> (WatchedBody, Arc<Mutex<Option<axum::Error>>>) {
+        let failure = Arc::new(Mutex::new(None));
+        let body = Frames { frames: chunks.iter().cloned().collect(), fail_at_end, done: false };
+        (WatchedBody::new(Body::new(body), Arc::clone(&failure)), failure)
+    }
+
+    fn poll(body: &mut WatchedBody) -> Option<Result<Frame<Bytes>, RequestBodyAborted>> {
+        let waker = std::task::Waker::noop();
+        match Pin::new(body).poll_frame(&mut Context::from_waker(waker)) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => panic!("test bodies are always ready"),
+        }
+    }
+
+    #[test]
+    fn frames_pass_through_without_copies() {
+        let chunks = [Bytes::from_static(b"{\"model\":"), Bytes::from(b"\"m\"}".to_vec())];
+        let (mut body, failure) = watched(&chunks, false);
+        for chunk in &chunks {
+            let frame = poll(&mut body).unwrap().unwrap().into_data().unwrap();
+            assert_eq!(frame.as_ptr(), chunk.as_ptr(), "same bytes, not a copy");
+            assert_eq!(frame.len(), chunk.len());
+        }
+        assert!(poll(&mut body).is_none());
+        assert!(body.is_end_stream());
+        assert!(failure.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn last_frame_of_a_sized_body_waits_for_the_verdict() {
+        let chunks = [Bytes::from_static(b"{\"model\":\"m\","), Bytes::from_static(b"\"prompt\":")];
+        let (mut body, failure) = watched(&chunks, true);
+        assert!(poll(&mut body).unwrap().is_ok());
+        // The last frame is never released: the end turned out to be an error.
+        assert!(poll(&mut body).unwrap().is_err());
+        assert!(poll(&mut body).is_none());
+        let error = failure.lock().unwrap().take().expect("the error is kept for the proxy");
+        assert!(error.to_string().contains("truncated"), "{error}");
+    }
+
+    #[test]
+    fn last_frame_of_a_sized_body_is_released_at_a_clean_end() {
+        let chunks = [Bytes::from_static(b"{\"model\":\"m\"}")];
+        let (mut body, _) = watched(&chunks, false);
+        assert_eq!(body.size_hint().exact(), Some(chunks[0].len() as u64));
+        let frame = poll(&mut body).unwrap().unwrap().into_data().unwrap();
+        assert_eq!(frame.as_ptr(), chunks[0].as_ptr());
+        assert!(poll(&mut body).is_none());
     }
 
     #[test]
