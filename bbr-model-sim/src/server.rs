@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
@@ -461,6 +461,7 @@ async fn complete(
     chat: bool,
     request: Request,
 ) -> Result<Response, RequestError> {
+    let arrived = Instant::now();
     let (parts, body) = request.into_parts();
     let body = match read_body(body, &parts.headers, sim.config.max_request_body_bytes).await {
         Ok(body) => body,
@@ -532,6 +533,7 @@ async fn complete(
         sim.config.time_to_first_token_std_dev,
     );
     pause(ttft).await;
+    sim.counters.time_to_first_token.observe(arrived.elapsed());
 
     let answer = Answer {
         id,
@@ -542,7 +544,14 @@ async fn complete(
         generated,
     };
     if job.stream {
-        return Ok(stream_response(sim, answer, job.include_usage, rng, slot));
+        return Ok(stream_response(
+            sim,
+            answer,
+            job.include_usage,
+            rng,
+            slot,
+            arrived,
+        ));
     }
     for _ in 1..answer.generated.tokens.len() {
         let itl = jittered(
@@ -557,6 +566,7 @@ async fn complete(
         answer.generated.finish_reason,
         answer.usage.prompt_tokens,
         answer.usage.completion_tokens,
+        arrived.elapsed(),
     );
     Ok(answer.full_response())
 }
@@ -718,6 +728,7 @@ struct StreamState {
     rng: Rng,
     next: Option<Step>,
     slot: Option<Slot>,
+    arrived: Instant,
 }
 
 impl StreamState {
@@ -748,6 +759,7 @@ fn stream_response(
     include_usage: bool,
     rng: Rng,
     slot: Slot,
+    arrived: Instant,
 ) -> Response {
     let first = if answer.chat {
         Step::Role
@@ -763,6 +775,7 @@ fn stream_response(
         rng,
         next: Some(first),
         slot: Some(slot),
+        arrived,
     };
     let events = futures_util::stream::unfold(state, |mut state| async move {
         let step = state.next?;
@@ -785,6 +798,7 @@ fn stream_response(
                 answer.generated.finish_reason,
                 answer.usage.prompt_tokens,
                 answer.usage.completion_tokens,
+                state.arrived.elapsed(),
             );
         }
         let event = state.answer.event(step);

@@ -733,6 +733,30 @@ async fn latency_applies_to_non_streaming_answers() {
         "TTFT + (n-1) x ITL at least: {:?}",
         started.elapsed()
     );
+    let text = get(&client, &format!("{}/metrics", sim.url())).await;
+    let text = text.text();
+    let ttft_series = |le: &str| {
+        format!(r#"vllm:time_to_first_token_seconds_bucket{{le="{le}",model_name="m"}}"#)
+    };
+    assert_eq!(
+        metric(text, &ttft_series("0.04")),
+        0.0,
+        "the first token came after 60 ms"
+    );
+    assert_eq!(metric(text, &ttft_series("+Inf")), 1.0);
+    assert_eq!(
+        metric(
+            text,
+            r#"vllm:e2e_request_latency_seconds_count{model_name="m"}"#
+        ),
+        1.0
+    );
+    assert!(
+        metric(
+            text,
+            r#"vllm:e2e_request_latency_seconds_sum{model_name="m"}"#
+        ) >= 0.12
+    );
 }
 
 #[tokio::test]
