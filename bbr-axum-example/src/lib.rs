@@ -11,6 +11,37 @@
 //! the reference scenario on one machine: two pools of simulated vLLM-like
 //! model servers (`bbr-model-sim`) on loopback and the scenario's HTTPRoutes.
 //!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use bbr_axum_example::{Config, Gateway};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! // The reference scenario on a free port: 4 simulated replicas + gateway.
+//! let gateway = Gateway::new(Config::scenario()).start("127.0.0.1:0".parse()?).await?;
+//!
+//! let body = r#"{"prompt":"Tell me about ski deals","max_tokens":5,"model":"ski-resorts"}"#;
+//! let mut tcp = tokio::net::TcpStream::connect(gateway.addr).await?;
+//! let request = format!(
+//!     "POST /v1/completions HTTP/1.1\r\nhost: gw\r\ncontent-length: {}\r\n\
+//!      connection: close\r\n\r\n{body}",
+//!     body.len()
+//! );
+//! tcp.write_all(request.as_bytes()).await?;
+//! let mut response = String::new();
+//! tcp.read_to_string(&mut response).await?;
+//!
+//! assert!(response.starts_with("HTTP/1.1 200"));
+//! // The body's model picked the DeepSeek pool's only replica.
+//! assert!(response.contains("x-inference-pod: vllm-deepseek-r1-0"));
+//! assert!(response.contains(r#""model":"ski-resorts""#));
+//! gateway.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Endpoints served by the gateway itself:
 //!
 //! | path | what |
