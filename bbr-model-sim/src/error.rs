@@ -144,7 +144,7 @@ impl ApiError {
         }
     }
 
-    /// The serialized body (used for the one-frame SSE error too).
+    /// The serialized body.
     pub(crate) fn to_json(&self) -> String {
         serde_json::to_string(self).expect("error bodies always serialize")
     }
