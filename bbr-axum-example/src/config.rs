@@ -833,7 +833,8 @@ struct Timeouts {
 /// matches: `PathPrefix`/`Exact` paths and `Exact` headers, as the scenario
 /// uses. Anything that would change routing and is not supported (regular
 /// expressions, methods, query parameters, filters, several backends) is an
-/// error rather than silently ignored.
+/// error rather than silently ignored. `parentRefs` and `hostnames` are not
+/// used (there is one gateway).
 ///
 /// ```
 /// let routes = bbr_axum_example::config::routes_from_httproutes(

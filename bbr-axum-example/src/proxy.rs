@@ -115,6 +115,9 @@ impl Proxy {
         parts.version = http::Version::HTTP_11;
         let original_host = parts.headers.remove(header::HOST);
         remove_hop_by_hop(&mut parts.headers);
+        // `100-continue` was the client's exchange with this hop (the server
+        // answered it when the body was first read).
+        parts.headers.remove(header::EXPECT);
         if let Some(host) = original_host {
             parts
                 .headers
@@ -445,7 +448,10 @@ mod tests {
         type Data = Bytes;
         type Error = std::io::Error;
 
-        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
             if let Some(bytes) = self.frames.pop_front() {
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
@@ -465,10 +471,20 @@ mod tests {
         }
     }
 
-    fn watched(chunks: &[Bytes], fail_at_end: bool) -> (WatchedBody, Arc<Mutex<Option<axum::Error>>>) {
+    fn watched(
+        chunks: &[Bytes],
+        fail_at_end: bool,
+    ) -> (WatchedBody, Arc<Mutex<Option<axum::Error>>>) {
         let failure = Arc::new(Mutex::new(None));
-        let body = Frames { frames: chunks.iter().cloned().collect(), fail_at_end, done: false };
-        (WatchedBody::new(Body::new(body), Arc::clone(&failure)), failure)
+        let body = Frames {
+            frames: chunks.iter().cloned().collect(),
+            fail_at_end,
+            done: false,
+        };
+        (
+            WatchedBody::new(Body::new(body), Arc::clone(&failure)),
+            failure,
+        )
     }
 
     fn poll(body: &mut WatchedBody) -> Option<Result<Frame<Bytes>, RequestBodyAborted>> {
@@ -481,7 +497,10 @@ mod tests {
 
     #[test]
     fn frames_pass_through_without_copies() {
-        let chunks = [Bytes::from_static(b"{\"model\":"), Bytes::from(b"\"m\"}".to_vec())];
+        let chunks = [
+            Bytes::from_static(b"{\"model\":"),
+            Bytes::from(b"\"m\"}".to_vec()),
+        ];
         let (mut body, failure) = watched(&chunks, false);
         for chunk in &chunks {
             let frame = poll(&mut body).unwrap().unwrap().into_data().unwrap();
@@ -495,13 +514,20 @@ mod tests {
 
     #[test]
     fn last_frame_of_a_sized_body_waits_for_the_verdict() {
-        let chunks = [Bytes::from_static(b"{\"model\":\"m\","), Bytes::from_static(b"\"prompt\":")];
+        let chunks = [
+            Bytes::from_static(b"{\"model\":\"m\","),
+            Bytes::from_static(b"\"prompt\":"),
+        ];
         let (mut body, failure) = watched(&chunks, true);
         assert!(poll(&mut body).unwrap().is_ok());
         // The last frame is never released: the end turned out to be an error.
         assert!(poll(&mut body).unwrap().is_err());
         assert!(poll(&mut body).is_none());
-        let error = failure.lock().unwrap().take().expect("the error is kept for the proxy");
+        let error = failure
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the error is kept for the proxy");
         assert!(error.to_string().contains("truncated"), "{error}");
     }
 

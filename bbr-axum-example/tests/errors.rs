@@ -290,6 +290,10 @@ routes:
     assert_eq!(answer.status, 404);
     assert_eq!(answer.json()["error"]["type"], "NotFoundError");
     assert_eq!(completions(&gateway, "d"), [1]);
+    // A GET without a body is forwarded untouched.
+    let answer = common::get(gateway.addr, "/health/ready").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("x-inference-pod"), "d-0");
     gateway.shutdown().await.unwrap();
 }
 
