@@ -202,7 +202,7 @@ pools:
       model: deepseek/vllm-deepseek-r1
       lora_modules: [ski-resorts]
       mode: echo
-      inter_token_latency: 40ms
+      inter_token_latency: 50ms
 routes:
   - pool: slow
     matches: [{model: ski-resorts}]
@@ -211,7 +211,7 @@ routes:
 #[tokio::test]
 async fn streaming_arrives_incrementally() {
     let gateway = start_yaml(STREAMING_CONFIG).await;
-    let body = r#"{"model":"ski-resorts","stream":true,"stream_options":{"include_usage":true},"max_tokens":8,
+    let body = r#"{"model":"ski-resorts","stream":true,"stream_options":{"include_usage":true},"max_tokens":10,
         "messages":[{"role":"user","content":"one two three four five six seven eight nine ten"}]}"#;
     let request = Request::post(format!("http://{}/v1/chat/completions", gateway.addr))
         .header("content-type", "application/json")
