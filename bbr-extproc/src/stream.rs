@@ -327,6 +327,20 @@ impl StreamState {
             // After an ImmediateResponse Envoy no longer listens.
             return Ok(());
         }
+        if request.observability_mode {
+            // Envoy only observes: it expects no replies and applies none.
+            let mut ignored = Vec::new();
+            let result = self.on_message(request, &mut ignored);
+            return result;
+        }
+        self.on_message(request, out)
+    }
+
+    fn on_message(
+        &mut self,
+        request: ProcessingRequest,
+        out: &mut Vec<ProcessingResponse>,
+    ) -> Result<(), Error> {
         let Some(message) = request.request else {
             return Err(Error::UnknownRequestType);
         };

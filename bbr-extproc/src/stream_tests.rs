@@ -999,3 +999,18 @@ fn a_sized_body_is_checked_to_its_end_before_its_last_chunk_is_forwarded() {
     );
     assert!(!s.is_holding());
 }
+
+#[test]
+fn observability_mode_gets_no_replies_but_is_still_decided() {
+    let mut s = StreamState::new(settings());
+    let mut headers = post(BodySendMode::FullDuplexStreamed);
+    headers.observability_mode = true;
+    assert!(step(&mut s, headers).is_empty());
+    let mut body = body_msg(&b(r#"{"model":"a"}"#), true);
+    body.observability_mode = true;
+    assert!(step(&mut s, body).is_empty());
+    assert_eq!(
+        s.report().verdict.as_ref().map(Verdict::label),
+        Some("found")
+    );
+}

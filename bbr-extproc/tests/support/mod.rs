@@ -226,59 +226,73 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    /// Starts Envoy with `deploy/envoy/<file>`, ports substituted.
+    /// Starts Envoy with `deploy/envoy/<file>`, ports substituted. A port
+    /// taken between picking and binding it (tests run in parallel) gives a
+    /// new try with fresh ports.
     pub fn start(file: &str, extproc: Option<SocketAddr>, upstreams: &Upstreams) -> Self {
         let template_path = workspace().join("deploy/envoy").join(file);
         let template = std::fs::read_to_string(&template_path)
             .unwrap_or_else(|e| panic!("read {}: {e}", template_path.display()));
-        let listen_port = free_port();
-        let admin_port = free_port();
-        let text = template
-            .replace("${LISTEN_PORT}", &listen_port.to_string())
-            .replace("${ADMIN_PORT}", &admin_port.to_string())
-            .replace(
-                "${EXTPROC_PORT}",
-                &extproc.map_or(0, |a| a.port()).to_string(),
-            )
-            .replace("${LLAMA_PORT}", &upstreams.llama.port().to_string())
-            .replace("${DEEPSEEK_PORT}", &upstreams.deepseek.port().to_string())
-            .replace("${DEFAULT_PORT}", &upstreams.default.port().to_string());
-        let dir = std::env::temp_dir();
-        let tag = format!("bbr-e2e-{}-{listen_port}", std::process::id());
-        let config = dir.join(format!("{tag}.yaml"));
-        let log = dir.join(format!("{tag}.log"));
-        std::fs::write(&config, text).expect("write envoy config");
-        let child = Command::new(envoy_bin())
-            .arg("-c")
-            .arg(&config)
-            .args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "-l",
-                "warning",
-                "--log-path",
-            ])
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start envoy");
-        let envoy = Self {
-            child,
-            listen: SocketAddr::from(([127, 0, 0, 1], listen_port)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
-            config,
-            log,
-        };
-        envoy.wait_ready();
-        envoy
+        let mut last_log = String::new();
+        for _attempt in 0..5 {
+            let listen_port = free_port();
+            let admin_port = free_port();
+            let text = template
+                .replace("${LISTEN_PORT}", &listen_port.to_string())
+                .replace("${ADMIN_PORT}", &admin_port.to_string())
+                .replace(
+                    "${EXTPROC_PORT}",
+                    &extproc.map_or(0, |a| a.port()).to_string(),
+                )
+                .replace("${LLAMA_PORT}", &upstreams.llama.port().to_string())
+                .replace("${DEEPSEEK_PORT}", &upstreams.deepseek.port().to_string())
+                .replace("${DEFAULT_PORT}", &upstreams.default.port().to_string());
+            let dir = std::env::temp_dir();
+            let tag = format!("bbr-e2e-{}-{listen_port}", std::process::id());
+            let config = dir.join(format!("{tag}.yaml"));
+            let log = dir.join(format!("{tag}.log"));
+            std::fs::write(&config, text).expect("write envoy config");
+            let child = Command::new(envoy_bin())
+                .arg("-c")
+                .arg(&config)
+                .args([
+                    "--disable-hot-restart",
+                    "--concurrency",
+                    "1",
+                    "-l",
+                    "warning",
+                    "--log-path",
+                ])
+                .arg(&log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start envoy");
+            let mut envoy = Self {
+                child,
+                listen: SocketAddr::from(([127, 0, 0, 1], listen_port)),
+                admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+                config,
+                log,
+            };
+            match envoy.wait_ready() {
+                Ok(()) => return envoy,
+                Err(log) if log.contains("Address already in use") => last_log = log,
+                Err(log) => panic!("envoy did not start: {log}"),
+            }
+        }
+        panic!("envoy did not start after 5 tries: {last_log}");
     }
 
-    fn wait_ready(&self) {
+    /// Waits for admin `/ready` to say LIVE; the log if Envoy exits or
+    /// takes more than 30 s.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Err(self.log_text());
+            }
             if let Ok(mut stream) = std::net::TcpStream::connect(self.admin) {
                 use std::io::{Read, Write};
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
@@ -287,15 +301,12 @@ impl Envoy {
                 let mut text = String::new();
                 let _ = stream.read_to_string(&mut text);
                 if text.contains("LIVE") {
-                    return;
+                    return Ok(());
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "envoy did not become ready in 30 s; log: {}",
-            self.log_text()
-        );
+        Err(format!("not ready in 30 s: {}", self.log_text()))
     }
 
     pub fn log_text(&self) -> String {
