@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bbr_core::{ExtractError, ModelExtractor};
+use bbr_core::{ErrorKind, ExtractError, ModelExtractor};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -31,7 +31,10 @@ pin_project! {
     /// (valid JSON, no second top-level `model`) and counts it against
     /// `max_body_bytes` under every policy, without holding any of it. A
     /// violation ends the body with a [`BodyViolation`] error in place of
-    /// the offending frame (find it with [`BodyViolation::find`]).
+    /// the offending frame (find it with [`BodyViolation::find`]). Before
+    /// raising it, the rest of a client upload still in flight is read and
+    /// dropped (never handed out), up to `max_body_bytes` in all, so an
+    /// HTTP/1.1 client reads the answer instead of a reset connection.
     ///
     /// `size_hint` adds the held bytes to the client body's hint;
     /// `is_end_stream` is true only when nothing is held and the client's
@@ -44,9 +47,21 @@ pin_project! {
         inner: B,
         inner_done: bool,
         validator: Option<ModelExtractor>,
+        drain: Option<Drain>,
         counters: Option<Arc<Counters>>,
     }
 }
+
+/// A violation waiting for the rest of the upload to be dropped.
+#[derive(Debug)]
+struct Drain {
+    error: ExtractError,
+    read: u64,
+    limit: u64,
+}
+
+/// Frames dropped in one poll while draining before yielding.
+const DRAIN_FRAMES_PER_POLL: usize = 256;
 
 impl<B> ReplayBody<B> {
     /// Wraps `inner` unchanged: nothing held, nothing checked. This is what
@@ -59,6 +74,7 @@ impl<B> ReplayBody<B> {
             inner,
             inner_done: false,
             validator: None,
+            drain: None,
             counters: None,
         }
     }
@@ -70,6 +86,7 @@ impl<B> ReplayBody<B> {
             inner,
             inner_done: held.ended,
             validator: held.validator,
+            drain: None,
             counters: Some(counters),
         }
     }
@@ -78,6 +95,27 @@ impl<B> ReplayBody<B> {
     pub fn held_bytes(&self) -> u64 {
         self.held_bytes
     }
+}
+
+/// Reads and drops client frames until the body ends, fails, or passes
+/// the drain limit.
+fn poll_drain<B>(mut inner: Pin<&mut B>, cx: &mut Context<'_>, drain: &mut Drain) -> Poll<()>
+where
+    B: Body<Data = Bytes>,
+{
+    for _ in 0..DRAIN_FRAMES_PER_POLL {
+        match ready!(inner.as_mut().poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                drain.read += frame.data_ref().map_or(0, |data| data.len() as u64);
+                if drain.read > drain.limit || inner.is_end_stream() {
+                    return Poll::Ready(());
+                }
+            }
+            Some(Err(_)) | None => return Poll::Ready(()),
+        }
+    }
+    cx.waker().wake_by_ref();
+    Poll::Pending
 }
 
 fn violation(
@@ -109,10 +147,16 @@ where
             }
             return Poll::Ready(Some(Ok(frame)));
         }
+        let mut inner = this.inner;
+        if let Some(drain) = this.drain.as_mut() {
+            ready!(poll_drain(inner.as_mut(), cx, drain));
+            *this.inner_done = true;
+            let drain = this.drain.take().expect("draining");
+            return violation(this.counters, drain.error);
+        }
         if *this.inner_done {
             return Poll::Ready(None);
         }
-        let mut inner = this.inner;
         match ready!(inner.as_mut().poll_frame(cx)) {
             None => {
                 *this.inner_done = true;
@@ -132,9 +176,20 @@ where
                     if let Some(validator) = this.validator.as_mut()
                         && let Err(error) = validator.feed(data)
                     {
-                        *this.inner_done = true;
+                        let read = validator.bytes_consumed();
+                        let limit = validator.limits().get_max_body_bytes();
                         *this.validator = None;
-                        return violation(this.counters, error);
+                        let over_limit = matches!(error.kind, ErrorKind::BodyTooLarge { .. });
+                        if over_limit || inner.is_end_stream() {
+                            *this.inner_done = true;
+                            return violation(this.counters, error);
+                        }
+                        // Drop the rest of the upload first (see the type docs).
+                        let drain = this.drain.insert(Drain { error, read, limit });
+                        ready!(poll_drain(inner.as_mut(), cx, drain));
+                        *this.inner_done = true;
+                        let drain = this.drain.take().expect("draining");
+                        return violation(this.counters, drain.error);
                     }
                     // Finish as soon as the client's body knows it ended, so
                     // `is_end_stream` is exact and a truncated body is refused
@@ -163,6 +218,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         self.held.is_empty()
+            && self.drain.is_none()
             && (self.inner_done || (self.validator.is_none() && self.inner.is_end_stream()))
     }
 

@@ -50,8 +50,13 @@ pin_project! {
             #[pin]
             future: F,
         },
+        // Refused: the rest of the upload is read and dropped (up to
+        // `drain_limit` bytes in all) before the answer goes out.
         Refused {
             response: Option<Response<ErrorBody>>,
+            drain: Option<B>,
+            drained: u64,
+            drain_limit: u64,
         },
     }
 }
@@ -95,10 +100,32 @@ where
         }
     }
 
+    /// Answers `error` at once, without reading the body.
     pub(crate) fn refused(error: &Error) -> Self {
         Self {
             state: State::Refused {
                 response: Some(policy::error_response(error)),
+                drain: None,
+                drained: 0,
+                drain_limit: 0,
+            },
+        }
+    }
+
+    /// Answers `error` after reading the rest of `body`, up to `drain_limit`
+    /// bytes in all (counting `drained`, already read).
+    pub(crate) fn refused_after_draining(
+        error: &Error,
+        body: B,
+        drained: u64,
+        drain_limit: u64,
+    ) -> Self {
+        Self {
+            state: State::Refused {
+                response: Some(policy::error_response(error)),
+                drain: Some(body),
+                drained,
+                drain_limit,
             },
         }
     }
@@ -121,7 +148,16 @@ where
                         .poll(cx)
                         .map(|result| result.map(|response| response.map(ResponseBody::inner)));
                 }
-                StateProj::Refused { response } => {
+                StateProj::Refused {
+                    response,
+                    drain,
+                    drained,
+                    drain_limit,
+                } => {
+                    if let Some(body) = drain.as_mut() {
+                        ready!(poll_drain(cx, body, drained, *drain_limit));
+                        *drain = None;
+                    }
                     let response = response
                         .take()
                         .expect("ResponseFuture polled after completion");
@@ -156,8 +192,16 @@ where
                         }
                         Err(error) => {
                             counters.record_refused(held_bytes);
+                            // Drain unless the body already ended or failed.
+                            let drain = match (&error, scan.ended()) {
+                                (Error::Body { .. }, _) | (_, true) => None,
+                                _ => body.take(),
+                            };
                             State::Refused {
                                 response: Some(policy::error_response(&error)),
+                                drain,
+                                drained: held_bytes,
+                                drain_limit: config.limits.get_max_body_bytes(),
                             }
                         }
                     }
@@ -193,6 +237,31 @@ where
             Step::NeedMore => {}
             Step::Decided(decision) => return Poll::Ready(Ok(decision)),
             Step::Failed(error) => return Poll::Ready(Err(Error::Extract(error))),
+        }
+    }
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
+/// Reads and drops the rest of a refused upload, so an HTTP/1.1 client
+/// still sending it reads the answer instead of a reset connection. Stops
+/// at the body's end, at an error, or past `limit` bytes in all (then the
+/// connection may be closed on the client, as without draining).
+fn poll_drain<B>(cx: &mut Context<'_>, body: &mut B, drained: &mut u64, limit: u64) -> Poll<()>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    for _ in 0..FRAMES_PER_POLL {
+        match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    *drained += data.len() as u64;
+                }
+                if *drained > limit || body.is_end_stream() {
+                    return Poll::Ready(());
+                }
+            }
+            Some(Err(_)) | None => return Poll::Ready(()),
         }
     }
     cx.waker().wake_by_ref();

@@ -92,6 +92,15 @@
 //!
 //! # Decisions where the contract is silent
 //!
+//! - A refused upload is drained: when the layer refuses a request whose
+//!   client is still sending (an error found mid-body, a refused routing
+//!   header), or when a violation is found mid-body after the decision, the
+//!   rest of the upload is read and dropped (never forwarded) before the
+//!   answer or the [`BodyViolation`] goes out, up to `max_body_bytes` in
+//!   all. Without this an HTTP/1.1 client still writing sees a reset
+//!   connection instead of the 400/413. A `content-length` over
+//!   `max_body_bytes` is refused at once, without reading.
+//!
 //! - A body that ends without a single byte (chunked, no `content-length`)
 //!   is treated like no body: forwarded untouched.
 //! - A body read error before the decision is answered 400 `invalid_json`

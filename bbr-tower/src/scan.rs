@@ -68,6 +68,11 @@ impl Scan {
         self.held_bytes
     }
 
+    /// True once the body ended (no more frames to read from it).
+    pub(crate) fn ended(&self) -> bool {
+        self.ended
+    }
+
     /// Feeds and holds one frame. A trailers frame ends the body.
     pub(crate) fn push(&mut self, frame: Frame<Bytes>) -> Step {
         match frame.into_data() {

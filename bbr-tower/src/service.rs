@@ -79,7 +79,16 @@ where
         let config = &self.config;
         if let Err(error) = guard_client_headers(request.headers_mut(), config) {
             config.counters.record_refused(0);
-            return ResponseFuture::refused(&error);
+            if request.body().is_end_stream() {
+                return ResponseFuture::refused(&error);
+            }
+            let max_body = config.limits.get_max_body_bytes();
+            return ResponseFuture::refused_after_draining(
+                &error,
+                request.into_body(),
+                0,
+                max_body,
+            );
         }
         if !needs_reading(&request) {
             config.counters.record_unread();

@@ -659,3 +659,100 @@ async fn an_always_ready_body_does_not_monopolise_the_executor() {
         Some(body.len().to_string().as_str())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_still_uploading_receives_the_refusal() {
+    let layer = ModelRoutingLayer::new().limits(Limits::new().max_scan_bytes(64 * 1024));
+    let recorder = Recorder::default();
+    let server = TestServer::start(&layer, &recorder).await;
+    // 8 MiB, `model` far past the scan limit; sent chunked and with a length.
+    let body = chat_body("m", 8 << 20, false);
+    let answer = server
+        .send(
+            Request::post("/")
+                .body(FramesBody::chunked(split(&body, 16 * 1024)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert_eq!(answer.error_code(), "request_too_large");
+    let answer = server
+        .send(
+            Request::post("/")
+                .body(FramesBody::sized(split(&body, 16 * 1024)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(answer.status, 413, "{answer:?}");
+    let calls = recorder.take();
+    assert!(
+        calls.is_empty(),
+        "{:?}",
+        calls
+            .iter()
+            .map(|s| (
+                s.headers.clone(),
+                s.len,
+                s.violation.clone(),
+                s.other_error.clone()
+            ))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_refused_upload_is_drained_up_to_the_body_limit_and_no_further() {
+    let layer = ModelRoutingLayer::new().limits(
+        Limits::new()
+            .max_scan_bytes(64 * 1024)
+            .max_body_bytes(1 << 20),
+    );
+    let recorder = Recorder::default();
+    for (size, drained_whole) in [(512 << 10, true), (8 << 20, false)] {
+        let body = chat_body("m", size, false);
+        let frames = split(&body, 16 * 1024);
+        let frame_count = frames.len();
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let request = Request::post("/")
+            .body(CountingBody {
+                frames: frames.into(),
+                polls: polls.clone(),
+            })
+            .unwrap();
+        let answer = oneshot(&layer, &recorder, request).await;
+        assert_eq!(answer.status, 413);
+        let polls = polls.load(Ordering::Relaxed);
+        if drained_whole {
+            assert_eq!(polls, frame_count + 1, "read to its end");
+        } else {
+            // Past 1 MiB (64 frames of 16 KiB) draining stops.
+            assert_eq!(polls, 65, "drained {polls} frames");
+        }
+    }
+    assert_eq!(recorder.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_still_uploading_receives_the_violation_answer() {
+    let layer = ModelRoutingLayer::new();
+    let recorder = Recorder::default();
+    let server = TestServer::start(&layer, &recorder).await;
+    // A second `model` 32 KiB after the first (in a later frame), then 8 MiB more.
+    let pad = "p".repeat(32 << 10);
+    let rest = "r".repeat(8 << 20);
+    let body = Bytes::from(format!(
+        r#"{{"model":"a","pad":"{pad}","model":"b","rest":"{rest}"}}"#
+    ));
+    for sized in [false, true] {
+        let frames = split(&body, 16 * 1024);
+        let body = if sized {
+            FramesBody::sized(frames)
+        } else {
+            FramesBody::chunked(frames)
+        };
+        let answer = server.send(Request::post("/").body(body).unwrap()).await;
+        assert_eq!(answer.status, 400, "{answer:?}");
+        assert_eq!(answer.error_code(), "invalid_model");
+        assert!(recorder.last().violation.is_some());
+    }
+}
