@@ -125,6 +125,11 @@ fn violation(
     if let Some(counters) = counters {
         counters.record_violation();
     }
+    crate::trace::debug_event!(
+        kind = error.kind.as_str(),
+        offset = error.offset,
+        "request body violation"
+    );
     Poll::Ready(Some(Err(Box::new(BodyViolation::new(error)))))
 }
 

@@ -18,6 +18,7 @@ use crate::extension::{BaseModelName, ModelName};
 use crate::layer::Config;
 use crate::policy::{self, OnMissing};
 use crate::scan::{Decision, Scan, Step};
+use crate::trace::debug_event;
 
 /// Frames read in one poll before yielding to the executor, so a body that
 /// is always ready (in memory, tiny frames) cannot starve other tasks.
@@ -192,6 +193,7 @@ where
                         }
                         Err(error) => {
                             counters.record_refused(held_bytes);
+                            debug_event!(code = policy::code(&error), held_bytes, error = %error, "request refused");
                             // Drain unless the body already ended or failed.
                             let drain = match (&error, scan.ended()) {
                                 (Error::Body { .. }, _) | (_, true) => None,
@@ -294,6 +296,7 @@ fn apply_decision(
                     parts.extensions.insert(BaseModelName::new(base));
                 }
             }
+            debug_event!(model = model.as_str(), held_bytes, "model found");
             parts.extensions.insert(ModelName::new(model));
             config.counters.record_found(held_bytes);
             Ok(())

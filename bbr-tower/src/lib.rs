@@ -82,6 +82,12 @@
 //! contract's 400/413 itself: find the error with [`BodyViolation::find`]
 //! and answer [`BodyViolation::to_response`].
 //!
+//! # Feature flags
+//!
+//! - `tracing` (off by default): `debug` events for each decision (model,
+//!   bytes held), refusal (code, offset) and body violation (kind, offset).
+//!   Nothing from the body is logged except the model name.
+//!
 //! # With axum
 //!
 //! `axum::Router::layer(ModelRoutingLayer::new())` works as is: axum's
@@ -121,6 +127,7 @@ mod layer;
 pub mod policy;
 mod scan;
 mod service;
+mod trace;
 
 pub use bbr_adapters::AdapterStore;
 pub use bbr_core::{DuplicateKeys, ErrorKind, ExtractError, Limits};
