@@ -67,6 +67,11 @@
 //! ([`RoutingStats::held_bytes_peak`]; the `memory` test streams 64 MiB
 //! bodies and checks the process's peak RSS).
 //!
+//! Under [`DuplicateKeys::LastWins`] the extractor decides only at the end
+//! of the body, so the layer holds the whole body (up to `max_scan_bytes`)
+//! before it calls the inner service; the default `Reject` and `FirstWins`
+//! decide at the first `model`.
+//!
 //! The model header value and the [`ModelName`] extension share the
 //! client's bytes when the extractor could slice them (no copy); while they
 //! live they keep that one frame's buffer alive.

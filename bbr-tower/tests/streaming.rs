@@ -756,3 +756,41 @@ async fn client_still_uploading_receives_the_violation_answer() {
         assert!(recorder.last().violation.is_some());
     }
 }
+
+#[tokio::test]
+async fn duplicate_key_policies_first_wins_and_last_wins() {
+    use bbr_tower::DuplicateKeys;
+    let body = Bytes::from_static(br#"{"model":"first","messages":[],"model":"last"}"#);
+    for (policy, model, held_all) in [
+        (DuplicateKeys::FirstWins, "first", false),
+        (DuplicateKeys::LastWins, "last", true),
+    ] {
+        let layer = ModelRoutingLayer::new().limits(Limits::new().duplicate_keys(policy));
+        let recorder = Recorder::keeping_frames();
+        let chunks = split(&body, 8);
+        let answer = oneshot(
+            &layer,
+            &recorder,
+            Request::post("/")
+                .body(FramesBody::chunked(chunks.clone()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{policy:?}");
+        let seen = recorder.last();
+        assert_eq!(
+            seen.header("x-gateway-model-name"),
+            Some(model),
+            "{policy:?}"
+        );
+        assert_same_frames(&seen, &chunks);
+        assert_eq!(layer.stats().body_violations(), 0);
+        // Last-wins decides only at the end, so the whole body was held.
+        let peak = layer.stats().held_bytes_peak();
+        assert_eq!(
+            peak == body.len() as u64,
+            held_all,
+            "{policy:?}: held {peak}"
+        );
+    }
+}
