@@ -17,6 +17,16 @@
 //!   verdict (model, or error kind and offset) equals the one-shot verdict,
 //!   and the `feed` protocol holds (one decision, sticky errors, zero-copy
 //!   models point into a chunk).
+//! - [`check_replay`]: the same split header (bit 5 adds trailers); the body
+//!   goes through the bbr-tower layer; the inner service must get exactly
+//!   the input frames (same `Bytes`, same boundaries) and trailers with the
+//!   right header, or the request is refused with the right status, or the
+//!   forwarded frames are a prefix ended by the same error as the one-shot
+//!   verdict.
+
+mod replay;
+
+pub use replay::check_replay;
 
 use std::fmt;
 
@@ -73,7 +83,11 @@ pub fn oracle(body: &[u8]) -> Oracle {
                 .expect("a body serde_json parsed as an object parses again")
                 .0;
             // serde_json keeps the last duplicate: the oracle relies on it.
-            assert_eq!(map.get("model"), models.last(), "serde_json duplicate-key rule");
+            assert_eq!(
+                map.get("model"),
+                models.last(),
+                "serde_json duplicate-key rule"
+            );
             Oracle::Object(models)
         }
         Ok(_) => Oracle::NotAnObject,
@@ -201,7 +215,10 @@ fn assert_valid_model(model: &Model, chunks: &[Bytes], context: &dyn fmt::Displa
             let chunk_start = chunk.as_ptr() as usize;
             chunk_start <= start && end <= chunk_start + chunk.len()
         });
-        assert!(inside, "{context}: shared model does not point into an input chunk");
+        assert!(
+            inside,
+            "{context}: shared model does not point into an input chunk"
+        );
     }
 }
 
@@ -251,7 +268,10 @@ pub fn check_oneshot(data: &[u8]) {
                 // First-wins does not read past the decision, so an invalid
                 // tail may go unnoticed; the other policies read it all.
                 if policy != DuplicateKeys::FirstWins {
-                    assert!(result.is_err(), "{context}: serde_json refuses the body, got {got}");
+                    assert!(
+                        result.is_err(),
+                        "{context}: serde_json refuses the body, got {got}"
+                    );
                 }
             }
             Oracle::NoClaim => {}
@@ -360,7 +380,11 @@ fn feed_all(
     for chunk in chunks {
         let progress = extractor.feed(chunk);
         if let Some(error) = &first_error {
-            assert_eq!(progress.as_ref().err(), Some(error), "{context}: errors are sticky");
+            assert_eq!(
+                progress.as_ref().err(),
+                Some(error),
+                "{context}: errors are sticky"
+            );
             continue;
         }
         fed += chunk.len() as u64;
@@ -374,20 +398,32 @@ fn feed_all(
             }
             Ok(Progress::Found(model)) => {
                 assert!(decided.is_none(), "{context}: a second decision");
-                assert_ne!(policy, DuplicateKeys::LastWins, "{context}: last-wins decided early");
+                assert_ne!(
+                    policy,
+                    DuplicateKeys::LastWins,
+                    "{context}: last-wins decided early"
+                );
                 assert_valid_model(&model, chunks, &context);
                 decided = Some(Some(model));
             }
             Ok(Progress::Absent) => {
                 assert!(decided.is_none(), "{context}: a second decision");
-                assert_ne!(policy, DuplicateKeys::LastWins, "{context}: last-wins decided early");
+                assert_ne!(
+                    policy,
+                    DuplicateKeys::LastWins,
+                    "{context}: last-wins decided early"
+                );
                 decided = Some(None);
             }
             Ok(other) => panic!("{context}: unknown progress {other:?}"),
         }
     }
     if let Some(error) = first_error {
-        assert_eq!(extractor.finish().err(), Some(error.clone()), "{context}: sticky at finish");
+        assert_eq!(
+            extractor.finish().err(),
+            Some(error.clone()),
+            "{context}: sticky at finish"
+        );
         return Err(error);
     }
     assert_eq!(extractor.bytes_consumed(), fed, "{context}: bytes_consumed");
@@ -439,8 +475,14 @@ mod tests {
             expected(&models, DuplicateKeys::Reject),
             Expected::Error(vec!["duplicate_model"])
         );
-        assert_eq!(expected(&models, DuplicateKeys::FirstWins), Expected::Found("a".into()));
-        assert_eq!(expected(&models, DuplicateKeys::LastWins), Expected::Found("c".into()));
+        assert_eq!(
+            expected(&models, DuplicateKeys::FirstWins),
+            Expected::Found("a".into())
+        );
+        assert_eq!(
+            expected(&models, DuplicateKeys::LastWins),
+            Expected::Found("c".into())
+        );
         let bad_first = vec![Value::Null, Value::from("b")];
         assert_eq!(
             expected(&bad_first, DuplicateKeys::Reject),
@@ -453,14 +495,26 @@ mod tests {
     fn expected_validates_the_model_value() {
         let check = |v: Value| expected(&[v], DuplicateKeys::Reject);
         assert_eq!(check(Value::from("")), Expected::Error(vec!["empty_model"]));
-        assert_eq!(check(Value::from("a\u{7f}")), Expected::Error(vec!["model_control_char"]));
-        assert_eq!(check(Value::from("a".repeat(256))), Expected::Found("a".repeat(256)));
-        assert_eq!(check(Value::from("a".repeat(257))), Expected::Error(vec!["model_too_long"]));
+        assert_eq!(
+            check(Value::from("a\u{7f}")),
+            Expected::Error(vec!["model_control_char"])
+        );
+        assert_eq!(
+            check(Value::from("a".repeat(256))),
+            Expected::Found("a".repeat(256))
+        );
+        assert_eq!(
+            check(Value::from("a".repeat(257))),
+            Expected::Error(vec!["model_too_long"])
+        );
         assert_eq!(
             check(Value::from(format!("\n{}", "a".repeat(256)))),
             Expected::Error(vec!["model_control_char", "model_too_long"])
         );
-        assert_eq!(check(Value::Bool(true)), Expected::Error(vec!["model_not_a_string"]));
+        assert_eq!(
+            check(Value::Bool(true)),
+            Expected::Error(vec!["model_not_a_string"])
+        );
     }
 
     #[test]

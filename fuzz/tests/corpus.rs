@@ -5,7 +5,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use bbr_fuzz::{check_chunked, check_oneshot};
+use bbr_fuzz::{check_chunked, check_oneshot, check_replay};
 
 /// Files directly under `dir`, sorted; none when it does not exist.
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -33,20 +33,38 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
             failures.push(path.display().to_string());
         }
     }
-    assert!(failures.is_empty(), "{target}: failing inputs: {failures:#?}");
+    assert!(
+        failures.is_empty(),
+        "{target}: failing inputs: {failures:#?}"
+    );
     corpus.len()
 }
 
 #[test]
 fn extract_oneshot_corpus_passes() {
     let count = replay("extract_oneshot", check_oneshot);
-    assert!(count >= 40, "the extract_oneshot seed corpus is missing ({count} files)");
+    assert!(
+        count >= 40,
+        "the extract_oneshot seed corpus is missing ({count} files)"
+    );
 }
 
 #[test]
 fn extract_chunked_corpus_passes() {
     let count = replay("extract_chunked", check_chunked);
-    assert!(count >= 10, "the extract_chunked seed corpus is missing ({count} files)");
+    assert!(
+        count >= 10,
+        "the extract_chunked seed corpus is missing ({count} files)"
+    );
+}
+
+#[test]
+fn replay_body_corpus_passes() {
+    let count = replay("replay_body", check_replay);
+    assert!(
+        count >= 10,
+        "the replay_body seed corpus is missing ({count} files)"
+    );
 }
 
 /// Every one-shot seed also goes through the chunked check with a few fixed
@@ -54,7 +72,12 @@ fn extract_chunked_corpus_passes() {
 #[test]
 fn oneshot_seeds_agree_under_fixed_splits() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let headers: [&[u8]; 4] = [b"\x80\x00", b"\x00\x0f", b"\x43\x06\xc8\x00\x3f", b"\x01\x02\x04"];
+    let headers: [&[u8]; 4] = [
+        b"\x80\x00",
+        b"\x00\x0f",
+        b"\x43\x06\xc8\x00\x3f",
+        b"\x01\x02\x04",
+    ];
     let mut failures = Vec::new();
     for path in files(&root.join("corpus").join("extract_oneshot")) {
         let body = std::fs::read(&path).expect("readable corpus file");
@@ -62,6 +85,12 @@ fn oneshot_seeds_agree_under_fixed_splits() {
             let data = [header, &body].concat();
             if catch_unwind(AssertUnwindSafe(|| check_chunked(&data))).is_err() {
                 failures.push(format!("{} with header {header:02x?}", path.display()));
+            }
+            if catch_unwind(AssertUnwindSafe(|| check_replay(&data))).is_err() {
+                failures.push(format!(
+                    "{} through the layer, header {header:02x?}",
+                    path.display()
+                ));
             }
         }
     }
