@@ -172,23 +172,73 @@ const fn hex_value(b: u8) -> Option<u16> {
     }
 }
 
-/// Index of the first byte below 0x20 (a control character, invalid inside
-/// a JSON string). Whole 32-byte blocks are checked without early exit so
-/// the compiler can vectorize the check.
-fn first_control(run: &[u8]) -> Option<usize> {
+/// Index of the first byte of `run` that is a control byte or not ASCII
+/// (one signed comparison catches both). Whole 32-byte blocks are checked
+/// without early exit, so the compiler vectorizes the check.
+fn first_unusual(run: &[u8]) -> Option<usize> {
+    let unusual = |b: u8| (b as i8) < 0x20;
     let mut blocks = run.chunks_exact(32);
     let mut offset = 0;
     for block in &mut blocks {
-        if block.iter().fold(false, |any, &b| any | (b < 0x20)) {
-            return block.iter().position(|&b| b < 0x20).map(|p| offset + p);
+        if block.iter().fold(false, |any, &b| any | unusual(b)) {
+            return block.iter().position(|&b| unusual(b)).map(|p| offset + p);
         }
         offset += 32;
     }
     blocks
         .remainder()
         .iter()
-        .position(|&b| b < 0x20)
+        .position(|&b| unusual(b))
         .map(|p| offset + p)
+}
+
+/// Length of the escape at the start of `rest` (which starts with `\`)
+/// when it is complete and valid; surrogate pairs only as a whole. `None`
+/// leaves it to the byte-at-a-time path.
+fn escape_len(rest: &[u8]) -> Option<usize> {
+    match *rest.get(1)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(2),
+        b'u' => {
+            let unit = hex4(rest.get(2..6)?)?;
+            match unit {
+                0xd800..=0xdbff => {
+                    let low = rest.get(6..12)?;
+                    if low[0] != b'\\' || low[1] != b'u' {
+                        return None;
+                    }
+                    matches!(hex4(&low[2..])?, 0xdc00..=0xdfff).then_some(12)
+                }
+                0xdc00..=0xdfff => None,
+                _ => Some(6),
+            }
+        }
+        _ => None,
+    }
+}
+
+fn hex4(digits: &[u8]) -> Option<u16> {
+    digits
+        .iter()
+        .try_fold(0u16, |acc, &d| Some((acc << 4) | hex_value(d)?))
+}
+
+/// Length of the UTF-8 character at the start of `rest` when it is complete
+/// and valid (the rules of `str::from_utf8`).
+fn utf8_char_len(rest: &[u8]) -> Option<usize> {
+    let (len, lo, hi) = match rest[0] {
+        0xc2..=0xdf => (2, 0x80, 0xbf),
+        0xe0 => (3, 0xa0, 0xbf),
+        0xe1..=0xec | 0xee | 0xef => (3, 0x80, 0xbf),
+        0xed => (3, 0x80, 0x9f),
+        0xf0 => (4, 0x90, 0xbf),
+        0xf1..=0xf3 => (4, 0x80, 0xbf),
+        0xf4 => (4, 0x80, 0x8f),
+        _ => return None,
+    };
+    let seq = rest.get(..len)?;
+    let second_ok = (lo..=hi).contains(&seq[1]);
+    let rest_ok = seq[2..].iter().all(|&c| (0x80..=0xbf).contains(&c));
+    (second_ok && rest_ok).then_some(len)
 }
 
 /// Length of the leading run of bytes that can go into a model unchanged:
@@ -481,6 +531,12 @@ impl ModelExtractor {
                     }
                 }
                 State::Start => match b {
+                    b'{' if !self.reference && self.limits.get_max_depth() > 0 => {
+                        i = self.model_first(chunk, i, end);
+                        if self.halted {
+                            return Ok(i);
+                        }
+                    }
                     b'{' => {
                         self.open(true, base + i as u64)?;
                         self.state = State::ObjFirst;
@@ -584,6 +640,49 @@ impl ModelExtractor {
             self.capture = Capture::Owned;
         }
         Ok(i)
+    }
+
+    /// The common case in one step: the body opens with `{"model":"` and a
+    /// plain model (printable ASCII, no escapes) that ends within this
+    /// chunk. Reads it with slice comparisons and leaves the machine in the
+    /// state the byte-at-a-time path would reach. Anything else (other
+    /// first key, escapes, whitespace, a chunk boundary, a limit) changes
+    /// nothing and leaves the body to the general path from `i` (the `{`),
+    /// so errors and offsets are unaffected.
+    fn model_first(&mut self, chunk: &Bytes, i: usize, end: usize) -> usize {
+        const PREFIX: &[u8] = b"{\"model\":\"";
+        let bytes = &chunk[..end];
+        let from = i + PREFIX.len();
+        if bytes.get(i..from) != Some(PREFIX) {
+            return self.open_root(i);
+        }
+        let max = self.limits.get_max_model_len();
+        let window = &bytes[from..end.min(from.saturating_add(max).saturating_add(1))];
+        let len = plain_model_run(window);
+        if len == 0 || len > max || window.get(len) != Some(&b'"') {
+            return self.open_root(i);
+        }
+        self.containers.set(0, true);
+        self.depth = 1;
+        self.state = State::AfterValue;
+        let model = Model::new_unchecked_utf8(chunk.slice(from..from + len), true);
+        match self.limits.get_duplicate_keys() {
+            DuplicateKeys::LastWins => self.candidate = Some(Ok(model)),
+            policy => {
+                self.halted = policy == DuplicateKeys::FirstWins;
+                self.decision = Some(Outcome::Found(model));
+            }
+        }
+        from + len + 1
+    }
+
+    /// Opens the root object at chunk index `i` (the `{`, with `max_depth`
+    /// at least 1, checked by the caller); returns the next index.
+    fn open_root(&mut self, i: usize) -> usize {
+        self.containers.set(0, true);
+        self.depth = 1;
+        self.state = State::ObjFirst;
+        i + 1
     }
 
     /// Opens a container at absolute offset `at`.
@@ -826,50 +925,40 @@ impl ModelExtractor {
     }
 
     /// Fast path for a skipped string from chunk index `i` (no UTF-8
-    /// sequence pending): jumps to the next `"` or `\` (or the end), after
-    /// validating the run in between. Returns the index of that byte.
+    /// sequence pending): `memchr2` to the next quote or backslash, the run
+    /// before it checked in bulk for control and non-ASCII bytes, complete
+    /// escapes and complete, valid UTF-8 characters skipped in place.
+    /// Returns the index of the closing quote, or of the first byte it
+    /// leaves to the byte-at-a-time path (an escape or a character that is
+    /// invalid or cut by the chunk end, which that path reports or carries
+    /// over exactly), or the chunk end.
     fn skip_string_run(
         &mut self,
         bytes: &[u8],
-        i: usize,
+        mut i: usize,
         base: u64,
     ) -> Result<usize, ExtractError> {
-        let rest = &bytes[i..];
-        let (run_len, terminated) = match memchr2(b'"', b'\\', rest) {
-            Some(k) => (k, true),
-            None => (rest.len(), false),
-        };
-        let run = &rest[..run_len];
-        let control = first_control(run).unwrap_or(usize::MAX);
-        // Report whichever error comes first in the byte stream, as the
-        // byte-at-a-time path would.
-        match std::str::from_utf8(run) {
-            Ok(_) if control == usize::MAX => Ok(i + run_len),
-            Ok(_) => Err(ExtractError::new(
-                ErrorKind::InvalidJson,
-                base + (i + control) as u64,
-            )),
-            Err(e) => {
-                let valid = e.valid_up_to();
-                if control < valid {
-                    return Err(ExtractError::new(
-                        ErrorKind::InvalidJson,
-                        base + (i + control) as u64,
-                    ));
+        let end = bytes.len();
+        loop {
+            let stop = memchr2(b'"', b'\\', &bytes[i..]).map_or(end, |k| i + k);
+            while let Some(k) = first_unusual(&bytes[i..stop]) {
+                i += k;
+                if bytes[i] < 0x20 {
+                    return Err(ExtractError::new(ErrorKind::InvalidJson, base + i as u64));
                 }
-                if e.error_len().is_some() || terminated {
-                    return Err(ExtractError::new(
-                        ErrorKind::InvalidUtf8,
-                        base + (i + valid) as u64,
-                    ));
+                match utf8_char_len(&bytes[i..]) {
+                    // Continuation bytes are >= 0x80, so a valid character
+                    // never runs past `stop`.
+                    Some(len) => i += len,
+                    None => return Ok(i),
                 }
-                // A sequence cut by the chunk end: carry its state over.
-                let lead = i + valid;
-                self.utf8_lead(bytes[lead], base + lead as u64)?;
-                for &b in &bytes[lead + 1..] {
-                    self.utf8_continuation(b)?;
-                }
-                Ok(bytes.len())
+            }
+            if stop == end || bytes[stop] == b'"' {
+                return Ok(stop);
+            }
+            match escape_len(&bytes[stop..]) {
+                Some(len) => i = stop + len,
+                None => return Ok(stop),
             }
         }
     }
@@ -1043,6 +1132,17 @@ impl Default for ModelExtractor {
 /// ```
 pub fn extract_model(body: &Bytes, limits: &Limits) -> Result<Outcome, ExtractError> {
     let mut extractor = ModelExtractor::new(*limits);
-    extractor.feed(body)?;
-    extractor.finish()
+    extractor.consumed = body.len() as u64;
+    extractor.feed_inner(body, 0)?;
+    // Hand out the decision without the clones `feed` and `finish` make.
+    let complete = extractor.state == State::Done;
+    match limits.get_duplicate_keys() {
+        DuplicateKeys::FirstWins if extractor.decision.is_some() => {
+            Ok(extractor.decision.take().expect("checked"))
+        }
+        DuplicateKeys::Reject if complete && extractor.decision.is_some() => {
+            Ok(extractor.decision.take().expect("checked"))
+        }
+        _ => extractor.finish(),
+    }
 }

@@ -1,7 +1,182 @@
 //! Incremental, zero-copy extraction of the top-level `model` from JSON
 //! request bodies fed chunk by chunk.
 //!
-//! (Crate docs are being written.)
+//! OpenAI-style clients name the model in the body (`{"model": "food-review-1",
+//! ...}`). A gateway that routes on it must read the body while it streams
+//! through, decide as early as possible, and never disagree with the model
+//! server about which model was asked for. This crate does that part and
+//! knows only bytes: [`ModelExtractor`] takes [`bytes::Bytes`] chunks of any
+//! size (down to one byte) and gives a [`Model`] or a typed
+//! [`ExtractError`]; [`extract_model`] does the same for a whole buffer.
+//! The answer never depends on where the chunk boundaries fall.
+//!
+//! ```
+//! use bbr_core::{ErrorKind, Limits, ModelExtractor, Outcome, Progress};
+//! use bytes::Bytes;
+//!
+//! let chunks = [
+//!     Bytes::from_static(br#"{"messages":[{"role":"user","model":"nested, ignored"}],"mo"#),
+//!     Bytes::from_static(br#"del":"food-review-1","stream":true"#),
+//!     Bytes::from_static(b"}\n"),
+//! ];
+//! let mut extractor = ModelExtractor::new(Limits::new());
+//! assert_eq!(extractor.feed(&chunks[0]).unwrap(), Progress::NeedMore);
+//! // The model is known as soon as its value is complete...
+//! let Progress::Found(model) = extractor.feed(&chunks[1]).unwrap() else { panic!() };
+//! assert_eq!(model.as_str(), "food-review-1");
+//! assert!(model.is_shared()); // a slice of chunks[1], no copy
+//! // ...and the rest of the body is still validated as it streams through.
+//! assert_eq!(extractor.feed(&chunks[2]).unwrap(), Progress::Decided);
+//! assert_eq!(extractor.finish().unwrap(), Outcome::Found(model));
+//!
+//! // Errors carry their kind and the absolute byte offset.
+//! let mut extractor = ModelExtractor::new(Limits::new());
+//! let err = extractor.feed(&Bytes::from_static(br#"{"model":42}"#)).unwrap_err();
+//! assert_eq!((err.kind, err.offset), (ErrorKind::ModelNotAString, 9));
+//! assert_eq!(err.kind.class().code(), "invalid_model");
+//! ```
+//!
+//! # What "top-level `model`" means
+//!
+//! The body must be one JSON object (RFC 8259), with optional JSON
+//! whitespace (space, tab, CR, LF) before and after it. Only a key of that
+//! root object (depth 1) counts; `model` keys anywhere deeper (inside
+//! `messages`, tool schemas, ...) are validated and ignored. Keys are
+//! compared after unescaping, so `"mod\u0065l"` is `model`; the comparison
+//! is exact and case-sensitive (`Model` and `model2` are other keys).
+//!
+//! A found model is a non-empty string, valid UTF-8, at most
+//! [`Limits::max_model_len`] bytes after unescaping, and free of control
+//! characters after unescaping (C0, including CR, LF, NUL, and DEL). Any
+//! other value is an error: [`ErrorKind::ModelNotAString`] (`null`,
+//! numbers, booleans, objects, arrays), [`ErrorKind::EmptyModel`],
+//! [`ErrorKind::ModelTooLong`], [`ErrorKind::ModelControlChar`].
+//!
+//! # Duplicate keys
+//!
+//! The gateway and the model server must never disagree on the model, and
+//! JSON parsers disagree on duplicate keys, so [`DuplicateKeys`] is explicit:
+//!
+//! | policy | decides | reads after the decision |
+//! | --- | --- | --- |
+//! | [`Reject`](DuplicateKeys::Reject) (default) | on the first top-level `model` | everything, validating it without holding it: invalid JSON or a second top-level `model` ([`ErrorKind::DuplicateModel`]) is an error |
+//! | [`FirstWins`](DuplicateKeys::FirstWins) | on the first top-level `model` | nothing: later bytes are only counted against the body limit |
+//! | [`LastWins`](DuplicateKeys::LastWins) | at [`ModelExtractor::finish`], on the last top-level `model` (like Go's and Python's decoders) | — (the whole body is validated before the decision) |
+//!
+//! Under last-wins only the last `model` value counts: an earlier invalid one
+//! (say `"model":1`) is forgotten when a later valid one follows, as a
+//! decoder into a map would do. Under reject and first-wins, the first
+//! `model` value decides, and an invalid one is the error at once.
+//!
+//! # Escapes and validation
+//!
+//! Every string in the body (keys and values, at any depth) is validated
+//! while it is skipped: the escapes `\" \\ \/ \b \f \n \r \t \uXXXX`, with
+//! UTF-16 surrogate pairs joined (`"\ud83d\ude00"` is one character); a
+//! lone or mismatched surrogate is [`ErrorKind::InvalidEscape`]. Raw bytes
+//! must be UTF-8 ([`ErrorKind::InvalidUtf8`], same rules as
+//! [`std::str::from_utf8`]: no overlongs, no encoded surrogates) and raw
+//! control characters below 0x20 are [`ErrorKind::InvalidJson`]. Numbers
+//! follow the RFC 8259 grammar (no leading zeros, digits after `.` and
+//! `e`); their range is not checked (serde_json refuses `1e400`, this crate
+//! accepts it, as RFC 8259 allows). `true`, `false` and `null` are matched
+//! exactly. A byte order mark, a second value or anything but whitespace
+//! after the root object is [`ErrorKind::InvalidJson`] (as in serde_json).
+//! A top-level value that starts like another JSON value (`[`, `"`, a digit,
+//! `-`, `t`, `f`, `n`) is [`ErrorKind::NotAnObject`]; any other first byte
+//! is [`ErrorKind::InvalidJson`]; an empty or all-whitespace body is
+//! [`ErrorKind::UnexpectedEnd`].
+//!
+//! The parser is a state machine with an explicit depth counter and a bit
+//! stack of open containers, never recursion: a body of a million `[` is
+//! refused with [`ErrorKind::TooDeep`] at the 128th level (the root object
+//! is depth 1) without growing the call stack.
+//!
+//! # How much input is read
+//!
+//! The decision is made by the byte that completes it: the closing quote of
+//! the top-level `model` value ([`Progress::Found`]), or the closing brace
+//! of the root object when there is no `model` ([`Progress::Absent`]).
+//! Under first-wins nothing after that byte is parsed. Under reject the rest
+//! is parsed as it is fed (the adapters feed every chunk they forward) and
+//! [`ModelExtractor::finish`] reports a truncated body. Under last-wins
+//! every byte is parsed before [`ModelExtractor::finish`] decides.
+//! [`ModelExtractor::bytes_consumed`] counts every byte fed.
+//!
+//! # When a copy happens
+//!
+//! A model without escapes that lies within one chunk is a slice of that
+//! chunk ([`Model::is_shared`] is true; `Bytes::slice`, a reference count,
+//! no allocation for shared `Bytes`). A model split across chunks, or with
+//! an escape, is unescaped into one owned buffer of at most `max_model_len`
+//! bytes. Nothing else is kept: chunks are never concatenated or retained;
+//! the only input the extractor holds after `feed` returns is the found
+//! model itself (a slice of its chunk, until [`ModelExtractor::finish`]
+//! hands it out) and at most three bytes of a UTF-8 sequence cut by a chunk
+//! boundary (as decoder state). An extraction with a shared model does no
+//! heap allocation at all (the `allocations` test counts them).
+//!
+//! # Limits
+//!
+//! | limit | default | exactly at it | one past it | HTTP class |
+//! | --- | --- | --- | --- | --- |
+//! | [`max_model_len`](Limits::max_model_len) | 256 bytes (after unescaping) | found | [`ModelTooLong`](ErrorKind::ModelTooLong) | 400 `invalid_model` |
+//! | [`max_depth`](Limits::max_depth) | 128 (root object = 1) | accepted | [`TooDeep`](ErrorKind::TooDeep) | 400 `invalid_json` |
+//! | [`max_scan_bytes`](Limits::max_scan_bytes) | 32 MiB before a decision (last-wins: the whole body) | decided | [`ScanLimit`](ErrorKind::ScanLimit) | 413 `request_too_large` |
+//! | [`max_body_bytes`](Limits::max_body_bytes) | 128 MiB, every policy, also after a decision | accepted | [`BodyTooLarge`](ErrorKind::BodyTooLarge) | 413 `request_too_large` |
+//!
+//! When the scan and body limits are passed at the same byte, the error is
+//! [`ErrorKind::BodyTooLarge`].
+//!
+//! # Error offsets
+//!
+//! [`ExtractError::offset`] is absolute in the body. Errors are found in
+//! byte order, so the first error of a body is reported whatever the
+//! chunking, and it is sticky: every later `feed` and `finish` returns it.
+//!
+//! | kind | offset |
+//! | --- | --- |
+//! | `invalid_json`, `not_an_object` | the offending byte |
+//! | `invalid_escape` | the backslash that starts the escape (the high half's, for a surrogate pair) |
+//! | `invalid_utf8` | the first byte of the invalid sequence |
+//! | `unexpected_end` | the body length |
+//! | `too_deep` | the bracket that opens one level too many |
+//! | `model_not_a_string` | the first byte of the value |
+//! | `empty_model`, `model_too_long` | the opening quote of the value |
+//! | `model_control_char` | the control byte, or the backslash of its escape |
+//! | `duplicate_model` | the opening quote of the second `model` key |
+//! | `scan_limit`, `body_too_large` | the limit (the first byte past it) |
+//!
+//! # Speed, and where simd-json is used
+//!
+//! Strings, which are nearly all of a chat body, are skipped with `memchr`
+//! (to the next `"` or `\`) and the run in between is validated in bulk
+//! (`std::str::from_utf8` and a vectorizable control-byte check), not byte
+//! by byte. A byte-at-a-time reference mode of the same state machine is
+//! checked against the fast one in the tests. The numbers are in the
+//! workspace README, measured by `cargo bench -p bbr-benches --bench
+//! extract`.
+//!
+//! simd-json is used in the tests only, as a second, independent oracle
+//! for JSON validity next to serde_json. It is not used for extraction: it
+//! parses in place, so a whole-buffer path would first copy the body (an
+//! allocation as large as the body), and it cannot stop at the model, so
+//! it loses to the streaming scanner both with the model first (nanoseconds
+//! against a full parse) and last (see the `simd_json_struct` rows of the
+//! benchmark).
+//!
+//! # The `extract` example
+//!
+//! `cargo run --release -p bbr-core --example extract -- [--chunk N]
+//! [--policy reject|first-wins|last-wins] FILE...` prints one line per file:
+//! `{"file":F,"outcome":"found","model":M}`, `{"file":F,"outcome":"absent"}`
+//! or `{"file":F,"outcome":"error","kind":K,"offset":N}`, the verdict after
+//! the whole file was fed in `N`-byte chunks (64 KiB by default). This
+//! format is stable: it is the black-box interface of the core.
+//!
+//! # Feature flags
+//!
+//! None.
 #![forbid(unsafe_code)]
 
 #[doc(hidden)]
