@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Load benchmark (not a test): requests/s and latency through the gateway
 # against calling the simulated model server directly, zero simulated
-# latency, 1 KiB and 256 KiB chat bodies, concurrency 1 and 64.
+# latency, 1 KiB and 256 KiB chat bodies, concurrency 1 and 64. When an
+# Envoy is found (ENVOY_BIN, <workspace>/.venv/bin/envoy, PATH), the same
+# requests also go through Envoy routing by a header the client sets itself
+# (deploy/envoy/header-only.yaml, no body work) to the same model server:
+# the design's yardstick for "body-based routing for free".
 #
 #   bash bbr-axum-example/bench/run-load.sh            # 10 s per run
 #   DURATION=5s MODEL_POSITION=first bash bbr-axum-example/bench/run-load.sh
@@ -15,6 +19,11 @@ cd "$(dirname "$0")/../.."
 
 DURATION=${DURATION:-10s}
 MODEL_POSITION=${MODEL_POSITION:-last}
+ENVOY_CONCURRENCY=${ENVOY_CONCURRENCY:-2}
+ENVOY=${ENVOY_BIN:-}
+if [ -z "$ENVOY" ]; then
+  if [ -x .venv/bin/envoy ]; then ENVOY=.venv/bin/envoy; else ENVOY=$(command -v envoy || true); fi
+fi
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -62,6 +71,20 @@ RUST_LOG=warn "$BIN/bbr-axum-example" --config "$WORK/gateway.yaml" \
 PIDS+=($!)
 wait_port "$GW_PORT"
 
+ENVOY_PORT=
+if [ -n "$ENVOY" ]; then
+  ENVOY_PORT=$(free_port); ADMIN_PORT=$(free_port)
+  sed -e "s/\${LISTEN_PORT}/$ENVOY_PORT/; s/\${ADMIN_PORT}/$ADMIN_PORT/" \
+      -e "s/\${LLAMA_PORT}/$SIM_PORT/; s/\${DEEPSEEK_PORT}/$SIM_PORT/; s/\${DEFAULT_PORT}/$SIM_PORT/" \
+      deploy/envoy/header-only.yaml >"$WORK/envoy.yaml"
+  "$ENVOY" -c "$WORK/envoy.yaml" --disable-hot-restart --concurrency "$ENVOY_CONCURRENCY" -l error \
+    >"$WORK/envoy.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$ENVOY_PORT"
+else
+  echo "no Envoy found (ENVOY_BIN, .venv/bin/envoy, PATH): skipping the Envoy header-only column" >&2
+fi
+
 # Chat bodies of exactly 1 KiB and 256 KiB.
 python3 - "$WORK" "$MODEL_POSITION" <<'PY'
 import json, sys
@@ -86,31 +109,41 @@ for name, size in (("1k", 1024), ("256k", 256 * 1024)):
     open(f"{work}/{name}.json", "w").write(text)
 PY
 
-run() { # target url body concurrency
-  "$BIN/loadgen" --url "$2" --body "$WORK/$3.json" --concurrency "$4" --duration "$DURATION" \
-    --header content-type:application/json --expect-status 200 | tail -n 1
+run() { # url body concurrency [extra loadgen args...]
+  local url=$1 body=$2 conc=$3; shift 3
+  "$BIN/loadgen" --url "$url" --body "$WORK/$body.json" --concurrency "$conc" --duration "$DURATION" \
+    --header content-type:application/json --expect-status 200 --expect-body '"model":"ski-resorts"' "$@" \
+    | tail -n 1
 }
 
 OUT=target/bbr-axum-example-load.md
 {
-  echo "| body | concurrency | direct req/s | direct p50 | direct p99 | gateway req/s | gateway p50 | gateway p99 | gateway/direct req/s |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  echo "| body | concurrency | direct req/s | p50 | p99 | Envoy header-only req/s | p50 | p99 | gateway (BBR) req/s | p50 | p99 | gateway/direct | gateway/Envoy |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 } >"$OUT"
 for body in 1k 256k; do
   for conc in 1 64; do
-    direct=$(run direct "http://127.0.0.1:$SIM_PORT/v1/chat/completions" "$body" "$conc")
-    gateway=$(run gateway "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$body" "$conc")
-    python3 - "$body" "$conc" "$direct" "$gateway" >>"$OUT" <<'PY'
+    direct=$(run "http://127.0.0.1:$SIM_PORT/v1/chat/completions" "$body" "$conc")
+    envoy=null
+    if [ -n "$ENVOY_PORT" ]; then
+      envoy=$(run "http://127.0.0.1:$ENVOY_PORT/v1/chat/completions" "$body" "$conc" \
+        --header x-gateway-model-name:ski-resorts)
+    fi
+    gateway=$(run "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$body" "$conc")
+    python3 - "$body" "$conc" "$direct" "$envoy" "$gateway" >>"$OUT" <<'PY'
 import json, sys
-body, conc, d, g = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
-for r in (d, g):
-    if r["errors"]:
+body, conc = sys.argv[1], sys.argv[2]
+d, e, g = (json.loads(a) for a in sys.argv[3:6])
+for r in (d, e, g):
+    if r and r["errors"]:
         sys.exit(f"{r['errors']} errors in a run: {r}")
 ms = lambda us: f"{us / 1000:.2f} ms"
-print(f"| {'1 KiB' if body == '1k' else '256 KiB'} | {conc} | {d['requests_per_sec']:.0f} | {ms(d['p50_us'])} | {ms(d['p99_us'])} "
-      f"| {g['requests_per_sec']:.0f} | {ms(g['p50_us'])} | {ms(g['p99_us'])} | {g['requests_per_sec'] / d['requests_per_sec']:.2f} |")
+cols = lambda r: f"{r['requests_per_sec']:.0f} | {ms(r['p50_us'])} | {ms(r['p99_us'])}" if r else "– | – | –"
+ratio = lambda a, b: f"{a['requests_per_sec'] / b['requests_per_sec']:.2f}" if a and b else "–"
+size = "1 KiB" if body == "1k" else "256 KiB"
+print(f"| {size} | {conc} | {cols(d)} | {cols(e)} | {cols(g)} | {ratio(g, d)} | {ratio(g, e)} |")
 PY
   done
 done
-echo "model position: $MODEL_POSITION, $DURATION per run, $(nproc) cores" >>"$OUT"
+echo "model position: $MODEL_POSITION, $DURATION per run, Envoy --concurrency $ENVOY_CONCURRENCY, $(nproc) cores" >>"$OUT"
 cat "$OUT"
