@@ -8,8 +8,10 @@
 //! (kind and offset) does not depend on where the chunk boundaries fall.
 //!
 //! Two modes share the state machine: the default one skips string contents
-//! with `memchr` and validates skipped runs with `std::str::from_utf8`; the
-//! reference mode ([`ModelExtractor::new_reference`]) steps byte by byte and
+//! with `memchr2` (to the next quote or backslash), checks the run before
+//! it for control and non-ASCII bytes in vectorizable 32-byte blocks, and
+//! validates escapes and non-ASCII characters in place (the rules of
+//! `std::str::from_utf8`); the reference mode ([`ModelExtractor::new_reference`]) steps byte by byte and
 //! exists so tests can check the fast paths against it.
 
 use bytes::Bytes;
@@ -349,7 +351,7 @@ impl ModelExtractor {
     }
 
     /// The byte-at-a-time reference implementation of the same state
-    /// machine, without the `memchr`/`from_utf8` fast paths. Slower; used by
+    /// machine, without the fast paths for strings and the model-first prefix. Slower; used by
     /// tests as a second oracle for the fast paths.
     ///
     /// ```

@@ -619,3 +619,62 @@ fn a_million_open_brackets_are_too_deep_without_recursion() {
     let err = crate::extract_model(&body, &unlimited).unwrap_err();
     assert_eq!(err, ExtractError::new(K::UnexpectedEnd, body.len() as u64));
 }
+
+/// Long strings exercise the block-wise fast paths (32-byte blocks,
+/// `memchr2`): one defect planted at every position of a long value must be
+/// reported at exactly that offset, in fast and reference mode, whatever the
+/// chunking.
+#[test]
+fn defects_in_long_strings_are_reported_at_their_exact_offset() {
+    let filler =
+        "lorem ipsum \\\"dolor\\\" sit caf\u{e9} \\u00e9 \u{65e5}\u{672c} \\ud83d\\ude00 amet, "
+            .repeat(4);
+    let head = r#"{"messages":[{"role":"user","content":""#;
+    let tail = r#""}],"model":"m"}"#;
+    let body = format!("{head}{filler}{tail}");
+    let valid = body.as_bytes();
+    check_all_chunkings(valid, Limits::new(), &Want::Found("m").verdict(0), 0);
+    let defects: [(&[u8], ErrorKind); 4] = [
+        (b"\x01", K::InvalidJson),
+        (b"\xff", K::InvalidUtf8),
+        (b"\xe6\x97", K::InvalidUtf8),
+        (b"\\x", K::InvalidEscape),
+    ];
+    let content = head.len()..head.len() + filler.len();
+    let mut checked = 0;
+    for at in content.clone().step_by(3) {
+        // Only at character boundaries of the filler.
+        if !filler.is_char_boundary(at - head.len()) {
+            continue;
+        }
+        for (defect, kind) in defects {
+            let mut broken = valid[..at].to_vec();
+            broken.extend_from_slice(defect);
+            broken.extend_from_slice(&valid[at..]);
+            // An escape cut in half by the defect is reported at its own
+            // backslash: plant defects only where the previous escape is
+            // complete (the seed table covers escapes themselves).
+            let before = &valid[content.start..at];
+            let trailing_backslashes = before.iter().rev().take_while(|&&b| b == b'\\').count();
+            let in_unicode_escape = before.len() >= 2
+                && before[before.len().saturating_sub(5)..].contains(&b'u')
+                && before[before.len().saturating_sub(6)..].contains(&b'\\');
+            if trailing_backslashes % 2 == 1 || in_unicode_escape {
+                continue;
+            }
+            checked += 1;
+            let expected = Err(ExtractError::new(kind, at as u64));
+            for reference in [false, true] {
+                for size in [1, 7, 31, 32, 33, 64, 4096] {
+                    let cuts: Vec<usize> = (size..broken.len()).step_by(size).collect();
+                    let chunks = super::harness::split(&broken, &cuts);
+                    let got = super::harness::drive(&chunks, Limits::new(), reference);
+                    assert_eq!(
+                        got, expected,
+                        "defect {defect:?} at {at}, chunks of {size}, reference {reference}"
+                    );
+                }
+            }
+        }
+    }
+}
