@@ -677,4 +677,5 @@ fn defects_in_long_strings_are_reported_at_their_exact_offset() {
             }
         }
     }
+    assert!(checked > 200, "only {checked} placements checked");
 }
