@@ -278,24 +278,51 @@ impl Connection {
     async fn exchange(
         &mut self,
         request: Request<Full<Bytes>>,
-    ) -> Result<(http::response::Parts, Bytes), String> {
+    ) -> Result<(http::response::Parts, Bytes), Exchange> {
+        // A connection the server closed (idle timeout, `connection: close`)
+        // was not given the request: reconnect, do not count an error.
         self.sender
             .ready()
             .await
-            .map_err(|e| format!("connection: {e}"))?;
+            .map_err(|e| Exchange::NotSent(format!("connection: {e}")))?;
         let response = self
             .sender
             .send_request(request)
             .await
-            .map_err(|e| format!("request: {e}"))?;
+            .map_err(|e| Exchange::Failed(format!("request: {e}")))?;
         let (parts, body) = response.into_parts();
         let body = body
             .collect()
             .await
-            .map_err(|e| format!("response body: {e}"))?
+            .map_err(|e| Exchange::Failed(format!("response body: {e}")))?
             .to_bytes();
         Ok((parts, body))
     }
+}
+
+/// Why an exchange on a connection did not give a response.
+#[derive(Debug)]
+enum Exchange {
+    /// The connection was already closed; the request was not sent.
+    NotSent(String),
+    /// The request was sent (or being sent) and failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exchange::NotSent(m) | Exchange::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// True when the server said it closes the connection after this response.
+fn closes_connection(parts: &http::response::Parts) -> bool {
+    parts
+        .headers
+        .get(http::header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
 }
 
 fn build_request(config: &Config) -> Request<Full<Bytes>> {
@@ -326,7 +353,10 @@ fn build_request(config: &Config) -> Request<Full<Bytes>> {
 async fn check_first(config: &Config, host: &str, port: u16) -> Result<(), LoadError> {
     let exchange = async {
         let mut connection = Connection::open(host, port).await?;
-        connection.exchange(build_request(config)).await
+        connection
+            .exchange(build_request(config))
+            .await
+            .map_err(|e| e.to_string())
     };
     let (parts, body) = tokio::time::timeout(config.request_timeout, exchange)
         .await
@@ -394,11 +424,18 @@ async fn worker(config: Config, host: String, port: u16, deadline: Instant) -> W
         )
         .await;
         match outcome {
-            Ok(Ok((parts, _body))) if parts.status == config.expect_status => {
-                result.latencies.push(start.elapsed());
+            Ok(Ok((parts, _body))) => {
+                if parts.status == config.expect_status {
+                    result.latencies.push(start.elapsed());
+                } else {
+                    result.errors += 1;
+                }
+                if closes_connection(&parts) {
+                    connection = None;
+                }
             }
-            Ok(Ok(_)) => result.errors += 1,
-            Ok(Err(_)) | Err(_) => {
+            Ok(Err(Exchange::NotSent(_))) => connection = None,
+            Ok(Err(Exchange::Failed(_))) | Err(_) => {
                 result.errors += 1;
                 connection = None;
             }
@@ -461,7 +498,10 @@ mod tests {
     /// A real hyper server on 127.0.0.1 that reads the body and answers
     /// `{"bytes":N}` with `x-gateway-model-name: test-model`; it counts the
     /// requests it answered and stops when the returned handle is aborted.
-    async fn echo_server() -> (SocketAddr, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    /// With `close_each`, every response says `connection: close`.
+    async fn echo_server(
+        close_each: bool,
+    ) -> (SocketAddr, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let count = Arc::new(AtomicU64::new(0));
@@ -478,8 +518,12 @@ mod tests {
                         async move {
                             let body = request.into_body().collect().await.unwrap().to_bytes();
                             served.fetch_add(1, Ordering::SeqCst);
+                            let mut response = Response::builder();
+                            if close_each {
+                                response = response.header("connection", "close");
+                            }
                             Ok::<_, Infallible>(
-                                Response::builder()
+                                response
                                     .header("x-gateway-model-name", "test-model")
                                     .body(Full::new(Bytes::from(format!(
                                         "{{\"bytes\":{}}}",
@@ -512,7 +556,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn counts_every_request_the_server_answered() {
-        let (addr, served, server) = echo_server().await;
+        let (addr, served, server) = echo_server(false).await;
         let mut config = config_for(addr, br#"{"model":"test-model"}"#);
         config.concurrency = 3;
         config.expect_headers = vec![(
@@ -547,9 +591,21 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_closing_each_connection_costs_reconnects_not_errors() {
+        let (addr, served, server) = echo_server(true).await;
+        let mut config = config_for(addr, br#"{"model":"test-model"}"#);
+        config.concurrency = 2;
+        let report = run(&config).await.unwrap();
+        server.abort();
+        assert_eq!(report.errors, 0);
+        assert!(report.requests > 5, "only {} requests", report.requests);
+        assert_eq!(served.load(Ordering::SeqCst), report.requests + 1);
+    }
+
     #[tokio::test]
     async fn a_wrong_status_fails_the_check_before_any_load() {
-        let (addr, served, server) = echo_server().await;
+        let (addr, served, server) = echo_server(false).await;
         let mut config = config_for(addr, b"{}");
         config.expect_status = StatusCode::CREATED;
         let error = run(&config).await.unwrap_err();
@@ -563,7 +619,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_header_or_body_text_fails_the_check() {
-        let (addr, _served, server) = echo_server().await;
+        let (addr, _served, server) = echo_server(false).await;
         let mut config = config_for(addr, b"{}");
         config.expect_headers = vec![(
             HeaderName::from_static("x-gateway-model-name"),
