@@ -237,7 +237,18 @@ where
         };
         match step {
             Step::NeedMore => {}
-            Step::Decided(decision) => return Poll::Ready(Ok(decision)),
+            Step::Decided(decision) => {
+                // A body that is already complete is checked whole before
+                // any of it is forwarded: an upstream must never receive a
+                // complete body that the contract refuses (a truncated tail
+                // in the frame that decided, say).
+                if !scan.ended() && body.is_end_stream() {
+                    if let Step::Failed(error) = scan.end() {
+                        return Poll::Ready(Err(Error::Extract(error)));
+                    }
+                }
+                return Poll::Ready(Ok(decision));
+            }
             Step::Failed(error) => return Poll::Ready(Err(Error::Extract(error))),
         }
     }
