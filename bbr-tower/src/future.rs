@@ -242,10 +242,11 @@ where
                 // any of it is forwarded: an upstream must never receive a
                 // complete body that the contract refuses (a truncated tail
                 // in the frame that decided, say).
-                if !scan.ended() && body.is_end_stream() {
-                    if let Step::Failed(error) = scan.end() {
-                        return Poll::Ready(Err(Error::Extract(error)));
-                    }
+                if !scan.ended()
+                    && body.is_end_stream()
+                    && let Step::Failed(error) = scan.end()
+                {
+                    return Poll::Ready(Err(Error::Extract(error)));
                 }
                 return Poll::Ready(Ok(decision));
             }
