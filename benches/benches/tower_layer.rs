@@ -4,8 +4,9 @@
 //!
 //! Ids are `tower_layer/<with_layer|without_layer>/<shape>/<size>/<position>`.
 //! The request body arrives as 16 KiB frames (what hyper hands over from a
-//! socket); the echo service reads the whole body and answers it back with
-//! the model header it saw, and the response body is read in full. Both
+//! socket); the echo service reads every frame and answers the same frames
+//! back (no copy) with the model header it saw, and the response body is
+//! read frame by frame. Both
 //! variants do exactly that; the difference is the layer: header guard,
 //! reading until the decision, replaying the held frames, and checking the
 //! rest of the body as it streams through (default `Reject` policy).
@@ -33,7 +34,7 @@ use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput};
 use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use tower::{Layer, Service, ServiceExt};
 
 /// A request body handing over prepared frames, all ready at once.
@@ -79,21 +80,22 @@ impl Body for FramedBody {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Reads the whole request body and answers it back, with the model header
-/// it received (if any).
-async fn echo<B>(request: Request<B>) -> Result<Response<Full<Bytes>>, BoxError>
+/// Reads the whole request body frame by frame and answers the same frames
+/// back (no copy), with the model header it received (if any).
+async fn echo<B>(request: Request<B>) -> Result<Response<FramedBody>, BoxError>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     let model = request.headers().get(MODEL_HEADER).cloned();
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map_err(Into::into)?
-        .to_bytes();
-    let mut response = Response::new(Full::new(body));
+    let mut body = request.into_body();
+    let mut frames = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(Into::into)?.into_data() {
+            frames.push(data);
+        }
+    }
+    let mut response = Response::new(FramedBody::new(frames));
     if let Some(model) = model {
         response.headers_mut().insert(MODEL_HEADER, model);
     }
@@ -112,12 +114,13 @@ fn complete<F: Future>(future: F) -> F::Output {
     panic!("an in-memory request did not complete");
 }
 
-/// Sends one request through `service` and reads the whole response.
-fn roundtrip<S, ResBody>(service: &S, frames: Vec<Bytes>) -> (Option<HeaderValue>, Bytes)
+/// Sends one request through `service` and reads the whole response, frame
+/// by frame (the frames are kept, not concatenated).
+fn roundtrip<S, ResBody>(service: &S, frames: Vec<Bytes>) -> (Option<HeaderValue>, Vec<Bytes>)
 where
     S: Service<Request<FramedBody>, Response = Response<ResBody>> + Clone,
     S::Error: std::fmt::Debug,
-    ResBody: Body<Data = Bytes>,
+    ResBody: Body<Data = Bytes> + Unpin,
     ResBody::Error: std::fmt::Debug,
 {
     let request = Request::post("/v1/chat/completions")
@@ -131,13 +134,14 @@ where
             .await
             .expect("echo answers");
         let model = response.headers().get(MODEL_HEADER).cloned();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("in-memory body")
-            .to_bytes();
-        (model, body)
+        let mut body = response.into_body();
+        let mut echoed = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.expect("in-memory body").into_data() {
+                echoed.push(data);
+            }
+        }
+        (model, echoed)
     })
 }
 
@@ -165,10 +169,14 @@ fn tower_layer(c: &mut Criterion) {
             }
 
             let (header, echoed) = roundtrip(&without_layer, frames.clone());
-            assert_eq!(echoed, body, "without_layer on {label}: echo differs");
+            assert_eq!(
+                echoed.concat(),
+                body,
+                "without_layer on {label}: echo differs"
+            );
             assert_eq!(header, None, "without_layer on {label}: unexpected header");
             let (header, echoed) = roundtrip(&with_layer, frames.clone());
-            assert_eq!(echoed, body, "with_layer on {label}: echo differs");
+            assert_eq!(echoed.concat(), body, "with_layer on {label}: echo differs");
             assert_eq!(
                 header.as_ref().and_then(|h| h.to_str().ok()),
                 Some(MODEL),

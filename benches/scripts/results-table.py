@@ -3,18 +3,30 @@
 markdown tables of benches/RESULTS.md: median time and throughput per
 implementation and body, and the checks against the performance goals.
 
-Usage: python3 benches/scripts/results-table.py [target/criterion]
+Usage: python3 benches/scripts/results-table.py [target/criterion] [--since EPOCH_SECONDS]
+
+--since keeps only benchmarks measured after that time (criterion keeps the
+estimates of every benchmark ever run, so a quick run would otherwise be
+mixed with older ones).
 """
 import json
 import pathlib
 import sys
 
-root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion")
+args = sys.argv[1:]
+since = 0.0
+if "--since" in args:
+    i = args.index("--since")
+    since = float(args[i + 1])
+    del args[i : i + 2]
+root = pathlib.Path(args[0] if args else "target/criterion")
 
 
 def load(group):
     results = {}
     for bench in (root / group).rglob("new/benchmark.json"):
+        if bench.stat().st_mtime < since:
+            continue
         meta = json.loads(bench.read_text())
         estimates = json.loads((bench.parent / "estimates.json").read_text())
         # full_id: <group>/<implementation>/<shape>/<size>/<position>
