@@ -2,6 +2,14 @@
 
 /// Why a body was refused, with the absolute byte offset in the stream where
 /// the problem was detected.
+///
+/// ```
+/// use bbr_core::{extract_model, ErrorKind, ExtractError, Limits};
+/// use bytes::Bytes;
+/// let err = extract_model(&Bytes::from_static(br#"{"model":""}"#), &Limits::new()).unwrap_err();
+/// assert_eq!(err, ExtractError::new(ErrorKind::EmptyModel, 9));
+/// assert_eq!(err.to_string(), "model is empty at byte 9");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind} at byte {offset}")]
 pub struct ExtractError {
@@ -13,6 +21,12 @@ pub struct ExtractError {
 
 impl ExtractError {
     /// Creates an error of `kind` at absolute `offset`.
+    ///
+    /// ```
+    /// use bbr_core::{ErrorKind, ExtractError};
+    /// let err = ExtractError::new(ErrorKind::UnexpectedEnd, 42);
+    /// assert_eq!((err.kind, err.offset), (ErrorKind::UnexpectedEnd, 42));
+    /// ```
     pub const fn new(kind: ErrorKind, offset: u64) -> Self {
         Self { kind, offset }
     }
@@ -20,6 +34,13 @@ impl ExtractError {
 
 /// The kinds of extraction error. Each has a stable snake_case name
 /// ([`ErrorKind::as_str`]) and belongs to one [`ErrorClass`].
+///
+/// ```
+/// use bbr_core::{ErrorClass, ErrorKind};
+/// let kind = ErrorKind::TooDeep { limit: 128 };
+/// assert_eq!(kind.to_string(), "nesting deeper than 128");
+/// assert_eq!(kind.class(), ErrorClass::InvalidJson);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -77,6 +98,12 @@ pub enum ErrorKind {
 }
 
 /// How an adapter should answer an error: the three rows of the contract's table.
+///
+/// ```
+/// use bbr_core::{ErrorClass, ErrorKind};
+/// assert_eq!(ErrorKind::DuplicateModel.class(), ErrorClass::InvalidModel);
+/// assert_eq!(ErrorClass::TooLarge.code(), "request_too_large");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorClass {
@@ -90,6 +117,10 @@ pub enum ErrorClass {
 
 impl ErrorClass {
     /// The OpenAI-style error `code` for this class.
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::ErrorClass::InvalidJson.code(), "invalid_json");
+    /// ```
     pub const fn code(self) -> &'static str {
         match self {
             ErrorClass::InvalidJson => "invalid_json",
@@ -101,6 +132,12 @@ impl ErrorClass {
 
 impl ErrorKind {
     /// Stable snake_case name, used in logs, metrics labels and the CLI output.
+    ///
+    /// ```
+    /// use bbr_core::ErrorKind;
+    /// assert_eq!(ErrorKind::ModelNotAString.as_str(), "model_not_a_string");
+    /// assert_eq!(ErrorKind::ScanLimit { limit: 1 }.as_str(), "scan_limit");
+    /// ```
     pub const fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidJson => "invalid_json",
@@ -120,6 +157,11 @@ impl ErrorKind {
     }
 
     /// Which row of the contract's table this kind belongs to.
+    ///
+    /// ```
+    /// use bbr_core::{ErrorClass, ErrorKind};
+    /// assert_eq!(ErrorKind::BodyTooLarge { limit: 1 }.class(), ErrorClass::TooLarge);
+    /// ```
     pub const fn class(self) -> ErrorClass {
         match self {
             ErrorKind::InvalidJson

@@ -2,6 +2,15 @@
 
 /// What to do when the top-level object holds `model` more than once.
 ///
+/// ```
+/// use bbr_core::{extract_model, DuplicateKeys, Limits};
+/// use bytes::Bytes;
+/// let body = Bytes::from_static(br#"{"model":"a","model":"b"}"#);
+/// let last = Limits::new().duplicate_keys("last-wins".parse().unwrap());
+/// assert_eq!(extract_model(&body, &last).unwrap().model().unwrap().as_str(), "b");
+/// assert!(extract_model(&body, &Limits::new()).is_err());
+/// ```
+///
 /// The gateway and the model server must never disagree on the model, so the
 /// default refuses such bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -21,6 +30,10 @@ pub enum DuplicateKeys {
 
 impl DuplicateKeys {
     /// Stable kebab-case name: `reject`, `first-wins`, `last-wins`.
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::DuplicateKeys::LastWins.as_str(), "last-wins");
+    /// ```
     pub const fn as_str(self) -> &'static str {
         match self {
             DuplicateKeys::Reject => "reject",
@@ -44,6 +57,10 @@ impl std::str::FromStr for DuplicateKeys {
 }
 
 /// The name given to [`DuplicateKeys::from_str`](std::str::FromStr) is not a policy.
+///
+/// ```
+/// assert_eq!("most-wins".parse::<bbr_core::DuplicateKeys>(), Err(bbr_core::UnknownPolicy));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("unknown duplicate-key policy (expected reject, first-wins or last-wins)")]
 pub struct UnknownPolicy;
@@ -85,6 +102,10 @@ impl Limits {
     pub const DEFAULT_MAX_BODY_BYTES: u64 = 128 * 1024 * 1024;
 
     /// The defaults above, with [`DuplicateKeys::Reject`].
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::Limits::new(), bbr_core::Limits::default());
+    /// ```
     pub const fn new() -> Self {
         Self {
             max_model_len: Self::DEFAULT_MAX_MODEL_LEN,
@@ -97,6 +118,10 @@ impl Limits {
 
     /// Longest accepted model, in bytes after unescaping. A model of exactly
     /// this length is accepted; one byte more is `model_too_long`.
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::Limits::new().max_model_len(64).get_max_model_len(), 64);
+    /// ```
     pub const fn max_model_len(mut self, bytes: usize) -> Self {
         self.max_model_len = bytes;
         self
@@ -104,6 +129,10 @@ impl Limits {
 
     /// Deepest accepted nesting; the root object is depth 1. A body nested
     /// exactly this deep is accepted; one level more is `too_deep`.
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::Limits::new().max_depth(16).get_max_depth(), 16);
+    /// ```
     pub const fn max_depth(mut self, depth: u32) -> Self {
         self.max_depth = depth;
         self
@@ -111,6 +140,10 @@ impl Limits {
 
     /// Most bytes read before a decision. A decision that needs exactly this
     /// many bytes is reached; needing one more is `scan_limit`.
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::Limits::new().max_scan_bytes(1 << 20).get_max_scan_bytes(), 1 << 20);
+    /// ```
     pub const fn max_scan_bytes(mut self, bytes: u64) -> Self {
         self.max_scan_bytes = bytes;
         self
@@ -118,38 +151,68 @@ impl Limits {
 
     /// Longest accepted body. Exactly this many bytes is accepted; one more is
     /// `body_too_large` (counted on every policy, also after the decision).
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::Limits::new().max_body_bytes(1 << 20).get_max_body_bytes(), 1 << 20);
+    /// ```
     pub const fn max_body_bytes(mut self, bytes: u64) -> Self {
         self.max_body_bytes = bytes;
         self
     }
 
     /// What to do with a second top-level `model`.
+    ///
+    /// ```
+    /// use bbr_core::{DuplicateKeys, Limits};
+    /// let limits = Limits::new().duplicate_keys(DuplicateKeys::FirstWins);
+    /// assert_eq!(limits.get_duplicate_keys(), DuplicateKeys::FirstWins);
+    /// ```
     pub const fn duplicate_keys(mut self, policy: DuplicateKeys) -> Self {
         self.duplicate_keys = policy;
         self
     }
 
     /// The configured `max_model_len`.
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::Limits::new().get_max_model_len(), 256);
+    /// ```
     pub const fn get_max_model_len(&self) -> usize {
         self.max_model_len
     }
 
     /// The configured `max_depth`.
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::Limits::new().get_max_depth(), 128);
+    /// ```
     pub const fn get_max_depth(&self) -> u32 {
         self.max_depth
     }
 
     /// The configured `max_scan_bytes`.
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::Limits::new().get_max_scan_bytes(), 32 * 1024 * 1024);
+    /// ```
     pub const fn get_max_scan_bytes(&self) -> u64 {
         self.max_scan_bytes
     }
 
     /// The configured `max_body_bytes`.
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::Limits::new().get_max_body_bytes(), 128 * 1024 * 1024);
+    /// ```
     pub const fn get_max_body_bytes(&self) -> u64 {
         self.max_body_bytes
     }
 
     /// The configured duplicate-key policy.
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::Limits::new().get_duplicate_keys(), bbr_core::DuplicateKeys::Reject);
+    /// ```
     pub const fn get_duplicate_keys(&self) -> DuplicateKeys {
         self.duplicate_keys
     }

@@ -32,26 +32,67 @@ impl Model {
     }
 
     /// The model as text.
+    ///
+    /// ```
+    /// # use bbr_core::{extract_model, Limits};
+    /// # use bytes::Bytes;
+    /// # let body = Bytes::from_static(br#"{"model":"m"}"#);
+    /// # let model = extract_model(&body, &Limits::new()).unwrap().model().unwrap().clone();
+    /// assert_eq!(model.as_str(), "m");
+    /// ```
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.bytes).expect("Model is only built from validated UTF-8")
     }
 
     /// The model's bytes.
+    ///
+    /// ```
+    /// # use bbr_core::{extract_model, Limits};
+    /// # use bytes::Bytes;
+    /// # let body = Bytes::from_static(br#"{"model":"m"}"#);
+    /// # let model = extract_model(&body, &Limits::new()).unwrap().model().unwrap().clone();
+    /// assert_eq!(model.as_bytes(), b"m");
+    /// ```
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
 
     /// The model as `Bytes` (a slice of the input chunk when shared).
+    ///
+    /// ```
+    /// # use bbr_core::{extract_model, Limits};
+    /// # use bytes::Bytes;
+    /// # let body = Bytes::from_static(br#"{"model":"m"}"#);
+    /// # let model = extract_model(&body, &Limits::new()).unwrap().model().unwrap().clone();
+    /// assert_eq!(model.into_bytes(), Bytes::from_static(b"m"));
+    /// ```
     pub fn into_bytes(self) -> Bytes {
         self.bytes
     }
 
     /// The model as `Bytes`, borrowed.
+    ///
+    /// ```
+    /// # use bbr_core::{extract_model, Limits};
+    /// # use bytes::Bytes;
+    /// # let body = Bytes::from_static(br#"{"model":"m"}"#);
+    /// # let model = extract_model(&body, &Limits::new()).unwrap().model().unwrap().clone();
+    /// assert_eq!(model.bytes().len(), 1);
+    /// ```
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
 
     /// True when the value points into the caller's chunk (no copy was made).
+    ///
+    /// ```
+    /// # use bbr_core::{extract_model, Limits};
+    /// # use bytes::Bytes;
+    /// # let body = Bytes::from_static(br#"{"model":"m"}"#);
+    /// # let model = extract_model(&body, &Limits::new()).unwrap().model().unwrap().clone();
+    /// assert!(model.is_shared());
+    /// assert!(body.as_ptr_range().contains(&model.as_bytes().as_ptr()));
+    /// ```
     pub fn is_shared(&self) -> bool {
         self.shared
     }
