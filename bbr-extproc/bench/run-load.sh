@@ -124,4 +124,13 @@ PY
   done
 done
 echo "model position: $MODEL_POSITION, $DURATION per run, Envoy --concurrency $ENVOY_CONCURRENCY, $(nproc) cores" >>"$OUT"
+# Time spent inside the extractor, from bbr-extproc's own histogram.
+python3 - "$METRICS" >>"$OUT" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
+values = {l.split()[0]: float(l.split()[1]) for l in text.splitlines() if l.startswith("bbr_extraction_duration_seconds_") and " " in l}
+total, count = values.get("bbr_extraction_duration_seconds_sum", 0.0), values.get("bbr_extraction_duration_seconds_count", 0.0)
+if count:
+    print(f"bbr-extproc extraction time: {total / count * 1e6:.1f} µs per request on average over {count:.0f} requests (bbr_extraction_duration_seconds)")
+PY
 cat "$OUT"
