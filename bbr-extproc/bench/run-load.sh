@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Load benchmark (not a test): requests/s and latency through a real Envoy
-# routing by body with bbr-extproc (FULL_DUPLEX_STREAMED, deploy/envoy/
-# bbr-full-duplex.yaml) against the same Envoy routing by a header the
-# client sets itself (deploy/envoy/header-only.yaml, no ext_proc), to the
-# same fast stub model server; 1 KiB and 256 KiB chat bodies, concurrency
-# 1 and 64.
+# in three setups, to the same fast stub model server, with the same load
+# generator; 1 KiB and 256 KiB chat bodies, concurrency 1 and 64:
+#   header-only  Envoy routing by a header the client sets itself
+#                (deploy/envoy/header-only.yaml, no ext_proc);
+#   no-op        Envoy with deploy/envoy/bbr-full-duplex.yaml pointed at
+#                examples/noop_extproc.rs: FULL_DUPLEX_STREAMED, headers
+#                answered at once with a fixed model, every chunk echoed,
+#                no JSON work (the floor for any ext_proc processor);
+#   bbr          the same Envoy config pointed at bbr-extproc.
+# Prints req/s, p50, p99 and the ratios bbr/no-op and bbr/header-only.
 #
 #   bash bbr-extproc/bench/run-load.sh                 # 10 s per run
 #   DURATION=5s MODEL_POSITION=first bash bbr-extproc/bench/run-load.sh
@@ -35,7 +40,7 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build --release -p bbr-extproc -p bbr-benches --bins >&2
-cargo build --release -p bbr-extproc --example stub_upstream >&2
+cargo build --release -p bbr-extproc --example stub_upstream --example noop_extproc >&2
 BIN=target/release
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -48,28 +53,33 @@ wait_port() {
 }
 
 STUB=$(free_port); EXTPROC=$(free_port); HEALTH=$(free_port); METRICS=$(free_port)
+NOOP=$(free_port)
 "$BIN/examples/stub_upstream" "127.0.0.1:$STUB" >"$WORK/stub.log" 2>&1 &
+PIDS+=($!)
+"$BIN/examples/noop_extproc" --port "$NOOP" --model ski-resorts >"$WORK/noop.log" 2>&1 &
 PIDS+=($!)
 RUST_LOG=warn "$BIN/bbr-extproc" --secure-serving=false --bind-address 127.0.0.1 \
   --grpc-port "$EXTPROC" --grpc-health-port "$HEALTH" --metrics-port "$METRICS" \
   >"$WORK/extproc.log" 2>&1 &
 PIDS+=($!)
-wait_port "$STUB"; wait_port "$EXTPROC"
+wait_port "$STUB"; wait_port "$EXTPROC"; wait_port "$NOOP"
 
-start_envoy() { # config name -> prints listen port
-  local listen admin
+start_envoy() { # config file, ext_proc port, setup name -> prints listen port
+  local listen admin out="$WORK/$3.yaml"
   listen=$(free_port); admin=$(free_port)
-  sed -e "s/\${LISTEN_PORT}/$listen/; s/\${ADMIN_PORT}/$admin/; s/\${EXTPROC_PORT}/$EXTPROC/" \
+  sed -e "s/\${LISTEN_PORT}/$listen/; s/\${ADMIN_PORT}/$admin/; s/\${EXTPROC_PORT}/$2/" \
       -e "s/\${LLAMA_PORT}/$STUB/; s/\${DEEPSEEK_PORT}/$STUB/; s/\${DEFAULT_PORT}/$STUB/" \
-      "deploy/envoy/$1" >"$WORK/$1"
-  "$ENVOY" -c "$WORK/$1" --disable-hot-restart --concurrency "$ENVOY_CONCURRENCY" -l error \
-    >"$WORK/$1.log" 2>&1 &
+      "deploy/envoy/$1" >"$out"
+  "$ENVOY" -c "$out" --disable-hot-restart --concurrency "$ENVOY_CONCURRENCY" -l error \
+    >"$WORK/$3.log" 2>&1 &
   PIDS+=($!)
   wait_port "$listen"
   echo "$listen"
 }
-HEADER_PORT=$(start_envoy header-only.yaml)
-BBR_PORT=$(start_envoy bbr-full-duplex.yaml)
+HEADER_PORT=$(start_envoy header-only.yaml 0 header-only)
+# The same file for both processors; only the ext_proc port differs.
+NOOP_PORT=$(start_envoy bbr-full-duplex.yaml "$NOOP" noop)
+BBR_PORT=$(start_envoy bbr-full-duplex.yaml "$EXTPROC" bbr)
 
 # Chat bodies of exactly 1 KiB and 256 KiB.
 python3 - "$WORK" "$MODEL_POSITION" <<'PY'
@@ -104,22 +114,28 @@ run() { # port body concurrency [extra loadgen args...]
 
 OUT=target/bbr-extproc-load.md
 {
-  echo "| body | concurrency | header-only req/s | p50 | p99 | bbr-extproc req/s | p50 | p99 | bbr/header-only req/s |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  echo "| body | conc. | header-only req/s | p50 | p99 | no-op req/s | p50 | p99 | bbr-extproc req/s | p50 | p99 | bbr/no-op | bbr/header-only |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 } >"$OUT"
 for body in 1k 256k; do
   for conc in 1 64; do
+    # Back to back, so load from elsewhere on the machine tends to hit
+    # all three setups of a row alike.
     header=$(run "$HEADER_PORT" "$body" "$conc" --header x-gateway-model-name:ski-resorts)
+    noop=$(run "$NOOP_PORT" "$body" "$conc")
     bbr=$(run "$BBR_PORT" "$body" "$conc")
-    python3 - "$body" "$conc" "$header" "$bbr" >>"$OUT" <<'PY'
+    python3 - "$body" "$conc" "$header" "$noop" "$bbr" >>"$OUT" <<'PY'
 import json, sys
-body, conc, h, b = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
-for r in (h, b):
+body, conc = sys.argv[1], sys.argv[2]
+h, n, b = (json.loads(a) for a in sys.argv[3:6])
+for r in (h, n, b):
     if r["errors"]:
         sys.exit(f"{r['errors']} errors in a run: {r}")
 ms = lambda us: f"{us / 1000:.2f} ms"
-print(f"| {'1 KiB' if body == '1k' else '256 KiB'} | {conc} | {h['requests_per_sec']:.0f} | {ms(h['p50_us'])} | {ms(h['p99_us'])} "
-      f"| {b['requests_per_sec']:.0f} | {ms(b['p50_us'])} | {ms(b['p99_us'])} | {b['requests_per_sec'] / h['requests_per_sec']:.2f} |")
+cells = lambda r: f"{r['requests_per_sec']:.0f} | {ms(r['p50_us'])} | {ms(r['p99_us'])}"
+rate = lambda r: r["requests_per_sec"]
+print(f"| {'1 KiB' if body == '1k' else '256 KiB'} | {conc} | {cells(h)} | {cells(n)} | {cells(b)} "
+      f"| {rate(b) / rate(n):.2f} | {rate(b) / rate(h):.2f} |")
 PY
   done
 done
