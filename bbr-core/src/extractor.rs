@@ -8,14 +8,13 @@
 //! (kind and offset) does not depend on where the chunk boundaries fall.
 //!
 //! Two modes share the state machine: the default one skips string contents
-//! with `memchr2` (to the next quote or backslash), checks the run before
-//! it for control and non-ASCII bytes in vectorizable 32-byte blocks, and
+//! eight bytes at a time to the next quote, backslash, control or non-ASCII
+//! byte (one pass, in vectorizable 32-byte blocks on long runs), and
 //! validates escapes and non-ASCII characters in place (the rules of
 //! `std::str::from_utf8`); the reference mode ([`ModelExtractor::new_reference`]) steps byte by byte and
 //! exists so tests can check the fast paths against it.
 
 use bytes::Bytes;
-use memchr::memchr2;
 
 use crate::{DuplicateKeys, ErrorKind, ExtractError, Limits, Model, Outcome, Progress};
 
@@ -179,35 +178,100 @@ const fn is_plain(b: u8) -> bool {
     b >= 0x20 && b < 0x80 && b != b'"' && b != b'\\'
 }
 
-/// Index of the first byte of `run` that is a control byte or not ASCII
-/// (one signed comparison catches both). 32-byte blocks are screened as
-/// four 64-bit words without branches (a byte below 0x20 borrows into its
-/// top bit when 0x20 is subtracted, a non-ASCII byte has it set already;
-/// a borrow only ever runs upward from a byte that is itself flagged), and
-/// only a flagged block is searched byte by byte.
-fn first_unusual(run: &[u8]) -> Option<usize> {
-    const SPACES: u64 = 0x2020_2020_2020_2020;
-    const TOPS: u64 = 0x8080_8080_8080_8080;
-    let unusual = |b: u8| (b as i8) < 0x20;
-    let mut blocks = run.chunks_exact(32);
-    let mut offset = 0;
-    for block in &mut blocks {
-        let flags = block.chunks_exact(8).fold(0u64, |acc, word| {
-            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-            acc | ((word.wrapping_sub(SPACES) | word) & TOPS)
-        });
-        if flags != 0
-            && let Some(p) = block.iter().position(|&b| unusual(b))
-        {
-            return Some(offset + p);
+const ONES: u64 = 0x0101_0101_0101_0101;
+const TOPS: u64 = 0x8080_8080_8080_8080;
+
+/// The top bit of each byte of `word` (little-endian) that a string cannot
+/// skip: `"`, `\\`, a control byte or a non-ASCII byte. Exact up to and
+/// including the first flagged byte: a borrow only ever runs upward from a
+/// byte that is itself flagged (`x ^ q` is zero only for `q`, `x - 0x20`
+/// borrows only below 0x20), and a non-ASCII byte has its top bit set
+/// already, so the lowest set bit always marks a real one.
+#[inline(always)]
+const fn special_mask(word: u64) -> u64 {
+    const QUOTES: u64 = ONES * b'"' as u64;
+    const BACKSLASHES: u64 = ONES * b'\\' as u64;
+    const SPACES: u64 = ONES * 0x20;
+    ((word ^ QUOTES).wrapping_sub(ONES)
+        | (word ^ BACKSLASHES).wrapping_sub(ONES)
+        | word.wrapping_sub(SPACES)
+        | word)
+        & TOPS
+}
+
+#[inline(always)]
+fn word_at(bytes: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"))
+}
+
+/// [`special_mask`] without non-ASCII bytes: the top bit of each `"`,
+/// `\\` or control byte. Exact up to the first flagged byte for the same
+/// reasons (a non-ASCII byte never starts a borrow and `!word` clears it).
+#[inline(always)]
+const fn stop_mask(word: u64) -> u64 {
+    const QUOTES: u64 = ONES * b'"' as u64;
+    const BACKSLASHES: u64 = ONES * b'\\' as u64;
+    const SPACES: u64 = ONES * 0x20;
+    ((word ^ QUOTES).wrapping_sub(ONES)
+        | (word ^ BACKSLASHES).wrapping_sub(ONES)
+        | word.wrapping_sub(SPACES))
+        & !word
+        & TOPS
+}
+
+/// Index of the first byte of `bytes` that a string cannot skip (see
+/// [`special_mask`]), or `bytes.len()`. One pass, eight bytes at a time:
+/// word by word for the first 32 bytes (most strings and most runs between
+/// escapes are short), then in 32-byte blocks whose four words the
+/// compiler screens together, and only a flagged word is looked into.
+#[inline]
+fn first_special(bytes: &[u8]) -> usize {
+    first_flagged(bytes, special_mask, is_plain)
+}
+
+/// Index of the first `"`, `\\` or control byte of `bytes`, or
+/// `bytes.len()`: where a run of text that may hold non-ASCII ends.
+#[inline]
+fn first_stop(bytes: &[u8]) -> usize {
+    first_flagged(bytes, stop_mask, |b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
+#[inline(always)]
+fn first_flagged(
+    bytes: &[u8],
+    mask_of: impl Fn(u64) -> u64,
+    unflagged: impl Fn(u8) -> bool,
+) -> usize {
+    let len = bytes.len();
+    let mut i = 0;
+    while i + 8 <= len && i < 32 {
+        let mask = mask_of(word_at(bytes, i));
+        if mask != 0 {
+            return i + (mask.trailing_zeros() / 8) as usize;
         }
-        offset += 32;
+        i += 8;
     }
-    blocks
-        .remainder()
-        .iter()
-        .position(|&b| unusual(b))
-        .map(|p| offset + p)
+    while i + 32 <= len {
+        let block = &bytes[i..i + 32];
+        let any = block.chunks_exact(8).fold(0u64, |acc, word| {
+            acc | mask_of(u64::from_le_bytes(word.try_into().expect("8 bytes")))
+        });
+        if any != 0 {
+            break;
+        }
+        i += 32;
+    }
+    while i + 8 <= len {
+        let mask = mask_of(word_at(bytes, i));
+        if mask != 0 {
+            return i + (mask.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < len && unflagged(bytes[i]) {
+        i += 1;
+    }
+    i
 }
 
 /// Length of the escape at the start of `rest` (which starts with `\`)
@@ -238,25 +302,6 @@ fn hex4(digits: &[u8]) -> Option<u16> {
     digits
         .iter()
         .try_fold(0u16, |acc, &d| Some((acc << 4) | hex_value(d)?))
-}
-
-/// Length of the UTF-8 character at the start of `rest` when it is complete
-/// and valid (the rules of `str::from_utf8`).
-fn utf8_char_len(rest: &[u8]) -> Option<usize> {
-    let (len, lo, hi) = match rest[0] {
-        0xc2..=0xdf => (2, 0x80, 0xbf),
-        0xe0 => (3, 0xa0, 0xbf),
-        0xe1..=0xec | 0xee | 0xef => (3, 0x80, 0xbf),
-        0xed => (3, 0x80, 0x9f),
-        0xf0 => (4, 0x90, 0xbf),
-        0xf1..=0xf3 => (4, 0x80, 0xbf),
-        0xf4 => (4, 0x80, 0x8f),
-        _ => return None,
-    };
-    let seq = rest.get(..len)?;
-    let second_ok = (lo..=hi).contains(&seq[1]);
-    let rest_ok = seq[2..].iter().all(|&c| (0x80..=0xbf).contains(&c));
-    (second_ok && rest_ok).then_some(len)
 }
 
 /// Length of the leading run of bytes that can go into a model unchanged:
@@ -943,9 +988,10 @@ impl ModelExtractor {
     }
 
     /// Fast path for a skipped string from chunk index `i` (no UTF-8
-    /// sequence pending): `memchr2` to the next quote or backslash, the run
-    /// before it checked in bulk for control and non-ASCII bytes, complete
-    /// escapes and complete, valid UTF-8 characters skipped in place.
+    /// sequence pending): one word-at-a-time pass to the next quote,
+    /// backslash, control or non-ASCII byte ([`first_special`]), complete
+    /// escapes and complete, valid UTF-8 characters skipped in place, in a
+    /// tight loop that leaves the state machine alone.
     /// Returns the index of the closing quote, or of the first byte it
     /// leaves to the byte-at-a-time path (an escape or a character that is
     /// invalid or cut by the chunk end, which that path reports or carries
@@ -957,36 +1003,35 @@ impl ModelExtractor {
         base: u64,
     ) -> Result<usize, ExtractError> {
         let end = bytes.len();
-        // Most strings of a chat body are short (keys, roles, ids): a plain
-        // loop over the first 16 bytes is cheaper than setting up `memchr2`.
-        let short_end = end.min(i + 16);
-        while i < short_end {
-            match bytes[i] {
-                b'"' => return Ok(i),
-                b if is_plain(b) => i += 1,
-                _ => break,
-            }
-        }
         loop {
-            let stop = memchr2(b'"', b'\\', &bytes[i..]).map_or(end, |k| i + k);
-            while let Some(k) = first_unusual(&bytes[i..stop]) {
-                i += k;
-                if bytes[i] < 0x20 {
+            i += first_special(&bytes[i..]);
+            let Some(&b) = bytes.get(i) else {
+                return Ok(end);
+            };
+            let len = match b {
+                b'"' => return Ok(i),
+                b'\\' => escape_len(&bytes[i..]),
+                0..=0x1f => {
                     return Err(ExtractError::new(ErrorKind::InvalidJson, base + i as u64));
                 }
-                match utf8_char_len(&bytes[i..]) {
-                    // Continuation bytes are >= 0x80, so a valid character
-                    // never runs past `stop`.
-                    Some(len) => i += len,
-                    None => return Ok(i),
+                _ => {
+                    // Non-ASCII text comes in runs (words, scripts): validate
+                    // all of it up to the next quote, backslash or control
+                    // byte at once; an invalid or cut character is left to
+                    // the byte-at-a-time path, which reports or carries it.
+                    let stop = i + first_stop(&bytes[i..]);
+                    match std::str::from_utf8(&bytes[i..stop]) {
+                        Ok(_) => {
+                            i = stop;
+                            continue;
+                        }
+                        Err(error) => return Ok(i + error.valid_up_to()),
+                    }
                 }
-            }
-            if stop == end || bytes[stop] == b'"' {
-                return Ok(stop);
-            }
-            match escape_len(&bytes[stop..]) {
-                Some(len) => i = stop + len,
-                None => return Ok(stop),
+            };
+            match len {
+                Some(len) => i += len,
+                None => return Ok(i),
             }
         }
     }
@@ -1172,5 +1217,69 @@ pub fn extract_model(body: &Bytes, limits: &Limits) -> Result<Outcome, ExtractEr
             Ok(extractor.decision.take().expect("checked"))
         }
         _ => extractor.finish(),
+    }
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::{first_special, first_stop};
+
+    /// The bytes a string cannot skip, one at a time.
+    fn naive(bytes: &[u8]) -> usize {
+        bytes
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))
+            .unwrap_or(bytes.len())
+    }
+
+    /// The bytes that end a run of text, one at a time.
+    fn naive_stop(bytes: &[u8]) -> usize {
+        bytes
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            .unwrap_or(bytes.len())
+    }
+
+    /// Every byte value at every position of runs that cross the word and
+    /// block boundaries, alone and followed by a second special byte (whose
+    /// borrows must not move the answer), against the byte-wise oracle.
+    #[test]
+    fn first_special_agrees_with_the_bytewise_oracle() {
+        let mut checked = 0;
+        for len in [0, 1, 7, 8, 9, 31, 32, 33, 40, 63, 64, 65, 100] {
+            let plain = vec![b'a'; len];
+            assert_eq!(first_special(&plain), len);
+            for at in 0..len {
+                for b in 0..=u8::MAX {
+                    let mut run = plain.clone();
+                    run[at] = b;
+                    assert_eq!(first_special(&run), naive(&run), "{b:#x} at {at} of {len}");
+                    assert_eq!(
+                        first_stop(&run),
+                        naive_stop(&run),
+                        "{b:#x} at {at} of {len}"
+                    );
+                    for (next, b2) in [
+                        (at + 1, 0x00),
+                        (at + 1, b'"'),
+                        (at + 3, 0xff),
+                        (at + 2, b'\\'),
+                    ] {
+                        if next < len {
+                            run[next] = b2;
+                            assert_eq!(first_special(&run), naive(&run), "{b:#x} at {at}, {b2:#x}");
+                            assert_eq!(
+                                first_stop(&run),
+                                naive_stop(&run),
+                                "{b:#x} at {at}, {b2:#x}"
+                            );
+                            run[next] = b'a';
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 100_000);
     }
 }

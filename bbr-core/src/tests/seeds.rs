@@ -620,10 +620,10 @@ fn a_million_open_brackets_are_too_deep_without_recursion() {
     assert_eq!(err, ExtractError::new(K::UnexpectedEnd, body.len() as u64));
 }
 
-/// Long strings exercise the block-wise fast paths (32-byte blocks,
-/// `memchr2`): one defect planted at every position of a long value must be
-/// reported at exactly that offset, in fast and reference mode, whatever the
-/// chunking.
+/// Long strings exercise the word- and block-wise fast paths (8-byte
+/// words, 32-byte blocks, `from_utf8` runs): one defect planted at every
+/// position of a long value must be reported at exactly that offset, in
+/// fast and reference mode, whatever the chunking.
 #[test]
 fn defects_in_long_strings_are_reported_at_their_exact_offset() {
     let filler =
