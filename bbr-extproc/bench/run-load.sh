@@ -139,6 +139,7 @@ print(f"| {'1 KiB' if body == '1k' else '256 KiB'} | {conc} | {cells(h)} | {cell
 PY
   done
 done
+echo >>"$OUT" # the table ends here for markdown
 echo "model position: $MODEL_POSITION, $DURATION per run, Envoy --concurrency $ENVOY_CONCURRENCY, $(nproc) cores" >>"$OUT"
 # Time spent inside the extractor, from bbr-extproc's own histogram.
 python3 - "$METRICS" >>"$OUT" <<'PY'
