@@ -9,7 +9,7 @@
 //!
 //! Two modes share the state machine: the default one skips string contents
 //! eight bytes at a time to the next quote, backslash, control or non-ASCII
-//! byte (one pass, in vectorizable 32-byte blocks on long runs), and
+//! byte (one pass, in vectorizable 64-byte blocks on long runs), and
 //! validates escapes and non-ASCII characters in place (the rules of
 //! `std::str::from_utf8`); the reference mode ([`ModelExtractor::new_reference`]) steps byte by byte and
 //! exists so tests can check the fast paths against it.
@@ -204,36 +204,14 @@ fn word_at(bytes: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"))
 }
 
-/// [`special_mask`] without non-ASCII bytes: the top bit of each `"`,
-/// `\\` or control byte. Exact up to the first flagged byte for the same
-/// reasons (a non-ASCII byte never starts a borrow and `!word` clears it).
-#[inline(always)]
-const fn stop_mask(word: u64) -> u64 {
-    const QUOTES: u64 = ONES * b'"' as u64;
-    const BACKSLASHES: u64 = ONES * b'\\' as u64;
-    const SPACES: u64 = ONES * 0x20;
-    ((word ^ QUOTES).wrapping_sub(ONES)
-        | (word ^ BACKSLASHES).wrapping_sub(ONES)
-        | word.wrapping_sub(SPACES))
-        & !word
-        & TOPS
-}
-
 /// Index of the first byte of `bytes` that a string cannot skip (see
 /// [`special_mask`]), or `bytes.len()`. One pass, eight bytes at a time:
 /// word by word for the first 32 bytes (most strings and most runs between
-/// escapes are short), then in 32-byte blocks whose four words the
-/// compiler screens together, and only a flagged word is looked into.
+/// escapes are short), then in 64-byte blocks of byte compares the compiler
+/// vectorizes, and only a flagged block is looked into, word by word.
 #[inline]
 fn first_special(bytes: &[u8]) -> usize {
     first_flagged(bytes, special_mask, is_plain)
-}
-
-/// Index of the first `"`, `\\` or control byte of `bytes`, or
-/// `bytes.len()`: where a run of text that may hold non-ASCII ends.
-#[inline]
-fn first_stop(bytes: &[u8]) -> usize {
-    first_flagged(bytes, stop_mask, |b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 #[inline(always)]
@@ -303,6 +281,26 @@ fn hex4(digits: &[u8]) -> Option<u16> {
     digits
         .iter()
         .try_fold(0u16, |acc, &d| Some((acc << 4) | hex_value(d)?))
+}
+
+/// Length of the UTF-8 character at the start of `rest` when it is complete
+/// and valid (the rules of `str::from_utf8`).
+#[inline(always)]
+fn utf8_char_len(rest: &[u8]) -> Option<usize> {
+    let (len, lo, hi) = match rest[0] {
+        0xc2..=0xdf => (2, 0x80, 0xbf),
+        0xe0 => (3, 0xa0, 0xbf),
+        0xe1..=0xec | 0xee | 0xef => (3, 0x80, 0xbf),
+        0xed => (3, 0x80, 0x9f),
+        0xf0 => (4, 0x90, 0xbf),
+        0xf1..=0xf3 => (4, 0x80, 0xbf),
+        0xf4 => (4, 0x80, 0x8f),
+        _ => return None,
+    };
+    let seq = rest.get(..len)?;
+    let second_ok = (lo..=hi).contains(&seq[1]);
+    let rest_ok = seq[2..].iter().all(|&c| (0x80..=0xbf).contains(&c));
+    (second_ok && rest_ok).then_some(len)
 }
 
 /// Length of the leading run of bytes that can go into a model unchanged:
@@ -1016,18 +1014,20 @@ impl ModelExtractor {
                     return Err(ExtractError::new(ErrorKind::InvalidJson, base + i as u64));
                 }
                 _ => {
-                    // Non-ASCII text comes in runs (words, scripts): validate
-                    // all of it up to the next quote, backslash or control
-                    // byte at once; an invalid or cut character is left to
-                    // the byte-at-a-time path, which reports or carries it.
-                    let stop = i + first_stop(&bytes[i..]);
-                    match std::str::from_utf8(&bytes[i..stop]) {
-                        Ok(_) => {
-                            i = stop;
-                            continue;
+                    // Non-ASCII text comes in runs (words, scripts): take
+                    // its characters back to back; an invalid or cut one is
+                    // left to the byte-at-a-time path, which reports or
+                    // carries it.
+                    loop {
+                        let Some(len) = utf8_char_len(&bytes[i..]) else {
+                            return Ok(i);
+                        };
+                        i += len;
+                        if bytes.get(i).is_none_or(|&b| b < 0x80) {
+                            break;
                         }
-                        Err(error) => return Ok(i + error.valid_up_to()),
                     }
+                    continue;
                 }
             };
             match len {
@@ -1236,7 +1236,7 @@ pub fn extract_model(body: &Bytes, limits: &Limits) -> Result<Outcome, ExtractEr
 
 #[cfg(test)]
 mod scan_tests {
-    use super::{first_special, first_stop};
+    use super::first_special;
 
     /// The bytes a string cannot skip, one at a time.
     fn naive(bytes: &[u8]) -> usize {
@@ -1246,21 +1246,15 @@ mod scan_tests {
             .unwrap_or(bytes.len())
     }
 
-    /// The bytes that end a run of text, one at a time.
-    fn naive_stop(bytes: &[u8]) -> usize {
-        bytes
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            .unwrap_or(bytes.len())
-    }
-
     /// Every byte value at every position of runs that cross the word and
     /// block boundaries, alone and followed by a second special byte (whose
     /// borrows must not move the answer), against the byte-wise oracle.
     #[test]
     fn first_special_agrees_with_the_bytewise_oracle() {
         let mut checked = 0;
-        for len in [0, 1, 7, 8, 9, 31, 32, 33, 40, 63, 64, 65, 100] {
+        for len in [
+            0, 1, 7, 8, 9, 31, 32, 33, 40, 63, 64, 65, 95, 96, 97, 100, 161,
+        ] {
             let plain = vec![b'a'; len];
             assert_eq!(first_special(&plain), len);
             for at in 0..len {
@@ -1268,11 +1262,6 @@ mod scan_tests {
                     let mut run = plain.clone();
                     run[at] = b;
                     assert_eq!(first_special(&run), naive(&run), "{b:#x} at {at} of {len}");
-                    assert_eq!(
-                        first_stop(&run),
-                        naive_stop(&run),
-                        "{b:#x} at {at} of {len}"
-                    );
                     for (next, b2) in [
                         (at + 1, 0x00),
                         (at + 1, b'"'),
@@ -1282,11 +1271,6 @@ mod scan_tests {
                         if next < len {
                             run[next] = b2;
                             assert_eq!(first_special(&run), naive(&run), "{b:#x} at {at}, {b2:#x}");
-                            assert_eq!(
-                                first_stop(&run),
-                                naive_stop(&run),
-                                "{b:#x} at {at}, {b2:#x}"
-                            );
                             run[next] = b'a';
                         }
                     }

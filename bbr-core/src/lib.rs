@@ -151,12 +151,12 @@
 //!
 //! Strings, which are nearly all of a chat body, are skipped eight bytes at
 //! a time (one 64-bit word test finds the next `"`, `\`, control or
-//! non-ASCII byte; long runs go in 32-byte blocks the compiler vectorizes),
+//! non-ASCII byte; long runs go in 64-byte blocks the compiler vectorizes),
 //! in a tight loop that returns to the state machine only at the closing
-//! quote or the chunk end. Escapes are validated in place; non-ASCII text
-//! is validated with [`std::str::from_utf8`] up to the next `"`, `\` or
-//! control byte; anything invalid or cut by the chunk end is left to the
-//! byte-at-a-time path, which reports it or carries it over. So plain ASCII
+//! quote or the chunk end. Escapes and runs of non-ASCII characters are
+//! validated in place (the rules of [`std::str::from_utf8`]); anything
+//! invalid or cut by the chunk end is left to the byte-at-a-time path,
+//! which reports it or carries it over. So plain ASCII
 //! (base64 images, English text) is never looked at byte by byte. A body
 //! that starts with `{"model":"` and a plain name is decided in one step.
 //! A byte-at-a-time reference mode of the same state machine is checked

@@ -621,7 +621,7 @@ fn a_million_open_brackets_are_too_deep_without_recursion() {
 }
 
 /// Long strings exercise the word- and block-wise fast paths (8-byte
-/// words, 32-byte blocks, `from_utf8` runs): one defect planted at every
+/// words, 64-byte blocks, runs of non-ASCII characters): one defect planted at every
 /// position of a long value must be reported at exactly that offset, in
 /// fast and reference mode, whatever the chunking.
 #[test]
