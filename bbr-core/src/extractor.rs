@@ -211,43 +211,35 @@ fn word_at(bytes: &[u8], i: usize) -> u64 {
 /// vectorizes, and only a flagged block is looked into, word by word.
 #[inline]
 fn first_special(bytes: &[u8]) -> usize {
-    first_flagged(bytes, special_mask, is_plain)
-}
-
-#[inline(always)]
-fn first_flagged(
-    bytes: &[u8],
-    mask_of: impl Fn(u64) -> u64,
-    unflagged: impl Fn(u8) -> bool,
-) -> usize {
     let len = bytes.len();
     let mut i = 0;
     while i + 8 <= len && i < 32 {
-        let mask = mask_of(word_at(bytes, i));
+        let mask = special_mask(word_at(bytes, i));
         if mask != 0 {
             return i + (mask.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
     while i + 64 <= len {
-        // Byte-wise compares the compiler turns into vector compares
-        // (cheaper per byte than the word arithmetic on long runs).
-        let any = bytes[i..i + 64]
-            .iter()
-            .fold(0u8, |acc, &b| acc | u8::from(!unflagged(b)));
+        // Byte compares the compiler turns into vector compares (cheaper
+        // per byte than the word arithmetic on long runs); one signed
+        // compare catches control and non-ASCII bytes.
+        let any = bytes[i..i + 64].iter().fold(0u8, |acc, &b| {
+            acc | u8::from((b as i8) < 0x20) | u8::from(b == b'"') | u8::from(b == b'\\')
+        });
         if any != 0 {
             break;
         }
         i += 64;
     }
     while i + 8 <= len {
-        let mask = mask_of(word_at(bytes, i));
+        let mask = special_mask(word_at(bytes, i));
         if mask != 0 {
             return i + (mask.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
-    while i < len && unflagged(bytes[i]) {
+    while i < len && is_plain(bytes[i]) {
         i += 1;
     }
     i

@@ -167,12 +167,13 @@
 //! extract` on the shared 2-core development machine (other builds running,
 //! so treat as rough): model first 50–90 ns at every size, whole and in
 //! 16 KiB chunks (sonic-rs `get`: 45–80 ns); model last, validating the
-//! whole body, 11.7 GiB/s on the 1 MiB chat body (sonic-rs `get`
-//! 12.8 GiB/s), 1.3 GiB/s on the 1 MiB completions prompt, which is prose
-//! with an escape or a non-ASCII word every few dozen bytes (serde_json
-//! into a struct 2.3 GiB/s, sonic-rs `get` 3.1 GiB/s), and ~0.9 µs for
-//! the 1 KiB chat body, where short strings and escapes dominate
-//! (serde_json into a struct 0.6 µs).
+//! whole body, ~15 GiB/s on the 1 MiB chat body and ~22 GiB/s on the
+//! 8 MiB one (sonic-rs `get`: 12.9 and 15.8 GiB/s), 1.7 GiB/s on the 1 MiB
+//! completions prompt, which is prose with an escape or a non-ASCII word
+//! every few dozen bytes (serde_json into a struct 2.3 GiB/s, sonic-rs
+//! `get` 3.3 GiB/s), and ~0.7 µs for the 1 KiB chat body, where short
+//! strings and the structure dominate (serde_json into a struct 0.64 µs,
+//! sonic-rs `get` 0.48 µs).
 //!
 //! simd-json is used in the tests only, as a second, independent oracle
 //! for JSON validity next to serde_json. It is not used for extraction: it
