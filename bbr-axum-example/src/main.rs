@@ -25,19 +25,11 @@ struct Args {
     #[arg(long = "httproutes", value_name = "FILE")]
     httproutes: Vec<PathBuf>,
     /// Simulated pools: time to first token (e.g. `100ms`; bare integer = ms).
-    #[arg(long, value_parser = parse_ms, default_value = "0")]
+    #[arg(long, value_parser = bbr_model_sim::parse_duration, default_value = "0")]
     time_to_first_token: Duration,
     /// Simulated pools: time between tokens (e.g. `20ms`; bare integer = ms).
-    #[arg(long, value_parser = parse_ms, default_value = "0")]
+    #[arg(long, value_parser = bbr_model_sim::parse_duration, default_value = "0")]
     inter_token_latency: Duration,
-}
-
-fn parse_ms(text: &str) -> Result<Duration, String> {
-    if let Ok(ms) = text.parse::<u64>() {
-        return Ok(Duration::from_millis(ms));
-    }
-    bbr_axum_example::config::parse_duration(text)
-        .ok_or_else(|| format!("invalid duration `{text}`"))
 }
 
 #[tokio::main]
