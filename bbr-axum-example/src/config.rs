@@ -287,10 +287,10 @@ impl Default for BbrOptions {
     fn default() -> Self {
         let limits = bbr_core::Limits::new();
         Self {
-            max_model_len: limits.get_max_model_len(),
-            max_depth: limits.get_max_depth(),
-            max_scan_bytes: limits.get_max_scan_bytes(),
-            max_body_bytes: limits.get_max_body_bytes(),
+            max_model_len: limits.max_model_len(),
+            max_depth: limits.max_depth(),
+            max_scan_bytes: limits.max_scan_bytes(),
+            max_body_bytes: limits.max_body_bytes(),
             duplicate_keys: DuplicatePolicy::Reject,
             missing_model: MissingModel::Forward,
             client_headers: ClientHeaderPolicy::Strip,
@@ -307,11 +307,11 @@ impl BbrOptions {
             DuplicatePolicy::LastWins => bbr_core::DuplicateKeys::LastWins,
         };
         bbr_core::Limits::new()
-            .max_model_len(self.max_model_len)
-            .max_depth(self.max_depth)
-            .max_scan_bytes(self.max_scan_bytes)
-            .max_body_bytes(self.max_body_bytes)
-            .duplicate_keys(duplicate_keys)
+            .with_max_model_len(self.max_model_len)
+            .with_max_depth(self.max_depth)
+            .with_max_scan_bytes(self.max_scan_bytes)
+            .with_max_body_bytes(self.max_body_bytes)
+            .with_duplicate_keys(duplicate_keys)
     }
 }
 

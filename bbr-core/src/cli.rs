@@ -157,8 +157,8 @@ pub fn verdict_line(file: &str, verdict: &Result<Outcome, ExtractError>) -> Stri
         Ok(_) => line.push_str(",\"outcome\":\"absent\""),
         Err(error) => {
             line.push_str(",\"outcome\":\"error\",\"kind\":");
-            push_json_string(&mut line, error.kind.as_str());
-            line.push_str(&format!(",\"offset\":{}", error.offset));
+            push_json_string(&mut line, error.kind().as_str());
+            line.push_str(&format!(",\"offset\":{}", error.offset()));
         }
     }
     line.push('}');
@@ -187,7 +187,7 @@ pub fn run(
             return 64;
         }
     };
-    let limits = Limits::new().duplicate_keys(args.policy);
+    let limits = Limits::new().with_duplicate_keys(args.policy);
     let mut status = 0;
     for file in &args.files {
         let verdict = std::fs::File::open(file).and_then(|f| extract_reader(f, args.chunk, limits));

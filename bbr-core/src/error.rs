@@ -12,11 +12,10 @@
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind} at byte {offset}")]
+#[non_exhaustive]
 pub struct ExtractError {
-    /// What went wrong.
-    pub kind: ErrorKind,
-    /// Absolute byte offset in the body (not within a chunk).
-    pub offset: u64,
+    kind: ErrorKind,
+    offset: u64,
 }
 
 impl ExtractError {
@@ -25,10 +24,31 @@ impl ExtractError {
     /// ```
     /// use bbr_core::{ErrorKind, ExtractError};
     /// let err = ExtractError::new(ErrorKind::UnexpectedEnd, 42);
-    /// assert_eq!((err.kind, err.offset), (ErrorKind::UnexpectedEnd, 42));
+    /// assert_eq!((err.kind(), err.offset()), (ErrorKind::UnexpectedEnd, 42));
     /// ```
     pub const fn new(kind: ErrorKind, offset: u64) -> Self {
         Self { kind, offset }
+    }
+
+    /// What went wrong.
+    ///
+    /// ```
+    /// use bbr_core::{ErrorKind, ExtractError};
+    /// assert_eq!(ExtractError::new(ErrorKind::InvalidJson, 0).kind(), ErrorKind::InvalidJson);
+    /// ```
+    pub const fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Absolute byte offset in the body (not within a chunk) where the
+    /// problem was detected.
+    ///
+    /// ```
+    /// use bbr_core::{ErrorKind, ExtractError};
+    /// assert_eq!(ExtractError::new(ErrorKind::InvalidJson, 7).offset(), 7);
+    /// ```
+    pub const fn offset(&self) -> u64 {
+        self.offset
     }
 }
 

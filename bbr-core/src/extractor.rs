@@ -371,7 +371,7 @@ impl ModelExtractor {
     ///
     /// ```
     /// use bbr_core::{DuplicateKeys, Limits, ModelExtractor};
-    /// let extractor = ModelExtractor::new(Limits::new().duplicate_keys(DuplicateKeys::LastWins));
+    /// let extractor = ModelExtractor::new(Limits::new().with_duplicate_keys(DuplicateKeys::LastWins));
     /// assert_eq!(extractor.bytes_consumed(), 0);
     /// ```
     pub fn new(limits: Limits) -> Self {
@@ -447,8 +447,8 @@ impl ModelExtractor {
     /// assert!(matches!(extractor.feed(&Bytes::from_static(b"{\"model\":\"a\"")), Ok(Progress::Found(_))));
     /// // A second top-level `model` is refused under the default policy.
     /// let err = extractor.feed(&Bytes::from_static(b",\"model\":\"b\"}")).unwrap_err();
-    /// assert_eq!(err.kind, ErrorKind::DuplicateModel);
-    /// assert_eq!(err.offset, 13);
+    /// assert_eq!(err.kind(), ErrorKind::DuplicateModel);
+    /// assert_eq!(err.offset(), 13);
     /// // Errors are sticky.
     /// assert_eq!(extractor.feed(&Bytes::from_static(b" ")).unwrap_err(), err);
     /// ```
@@ -473,11 +473,11 @@ impl ModelExtractor {
 
     fn feed_inner(&mut self, chunk: &Bytes, base: u64) -> Result<(), ExtractError> {
         let len = chunk.len();
-        let body_room = self.limits.get_max_body_bytes().saturating_sub(base);
+        let body_room = self.limits.max_body_bytes().saturating_sub(base);
         let body_end = usize::try_from(body_room).map_or(len, |room| room.min(len));
         let mut i = 0;
         if self.decision.is_none() {
-            let scan_room = self.limits.get_max_scan_bytes().saturating_sub(base);
+            let scan_room = self.limits.max_scan_bytes().saturating_sub(base);
             let scan_end = usize::try_from(scan_room).map_or(body_end, |room| room.min(body_end));
             i = self.run(chunk, 0, scan_end, base)?;
             if self.decision.is_none() && scan_end < len {
@@ -486,7 +486,7 @@ impl ModelExtractor {
                 } else {
                     ExtractError::new(
                         ErrorKind::ScanLimit {
-                            limit: self.limits.get_max_scan_bytes(),
+                            limit: self.limits.max_scan_bytes(),
                         },
                         base + scan_end as u64,
                     )
@@ -503,7 +503,7 @@ impl ModelExtractor {
     }
 
     fn body_too_large(&self) -> ExtractError {
-        let limit = self.limits.get_max_body_bytes();
+        let limit = self.limits.max_body_bytes();
         ExtractError::new(ErrorKind::BodyTooLarge { limit }, limit)
     }
 
@@ -516,14 +516,14 @@ impl ModelExtractor {
     /// let mut extractor = ModelExtractor::new(Limits::new());
     /// extractor.feed(&Bytes::from_static(b"{\"model\":\"m\",\"messages\":[")).unwrap();
     /// let err = extractor.finish().unwrap_err();
-    /// assert_eq!((err.kind, err.offset), (ErrorKind::UnexpectedEnd, 25));
+    /// assert_eq!((err.kind(), err.offset()), (ErrorKind::UnexpectedEnd, 25));
     /// ```
     pub fn finish(&mut self) -> Result<Outcome, ExtractError> {
         if let Some(error) = &self.error {
             return Err(error.clone());
         }
         let complete = self.state == State::Done;
-        let verdict = match (&self.decision, self.limits.get_duplicate_keys()) {
+        let verdict = match (&self.decision, self.limits.duplicate_keys()) {
             (Some(outcome), DuplicateKeys::FirstWins) => Ok(outcome.clone()),
             (Some(outcome), _) if complete => Ok(outcome.clone()),
             (None, DuplicateKeys::LastWins) if complete => match &self.candidate {
@@ -585,7 +585,7 @@ impl ModelExtractor {
                     }
                 }
                 State::Start => match b {
-                    b'{' if !self.reference && self.limits.get_max_depth() > 0 => {
+                    b'{' if !self.reference && self.limits.max_depth() > 0 => {
                         i = self.model_first(chunk, i, end);
                         if self.halted {
                             return Ok(i);
@@ -689,7 +689,7 @@ impl ModelExtractor {
         if let (Capture::Slice(from), State::Str(StrKind::Model)) = (self.capture, self.state) {
             self.model_buf.clear();
             self.model_buf
-                .reserve(self.limits.get_max_model_len().min(1024));
+                .reserve(self.limits.max_model_len().min(1024));
             self.model_buf.extend_from_slice(&bytes[from..end]);
             self.capture = Capture::Owned;
         }
@@ -710,7 +710,7 @@ impl ModelExtractor {
         if bytes.get(i..from) != Some(PREFIX) {
             return self.open_root(i);
         }
-        let max = self.limits.get_max_model_len();
+        let max = self.limits.max_model_len();
         let window = &bytes[from..end.min(from.saturating_add(max).saturating_add(1))];
         let len = plain_model_run(window);
         if len == 0 || len > max || window.get(len) != Some(&b'"') {
@@ -720,7 +720,7 @@ impl ModelExtractor {
         self.depth = 1;
         self.state = State::AfterValue;
         let model = Model::new_unchecked_utf8(chunk.slice(from..from + len), true);
-        match self.limits.get_duplicate_keys() {
+        match self.limits.duplicate_keys() {
             DuplicateKeys::LastWins => self.candidate = Some(Ok(model)),
             policy => {
                 self.halted = policy == DuplicateKeys::FirstWins;
@@ -741,7 +741,7 @@ impl ModelExtractor {
 
     /// Opens a container at absolute offset `at`.
     fn open(&mut self, is_object: bool, at: u64) -> Result<(), ExtractError> {
-        let limit = self.limits.get_max_depth();
+        let limit = self.limits.max_depth();
         if self.depth >= limit {
             return Err(ExtractError::new(ErrorKind::TooDeep { limit }, at));
         }
@@ -758,7 +758,7 @@ impl ModelExtractor {
             return;
         }
         self.state = State::Done;
-        let policy = self.limits.get_duplicate_keys();
+        let policy = self.limits.duplicate_keys();
         if self.decision.is_none() && policy != DuplicateKeys::LastWins {
             self.decision = Some(Outcome::Absent);
             self.halted = policy == DuplicateKeys::FirstWins;
@@ -807,7 +807,7 @@ impl ModelExtractor {
     /// is read on as an ordinary one; otherwise it is the error.
     fn model_error(&mut self, kind: ErrorKind, at: u64) -> Result<(), ExtractError> {
         let error = ExtractError::new(kind, at);
-        if self.limits.get_duplicate_keys() != DuplicateKeys::LastWins {
+        if self.limits.duplicate_keys() != DuplicateKeys::LastWins {
             return Err(error);
         }
         self.candidate = Some(Err(error));
@@ -870,7 +870,7 @@ impl ModelExtractor {
                             {
                                 self.model_buf.clear();
                                 self.model_buf
-                                    .reserve(self.limits.get_max_model_len().min(1024));
+                                    .reserve(self.limits.max_model_len().min(1024));
                                 self.model_buf.extend_from_slice(&bytes[from..i]);
                                 self.capture = Capture::Owned;
                             }
@@ -1045,7 +1045,7 @@ impl ModelExtractor {
     /// Fast path for the model value: takes the leading run of plain ASCII
     /// (no escapes, no control characters), bounded by the model limit.
     fn model_run(&mut self, bytes: &[u8], i: usize) -> Result<usize, ExtractError> {
-        let max = self.limits.get_max_model_len();
+        let max = self.limits.max_model_len();
         let room = max - self.model_len;
         let window = &bytes[i..bytes.len().min(i.saturating_add(room).saturating_add(1))];
         let run = plain_model_run(window);
@@ -1129,7 +1129,7 @@ impl ModelExtractor {
 
     /// Appends unescaped model bytes, enforcing `max_model_len`.
     fn model_bytes(&mut self, content: &[u8]) -> Result<(), ExtractError> {
-        let max = self.limits.get_max_model_len();
+        let max = self.limits.max_model_len();
         if self.model_len + content.len() > max {
             return self.model_error(ErrorKind::ModelTooLong { limit: max }, self.model_start);
         }
@@ -1178,10 +1178,10 @@ impl ModelExtractor {
                         false,
                     ),
                 };
-                if self.limits.get_duplicate_keys() == DuplicateKeys::LastWins {
+                if self.limits.duplicate_keys() == DuplicateKeys::LastWins {
                     self.candidate = Some(Ok(model));
                 } else {
-                    self.halted = self.limits.get_duplicate_keys() == DuplicateKeys::FirstWins;
+                    self.halted = self.limits.duplicate_keys() == DuplicateKeys::FirstWins;
                     self.decision = Some(Outcome::Found(model));
                 }
             }
@@ -1207,7 +1207,7 @@ impl Default for ModelExtractor {
 /// assert_eq!(outcome.model().unwrap().as_str(), "ski-resorts");
 ///
 /// let err = extract_model(&Bytes::from_static(b"[1]"), &Limits::new()).unwrap_err();
-/// assert_eq!(err.kind, ErrorKind::NotAnObject);
+/// assert_eq!(err.kind(), ErrorKind::NotAnObject);
 /// ```
 pub fn extract_model(body: &Bytes, limits: &Limits) -> Result<Outcome, ExtractError> {
     let mut extractor = ModelExtractor::new(*limits);
@@ -1215,7 +1215,7 @@ pub fn extract_model(body: &Bytes, limits: &Limits) -> Result<Outcome, ExtractEr
     extractor.feed_inner(body, 0)?;
     // Hand out the decision without the clones `feed` and `finish` make.
     let complete = extractor.state == State::Done;
-    match limits.get_duplicate_keys() {
+    match limits.duplicate_keys() {
         DuplicateKeys::FirstWins if extractor.decision.is_some() => {
             Ok(extractor.decision.take().expect("checked"))
         }

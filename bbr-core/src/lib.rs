@@ -32,8 +32,8 @@
 //! // Errors carry their kind and the absolute byte offset.
 //! let mut extractor = ModelExtractor::new(Limits::new());
 //! let err = extractor.feed(&Bytes::from_static(br#"{"model":42}"#)).unwrap_err();
-//! assert_eq!((err.kind, err.offset), (ErrorKind::ModelNotAString, 9));
-//! assert_eq!(err.kind.class().code(), "invalid_model");
+//! assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelNotAString, 9));
+//! assert_eq!(err.kind().class().code(), "invalid_model");
 //! ```
 //!
 //! # What "top-level `model`" means
@@ -200,15 +200,17 @@
 
 #[doc(hidden)]
 pub mod cli;
+pub mod contract;
 mod error;
 mod extractor;
 mod limits;
 mod model;
 mod progress;
 
+pub use contract::UnknownPolicy;
 pub use error::{ErrorClass, ErrorKind, ExtractError};
 pub use extractor::{ModelExtractor, extract_model};
-pub use limits::{DuplicateKeys, Limits, UnknownPolicy};
+pub use limits::{DuplicateKeys, Limits};
 pub use model::Model;
 pub use progress::{Outcome, Progress};
 

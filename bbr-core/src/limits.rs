@@ -1,12 +1,14 @@
 //! Limits and the duplicate-key policy.
 
+use crate::contract::UnknownPolicy;
+
 /// What to do when the top-level object holds `model` more than once.
 ///
 /// ```
 /// use bbr_core::{extract_model, DuplicateKeys, Limits};
 /// use bytes::Bytes;
 /// let body = Bytes::from_static(br#"{"model":"a","model":"b"}"#);
-/// let last = Limits::new().duplicate_keys("last-wins".parse().unwrap());
+/// let last = Limits::new().with_duplicate_keys("last-wins".parse().unwrap());
 /// assert_eq!(extract_model(&body, &last).unwrap().model().unwrap().as_str(), "b");
 /// assert!(extract_model(&body, &Limits::new()).is_err());
 /// ```
@@ -51,19 +53,14 @@ impl std::str::FromStr for DuplicateKeys {
             "reject" => Ok(DuplicateKeys::Reject),
             "first-wins" => Ok(DuplicateKeys::FirstWins),
             "last-wins" => Ok(DuplicateKeys::LastWins),
-            _ => Err(UnknownPolicy),
+            _ => Err(UnknownPolicy::new(
+                "duplicate-key",
+                "reject, first-wins or last-wins",
+                s,
+            )),
         }
     }
 }
-
-/// The name given to [`DuplicateKeys::from_str`](std::str::FromStr) is not a policy.
-///
-/// ```
-/// assert_eq!("most-wins".parse::<bbr_core::DuplicateKeys>(), Err(bbr_core::UnknownPolicy));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("unknown duplicate-key policy (expected reject, first-wins or last-wins)")]
-pub struct UnknownPolicy;
 
 /// Bounds on what one extraction may read and return.
 ///
@@ -76,9 +73,9 @@ pub struct UnknownPolicy;
 ///
 /// ```
 /// use bbr_core::{DuplicateKeys, Limits};
-/// let limits = Limits::new().max_model_len(64).duplicate_keys(DuplicateKeys::FirstWins);
-/// assert_eq!(limits.get_max_model_len(), 64);
-/// assert_eq!(limits.get_max_depth(), 128);
+/// let limits = Limits::new().with_max_model_len(64).with_duplicate_keys(DuplicateKeys::FirstWins);
+/// assert_eq!(limits.max_model_len(), 64);
+/// assert_eq!(limits.max_depth(), 128);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -120,9 +117,9 @@ impl Limits {
     /// this length is accepted; one byte more is `model_too_long`.
     ///
     /// ```
-    /// assert_eq!(bbr_core::Limits::new().max_model_len(64).get_max_model_len(), 64);
+    /// assert_eq!(bbr_core::Limits::new().with_max_model_len(64).max_model_len(), 64);
     /// ```
-    pub const fn max_model_len(mut self, bytes: usize) -> Self {
+    pub const fn with_max_model_len(mut self, bytes: usize) -> Self {
         self.max_model_len = bytes;
         self
     }
@@ -131,9 +128,9 @@ impl Limits {
     /// exactly this deep is accepted; one level more is `too_deep`.
     ///
     /// ```
-    /// assert_eq!(bbr_core::Limits::new().max_depth(16).get_max_depth(), 16);
+    /// assert_eq!(bbr_core::Limits::new().with_max_depth(16).max_depth(), 16);
     /// ```
-    pub const fn max_depth(mut self, depth: u32) -> Self {
+    pub const fn with_max_depth(mut self, depth: u32) -> Self {
         self.max_depth = depth;
         self
     }
@@ -142,9 +139,9 @@ impl Limits {
     /// many bytes is reached; needing one more is `scan_limit`.
     ///
     /// ```
-    /// assert_eq!(bbr_core::Limits::new().max_scan_bytes(1 << 20).get_max_scan_bytes(), 1 << 20);
+    /// assert_eq!(bbr_core::Limits::new().with_max_scan_bytes(1 << 20).max_scan_bytes(), 1 << 20);
     /// ```
-    pub const fn max_scan_bytes(mut self, bytes: u64) -> Self {
+    pub const fn with_max_scan_bytes(mut self, bytes: u64) -> Self {
         self.max_scan_bytes = bytes;
         self
     }
@@ -153,9 +150,9 @@ impl Limits {
     /// `body_too_large` (counted on every policy, also after the decision).
     ///
     /// ```
-    /// assert_eq!(bbr_core::Limits::new().max_body_bytes(1 << 20).get_max_body_bytes(), 1 << 20);
+    /// assert_eq!(bbr_core::Limits::new().with_max_body_bytes(1 << 20).max_body_bytes(), 1 << 20);
     /// ```
-    pub const fn max_body_bytes(mut self, bytes: u64) -> Self {
+    pub const fn with_max_body_bytes(mut self, bytes: u64) -> Self {
         self.max_body_bytes = bytes;
         self
     }
@@ -164,10 +161,10 @@ impl Limits {
     ///
     /// ```
     /// use bbr_core::{DuplicateKeys, Limits};
-    /// let limits = Limits::new().duplicate_keys(DuplicateKeys::FirstWins);
-    /// assert_eq!(limits.get_duplicate_keys(), DuplicateKeys::FirstWins);
+    /// let limits = Limits::new().with_duplicate_keys(DuplicateKeys::FirstWins);
+    /// assert_eq!(limits.duplicate_keys(), DuplicateKeys::FirstWins);
     /// ```
-    pub const fn duplicate_keys(mut self, policy: DuplicateKeys) -> Self {
+    pub const fn with_duplicate_keys(mut self, policy: DuplicateKeys) -> Self {
         self.duplicate_keys = policy;
         self
     }
@@ -175,45 +172,45 @@ impl Limits {
     /// The configured `max_model_len`.
     ///
     /// ```
-    /// assert_eq!(bbr_core::Limits::new().get_max_model_len(), 256);
+    /// assert_eq!(bbr_core::Limits::new().max_model_len(), 256);
     /// ```
-    pub const fn get_max_model_len(&self) -> usize {
+    pub const fn max_model_len(&self) -> usize {
         self.max_model_len
     }
 
     /// The configured `max_depth`.
     ///
     /// ```
-    /// assert_eq!(bbr_core::Limits::new().get_max_depth(), 128);
+    /// assert_eq!(bbr_core::Limits::new().max_depth(), 128);
     /// ```
-    pub const fn get_max_depth(&self) -> u32 {
+    pub const fn max_depth(&self) -> u32 {
         self.max_depth
     }
 
     /// The configured `max_scan_bytes`.
     ///
     /// ```
-    /// assert_eq!(bbr_core::Limits::new().get_max_scan_bytes(), 32 * 1024 * 1024);
+    /// assert_eq!(bbr_core::Limits::new().max_scan_bytes(), 32 * 1024 * 1024);
     /// ```
-    pub const fn get_max_scan_bytes(&self) -> u64 {
+    pub const fn max_scan_bytes(&self) -> u64 {
         self.max_scan_bytes
     }
 
     /// The configured `max_body_bytes`.
     ///
     /// ```
-    /// assert_eq!(bbr_core::Limits::new().get_max_body_bytes(), 128 * 1024 * 1024);
+    /// assert_eq!(bbr_core::Limits::new().max_body_bytes(), 128 * 1024 * 1024);
     /// ```
-    pub const fn get_max_body_bytes(&self) -> u64 {
+    pub const fn max_body_bytes(&self) -> u64 {
         self.max_body_bytes
     }
 
     /// The configured duplicate-key policy.
     ///
     /// ```
-    /// assert_eq!(bbr_core::Limits::new().get_duplicate_keys(), bbr_core::DuplicateKeys::Reject);
+    /// assert_eq!(bbr_core::Limits::new().duplicate_keys(), bbr_core::DuplicateKeys::Reject);
     /// ```
-    pub const fn get_duplicate_keys(&self) -> DuplicateKeys {
+    pub const fn duplicate_keys(&self) -> DuplicateKeys {
         self.duplicate_keys
     }
 }

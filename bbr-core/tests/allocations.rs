@@ -87,7 +87,7 @@ fn extraction_of_a_shared_model_allocates_nothing() {
             DuplicateKeys::FirstWins,
             DuplicateKeys::LastWins,
         ] {
-            let limits = Limits::new().duplicate_keys(policy);
+            let limits = Limits::new().with_duplicate_keys(policy);
 
             let (outcome, allocations) = allocations_during(|| extract_model(&body, &limits));
             let outcome = outcome.expect("valid body");

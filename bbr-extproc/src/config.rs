@@ -136,11 +136,11 @@ impl Config {
     /// The extraction limits.
     pub fn limits(&self) -> Limits {
         Limits::new()
-            .max_model_len(self.max_model_len)
-            .max_depth(self.max_depth)
-            .max_scan_bytes(self.max_scan_bytes)
-            .max_body_bytes(self.max_body_bytes)
-            .duplicate_keys(self.duplicate_keys)
+            .with_max_model_len(self.max_model_len)
+            .with_max_depth(self.max_depth)
+            .with_max_scan_bytes(self.max_scan_bytes)
+            .with_max_body_bytes(self.max_body_bytes)
+            .with_duplicate_keys(self.duplicate_keys)
     }
 
     /// The per-stream policy (without the adapter map, which
@@ -305,11 +305,8 @@ mod tests {
             "--drain-delay=250ms",
         ])
         .expect("flags");
-        assert_eq!(config.limits().get_max_scan_bytes(), 1024);
-        assert_eq!(
-            config.limits().get_duplicate_keys(),
-            DuplicateKeys::LastWins
-        );
+        assert_eq!(config.limits().max_scan_bytes(), 1024);
+        assert_eq!(config.limits().duplicate_keys(), DuplicateKeys::LastWins);
         assert_eq!(config.on_missing_model, OnMissingModel::Reject);
         assert_eq!(config.default_body_mode, BodyMode::Buffered);
         assert_eq!(config.drain_delay, Duration::from_millis(250));

@@ -25,7 +25,7 @@ impl Rejection {
     /// The HTTP status the client receives.
     pub fn http_status(&self) -> u16 {
         match self {
-            Rejection::Extract(e) => match e.kind.class() {
+            Rejection::Extract(e) => match e.kind().class() {
                 ErrorClass::TooLarge => 413,
                 _ => 400,
             },
@@ -37,7 +37,7 @@ impl Rejection {
     /// `request_too_large` or `missing_model`.
     pub fn code(&self) -> &'static str {
         match self {
-            Rejection::Extract(e) => e.kind.class().code(),
+            Rejection::Extract(e) => e.kind().class().code(),
             Rejection::MissingModel => "missing_model",
         }
     }

@@ -591,7 +591,7 @@ impl StreamState {
         if !self.decided {
             // Memory per stream is bounded by the scan limit, whatever the
             // duplicate-key policy.
-            let limit = self.settings.limits.get_max_scan_bytes();
+            let limit = self.settings.limits.max_scan_bytes();
             if self.held_bytes + chunk.len() as u64 > limit
                 && !matches!(self.mode, Mode::Streamed { .. })
             {
@@ -645,7 +645,7 @@ impl StreamState {
     }
 
     fn note_error(&mut self, error: bbr_core::ExtractError) -> Rejection {
-        if error.kind == bbr_core::ErrorKind::EmptyModel {
+        if error.kind() == bbr_core::ErrorKind::EmptyModel {
             self.report.empty_model = true;
         }
         Rejection::Extract(error)

@@ -594,7 +594,7 @@ fn every_error_row_of_the_contract_is_an_immediate_response() {
     assert_rejected(d, &[r#"{"model":""}"#], 400, "invalid_model");
     assert_rejected(d, &[r#"{"model":"a\nb"}"#], 400, "invalid_model");
     assert_rejected(
-        d.max_model_len(4),
+        d.with_max_model_len(4),
         &[r#"{"model":"abcde"}"#],
         400,
         "invalid_model",
@@ -606,13 +606,13 @@ fn every_error_row_of_the_contract_is_an_immediate_response() {
         "invalid_model",
     );
     assert_rejected(
-        d.max_scan_bytes(64),
+        d.with_max_scan_bytes(64),
         &[&format!(r#"{{"pad":"{}","model":"a"}}"#, "x".repeat(100))],
         413,
         "request_too_large",
     );
     assert_rejected(
-        d.max_body_bytes(64),
+        d.with_max_body_bytes(64),
         &[
             r#"{"model":"a","#,
             &format!(r#""pad":"{}"}}"#, "x".repeat(100)),
@@ -630,10 +630,13 @@ fn empty_model_is_reported_for_the_field_empty_counter() {
 
 #[test]
 fn model_at_max_len_is_routed_and_one_more_byte_is_refused() {
-    let (out, _) = outcome_of(Limits::new().max_model_len(4), &[r#"{"model":"abcd"}"#]);
+    let (out, _) = outcome_of(
+        Limits::new().with_max_model_len(4),
+        &[r#"{"model":"abcd"}"#],
+    );
     assert_eq!(out[0], Seen::Headers(model_set("abcd"), vec![], true));
     assert_rejected(
-        Limits::new().max_model_len(4),
+        Limits::new().with_max_model_len(4),
         &[r#"{"model":"abcde"}"#],
         400,
         "invalid_model",
@@ -655,7 +658,7 @@ fn a_violation_after_the_decision_still_gets_a_400() {
 
 #[test]
 fn first_wins_does_not_check_the_rest() {
-    let limits = Limits::new().duplicate_keys(DuplicateKeys::FirstWins);
+    let limits = Limits::new().with_duplicate_keys(DuplicateKeys::FirstWins);
     let (out, _) = outcome_of(limits, &[r#"{"model":"a","#, r#""model":"b"}"#]);
     assert!(
         !out.iter().any(|s| matches!(s, Seen::Immediate(..))),
@@ -665,7 +668,7 @@ fn first_wins_does_not_check_the_rest() {
 
 #[test]
 fn last_wins_holds_the_whole_body_and_routes_on_the_last_model() {
-    let limits = Limits::new().duplicate_keys(DuplicateKeys::LastWins);
+    let limits = Limits::new().with_duplicate_keys(DuplicateKeys::LastWins);
     let (out, _) = outcome_of(limits, &[r#"{"model":"a","#, r#""model":"b"}"#]);
     assert_eq!(out[0], Seen::Headers(model_set("b"), vec![], true));
     assert_eq!(out.len(), 3);
@@ -913,7 +916,7 @@ proptest! {
     /// order; and memory held stays within the scan limit.
     #[test]
     fn no_sequence_panics_or_leaves_the_stream_hung(msgs in proptest::collection::vec(msg_strategy(), 0..12)) {
-        let limits = Limits::new().max_scan_bytes(128);
+        let limits = Limits::new().with_max_scan_bytes(128);
         let mut s = StreamState::new(Arc::new(Settings::new(limits)));
         let mut ended = false;
         let mut sent = Vec::new();

@@ -126,8 +126,8 @@ fn violation(
         counters.record_violation();
     }
     crate::trace::debug_event!(
-        kind = error.kind.as_str(),
-        offset = error.offset,
+        kind = error.kind().as_str(),
+        offset = error.offset(),
         "request body violation"
     );
     Poll::Ready(Some(Err(Box::new(BodyViolation::new(error)))))
@@ -182,9 +182,9 @@ where
                         && let Err(error) = validator.feed(data)
                     {
                         let read = validator.bytes_consumed();
-                        let limit = validator.limits().get_max_body_bytes();
+                        let limit = validator.limits().max_body_bytes();
                         *this.validator = None;
-                        let over_limit = matches!(error.kind, ErrorKind::BodyTooLarge { .. });
+                        let over_limit = matches!(error.kind(), ErrorKind::BodyTooLarge { .. });
                         if over_limit || inner.is_end_stream() {
                             *this.inner_done = true;
                             return violation(this.counters, error);

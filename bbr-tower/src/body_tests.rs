@@ -163,7 +163,7 @@ fn a_truncated_exact_body_is_refused_in_place_of_its_last_frame() {
     let (mut body, counters) = replay(&[b"{\"model\":\"m\""], StrictBody::new(&[b",\"x\":"], true));
     let _ = data(poll(&mut body));
     let violation = violation(poll(&mut body));
-    assert_eq!(violation.error().kind, ErrorKind::UnexpectedEnd);
+    assert_eq!(violation.error().kind(), ErrorKind::UnexpectedEnd);
     assert!(body.is_end_stream());
     assert!(poll(&mut body).is_none());
     assert_eq!(counters.violations_for_tests(), 1);
@@ -178,7 +178,7 @@ fn a_truncated_body_of_unknown_length_is_refused_at_its_end() {
     let _ = data(poll(&mut body));
     assert_eq!(&data(poll(&mut body))[..], b",\"x\":");
     assert_eq!(
-        violation(poll(&mut body)).error().kind,
+        violation(poll(&mut body)).error().kind(),
         ErrorKind::UnexpectedEnd
     );
     assert!(poll(&mut body).is_none());
@@ -193,7 +193,7 @@ fn a_second_model_replaces_its_frame_with_a_violation() {
     );
     let _ = data(poll(&mut body));
     assert_eq!(
-        violation(poll(&mut body)).error().kind,
+        violation(poll(&mut body)).error().kind(),
         ErrorKind::DuplicateModel
     );
     assert!(poll(&mut body).is_none());

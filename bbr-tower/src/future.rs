@@ -203,7 +203,7 @@ where
                                 response: Some(policy::error_response(&error)),
                                 drain,
                                 drained: held_bytes,
-                                drain_limit: config.limits.get_max_body_bytes(),
+                                drain_limit: config.limits.max_body_bytes(),
                             }
                         }
                     }

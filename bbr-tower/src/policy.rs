@@ -25,7 +25,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! let layer = ModelRoutingLayer::new().limits(Limits::new().max_scan_bytes(16));
+//! let layer = ModelRoutingLayer::new().limits(Limits::new().with_max_scan_bytes(16));
 //! let service = layer.layer(service_fn(|_: Request<ReplayBody<Full<Bytes>>>| async {
 //!     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
 //! }));
@@ -85,7 +85,7 @@ pub fn status(error: &Error) -> StatusCode {
 /// The OpenAI-style error `code` for `error`.
 pub fn code(error: &Error) -> &'static str {
     match error {
-        Error::Extract(error) => error.kind.class().code(),
+        Error::Extract(error) => error.kind().class().code(),
         Error::MissingModel => "missing_model",
         Error::ClientRoutingHeader(_) => "routing_header_not_allowed",
         Error::Body { .. } => ErrorClass::InvalidJson.code(),
@@ -94,7 +94,7 @@ pub fn code(error: &Error) -> &'static str {
 }
 
 fn extract_status(error: &ExtractError) -> StatusCode {
-    match error.kind.class() {
+    match error.kind().class() {
         ErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     }

@@ -82,7 +82,7 @@ where
             if request.body().is_end_stream() {
                 return ResponseFuture::refused(&error);
             }
-            let max_body = config.limits.get_max_body_bytes();
+            let max_body = config.limits.max_body_bytes();
             return ResponseFuture::refused_after_draining(
                 &error,
                 request.into_body(),
@@ -94,7 +94,7 @@ where
             config.counters.record_unread();
             return ResponseFuture::called(self.inner.call(request.map(ReplayBody::new)));
         }
-        let max_body = config.limits.get_max_body_bytes();
+        let max_body = config.limits.max_body_bytes();
         if content_length(request.headers()).is_some_and(|length| length > max_body) {
             // Refuse before reading a byte: the client learns at once.
             config.counters.record_refused(0);

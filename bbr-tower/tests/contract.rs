@@ -37,8 +37,8 @@ impl Setup {
             Setup::Default => layer,
             Setup::RejectMissing => layer.on_missing(OnMissing::Reject),
             Setup::RejectClientHeaders => layer.client_headers(ClientHeaders::Reject),
-            Setup::ScanLimit64 => layer.limits(Limits::new().max_scan_bytes(64)),
-            Setup::BodyLimit32 => layer.limits(Limits::new().max_body_bytes(32)),
+            Setup::ScanLimit64 => layer.limits(Limits::new().with_max_scan_bytes(64)),
+            Setup::BodyLimit32 => layer.limits(Limits::new().with_max_body_bytes(32)),
         }
     }
 }

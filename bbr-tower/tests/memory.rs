@@ -126,7 +126,7 @@ fn sixty_four_mib_body_is_forwarded_identically_with_bounded_memory() {
         })
         .collect();
     runtime.block_on(async {
-        let layer = ModelRoutingLayer::new().limits(Limits::new().max_scan_bytes(SCAN_LIMIT));
+        let layer = ModelRoutingLayer::new().limits(Limits::new().with_max_scan_bytes(SCAN_LIMIT));
         let recorder = Recorder::default();
         let server = TestServer::start(&layer, &recorder).await;
         // Warm up runtime, connection and allocator paths before the baseline.

@@ -339,12 +339,12 @@ async fn run(layer: &ModelRoutingLayer, body: &str) -> (common::Answer, common::
 async fn body_limit_at_the_limit_passes_and_one_past_is_413() {
     let body = r#"{"model":"m","messages":[{"role":"user","content":"0123456789"}]}"#;
     let limit = body.len() as u64;
-    let at = ModelRoutingLayer::new().limits(Limits::new().max_body_bytes(limit));
+    let at = ModelRoutingLayer::new().limits(Limits::new().with_max_body_bytes(limit));
     let (chunked, sized) = run(&at, body).await;
     assert_eq!((chunked.status.as_u16(), sized.status.as_u16()), (200, 200));
     assert_eq!(at.stats().body_violations(), 0);
 
-    let past = ModelRoutingLayer::new().limits(Limits::new().max_body_bytes(limit - 1));
+    let past = ModelRoutingLayer::new().limits(Limits::new().with_max_body_bytes(limit - 1));
     let (chunked, sized) = run(&past, body).await;
     // Chunked: decided early, then the forwarded body ends with a violation.
     assert_eq!(chunked.status, 413);
@@ -364,14 +364,14 @@ async fn scan_limit_at_the_limit_decides_and_one_past_is_413() {
     );
     // The decision needs every byte up to the closing quote of the model.
     let needed = body.len() as u64 - 1;
-    let at = ModelRoutingLayer::new().limits(Limits::new().max_scan_bytes(needed));
+    let at = ModelRoutingLayer::new().limits(Limits::new().with_max_scan_bytes(needed));
     let (chunked, sized) = run(&at, &body).await;
     assert_eq!(
         (chunked.status.as_u16(), sized.status.as_u16()),
         (200, 200),
         "{chunked:?}"
     );
-    let past = ModelRoutingLayer::new().limits(Limits::new().max_scan_bytes(needed - 1));
+    let past = ModelRoutingLayer::new().limits(Limits::new().with_max_scan_bytes(needed - 1));
     let (chunked, sized) = run(&past, &body).await;
     assert_eq!((chunked.status.as_u16(), sized.status.as_u16()), (413, 413));
     assert_eq!(chunked.error_code(), "request_too_large");
@@ -435,7 +435,7 @@ async fn invalid_tail_after_the_decision_ends_the_body_with_a_violation() {
     let seen = recorder.last();
     assert_eq!(seen.header("x-gateway-model-name"), Some("food-review-1"));
     let violation = seen.violation.expect("a violation");
-    assert_eq!(violation.error().kind, ErrorKind::InvalidJson);
+    assert_eq!(violation.error().kind(), ErrorKind::InvalidJson);
     // The offending frame itself is never handed out.
     assert_eq!(seen.len, 30);
     assert_eq!(layer.stats().body_violations(), 1);
@@ -463,7 +463,7 @@ async fn duplicate_model_in_a_later_frame_ends_the_body_with_a_violation() {
     let seen = recorder.last();
     assert_eq!(seen.header("x-gateway-model-name"), Some("food-review-1"));
     assert_eq!(
-        seen.violation.expect("a violation").error().kind,
+        seen.violation.expect("a violation").error().kind(),
         ErrorKind::DuplicateModel
     );
     assert_eq!(
@@ -662,7 +662,7 @@ async fn an_always_ready_body_does_not_monopolise_the_executor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_still_uploading_receives_the_refusal() {
-    let layer = ModelRoutingLayer::new().limits(Limits::new().max_scan_bytes(64 * 1024));
+    let layer = ModelRoutingLayer::new().limits(Limits::new().with_max_scan_bytes(64 * 1024));
     let recorder = Recorder::default();
     let server = TestServer::start(&layer, &recorder).await;
     // 8 MiB, `model` far past the scan limit; sent chunked and with a length.
@@ -704,8 +704,8 @@ async fn client_still_uploading_receives_the_refusal() {
 async fn a_refused_upload_is_drained_up_to_the_body_limit_and_no_further() {
     let layer = ModelRoutingLayer::new().limits(
         Limits::new()
-            .max_scan_bytes(64 * 1024)
-            .max_body_bytes(1 << 20),
+            .with_max_scan_bytes(64 * 1024)
+            .with_max_body_bytes(1 << 20),
     );
     let recorder = Recorder::default();
     for (size, drained_whole) in [(512 << 10, true), (8 << 20, false)] {
@@ -765,7 +765,7 @@ async fn duplicate_key_policies_first_wins_and_last_wins() {
         (DuplicateKeys::FirstWins, "first", false),
         (DuplicateKeys::LastWins, "last", true),
     ] {
-        let layer = ModelRoutingLayer::new().limits(Limits::new().duplicate_keys(policy));
+        let layer = ModelRoutingLayer::new().limits(Limits::new().with_duplicate_keys(policy));
         let recorder = Recorder::keeping_frames();
         let chunks = split(&body, 8);
         let answer = oneshot(

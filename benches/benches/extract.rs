@@ -36,7 +36,7 @@ use criterion::{
 use serde::Deserialize;
 
 const REJECT: Limits = Limits::new();
-const FIRST_WINS: Limits = Limits::new().duplicate_keys(DuplicateKeys::FirstWins);
+const FIRST_WINS: Limits = Limits::new().with_duplicate_keys(DuplicateKeys::FirstWins);
 
 /// Largest body measured with 1-byte chunks (one `feed` call per byte).
 const ONE_BYTE_MAX: usize = 16 * KIB;

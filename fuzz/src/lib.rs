@@ -51,7 +51,7 @@ pub const POLICIES: [DuplicateKeys; 3] = [
 
 /// The default limits with `policy`.
 pub fn limits(policy: DuplicateKeys) -> Limits {
-    Limits::new().duplicate_keys(policy)
+    Limits::new().with_duplicate_keys(policy)
 }
 
 /// What serde_json says about a body.
@@ -227,7 +227,7 @@ fn describe(result: &Result<Outcome, ExtractError>) -> String {
         Ok(Outcome::Found(model)) => format!("found {:?}", model.as_str()),
         Ok(Outcome::Absent) => "absent".to_owned(),
         Ok(other) => format!("{other:?}"),
-        Err(error) => format!("error {} at {}", error.kind.as_str(), error.offset),
+        Err(error) => format!("error {} at {}", error.kind().as_str(), error.offset()),
     }
 }
 
@@ -256,12 +256,12 @@ pub fn check_oneshot(data: &[u8]) {
                     "{context}: expected absent, got {got}"
                 ),
                 Expected::Error(kinds) => assert!(
-                    matches!(&result, Err(e) if kinds.contains(&e.kind.as_str())),
+                    matches!(&result, Err(e) if kinds.contains(&e.kind().as_str())),
                     "{context}: expected an error in {kinds:?}, got {got}"
                 ),
             },
             Oracle::NotAnObject => assert!(
-                matches!(&result, Err(e) if e.kind.as_str() == "not_an_object"),
+                matches!(&result, Err(e) if e.kind().as_str() == "not_an_object"),
                 "{context}: expected not_an_object, got {got}"
             ),
             Oracle::Invalid => {

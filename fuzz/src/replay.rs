@@ -225,7 +225,7 @@ pub fn check_replay(data: &[u8]) {
                     "forwarded frames are not a prefix of the input"
                 );
             } else {
-                let expected = match error.kind.class() {
+                let expected = match error.kind().class() {
                     bbr_core::ErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                     _ => StatusCode::BAD_REQUEST,
                 };
@@ -266,7 +266,7 @@ mod tests {
         let (_, seen) = run_layer(&frames, None);
         assert!(seen.called);
         let violation = seen.violation.expect("a violation");
-        assert_eq!(violation.kind.as_str(), "duplicate_model");
+        assert_eq!(violation.kind().as_str(), "duplicate_model");
         assert!(seen.frames.len() < frames.len());
     }
 

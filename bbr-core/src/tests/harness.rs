@@ -50,7 +50,7 @@ pub(crate) fn drive(
             Ok(Progress::Decided) => assert!(early.is_some(), "Decided before a decision"),
             Ok(Progress::Found(model)) => {
                 assert!(early.is_none(), "decided twice");
-                assert_ne!(limits.get_duplicate_keys(), DuplicateKeys::LastWins);
+                assert_ne!(limits.duplicate_keys(), DuplicateKeys::LastWins);
                 if model.is_shared() {
                     let range = chunk.as_ptr_range();
                     assert!(
@@ -62,7 +62,7 @@ pub(crate) fn drive(
             }
             Ok(Progress::Absent) => {
                 assert!(early.is_none(), "decided twice");
-                assert_ne!(limits.get_duplicate_keys(), DuplicateKeys::LastWins);
+                assert_ne!(limits.duplicate_keys(), DuplicateKeys::LastWins);
                 early = Some(Outcome::Absent);
             }
             Err(error) => {
@@ -104,7 +104,7 @@ pub(crate) fn check_all_chunkings(
                 expected,
                 "body {:?}, policy {:?}, cuts {cuts:?}, reference {reference}",
                 String::from_utf8_lossy(body),
-                limits.get_duplicate_keys(),
+                limits.duplicate_keys(),
             );
         }
     };

@@ -31,7 +31,7 @@ impl From<&Result<Outcome, ExtractError>> for Verdict {
         match result {
             Ok(Outcome::Found(model)) => Verdict::Found(model.as_str().to_owned()),
             Ok(_) => Verdict::Absent,
-            Err(error) => Verdict::Error(error.kind.as_str()),
+            Err(error) => Verdict::Error(error.kind().as_str()),
         }
     }
 }
@@ -96,7 +96,7 @@ fn model_verdict(value: &Value, max_len: usize) -> Verdict {
 
 /// The verdict for a valid body.
 pub(crate) fn expected(entries: &Entries, limits: &Limits) -> Verdict {
-    let max = limits.get_max_model_len();
+    let max = limits.max_model_len();
     let models: Vec<&Value> = entries
         .0
         .iter()
@@ -106,7 +106,7 @@ pub(crate) fn expected(entries: &Entries, limits: &Limits) -> Verdict {
     let (Some(first), Some(last)) = (models.first(), models.last()) else {
         return Verdict::Absent;
     };
-    match limits.get_duplicate_keys() {
+    match limits.duplicate_keys() {
         DuplicateKeys::LastWins => model_verdict(last, max),
         DuplicateKeys::FirstWins => model_verdict(first, max),
         _ => match model_verdict(first, max) {

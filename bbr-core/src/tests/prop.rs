@@ -133,7 +133,11 @@ fn limits() -> BoxedStrategy<Limits> {
         prop_oneof![3 => Just(256usize), 1 => 1usize..40],
         prop::sample::select(POLICIES.to_vec()),
     )
-        .prop_map(|(max_len, policy)| Limits::new().max_model_len(max_len).duplicate_keys(policy))
+        .prop_map(|(max_len, policy)| {
+            Limits::new()
+                .with_max_model_len(max_len)
+                .with_duplicate_keys(policy)
+        })
         .boxed()
 }
 
@@ -239,7 +243,7 @@ proptest! {
         }
         // The other policies on the same body, one-shot, against the oracle.
         for policy in POLICIES {
-            let limits = limits.duplicate_keys(policy);
+            let limits = limits.with_duplicate_keys(policy);
             let verdict = extract_model(&Bytes::copy_from_slice(&body), &limits);
             prop_assert_eq!(Verdict::from(&verdict), expected(&entries, &limits));
         }
@@ -267,14 +271,14 @@ proptest! {
         let mut copy = body.clone();
         let simd_object = simd_json::to_owned_value(&mut copy)
             .map(|value| matches!(value, simd_json::OwnedValue::Object(_)));
-        if limits.get_duplicate_keys() == DuplicateKeys::LastWins && !matches!(simd_object, Ok(false)) {
-            let json_error = verdict.as_ref().is_err_and(|e| e.kind.class() == crate::ErrorClass::InvalidJson);
+        if limits.duplicate_keys() == DuplicateKeys::LastWins && !matches!(simd_object, Ok(false)) {
+            let json_error = verdict.as_ref().is_err_and(|e| e.kind().class() == crate::ErrorClass::InvalidJson);
             prop_assert_eq!(json_error, simd_object.is_err(), "simd-json disagrees on {:?}", String::from_utf8_lossy(&body));
             prop_assert_eq!(simd_object.is_ok(), serde.is_ok(), "serde_json and simd-json disagree");
         }
         match serde {
             Ok(entries) => prop_assert_eq!(Verdict::from(&verdict), expected(&entries, &limits)),
-            Err(e) => match limits.get_duplicate_keys() {
+            Err(e) => match limits.duplicate_keys() {
                 // First-wins answers on the prefix it read; that prefix was
                 // checked above.
                 DuplicateKeys::FirstWins => prop_assert!(verdict.is_err() || early.is_some()),

@@ -454,7 +454,7 @@ fn seeds() -> Vec<Seed> {
         ),
         // Limits other than the defaults.
         with_limits(
-            Limits::new().max_scan_bytes(12),
+            Limits::new().with_max_scan_bytes(12),
             each(
                 "decision needs exactly the scan limit",
                 br#"{"model":"m"}"#,
@@ -464,7 +464,7 @@ fn seeds() -> Vec<Seed> {
             ),
         ),
         with_limits(
-            Limits::new().max_scan_bytes(11),
+            Limits::new().with_max_scan_bytes(11),
             all(
                 "decision needs one byte past the scan limit",
                 br#"{"model":"m"}"#,
@@ -472,7 +472,7 @@ fn seeds() -> Vec<Seed> {
             ),
         ),
         with_limits(
-            Limits::new().max_scan_bytes(13),
+            Limits::new().with_max_scan_bytes(13),
             each(
                 "last-wins needs the whole body within the scan limit",
                 br#"{"model":"m"} "#,
@@ -482,7 +482,7 @@ fn seeds() -> Vec<Seed> {
             ),
         ),
         with_limits(
-            Limits::new().max_body_bytes(13),
+            Limits::new().with_max_body_bytes(13),
             all(
                 "body exactly at the body limit",
                 br#"{"model":"m"}"#,
@@ -490,7 +490,7 @@ fn seeds() -> Vec<Seed> {
             ),
         ),
         with_limits(
-            Limits::new().max_body_bytes(13),
+            Limits::new().with_max_body_bytes(13),
             all(
                 "body one past the body limit (also after a decision)",
                 br#"{"model":"m"} "#,
@@ -498,7 +498,7 @@ fn seeds() -> Vec<Seed> {
             ),
         ),
         with_limits(
-            Limits::new().max_body_bytes(5).max_scan_bytes(5),
+            Limits::new().with_max_body_bytes(5).with_max_scan_bytes(5),
             all(
                 "both limits at the same byte: the body limit wins",
                 br#"{"model":"m"}"#,
@@ -506,7 +506,7 @@ fn seeds() -> Vec<Seed> {
             ),
         ),
         with_limits(
-            Limits::new().max_model_len(3),
+            Limits::new().with_max_model_len(3),
             all(
                 "model at a custom length limit",
                 br#"{"model":"a\u00e9"}"#,
@@ -514,7 +514,7 @@ fn seeds() -> Vec<Seed> {
             ),
         ),
         with_limits(
-            Limits::new().max_model_len(2),
+            Limits::new().with_max_model_len(2),
             all(
                 "escaped model one past a custom length limit",
                 br#"{"model":"a\u00e9"}"#,
@@ -522,7 +522,7 @@ fn seeds() -> Vec<Seed> {
             ),
         ),
         with_limits(
-            Limits::new().max_depth(2),
+            Limits::new().with_max_depth(2),
             all(
                 "depth 2 at the limit",
                 br#"{"a":{},"model":"m"}"#,
@@ -530,7 +530,7 @@ fn seeds() -> Vec<Seed> {
             ),
         ),
         with_limits(
-            Limits::new().max_depth(2),
+            Limits::new().with_max_depth(2),
             all(
                 "depth 3 one past the limit",
                 br#"{"a":[[]]}"#,
@@ -538,7 +538,7 @@ fn seeds() -> Vec<Seed> {
             ),
         ),
         with_limits(
-            Limits::new().max_depth(0),
+            Limits::new().with_max_depth(0),
             all(
                 "depth 0 refuses the root",
                 br#"{}"#,
@@ -552,7 +552,7 @@ fn seeds() -> Vec<Seed> {
 fn every_seed_gives_its_verdict_under_every_chunking() {
     for seed in seeds() {
         for policy in POLICIES {
-            let limits = seed.limits.duplicate_keys(policy);
+            let limits = seed.limits.with_duplicate_keys(policy);
             let expected = seed.want(policy).verdict(0);
             check_all_chunkings(seed.body, limits, &expected, 64);
         }
@@ -567,7 +567,7 @@ fn padded_seeds_shift_their_offsets() {
         body.extend_from_slice(seed.body);
         for policy in POLICIES {
             let expected = seed.want(policy).verdict(4);
-            check_all_chunkings(&body, seed.limits.duplicate_keys(policy), &expected, 0);
+            check_all_chunkings(&body, seed.limits.with_duplicate_keys(policy), &expected, 0);
         }
     }
 }
@@ -615,7 +615,7 @@ fn a_million_open_brackets_are_too_deep_without_recursion() {
     assert_eq!(err, ExtractError::new(K::TooDeep { limit: 128 }, 5 + 127));
     // With the limit lifted the same body is read to its end: still no
     // recursion, and the truncation is reported.
-    let unlimited = Limits::new().max_depth(u32::MAX);
+    let unlimited = Limits::new().with_max_depth(u32::MAX);
     let err = crate::extract_model(&body, &unlimited).unwrap_err();
     assert_eq!(err, ExtractError::new(K::UnexpectedEnd, body.len() as u64));
 }

@@ -411,8 +411,8 @@ impl Drop for ExtProc {
 /// 413 rows are cheap to reach.
 pub fn test_settings() -> Settings {
     let limits = bbr_core::Limits::new()
-        .max_scan_bytes(1 << 20)
-        .max_body_bytes(12 << 20);
+        .with_max_scan_bytes(1 << 20)
+        .with_max_body_bytes(12 << 20);
     Settings::new(limits)
 }
 
