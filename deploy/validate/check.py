@@ -562,6 +562,11 @@ def parse_upstream_args(args: list[str]) -> tuple[list[str], dict[str, str], lis
         elif a.startswith("--") and "=" not in a and len(rest) > 1 and not plugins:
             flags[a[2:]] = rest[1]
             rest = rest[2:]
+        elif a.startswith("--") and "=" in a and a.split("=", 1)[1] in ("true", "false") \
+                and not plugins:
+            k, v = a[2:].split("=", 1)
+            flags[k] = v
+            rest = rest[1:]
         else:
             break
     return head, flags, plugins, tracing
@@ -657,7 +662,8 @@ def check_bbr(docs: Docs, f: Failures, e: Expect) -> dict[str, Any]:
     args = c.get("args", [])
     head, flags, plugins, tracing = parse_upstream_args(args)
     f.check(head == ["--streaming"], f"the first argument must be --streaming, got {head}")
-    want_flags = {k: str(v) for k, v in e.v("bbr.flags").items()}
+    want_flags = {k: (str(v).lower() if isinstance(v, bool) else str(v))
+                  for k, v in e.v("bbr.flags").items()}
     f.check(flags == want_flags, f"flags (--KEY VALUE) must be {want_flags}, got {flags}")
     want_plugins = [":".join(x for x in (p["type"], p["name"], p.get("json")) if x)
                     for p in e.v("bbr.plugins")]
@@ -1094,6 +1100,22 @@ def check_scenario(docs: Docs, f: Failures, routes: str) -> None:
     f.check(routed == want, f"routes by {header} must be {want}, got {routed}")
 
 
+def check_binary_accepts(binary: str, docs: Docs, f: Failures) -> None:
+    """The real bbr-extproc parses the rendered arguments: with `--help`
+    appended, clap parses (and converts) every argument before it and exits
+    0, or names the one it rejects and exits 2. Checks done after parsing
+    (plugin JSON, certificate files) are the binary's own tests."""
+    deps = objects(docs, "Deployment")
+    if not deps:
+        return
+    args = deps[0]["spec"]["template"]["spec"]["containers"][0].get("args", [])
+    proc = subprocess.run([binary, *args, "--help"], capture_output=True, text=True, timeout=30,
+                          stdin=subprocess.DEVNULL)
+    reason = (proc.stderr.strip().splitlines() or ["(no output)"])[0]
+    f.check(proc.returncode == 0, f"bbr-extproc rejects the rendered arguments (exit "
+                                  f"{proc.returncode}): {reason}")
+
+
 # ---------------------------------------------------------------- targets
 
 
@@ -1170,7 +1192,8 @@ def targets(helm: Helm, envoy: str | None, scenario_values: Path) -> list[Target
                      sets={"bbr.plugins": [
                          {"type": "body-field-to-header", "name": "prompt-extractor",
                           "json": '{"fieldName":"prompt","headerName":"X-Foo"}'}],
-                         "bbr.flags": {"v": 5, "zap-encoder": "json"}}),
+                         "bbr.flags": {"v": 5, "zap-encoder": "json", "zap-devel": True,
+                                       "metrics-endpoint-auth": False}}),
         chart_target(helm, envoy, "extras: limits, policies, replicas, PDB", "istio",
                      sets={"bbr.replicas": 3, "bbr.podDisruptionBudget.enabled": True,
                            "bbr.limits.maxModelLen": 512, "bbr.limits.maxDepth": 64,
@@ -1421,6 +1444,8 @@ def main() -> int:
     ap.add_argument("--envoy", required=True, help="Envoy binary (EnvoyFilter, deploy/envoy)")
     ap.add_argument("--crds", default=str(REPO.parent / "shared" / "crds"),
                     help="directory of real CRDs (default: ../shared/crds beside the repository)")
+    ap.add_argument("--bbr-extproc", help="bbr-extproc binary: every rendering's container "
+                    "arguments must parse (run with --help appended)")
     ap.add_argument("--kubernetes-version", action="append", dest="versions")
     ap.add_argument("--self-test", action="store_true")
     ap.add_argument("--out", help="also write each rendering here (for inspection)")
@@ -1479,6 +1504,8 @@ def main() -> int:
                 safe = re.sub(r"[^A-Za-z0-9.-]+", "_", t.name)
                 (Path(a.out) / f"{safe}.yaml").write_text(yaml.safe_dump_all(docs))
             f = check_docs(t, docs, crds, versions)
+            if a.bbr_extproc and hasattr(t, "cli"):
+                check_binary_accepts(a.bbr_extproc, docs, f)
             report(t.name, f, f"{len(docs)} objects ({', '.join(sorted({d['kind'] for d in docs}))})")
         # deploy/envoy: loaded by Envoy, ext_proc equal to the chart's.
         f = Failures("envoy files")
@@ -1558,6 +1585,7 @@ def main() -> int:
     finally:
         helm.close()
     print(f"\nKubernetes versions (core kinds, strict): {', '.join(versions)}")
+    print(f"Rendered arguments parsed by bbr-extproc: {a.bbr_extproc or 'not checked (no --bbr-extproc)'}")
     print(f"CRD kinds (real openAPIV3Schema, unknown fields rejected): {', '.join(sorted(crds.kinds()))}")
     if celpy is None:
         print(f"Not checked: the {crds.cel_rules} CEL rules of those CRDs (cel-python missing)")
