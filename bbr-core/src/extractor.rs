@@ -16,6 +16,7 @@
 
 use bytes::Bytes;
 
+use crate::simd::{self, Level};
 use crate::{DuplicateKeys, ErrorKind, ExtractError, Limits, Model, Outcome, Progress};
 
 /// `key_match` value once the key can no longer be the field name.
@@ -244,56 +245,6 @@ fn first_special(bytes: &[u8]) -> usize {
     i
 }
 
-/// Length of the escape at the start of `rest` (which starts with `\`)
-/// when it is complete and valid; surrogate pairs only as a whole. `None`
-/// leaves it to the byte-at-a-time path.
-fn escape_len(rest: &[u8]) -> Option<usize> {
-    match *rest.get(1)? {
-        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(2),
-        b'u' => {
-            let unit = hex4(rest.get(2..6)?)?;
-            match unit {
-                0xd800..=0xdbff => {
-                    let low = rest.get(6..12)?;
-                    if low[0] != b'\\' || low[1] != b'u' {
-                        return None;
-                    }
-                    matches!(hex4(&low[2..])?, 0xdc00..=0xdfff).then_some(12)
-                }
-                0xdc00..=0xdfff => None,
-                _ => Some(6),
-            }
-        }
-        _ => None,
-    }
-}
-
-fn hex4(digits: &[u8]) -> Option<u16> {
-    digits
-        .iter()
-        .try_fold(0u16, |acc, &d| Some((acc << 4) | hex_value(d)?))
-}
-
-/// Length of the UTF-8 character at the start of `rest` when it is complete
-/// and valid (the rules of `str::from_utf8`).
-#[inline(always)]
-fn utf8_char_len(rest: &[u8]) -> Option<usize> {
-    let (len, lo, hi) = match rest[0] {
-        0xc2..=0xdf => (2, 0x80, 0xbf),
-        0xe0 => (3, 0xa0, 0xbf),
-        0xe1..=0xec | 0xee | 0xef => (3, 0x80, 0xbf),
-        0xed => (3, 0x80, 0x9f),
-        0xf0 => (4, 0x90, 0xbf),
-        0xf1..=0xf3 => (4, 0x80, 0xbf),
-        0xf4 => (4, 0x80, 0x8f),
-        _ => return None,
-    };
-    let seq = rest.get(..len)?;
-    let second_ok = (lo..=hi).contains(&seq[1]);
-    let rest_ok = seq[2..].iter().all(|&c| (0x80..=0xbf).contains(&c));
-    (second_ok && rest_ok).then_some(len)
-}
-
 /// Length of the leading run of bytes that can go into a model unchanged:
 /// printable ASCII other than `"` and `\`.
 fn plain_model_run(bytes: &[u8]) -> usize {
@@ -331,6 +282,8 @@ pub struct ModelExtractor {
     limits: Limits,
     /// Byte-at-a-time reference mode (no fast paths).
     reference: bool,
+    /// The string-skip masks this CPU runs best.
+    level: Level,
     consumed: u64,
     state: State,
     /// Open containers; the root object is depth 1.
@@ -389,6 +342,7 @@ impl ModelExtractor {
         Self {
             limits,
             reference: false,
+            level: Level::detect(),
             consumed: 0,
             state: State::Start,
             depth: 0,
@@ -415,6 +369,16 @@ impl ModelExtractor {
             candidate: None,
             halted: false,
             error: None,
+        }
+    }
+
+    /// The fast mode with the string-skip masks of `level` (tests run
+    /// every level this CPU has).
+    #[cfg(test)]
+    pub(crate) fn with_level(limits: Limits, level: Level) -> Self {
+        Self {
+            level,
+            ..Self::new(limits)
         }
     }
 
@@ -1012,53 +976,28 @@ impl ModelExtractor {
     }
 
     /// Fast path for a skipped string from chunk index `i` (no UTF-8
-    /// sequence pending): one word-at-a-time pass to the next quote,
-    /// backslash, control or non-ASCII byte ([`first_special`]), complete
-    /// escapes and complete, valid UTF-8 characters skipped in place, in a
-    /// tight loop that leaves the state machine alone.
-    /// Returns the index of the closing quote, or of the first byte it
-    /// leaves to the byte-at-a-time path (an escape or a character that is
-    /// invalid or cut by the chunk end, which that path reports or carries
-    /// over exactly), or the chunk end.
-    fn skip_string_run(
-        &mut self,
-        bytes: &[u8],
-        mut i: usize,
-        base: u64,
-    ) -> Result<usize, ExtractError> {
-        let end = bytes.len();
-        loop {
-            i += first_special(&bytes[i..]);
-            let Some(&b) = bytes.get(i) else {
-                return Ok(end);
-            };
-            let len = match b {
-                b'"' => return Ok(i),
-                b'\\' => escape_len(&bytes[i..]),
-                0..=0x1f => {
-                    return Err(ExtractError::new(ErrorKind::InvalidJson, base + i as u64));
-                }
-                _ => {
-                    // Non-ASCII text comes in runs (words, scripts): take
-                    // its characters back to back; an invalid or cut one is
-                    // left to the byte-at-a-time path, which reports or
-                    // carries it.
-                    loop {
-                        let Some(len) = utf8_char_len(&bytes[i..]) else {
-                            return Ok(i);
-                        };
-                        i += len;
-                        if bytes.get(i).is_none_or(|&b| b < 0x80) {
-                            break;
-                        }
-                    }
-                    continue;
-                }
-            };
-            match len {
-                Some(len) => i += len,
-                None => return Ok(i),
-            }
+    /// sequence pending): [`simd::skip`] to the closing quote, stepping
+    /// over complete valid escapes, then one UTF-8 validation of the raw
+    /// span when it holds non-ASCII bytes. Returns the index of the
+    /// closing quote, or of the first byte it leaves to the byte-at-a-time
+    /// path (an escape that is invalid or cut by the chunk end, the start of
+    /// an invalid UTF-8 sequence or of one cut by the chunk end, which that
+    /// path reports or carries over exactly), or the chunk end.
+    #[inline]
+    fn skip_string_run(&self, bytes: &[u8], i: usize, base: u64) -> Result<usize, ExtractError> {
+        let stop = simd::skip(self.level, bytes, i);
+        let span = &bytes[i..stop.at];
+        if stop.non_ascii && simdutf8::basic::from_utf8(span).is_err() {
+            // Rare: std says exactly where the bad or cut sequence starts.
+            let valid = std::str::from_utf8(span).map_or_else(|e| e.valid_up_to(), str::len);
+            return Ok(i + valid);
+        }
+        match bytes.get(stop.at) {
+            Some(&b) if b < 0x20 => Err(ExtractError::new(
+                ErrorKind::InvalidJson,
+                base + stop.at as u64,
+            )),
+            _ => Ok(stop.at),
         }
     }
 

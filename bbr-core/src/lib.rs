@@ -221,7 +221,8 @@
 //! # Feature flags
 //!
 //! None.
-#![forbid(unsafe_code)]
+// `unsafe` only in `simd` (SIMD intrinsics behind run-time detection).
+#![deny(unsafe_code)]
 
 pub mod contract;
 mod error;
@@ -229,6 +230,8 @@ mod extractor;
 mod limits;
 mod model;
 mod progress;
+mod scan;
+mod simd;
 
 pub use contract::UnknownPolicy;
 pub use error::{ErrorClass, ErrorKind, ExtractError};

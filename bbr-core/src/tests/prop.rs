@@ -15,7 +15,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-use super::harness::{POLICIES, drive, split};
+use super::harness::{POLICIES, drive, drive_with, split};
 use super::oracle::{Verdict, check_early_decision, expected, oracle_is_stricter, parse};
 use crate::{
     DuplicateKeys, ExtractError, FieldName, Limits, ModelExtractor, Outcome, Progress,
@@ -243,6 +243,15 @@ fn agreeing_verdict(
         one_shot,
         "reference mode, cuts {cuts:?}"
     );
+    for level in crate::simd::Level::available() {
+        assert_eq!(
+            drive_with(&chunks, limits, || ModelExtractor::with_level(
+                limits, level
+            )),
+            one_shot,
+            "level {level:?}, cuts {cuts:?}"
+        );
+    }
     let (bytewise, early) = byte_by_byte(body, limits);
     assert_eq!(bytewise, one_shot, "one-byte chunks");
     (one_shot, early)
