@@ -247,9 +247,11 @@
 //! None.
 #![forbid(unsafe_code)]
 
+mod body;
 #[doc(hidden)]
 pub mod cli;
 pub mod contract;
+pub mod encoding;
 mod error;
 mod extractor;
 mod limits;
@@ -258,6 +260,7 @@ mod model_name;
 pub mod multipart;
 mod progress;
 
+pub use body::{BodyExtractor, BodyKind};
 pub use contract::UnknownPolicy;
 pub use error::{ErrorClass, ErrorKind, ExtractError};
 pub use extractor::{ModelExtractor, extract_model};
