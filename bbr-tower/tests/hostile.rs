@@ -326,3 +326,40 @@ async fn a_violation_reaches_the_inner_service_while_the_client_is_still_uploadi
     let response = call.await.unwrap().unwrap();
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test]
+async fn the_base_model_is_looked_up_by_exactly_the_name_the_model_header_carries() {
+    let llama = bbr_tower::BaseModelName::new("meta-llama/Llama-3.1-8B-Instruct").unwrap();
+    let layer = ModelRoutingLayer::new().base_models(std::collections::HashMap::from([(
+        "food-review-1".to_owned(),
+        llama,
+    )]));
+    let recorder = Recorder::default();
+    // The core decides what a model name is (it may trim the padding); the
+    // lookup never trims on its own, so the two headers always agree.
+    for body in [
+        &br#"{"model":"food-review-1"}"#[..],
+        br#"{"model":" food-review-1"}"#,
+        br#"{"model":"food-review-1\t"}"#,
+    ] {
+        let request = Request::post("/")
+            .body(FramesBody::chunked([Bytes::from_static(body)]))
+            .unwrap();
+        let answer = oneshot(&layer, &recorder, request).await;
+        let seen = recorder.last();
+        let case = String::from_utf8_lossy(body);
+        if answer.status == 400 {
+            // A core that refuses the padding (a tab is a control character).
+            assert_eq!(answer.error_code(), "invalid_model", "{case}");
+            continue;
+        }
+        assert_eq!(answer.status, 200, "{case}");
+        let model = seen.headers[MODEL_HEADER].as_bytes().to_vec();
+        let base = seen.header(bbr_core::contract::BASE_MODEL_HEADER);
+        if model == b"food-review-1" {
+            assert_eq!(base, Some("meta-llama/Llama-3.1-8B-Instruct"), "{case}");
+        } else {
+            assert_eq!(base, None, "{case}: model header {model:?}");
+        }
+    }
+}
