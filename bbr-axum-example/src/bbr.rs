@@ -7,7 +7,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::response::Response;
 use bbr_adapters::{AdapterStore, ReloadWatcher};
-use bbr_tower::{ClientHeaders, ModelRoutingLayer, OnMissing};
+use bbr_core::contract;
+use bbr_tower::ModelRoutingLayer;
 
 use crate::config::{ClientHeaderPolicy, Config, MissingModel};
 use crate::error::ConfigError;
@@ -33,17 +34,17 @@ pub(crate) fn load_adapters(
 
 /// Puts the body-based routing layer in front of `router`.
 pub(crate) fn apply(router: Router, config: &Config, adapters: Option<AdapterStore>) -> Router {
-    let on_missing = match config.bbr.missing_model {
-        MissingModel::Forward => OnMissing::PassThrough,
-        MissingModel::Reject => OnMissing::Reject,
+    let missing_model = match config.bbr.missing_model {
+        MissingModel::Forward => contract::MissingModel::Forward,
+        MissingModel::Reject => contract::MissingModel::Reject,
     };
     let client_headers = match config.bbr.client_headers {
-        ClientHeaderPolicy::Strip => ClientHeaders::Strip,
-        ClientHeaderPolicy::Reject => ClientHeaders::Reject,
+        ClientHeaderPolicy::Strip => contract::ClientHeaders::Strip,
+        ClientHeaderPolicy::Reject => contract::ClientHeaders::Reject,
     };
     let mut layer = ModelRoutingLayer::new()
         .limits(config.bbr.limits())
-        .on_missing(on_missing)
+        .missing_model(missing_model)
         .client_headers(client_headers);
     if let Some(adapters) = adapters {
         layer = layer.adapters(adapters);
