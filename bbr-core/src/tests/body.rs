@@ -672,7 +672,7 @@ fn a_plain_body_is_the_extractor_itself() {
             drive(
                 content_type,
                 None,
-                &[body.clone()],
+                std::slice::from_ref(&body),
                 limits,
                 DecodeLimits::new()
             ),
