@@ -307,16 +307,21 @@ impl BodyExtractor {
         let base = self.consumed;
         self.consumed = base.saturating_add(chunk.len() as u64);
         let limit = self.limits.max_body_bytes();
-        if self.consumed > limit {
-            return Err(ExtractError::new(ErrorKind::BodyTooLarge { limit }, limit));
-        }
+        let too_large = ExtractError::new(ErrorKind::BodyTooLarge { limit }, limit);
         let Some(decoder) = &mut self.decoder else {
+            // A plain body: the extractor counts it (reporting errors in
+            // byte order, the body limit included).
             return match &mut self.inner {
                 Inner::Json(extractor) => extractor.feed(chunk),
                 Inner::Multipart(extractor) => extractor.feed(chunk),
+                Inner::NotDecoded(_) if self.consumed > limit => Err(too_large),
                 Inner::NotDecoded(_) => Ok(self.undecoded_progress()),
             };
         };
+        // The raw bytes count too (what the adapter forwards).
+        if self.consumed > limit {
+            return Err(too_large);
+        }
         if self.halted {
             return Ok(Progress::Decided);
         }

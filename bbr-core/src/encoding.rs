@@ -759,6 +759,10 @@ mod gzip {
                     self.crc.update(&output[..produced]);
                     if status == Status::StreamEnd {
                         self.member = Member::Trailer(0);
+                        if consumed == 0 && produced == 0 {
+                            // The end was only reported now: go on with the trailer.
+                            continue;
+                        }
                     }
                     return Ok(Step {
                         consumed: i + consumed,

@@ -1,5 +1,6 @@
 //! Incremental, zero-copy extraction of the top-level `model` from JSON
-//! request bodies fed chunk by chunk.
+//! request bodies fed chunk by chunk; also from `multipart/form-data`
+//! uploads and compressed bodies ([`BodyExtractor`]).
 //!
 //! OpenAI-style clients name the model in the body (`{"model": "food-review-1",
 //! ...}`). A gateway that routes on it must read the body while it streams
@@ -221,6 +222,72 @@
 //! `max_body_bytes` always. Part header limits are structural, like
 //! `max_depth`, so they answer 400; size limits answer 413.
 //!
+//! # Compressed bodies
+//!
+//! A body with `Content-Encoding: gzip`, `deflate`, `br` or `zstd`, or a
+//! list of two (`gzip, br`: decoded in reverse order, `br` first), is
+//! decoded chunk by chunk into the extractor ([`encoding::Decoder`]);
+//! the adapter forwards the original compressed bytes. The core takes the
+//! encoding as a value parsed from the header's bytes
+//! ([`encoding::ContentEncoding::parse`]: case-insensitive tokens,
+//! `identity` and empty elements skipped, `x-gzip` is `gzip`).
+//!
+//! - An encoding that is not decoded (an unknown token, more than two, or
+//!   a coding whose feature is off) is [`BodyKind::NotDecoded`]: the body
+//!   is not read and counts as one without a model, so the adapter
+//!   forwards it unrouted or applies its missing-model refusal — never a
+//!   400 for what may be valid traffic.
+//! - Decoded bytes count against `max_scan_bytes` and `max_body_bytes`
+//!   (the extractor sees the decoded body); raw bytes count against
+//!   `max_body_bytes` too.
+//! - Bombs: decoding stops at every 32 KiB of output to check the
+//!   expansion ratio (decoded over encoded bytes read, default at most
+//!   100 once more than 1 MiB is decoded) and a stream's declared window
+//!   (zstd's window descriptor or frame size, brotli's WBITS) is checked
+//!   against a cap (default 8 MiB, what RFC 9659 lets zstd encoders use
+//!   for HTTP; brotli's largest standard window, 16 MiB, needs the cap
+//!   raised). Over either: 413 ([`ErrorKind::ExpansionRatio`],
+//!   [`ErrorKind::DecoderWindow`]). A gibibyte of zeros in a few KiB stops
+//!   after ~1 MiB of decoding, in every coding.
+//! - A corrupt or truncated stream (bad header, bad data, a checksum or
+//!   length mismatch, bytes after the end of a zlib or brotli stream, a
+//!   stream that ends early) is [`ErrorKind::InvalidEncoding`], class
+//!   `invalid_json` (400: the body is not the JSON it claims to be),
+//!   at the count of encoded bytes read when it was found. gzip members and
+//!   zstd frames may be concatenated.
+//! - Offsets of extraction errors are in the decoded body.
+//! - Under first-wins decoding stops at the decision; under reject the
+//!   whole stream is decoded and checked, like a plain body.
+//!
+//! | limit ([`encoding::DecodeLimits`]) | default | exactly at it | one past it | HTTP class |
+//! | --- | --- | --- | --- | --- |
+//! | `max_ratio` (above `ratio_floor`, 1 MiB decoded) | 100 | accepted | [`ExpansionRatio`](ErrorKind::ExpansionRatio) | 413 `request_too_large` |
+//! | `max_window` | 8 MiB | accepted | [`DecoderWindow`](ErrorKind::DecoderWindow) | 413 `request_too_large` |
+//!
+//! Decoders, each behind its own cargo feature (all on by default):
+//! `flate2` (gzip and deflate on miniz_oxide, pure Rust; the gzip framing,
+//! CRC-32 and length check are ours, on flate2's raw inflater), `brotli`
+//! (brotli-decompressor, pure Rust), `zstd` (libzstd, C, through
+//! zstd-safe). For zstd the pure-Rust ruzstd was measured beside libzstd
+//! (the `body` benchmark, `decode_only_*` rows): libzstd decodes the
+//! 8 MiB chat body several times faster, and ruzstd's push interface
+//! needs whole 128 KiB blocks buffered before it makes progress, where
+//! libzstd takes any chunk; libzstd also enforces the window cap itself
+//! (`ZSTD_d_windowLogMax`) before allocating. Memory per decoded body:
+//! 32 KiB of output buffer per coding plus the decoder's state (gzip and
+//! deflate ~45 KiB; brotli and zstd up to their window, at most the cap).
+//!
+//! # One entry point for adapters
+//!
+//! [`BodyExtractor::for_content`]`(content_type, content_encoding, limits)`
+//! takes the two header values as bytes (`None` when absent) and returns
+//! one type for every body: JSON, `multipart/form-data`, compressed or
+//! not, or not decoded. Adapters call [`feed`](BodyExtractor::feed) with
+//! every chunk they forward and [`finish`](BodyExtractor::finish) at the
+//! end, exactly as with [`ModelExtractor`], and map errors with
+//! [`contract::Refusal`]. Only `multipart/form-data` is read as a form;
+//! any other content type, or none, is read as JSON (as upstream does).
+//!
 //! # Speed, and where simd-json is used
 //!
 //! Strings, which are nearly all of a chat body, are skipped eight bytes at
@@ -269,15 +336,13 @@
 //!
 //! # Feature flags
 //!
-//! One per optional dependency, all on by default; each only adds a
-//! `Content-Encoding` decoder (see [`encoding`]). Without one, bodies in that
-//! encoding are reported as not decoded and take the missing-model way.
-//!
-//! | feature | decodes | crate |
+//! | feature | default | what it adds |
 //! | --- | --- | --- |
-//! | `flate2` | `gzip`, `deflate` | flate2 (pure Rust, miniz_oxide) |
-//! | `brotli` | `br` | brotli-decompressor (pure Rust) |
-//! | `zstd` | `zstd` | zstd-safe (libzstd) |
+//! | `flate2` | on | `Content-Encoding: gzip` and `deflate` (flate2 on miniz_oxide, pure Rust) |
+//! | `brotli` | on | `Content-Encoding: br` (brotli-decompressor, pure Rust) |
+//! | `zstd` | on | `Content-Encoding: zstd` (libzstd through zstd-safe; builds C) |
+//!
+//! A coding whose feature is off is [`BodyKind::NotDecoded`].
 // `unsafe` only in `simd` (SIMD intrinsics behind run-time detection).
 #![deny(unsafe_code)]
 

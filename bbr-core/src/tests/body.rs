@@ -655,3 +655,40 @@ fn first_wins_stops_decoding_at_the_decision() {
     );
     assert!(verdict.is_err());
 }
+
+#[test]
+fn a_plain_body_is_the_extractor_itself() {
+    // Errors in byte order, the body limit included: an invalid byte
+    // before the limit wins, in the chunk that also passes it.
+    let body = Bytes::from_static(br#"{"model":"m"]   "#);
+    let limits = Limits::new().with_max_body_bytes(14);
+    for (content_type, body, limits) in [
+        (None, body.clone(), limits),
+        (Some(&b"text/plain"[..]), body, Limits::new()),
+        (None, Bytes::from_static(br#"{"model":"m"}"#), Limits::new()),
+    ] {
+        let expected = extract_model(&body, &limits);
+        assert_eq!(
+            drive(
+                content_type,
+                None,
+                std::slice::from_ref(&body),
+                limits,
+                DecodeLimits::new()
+            ),
+            expected
+        );
+        for size in 1..=body.len() {
+            assert_eq!(
+                drive(
+                    content_type,
+                    None,
+                    &chunked(&body, size),
+                    limits,
+                    DecodeLimits::new()
+                ),
+                expected
+            );
+        }
+    }
+}
