@@ -987,6 +987,22 @@ impl ModelExtractor {
     /// path reports or carries over exactly), or the chunk end.
     #[inline]
     fn skip_string_run(&self, bytes: &[u8], i: usize, base: u64) -> Result<usize, ExtractError> {
+        // Most keys and many values are short: two word tests find their
+        // closing quote without setting up a block.
+        for from in [i, i + 8] {
+            let Some(word) = bytes.get(from..from + 8) else {
+                break;
+            };
+            let mask = special_mask(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+            if mask == 0 {
+                continue;
+            }
+            let at = from + (mask.trailing_zeros() / 8) as usize;
+            if bytes[at] == b'"' {
+                return Ok(at);
+            }
+            break;
+        }
         let stop = simd::skip(self.level, bytes, i);
         let span = &bytes[i..stop.at];
         if stop.non_ascii && simdutf8::basic::from_utf8(span).is_err() {
