@@ -172,6 +172,55 @@
 //! | `duplicate_model` | the opening quote of the second `model` key |
 //! | `scan_limit`, `body_too_large` | the limit (the first byte past it) |
 //!
+//! # multipart/form-data
+//!
+//! Uploads (`/v1/audio/transcriptions`, `/v1/images/edits`) name the model
+//! in a form field. [`multipart::MultipartExtractor`] reads it with the same
+//! interface, policies, limits and offsets as [`ModelExtractor`], streaming:
+//!
+//! - The boundary comes from the `Content-Type` value
+//!   ([`multipart::Boundary::from_content_type`]: media type
+//!   `multipart/form-data`, case-insensitive; `boundary` quoted or not;
+//!   1–70 bytes of printable ASCII, as RFC 2046 allows). Without a usable
+//!   one the body is [`ErrorKind::InvalidMultipart`] at 0.
+//! - The body is a preamble (ignored), delimiters `--boundary` (the first
+//!   may open the body; later ones follow a CRLF), transport padding and a
+//!   CRLF, then each part's header lines (CRLF-terminated, `name: value`,
+//!   no folding), an empty line and the content; `--boundary--` closes the
+//!   form and the epilogue after it is ignored.
+//! - A part needs one `Content-Disposition: form-data; name=...` (quoted or
+//!   token, quoted pairs undone; two `name`s, a `name*`, or two such
+//!   headers are refused, because the model server could read them
+//!   differently). The field whose name is exactly `model` is the model;
+//!   its content (up to the CRLF before the next delimiter) is checked by
+//!   [`validate_model_name`], the rules of a JSON `model` string (UTF-8, no
+//!   control characters, not empty, at most `max_model_len` bytes). A
+//!   `model` part with a `filename` is [`ErrorKind::ModelNotAString`].
+//!   Other parts, files included, are skipped as they stream: the
+//!   delimiter search (memchr's `memmem`) carries at most the delimiter's
+//!   length across a chunk end, and nothing of a file is held.
+//! - The decision is made by the last byte of the delimiter that ends the
+//!   `model` value (found), or by the `--` of the close delimiter (absent),
+//!   wherever the field is in the form. Under reject the rest is still
+//!   parsed: a second `model` field ([`ErrorKind::DuplicateModel`], at the
+//!   start of its `Content-Disposition` line), malformed framing
+//!   ([`ErrorKind::InvalidMultipart`], at the offending byte) and a body
+//!   that ends before the close delimiter ([`ErrorKind::UnexpectedEnd`] at
+//!   the body length, from `finish`) are errors. First-wins stops reading
+//!   at the decision; last-wins decides at `finish` on the last `model`.
+//! - The model is a slice of the chunk when its value lies within one
+//!   chunk (not cut by the chunk end, nor followed by a partial delimiter
+//!   at it), otherwise one copy of at most `max_model_len` bytes.
+//!
+//! | limit ([`multipart::PartLimits`]) | default | exactly at it | one past it | HTTP class |
+//! | --- | --- | --- | --- | --- |
+//! | `max_header_bytes` | 8 KiB per part (header lines, CRLFs, the empty line) | accepted | [`PartHeadersTooLarge`](ErrorKind::PartHeadersTooLarge), at the first byte past it | 400 `invalid_json` |
+//! | `max_headers` | 16 lines per part | accepted | [`TooManyPartHeaders`](ErrorKind::TooManyPartHeaders), at the line | 400 `invalid_json` |
+//!
+//! [`Limits`] apply as to JSON: `max_scan_bytes` before the decision,
+//! `max_body_bytes` always. Part header limits are structural, like
+//! `max_depth`, so they answer 400; size limits answer 413.
+//!
 //! # Speed, and where simd-json is used
 //!
 //! Strings, which are nearly all of a chat body, are skipped eight bytes at
@@ -220,24 +269,38 @@
 //!
 //! # Feature flags
 //!
-//! None.
+//! One per optional dependency, all on by default; each only adds a
+//! `Content-Encoding` decoder (see [`encoding`]). Without one, bodies in that
+//! encoding are reported as not decoded and take the missing-model way.
+//!
+//! | feature | decodes | crate |
+//! | --- | --- | --- |
+//! | `flate2` | `gzip`, `deflate` | flate2 (pure Rust, miniz_oxide) |
+//! | `brotli` | `br` | brotli-decompressor (pure Rust) |
+//! | `zstd` | `zstd` | zstd-safe (libzstd) |
 // `unsafe` only in `simd` (SIMD intrinsics behind run-time detection).
 #![deny(unsafe_code)]
 
+mod body;
 pub mod contract;
+pub mod encoding;
 mod error;
 mod extractor;
 mod limits;
 mod model;
+mod model_name;
+pub mod multipart;
 mod progress;
 mod scan;
 mod simd;
 
+pub use body::{BodyExtractor, BodyKind};
 pub use contract::UnknownPolicy;
 pub use error::{ErrorClass, ErrorKind, ExtractError};
 pub use extractor::{ModelExtractor, extract_model};
 pub use limits::{DuplicateKeys, FieldName, InvalidFieldName, Limits};
 pub use model::Model;
+pub use model_name::validate_model_name;
 pub use progress::{Outcome, Progress};
 
 #[cfg(test)]
