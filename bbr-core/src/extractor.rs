@@ -175,25 +175,27 @@ const fn hex_value(b: u8) -> Option<u16> {
 
 /// Printable ASCII other than `"` and `\\`: nothing to check in a string.
 const fn is_plain(b: u8) -> bool {
-    b >= 0x20 && b < 0x80 && b != b'"' && b != b'\\'
+    b >= 0x20 && b < 0x7f && b != b'"' && b != b'\\'
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const TOPS: u64 = 0x8080_8080_8080_8080;
 
-/// The top bit of each byte of `word` (little-endian) that a string cannot
-/// skip: `"`, `\\`, a control byte or a non-ASCII byte. Exact up to and
-/// including the first flagged byte: a borrow only ever runs upward from a
-/// byte that is itself flagged (`x ^ q` is zero only for `q`, `x - 0x20`
-/// borrows only below 0x20), and a non-ASCII byte has its top bit set
-/// already, so the lowest set bit always marks a real one.
+/// The top bit of each byte of `word` (little-endian) that is not plain
+/// printable ASCII: `"`, `\\`, a control byte, DEL or a non-ASCII byte.
+/// Exact up to and including the first flagged byte: a borrow only ever
+/// runs upward from a byte that is itself flagged (`x ^ q` is zero only for
+/// `q`, `x - 0x20` borrows only below 0x20), and a non-ASCII byte has its
+/// top bit set already, so the lowest set bit always marks a real one.
 #[inline(always)]
 const fn special_mask(word: u64) -> u64 {
     const QUOTES: u64 = ONES * b'"' as u64;
     const BACKSLASHES: u64 = ONES * b'\\' as u64;
+    const DELS: u64 = ONES * 0x7f;
     const SPACES: u64 = ONES * 0x20;
     ((word ^ QUOTES).wrapping_sub(ONES)
         | (word ^ BACKSLASHES).wrapping_sub(ONES)
+        | (word ^ DELS).wrapping_sub(ONES)
         | word.wrapping_sub(SPACES)
         | word)
         & TOPS
@@ -204,7 +206,7 @@ fn word_at(bytes: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"))
 }
 
-/// Index of the first byte of `bytes` that a string cannot skip (see
+/// Index of the first byte of `bytes` that is not plain printable ASCII (see
 /// [`special_mask`]), or `bytes.len()`. One pass, eight bytes at a time:
 /// word by word for the first 32 bytes (most strings and most runs between
 /// escapes are short), then in 64-byte blocks of byte compares the compiler
@@ -225,7 +227,10 @@ fn first_special(bytes: &[u8]) -> usize {
         // per byte than the word arithmetic on long runs); one signed
         // compare catches control and non-ASCII bytes.
         let any = bytes[i..i + 64].iter().fold(0u8, |acc, &b| {
-            acc | u8::from((b as i8) < 0x20) | u8::from(b == b'"') | u8::from(b == b'\\')
+            acc | u8::from((b as i8) < 0x20)
+                | u8::from(b == b'"')
+                | u8::from(b == b'\\')
+                | u8::from(b == 0x7f)
         });
         if any != 0 {
             break;
@@ -248,10 +253,7 @@ fn first_special(bytes: &[u8]) -> usize {
 /// Length of the leading run of bytes that can go into a model unchanged:
 /// printable ASCII other than `"` and `\`.
 fn plain_model_run(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .position(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
-        .unwrap_or(bytes.len())
+    first_special(bytes)
 }
 
 /// Incremental extractor of the top-level `model` of a JSON object, fed
@@ -985,6 +987,22 @@ impl ModelExtractor {
     /// path reports or carries over exactly), or the chunk end.
     #[inline]
     fn skip_string_run(&self, bytes: &[u8], i: usize, base: u64) -> Result<usize, ExtractError> {
+        // Most keys and many values are short: two word tests find their
+        // closing quote without setting up a block.
+        for from in [i, i + 8] {
+            let Some(word) = bytes.get(from..from + 8) else {
+                break;
+            };
+            let mask = special_mask(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+            if mask == 0 {
+                continue;
+            }
+            let at = from + (mask.trailing_zeros() / 8) as usize;
+            if bytes[at] == b'"' {
+                return Ok(at);
+            }
+            break;
+        }
         let stop = simd::skip(self.level, bytes, i);
         let span = &bytes[i..stop.at];
         if stop.non_ascii && simdutf8::basic::from_utf8(span).is_err() {
@@ -1280,7 +1298,7 @@ mod scan_tests {
     fn naive(bytes: &[u8]) -> usize {
         bytes
             .iter()
-            .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))
+            .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
             .unwrap_or(bytes.len())
     }
 

@@ -8,9 +8,10 @@
 //! ```
 //!
 //! Arguments: `IMPL CLASS SIZE [ITERATIONS]`, with `IMPL` one of
-//! `bbr_reject`, `bbr_reject_chunks16KiB`, `sonic_get`,
+//! `bbr_reject`, `bbr_first_wins`, `bbr_reject_chunks16KiB`, `sonic_get`,
 //! `sonic_get_unchecked`, `serde_json_struct`; `CLASS` one of `chat`,
-//! `completions`, `prose`, `tools` (model last); `SIZE` `1KiB`, `16KiB`,
+//! `completions`, `prose`, `tools` (model last; `chat:first` and so on for
+//! the model first); `SIZE` `1KiB`, `16KiB`,
 //! `256KiB`, `1MiB`, `8MiB`. Only the calls inside `timed` are counted
 //! with the command above (the body is built outside it). Checks the
 //! answer and prints `IMPL CLASS SIZE ok`.
@@ -19,8 +20,10 @@ use std::hint::black_box;
 use std::process::ExitCode;
 
 use bbr_benches::{BodySpec, Chunking, KIB, MIB, MODEL, Position, Shape, chunks};
-use bbr_core::{Limits, ModelExtractor, Outcome, extract_model};
+use bbr_core::{DuplicateKeys, Limits, ModelExtractor, Outcome, extract_model};
 use bytes::Bytes;
+
+const FIRST_WINS: Limits = Limits::new().with_duplicate_keys(DuplicateKeys::FirstWins);
 
 #[derive(serde::Deserialize)]
 struct OnlyModel<'a> {
@@ -36,6 +39,10 @@ fn timed(implementation: &str, body: &Bytes, pieces: &[Bytes], iterations: u32) 
     for _ in 0..iterations {
         model = match implementation {
             "bbr_reject" => match extract_model(black_box(body), &Limits::new()) {
+                Ok(Outcome::Found(m)) => Some(m.as_str().to_owned()),
+                _ => None,
+            },
+            "bbr_first_wins" => match extract_model(black_box(body), &FIRST_WINS) {
                 Ok(Outcome::Found(m)) => Some(m.as_str().to_owned()),
                 _ => None,
             },
@@ -71,6 +78,10 @@ fn main() -> ExitCode {
         eprintln!("usage: scan_once IMPL CLASS SIZE [ITERATIONS]");
         return ExitCode::from(64);
     };
+    let (class, position) = match class.strip_suffix(":first") {
+        Some(class) => (class, Position::First),
+        None => (class.as_str(), Position::Last),
+    };
     let Some(shape) = Shape::ALL.into_iter().find(|s| s.as_str() == class) else {
         eprintln!("unknown class {class}");
         return ExitCode::from(64);
@@ -87,7 +98,7 @@ fn main() -> ExitCode {
         }
     };
     let iterations = rest.first().and_then(|n| n.parse().ok()).unwrap_or(1);
-    let body = BodySpec::new(shape, Position::Last, bytes).build();
+    let body = BodySpec::new(shape, position, bytes).build();
     let pieces = chunks(&body, Chunking::CHUNK_16K);
     if timed(implementation, &body, &pieces, iterations).as_deref() != Some(MODEL) {
         eprintln!("{implementation} did not find {MODEL} in {class} {size}");
