@@ -12,10 +12,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bbr_core::contract::MissingModel;
 use bbr_core::{DuplicateKeys, Limits};
 use clap::{ArgAction, Parser};
 
-use crate::server::{ServerConfig, Tls};
+use crate::serve::{ServerConfig, Tls};
 use crate::stream::{BodyMode, OnMissingModel, Settings};
 
 /// `bbr-extproc`: Envoy ext_proc server for body-based routing.
@@ -66,11 +67,13 @@ pub struct Config {
     /// A second top-level `model`: `reject` (400), `first-wins` or `last-wins`.
     #[arg(long, default_value = "reject")]
     pub duplicate_keys: DuplicateKeys,
-    /// A valid body without `model`: forward without the header, or 400.
-    #[arg(long, value_enum, default_value_t = OnMissingModel::PassThrough)]
-    pub on_missing_model: OnMissingModel,
-    /// Body mode assumed when Envoy sends no `protocol_config` (Envoy < 1.33).
-    #[arg(long, value_enum, default_value_t = BodyMode::FullDuplexStreamed)]
+    /// A valid body without `model`: `forward` without the header, or
+    /// `reject` with 400.
+    #[arg(long, default_value = "forward")]
+    pub on_missing_model: MissingModel,
+    /// Body mode assumed when Envoy sends no `protocol_config` (Envoy < 1.33):
+    /// `full-duplex-streamed`, `streamed` or `buffered`.
+    #[arg(long, default_value = "full-duplex-streamed")]
     pub default_body_mode: BodyMode,
     /// Adapter map (upstream ConfigMap format): files or directories,
     /// repeatable, reloaded when they change.
@@ -146,8 +149,12 @@ impl Config {
     /// The per-stream policy (without the adapter map, which
     /// [`crate::run`] loads).
     pub fn settings(&self) -> Settings {
+        let on_missing = match self.on_missing_model {
+            MissingModel::Reject => OnMissingModel::Reject,
+            _ => OnMissingModel::PassThrough,
+        };
         Settings::new(self.limits())
-            .on_missing(self.on_missing_model)
+            .on_missing(on_missing)
             .default_body_mode(self.default_body_mode)
     }
 
@@ -164,20 +171,19 @@ impl Config {
         let default_message = usize::try_from(self.max_body_bytes)
             .unwrap_or(usize::MAX)
             .saturating_add(1 << 20);
-        ServerConfig {
-            bind_address: self.bind_address,
-            grpc_port: self.grpc_port,
-            health_port: self.grpc_health_port,
-            metrics_port: self.metrics_port,
-            tls,
-            settings: self.settings(),
-            adapters: self.adapters.clone(),
-            adapters_reload_interval: self.adapters_reload_interval,
-            max_grpc_message_bytes: self.max_grpc_message_bytes.unwrap_or(default_message),
-            max_concurrent_streams: self.max_concurrent_streams,
-            drain_delay: self.drain_delay,
-            grace_period: self.grace_period,
-        }
+        let mut config = ServerConfig::local(self.settings());
+        config.bind_address = self.bind_address;
+        config.grpc_port = self.grpc_port;
+        config.health_port = self.grpc_health_port;
+        config.metrics_port = self.metrics_port;
+        config.tls = tls;
+        config.adapters = self.adapters.clone();
+        config.adapters_reload_interval = self.adapters_reload_interval;
+        config.max_grpc_message_bytes = self.max_grpc_message_bytes.unwrap_or(default_message);
+        config.max_concurrent_streams = self.max_concurrent_streams;
+        config.drain_delay = self.drain_delay;
+        config.grace_period = self.grace_period;
+        config
     }
 
     /// Names of upstream flags that were set but have no effect here.
@@ -307,7 +313,7 @@ mod tests {
         .expect("flags");
         assert_eq!(config.limits().max_scan_bytes(), 1024);
         assert_eq!(config.limits().duplicate_keys(), DuplicateKeys::LastWins);
-        assert_eq!(config.on_missing_model, OnMissingModel::Reject);
+        assert_eq!(config.on_missing_model, MissingModel::Reject);
         assert_eq!(config.default_body_mode, BodyMode::Buffered);
         assert_eq!(config.drain_delay, Duration::from_millis(250));
         assert!(Config::try_parse_from(["bbr-extproc", "--duplicate-keys=maybe"]).is_err());

@@ -1,22 +1,16 @@
 //! Prometheus metrics, with the upstream BBR names kept
 //! (`bbr_success_total`, `bbr_body_field_not_found_total{field}`,
 //! `bbr_body_field_empty_total{field}`), plus outcomes by error code, bytes
-//! scanned before the decision and extraction time. Served as OpenMetrics
-//! text on `GET /metrics` by a small hyper server.
+//! scanned before the decision and extraction time. The binary serves them
+//! as OpenMetrics text on `GET /metrics` (`metrics_http.rs`, `server`
+//! feature); an embedding gateway calls [`Metrics::encode`] itself.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 use crate::stream::{Report, Verdict};
 
@@ -175,51 +169,4 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((socket, _)) = accepted else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let metrics = metrics.clone();
-                    async move { Ok::<_, Infallible>(respond(&request, &metrics)) }
-                });
-            let io = hyper_util::rt::TokioIo::new(socket);
-            // A scraper that hangs up early is not an error worth reporting.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
-        });
-    }
-}
-
-fn respond(request: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    if request.uri().path() != "/metrics" {
-        *response.status_mut() = StatusCode::NOT_FOUND;
-        return response;
-    }
-    *response.body_mut() = Full::new(Bytes::from(metrics.encode()));
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
-    );
-    response
 }

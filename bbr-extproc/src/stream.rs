@@ -56,7 +56,7 @@ use bbr_adapters::AdapterStore;
 
 /// How request bodies arrive when Envoy does not say (`protocol_config` is
 /// sent by Envoy ≥ 1.33 on the first message of each stream).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum BodyMode {
     /// `FULL_DUPLEX_STREAMED`, what the upstream charts configure. The default.
@@ -68,8 +68,45 @@ pub enum BodyMode {
     Buffered,
 }
 
+impl BodyMode {
+    /// Stable name: `full-duplex-streamed`, `streamed` or `buffered`.
+    ///
+    /// ```
+    /// use bbr_extproc::BodyMode;
+    /// assert_eq!("buffered".parse::<BodyMode>().unwrap(), BodyMode::Buffered);
+    /// assert_eq!(BodyMode::default().as_str(), "full-duplex-streamed");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BodyMode::FullDuplexStreamed => "full-duplex-streamed",
+            BodyMode::Streamed => "streamed",
+            BodyMode::Buffered => "buffered",
+        }
+    }
+}
+
+/// A body mode name given to `FromStr` is not one of [`BodyMode`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown body mode `{0}` (expected full-duplex-streamed, streamed or buffered)")]
+pub struct UnknownBodyMode(Box<str>);
+
+impl std::str::FromStr for BodyMode {
+    type Err = UnknownBodyMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            BodyMode::FullDuplexStreamed,
+            BodyMode::Streamed,
+            BodyMode::Buffered,
+        ]
+        .into_iter()
+        .find(|mode| mode.as_str() == s)
+        .ok_or_else(|| UnknownBodyMode(s.into()))
+    }
+}
+
 /// What to do with a valid body that has no top-level `model`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OnMissingModel {
     /// Forward it without the model header. The default.
