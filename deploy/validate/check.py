@@ -1547,6 +1547,15 @@ def main() -> int:
                 print(f"ok   self-test CEL {name}: caught {what}: {cel[0][:110] if cel else 'cel-python missing'}"
                       if caught else f"FAIL self-test CEL {name}: NOT caught by a CEL rule: {what} "
                                      f"(other findings: {f.items[:2]})")
+            if a.bbr_extproc:
+                broken = copy.deepcopy(rendered[GUIDE][1])
+                _c(broken)["args"].append("--no-such-flag=1")
+                f = Failures("binary")
+                check_binary_accepts(a.bbr_extproc, broken, f)
+                passed += bool(f.items)
+                failed += not f.items
+                print(f"ok   self-test binary: caught an argument bbr-extproc does not know: {f.items[0][:110]}"
+                      if f.items else "FAIL self-test binary: NOT caught: an unknown argument")
             for what, apply, target_name in chart_breakages():
                 with tempfile.TemporaryDirectory(prefix="bbr-chart-broken-") as tmp:
                     chart = Path(tmp) / "body-based-routing"
