@@ -45,12 +45,37 @@
 //! compared after unescaping, so `"mod\u0065l"` is `model`; the comparison
 //! is exact and case-sensitive (`Model` and `model2` are other keys).
 //!
-//! A found model is a non-empty string, valid UTF-8, at most
-//! [`Limits::max_model_len`] bytes after unescaping, and free of control
-//! characters after unescaping (C0, including CR, LF, NUL, and DEL). Any
-//! other value is an error: [`ErrorKind::ModelNotAString`] (`null`,
-//! numbers, booleans, objects, arrays), [`ErrorKind::EmptyModel`],
-//! [`ErrorKind::ModelTooLong`], [`ErrorKind::ModelControlChar`].
+//! The key is `model` unless [`Limits::with_field`] names another one
+//! (like the upstream `body-field-to-header` plugin's `fieldName`); every
+//! rule below applies to that key instead.
+//!
+//! # What a model name is
+//!
+//! One rule, here, for every adapter (the routing header, the base-model
+//! lookup and the logs all see the same name):
+//!
+//! 1. The value is a JSON string; it is unescaped (`"a\u0062"` is `ab`).
+//! 2. Leading and trailing ASCII spaces and tabs of the unescaped value are
+//!    trimmed: `" food-review-1\t"` is `food-review-1`. The found [`Model`]
+//!    is the trimmed name, still a slice of the chunk when the value has no
+//!    escape and lies in one chunk (no copy).
+//! 3. Nothing left (`""`, `"  "`, `"\t"`) is [`ErrorKind::EmptyModel`].
+//! 4. A control character anywhere in what is left is
+//!    [`ErrorKind::ModelControlChar`]: C0 (U+0000–U+001F, including a tab
+//!    inside the name, CR, LF, NUL), DEL (U+007F) and C1 (U+0080–U+009F),
+//!    raw or escaped. None of them is safe in an HTTP header value.
+//! 5. At most [`Limits::max_model_len`] bytes of UTF-8 after unescaping,
+//!    counted before trimming (the bound is on what is held while the value
+//!    streams in), else [`ErrorKind::ModelTooLong`].
+//! 6. Anything but a string ([`ErrorKind::ModelNotAString`]: `null`,
+//!    numbers, booleans, objects, arrays).
+//!
+//! Problems are reported in stream order: a name too long before its
+//! control character is `model_too_long`, and a tab is known to be inside
+//! the name (an error at its offset) only when more text follows it.
+//! Other Unicode (spaces such as U+00A0 or U+2028, format characters) is
+//! kept as sent: it is valid in a header value as UTF-8 bytes, and the
+//! model server sees the same string.
 //!
 //! # Duplicate keys
 //!
@@ -142,10 +167,59 @@
 //! | `unexpected_end` | the body length |
 //! | `too_deep` | the bracket that opens one level too many |
 //! | `model_not_a_string` | the first byte of the value |
-//! | `empty_model`, `model_too_long` | the opening quote of the value |
-//! | `model_control_char` | the control byte, or the backslash of its escape |
+//! | `empty_model`, `model_too_long` | the opening quote of the value (also when only spaces were sent) |
+//! | `model_control_char` | the control byte (the lead byte of a raw C1 character), the backslash of its escape, or for a tab inside the name that tab |
 //! | `duplicate_model` | the opening quote of the second `model` key |
 //! | `scan_limit`, `body_too_large` | the limit (the first byte past it) |
+//!
+//! # multipart/form-data
+//!
+//! Uploads (`/v1/audio/transcriptions`, `/v1/images/edits`) name the model
+//! in a form field. [`multipart::MultipartExtractor`] reads it with the same
+//! interface, policies, limits and offsets as [`ModelExtractor`], streaming:
+//!
+//! - The boundary comes from the `Content-Type` value
+//!   ([`multipart::Boundary::from_content_type`]: media type
+//!   `multipart/form-data`, case-insensitive; `boundary` quoted or not;
+//!   1–70 bytes of printable ASCII, as RFC 2046 allows). Without a usable
+//!   one the body is [`ErrorKind::InvalidMultipart`] at 0.
+//! - The body is a preamble (ignored), delimiters `--boundary` (the first
+//!   may open the body; later ones follow a CRLF), transport padding and a
+//!   CRLF, then each part's header lines (CRLF-terminated, `name: value`,
+//!   no folding), an empty line and the content; `--boundary--` closes the
+//!   form and the epilogue after it is ignored.
+//! - A part needs one `Content-Disposition: form-data; name=...` (quoted or
+//!   token, quoted pairs undone; two `name`s, a `name*`, or two such
+//!   headers are refused, because the model server could read them
+//!   differently). The field whose name is exactly `model` is the model;
+//!   its content (up to the CRLF before the next delimiter) is checked by
+//!   [`validate_model_name`], the rules of a JSON `model` string (UTF-8, no
+//!   control characters, not empty, at most `max_model_len` bytes). A
+//!   `model` part with a `filename` is [`ErrorKind::ModelNotAString`].
+//!   Other parts, files included, are skipped as they stream: the
+//!   delimiter search (memchr's `memmem`) carries at most the delimiter's
+//!   length across a chunk end, and nothing of a file is held.
+//! - The decision is made by the last byte of the delimiter that ends the
+//!   `model` value (found), or by the `--` of the close delimiter (absent),
+//!   wherever the field is in the form. Under reject the rest is still
+//!   parsed: a second `model` field ([`ErrorKind::DuplicateModel`], at the
+//!   start of its `Content-Disposition` line), malformed framing
+//!   ([`ErrorKind::InvalidMultipart`], at the offending byte) and a body
+//!   that ends before the close delimiter ([`ErrorKind::UnexpectedEnd`] at
+//!   the body length, from `finish`) are errors. First-wins stops reading
+//!   at the decision; last-wins decides at `finish` on the last `model`.
+//! - The model is a slice of the chunk when its value lies within one
+//!   chunk (not cut by the chunk end, nor followed by a partial delimiter
+//!   at it), otherwise one copy of at most `max_model_len` bytes.
+//!
+//! | limit ([`multipart::PartLimits`]) | default | exactly at it | one past it | HTTP class |
+//! | --- | --- | --- | --- | --- |
+//! | `max_header_bytes` | 8 KiB per part (header lines, CRLFs, the empty line) | accepted | [`PartHeadersTooLarge`](ErrorKind::PartHeadersTooLarge), at the first byte past it | 400 `invalid_json` |
+//! | `max_headers` | 16 lines per part | accepted | [`TooManyPartHeaders`](ErrorKind::TooManyPartHeaders), at the line | 400 `invalid_json` |
+//!
+//! [`Limits`] apply as to JSON: `max_scan_bytes` before the decision,
+//! `max_body_bytes` always. Part header limits are structural, like
+//! `max_depth`, so they answer 400; size limits answer 413.
 //!
 //! # Speed, and where simd-json is used
 //!
@@ -187,7 +261,7 @@
 //! # The `extract` example
 //!
 //! `cargo run --release -p bbr-core --example extract -- [--chunk N]
-//! [--policy reject|first-wins|last-wins] FILE...` prints one line per file:
+//! [--policy reject|first-wins|last-wins] [--field NAME] FILE...` prints one line per file:
 //! `{"file":F,"outcome":"found","model":M}`, `{"file":F,"outcome":"absent"}`
 //! or `{"file":F,"outcome":"error","kind":K,"offset":N}`, the verdict after
 //! the whole file was fed in `N`-byte chunks (64 KiB by default). This
@@ -195,23 +269,38 @@
 //!
 //! # Feature flags
 //!
-//! None.
-#![forbid(unsafe_code)]
+//! One per optional dependency, all on by default; each only adds a
+//! `Content-Encoding` decoder (see [`encoding`]). Without one, bodies in that
+//! encoding are reported as not decoded and take the missing-model way.
+//!
+//! | feature | decodes | crate |
+//! | --- | --- | --- |
+//! | `flate2` | `gzip`, `deflate` | flate2 (pure Rust, miniz_oxide) |
+//! | `brotli` | `br` | brotli-decompressor (pure Rust) |
+//! | `zstd` | `zstd` | zstd-safe (libzstd) |
+// `unsafe` only in `simd` (SIMD intrinsics behind run-time detection).
+#![deny(unsafe_code)]
 
-#[doc(hidden)]
-pub mod cli;
+mod body;
 pub mod contract;
+pub mod encoding;
 mod error;
 mod extractor;
 mod limits;
 mod model;
+mod model_name;
+pub mod multipart;
 mod progress;
+mod scan;
+mod simd;
 
+pub use body::{BodyExtractor, BodyKind};
 pub use contract::UnknownPolicy;
 pub use error::{ErrorClass, ErrorKind, ExtractError};
 pub use extractor::{ModelExtractor, extract_model};
-pub use limits::{DuplicateKeys, Limits};
+pub use limits::{DuplicateKeys, FieldName, InvalidFieldName, Limits};
 pub use model::Model;
+pub use model_name::validate_model_name;
 pub use progress::{Outcome, Progress};
 
 #[cfg(test)]
