@@ -56,23 +56,34 @@
 #[cfg(feature = "server")]
 mod config;
 mod error;
+#[cfg(feature = "server")]
+mod logging;
 mod metrics;
 #[cfg(feature = "server")]
 mod metrics_http;
 mod mutation;
+#[cfg(feature = "server")]
+mod plugins;
 pub mod proto;
+mod routing;
 #[cfg(feature = "server")]
 mod serve;
 mod server;
 pub mod stream;
 
 #[cfg(feature = "server")]
-pub use config::Config;
+pub use config::{Config, ConfigError, LogLevel};
 pub use error::{Error, Rejection};
-pub use metrics::Metrics;
+pub use metrics::{BUILD_REF, COMMIT, Metrics, PluginNames};
 #[cfg(feature = "server")]
 pub use metrics_http::MetricsAuth;
 pub use mutation::{BASE_MODEL_HEADER, MAX_CHUNK_BYTES, MODEL_HEADER, ROUTING_HEADERS};
+#[cfg(feature = "server")]
+pub use plugins::{
+    BASE_MODEL_TO_HEADER, BODY_FIELD_TO_HEADER, CONFIG_API_VERSION, CONFIG_KIND, Plugin,
+    PluginChain, PluginError,
+};
+pub use routing::{InvalidHeaderName, RoutingHeaders};
 #[cfg(feature = "server")]
 pub use serve::{Server, ServerConfig, StartError, Tls, run, shutdown_signal};
 pub use server::{BbrExtProc, SERVICE_NAME};

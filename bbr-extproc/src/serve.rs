@@ -386,13 +386,13 @@ pub fn shutdown_signal() -> Pin<Box<dyn Future<Output = ()> + Send>> {
     })
 }
 
-/// Runs the server as the binary does: binds, serves until `shutdown`, drains.
+/// Runs the server as the binary does: builds the server configuration,
+/// binds, serves until `shutdown`, drains.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
-    let server_config = config.server_config();
-    let server = Server::bind(server_config).await?;
+    let server = Server::bind(config.server_config()?).await?;
     tracing::info!(
         grpc = %server.grpc_addr(),
         health = %server.health_addr(),
@@ -445,4 +445,7 @@ pub enum StartError {
     /// Two listeners share a port.
     #[error("port conflict: {0}")]
     PortConflict(u16),
+    /// The flags or config cannot run.
+    #[error("invalid configuration")]
+    Config(#[from] crate::config::ConfigError),
 }
