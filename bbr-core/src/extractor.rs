@@ -1054,6 +1054,14 @@ impl ModelExtractor {
             }
         }
         if run > room {
+            // The byte past the limit is text after a held-back tab: the
+            // tab is reported first, as `model_char` does.
+            if let Some(tab) = self.model_tab
+                && bytes[i + fit] != b' '
+            {
+                self.model_error(ErrorKind::ModelControlChar, tab)?;
+                return Ok(i + fit);
+            }
             self.model_error(ErrorKind::ModelTooLong { limit: max }, self.model_start)?;
         }
         Ok(i + fit)

@@ -290,31 +290,33 @@
 //!
 //! # Speed, and where simd-json is used
 //!
-//! Strings, which are nearly all of a chat body, are skipped eight bytes at
-//! a time (one 64-bit word test finds the next `"`, `\`, control or
-//! non-ASCII byte; long runs go in 64-byte blocks the compiler vectorizes),
-//! in a tight loop that returns to the state machine only at the closing
-//! quote or the chunk end. Escapes and runs of non-ASCII characters are
-//! validated in place (the rules of [`std::str::from_utf8`]); anything
-//! invalid or cut by the chunk end is left to the byte-at-a-time path,
-//! which reports it or carries it over. So plain ASCII
-//! (base64 images, English text) is never looked at byte by byte. A body
-//! that starts with `{"model":"` and a plain name is decided in one step.
-//! A byte-at-a-time reference mode of the same state machine is checked
-//! against the fast one in the tests (every seed under every chunking, and
-//! the property tests).
+//! Strings, which are nearly all of a chat body, are skipped in 64-byte
+//! blocks. One bitmask per block marks what stops the skip (`"`, `\` and
+//! control bytes); its set bits are walked inside the block, a valid
+//! escape stepped over with table lookups, so dense text does not leave
+//! the block loop at every escape. Non-ASCII bytes do not stop the skip:
+//! the raw bytes of each skipped span are validated as UTF-8 in one call
+//! (the `simdutf8` crate; escapes are ASCII, so they cannot hide or break a
+//! sequence). Anything invalid, or cut by the chunk end, is left to the
+//! byte-at-a-time path, which reports it at its exact offset or carries
+//! it over to the next chunk. Short strings (most keys) end at one or two
+//! 8-byte word tests. The block masks use AVX2 when the CPU has it
+//! (detected at run time), else SSE2 (x86_64) or portable word arithmetic;
+//! that module is the only `unsafe` code of the crate, and each
+//! implementation is tested against a byte-by-byte oracle on every byte
+//! value at every position. A body that starts with `{"model":"` and a
+//! plain name is decided in one step. A byte-at-a-time reference mode of
+//! the same state machine is checked against the fast one in the tests
+//! (every seed under every chunking and every mask implementation, and the
+//! property tests).
 //!
-//! Measured with `BBR_BENCH_QUICK=1 cargo bench -p bbr-benches --bench
-//! extract` on the shared 2-core development machine (other builds running,
-//! so treat as rough): model first 50–90 ns at every size, whole and in
-//! 16 KiB chunks (sonic-rs `get`: 45–80 ns); model last, validating the
-//! whole body, ~15 GiB/s on the 1 MiB chat body and ~22 GiB/s on the
-//! 8 MiB one (sonic-rs `get`: 12.9 and 15.8 GiB/s), 1.7 GiB/s on the 1 MiB
-//! completions prompt, which is prose with an escape or a non-ASCII word
-//! every few dozen bytes (serde_json into a struct 2.3 GiB/s, sonic-rs
-//! `get` 3.3 GiB/s), and ~0.7 µs for the 1 KiB chat body, where short
-//! strings and the structure dominate (serde_json into a struct 0.64 µs,
-//! sonic-rs `get` 0.48 µs).
+//! Measured with callgrind (instructions per extraction, model last, the
+//! whole body validated; `benches/RESULTS.md` has the table and the
+//! commands): dense multilingual prose 1 MiB 2.79 M (sonic-rs `get` 4.21 M),
+//! the completions prompt 1 MiB 1.68 M (3.10 M), the base64-heavy chat body
+//! 1 MiB 0.76 M (1.65 M); structure-heavy bodies are still behind: the
+//! 1 KiB chat body 11.1 k (8.4 k), agent turns with tool calls 1 MiB
+//! 12.2 M (10.8 M).
 //!
 //! simd-json is used in the tests only, as a second, independent oracle
 //! for JSON validity next to serde_json. It is not used for extraction: it

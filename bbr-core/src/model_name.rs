@@ -4,44 +4,75 @@
 use crate::{ErrorKind, ExtractError, Limits};
 
 /// Checks `value` as a model name, by the rules the JSON extractor applies
-/// to an unescaped `model` string: non-empty, valid UTF-8, no control
-/// character (C0, including CR, LF, NUL, and DEL), at most
-/// [`Limits::max_model_len`] bytes.
+/// to an unescaped `model` string ("What a model name is" in the crate
+/// docs): leading and trailing spaces and tabs trimmed, then non-empty,
+/// valid UTF-8, no control character (C0, including CR, LF, NUL and a tab
+/// inside the name, DEL, C1), at most [`Limits::max_model_len`] bytes
+/// (counted before trimming). Returns the trimmed name.
 ///
 /// Errors are found in byte order, as in the JSON extractor: a control
 /// character or invalid UTF-8 within the first `max_model_len` bytes is
 /// reported at its index in `value`; a value that is longer than the limit
 /// and clean up to it is [`ErrorKind::ModelTooLong`] at 0, an empty one
-/// [`ErrorKind::EmptyModel`] at 0. Callers add the value's absolute offset.
+/// (or only spaces and tabs) [`ErrorKind::EmptyModel`] at 0. Callers add
+/// the value's absolute offset.
 ///
 /// ```
 /// use bbr_core::{validate_model_name, ErrorKind, Limits};
 /// let limits = Limits::new().with_max_model_len(8);
 /// assert_eq!(validate_model_name(b"food-rev", &limits).unwrap(), "food-rev");
+/// assert_eq!(validate_model_name(b" food\t", &limits).unwrap(), "food");
 /// let err = validate_model_name(b"food-revi", &limits).unwrap_err();
 /// assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelTooLong { limit: 8 }, 0));
 /// let err = validate_model_name(b"ab\r\n", &limits).unwrap_err();
 /// assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelControlChar, 2));
+/// let err = validate_model_name(b"a\tb", &limits).unwrap_err();
+/// assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelControlChar, 1));
+/// let err = validate_model_name("a\u{85}".as_bytes(), &limits).unwrap_err();
+/// assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelControlChar, 1));
 /// assert_eq!(validate_model_name(b"", &limits).unwrap_err().kind(), ErrorKind::EmptyModel);
+/// assert_eq!(validate_model_name(b" \t ", &limits).unwrap_err().kind(), ErrorKind::EmptyModel);
 /// assert_eq!(validate_model_name(b"a\xff", &limits).unwrap_err().kind(), ErrorKind::InvalidUtf8);
 /// ```
 pub fn validate_model_name<'v>(value: &'v [u8], limits: &Limits) -> Result<&'v str, ExtractError> {
     let max = limits.max_model_len();
-    check_prefix(&value[..value.len().min(max)], value.len() > max, max)?;
-    Ok(std::str::from_utf8(value).expect("checked above"))
+    let name = check_prefix(&value[..value.len().min(max)], value.len() > max, max)?;
+    Ok(std::str::from_utf8(&value[name]).expect("checked above"))
 }
 
 /// Checks the first bytes of a value (at most `max`); `longer` says the
-/// value went on past them. Shared by [`validate_model_name`] and the
-/// multipart extractor, which keeps only that prefix.
-pub(crate) fn check_prefix(prefix: &[u8], longer: bool, max: usize) -> Result<(), ExtractError> {
+/// value went on past them. Returns the range of the trimmed name. Shared
+/// by [`validate_model_name`] and the multipart extractor, which keeps only
+/// that prefix.
+pub(crate) fn check_prefix(
+    prefix: &[u8],
+    longer: bool,
+    max: usize,
+) -> Result<std::ops::Range<usize>, ExtractError> {
     let (valid, utf8_error) = match std::str::from_utf8(prefix) {
         Ok(_) => (prefix.len(), false),
         // A sequence cut by the limit is not an error when the value is too long anyway.
         Err(e) => (e.valid_up_to(), e.error_len().is_some() || !longer),
     };
-    if let Some(at) = prefix[..valid].iter().position(|&b| b < 0x20 || b == 0x7f) {
-        return Err(ExtractError::new(ErrorKind::ModelControlChar, at as u64));
+    let text = std::str::from_utf8(&prefix[..valid]).expect("valid up to here");
+    // In byte order, like the JSON extractor: a tab after text is an
+    // error (at the tab) once more text follows it.
+    let (mut start, mut end, mut tab) = (None, 0, None);
+    for (at, ch) in text.char_indices() {
+        if ch == ' ' || ch == '\t' {
+            if start.is_some() && ch == '\t' && tab.is_none() {
+                tab = Some(at);
+            }
+            continue;
+        }
+        if let Some(tab) = tab {
+            return Err(ExtractError::new(ErrorKind::ModelControlChar, tab as u64));
+        }
+        if ch < ' ' || ('\u{7f}'..='\u{9f}').contains(&ch) {
+            return Err(ExtractError::new(ErrorKind::ModelControlChar, at as u64));
+        }
+        start.get_or_insert(at);
+        end = at + ch.len_utf8();
     }
     if utf8_error {
         return Err(ExtractError::new(ErrorKind::InvalidUtf8, valid as u64));
@@ -49,10 +80,10 @@ pub(crate) fn check_prefix(prefix: &[u8], longer: bool, max: usize) -> Result<()
     if longer {
         return Err(ExtractError::new(ErrorKind::ModelTooLong { limit: max }, 0));
     }
-    if prefix.is_empty() {
-        return Err(ExtractError::new(ErrorKind::EmptyModel, 0));
+    match start {
+        Some(start) => Ok(start..end),
+        None => Err(ExtractError::new(ErrorKind::EmptyModel, 0)),
     }
-    Ok(())
 }
 
 #[cfg(test)]

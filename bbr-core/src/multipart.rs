@@ -923,7 +923,7 @@ impl MultipartExtractor {
         self.value_buf.extend_from_slice(&bytes[..room]);
         self.value_longer = true;
         let error = check_prefix(&self.value_buf, true, max)
-            .map(|()| unreachable!("a longer value is an error"))
+            .map(|_| unreachable!("a longer value is an error"))
             .unwrap_or_else(|e| self.absolute(e));
         self.value_buf.clear();
         self.model_result(Err(error))
@@ -946,7 +946,7 @@ impl MultipartExtractor {
                 None => (Bytes::from(std::mem::take(&mut self.value_buf)), false),
             };
             let result = match check_prefix(&bytes, false, self.limits.max_model_len()) {
-                Ok(()) => Ok(Model::new_unchecked_utf8(bytes, shared)),
+                Ok(name) => Ok(Model::new_unchecked_utf8(bytes.slice(name), shared)),
                 Err(error) => Err(self.absolute(error)),
             };
             self.model_result(result)?;

@@ -631,6 +631,22 @@ fn seeds() -> Vec<Seed> {
                 Error(K::ModelTooLong { limit: 2 }, 9),
             ),
         ),
+        with_limits(
+            Limits::new().with_max_model_len(2),
+            all(
+                "a tab inside the name before the byte past the limit",
+                br#"{"model":"a\tb"}"#,
+                Error(K::ModelControlChar, 11),
+            ),
+        ),
+        with_limits(
+            Limits::new().with_max_model_len(2),
+            all(
+                "a trailing tab then a space past the limit",
+                br#"{"model":"a\t "}"#,
+                Error(K::ModelTooLong { limit: 2 }, 9),
+            ),
+        ),
         // Another field name.
         with_limits(
             Limits::new().with_field(FieldName::new("model_name").unwrap()),
