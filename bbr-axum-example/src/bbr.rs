@@ -4,14 +4,11 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::response::Response;
 use bbr_adapters::{AdapterStore, ReloadWatcher};
-use bbr_tower::{ClientHeaders, ModelRoutingLayer, OnMissing};
+use bbr_core::contract::Refusal;
+use bbr_tower::ModelRoutingLayer;
 
-use crate::config::{ClientHeaderPolicy, Config, MissingModel};
-use crate::error::ConfigError;
-use crate::proxy::BodyErrorResponder;
+use crate::config::{Config, ConfigError};
 
 /// How often a configured adapter map is re-read (a mounted ConfigMap
 /// changes in place).
@@ -25,39 +22,31 @@ pub(crate) fn load_adapters(
         return Ok(None);
     }
     let store = AdapterStore::load(&config.adapter_paths).map_err(ConfigError::Adapters)?;
-    let watcher = store.watch(ADAPTER_RELOAD_INTERVAL).map_err(|e| {
-        ConfigError::Invalid(format!("cannot start the adapter map reload thread: {e}"))
-    })?;
+    let watcher = store
+        .watch(ADAPTER_RELOAD_INTERVAL)
+        .map_err(ConfigError::AdapterWatch)?;
     Ok(Some((store, watcher)))
 }
 
 /// Puts the body-based routing layer in front of `router`.
 pub(crate) fn apply(router: Router, config: &Config, adapters: Option<AdapterStore>) -> Router {
-    let on_missing = match config.bbr.missing_model {
-        MissingModel::Forward => OnMissing::PassThrough,
-        MissingModel::Reject => OnMissing::Reject,
-    };
-    let client_headers = match config.bbr.client_headers {
-        ClientHeaderPolicy::Strip => ClientHeaders::Strip,
-        ClientHeaderPolicy::Reject => ClientHeaders::Reject,
-    };
     let mut layer = ModelRoutingLayer::new()
         .limits(config.bbr.limits())
-        .on_missing(on_missing)
-        .client_headers(client_headers);
+        .missing_model(config.bbr.missing_model)
+        .client_headers(config.bbr.client_headers);
     if let Some(adapters) = adapters {
         layer = layer.adapters(adapters);
     }
     router.layer(layer)
 }
 
-/// Recognises the layer's typed violation error in a failed request body
-/// and answers with the contract's 400/413.
-pub(crate) fn body_error_responder() -> BodyErrorResponder {
-    std::sync::Arc::new(|error: &axum::Error| {
-        bbr_tower::BodyViolation::find(error).map(|violation| {
-            let (parts, body) = violation.to_response().into_parts();
-            Response::from_parts(parts, Body::new(body))
-        })
-    })
+/// The contract's refusal for a request body that failed after `offset`
+/// bytes while it streamed to the upstream: the layer's typed violation
+/// (invalid tail, duplicate `model`, body limit) when the error chain holds
+/// one, else a failed upload.
+pub(crate) fn body_refusal(error: &axum::Error, offset: u64) -> Refusal {
+    match bbr_tower::BodyViolation::find(error) {
+        Some(violation) => violation.refusal().clone(),
+        None => Refusal::BodyRead { offset },
+    }
 }

@@ -1,51 +1,15 @@
-//! Typed errors, and the one place where gateway errors become HTTP
-//! responses ([`GatewayError::into_response`]).
+//! The gateway's own errors, and the one place where an error becomes an
+//! HTTP response. Every body and message comes from `bbr_core::contract`:
+//! [`Refusal`] for the routing layer's refusals, [`ApiError`] for the
+//! gateway's own answers (no route, upstream unreachable or late); this
+//! module only wraps them into axum responses.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use bbr_core::contract::{ApiError, ErrorType, JSON_CONTENT_TYPE, Refusal};
 use http::{HeaderValue, StatusCode, header};
-
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A file could not be read.
-    #[error("cannot read {}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// YAML syntax or an unknown field.
-    #[error("invalid YAML")]
-    Yaml(#[source] serde_norway::Error),
-    /// A route names a pool that the pools table lacks.
-    #[error("route `{route}` sends to pool `{pool}`, which is not in the pools table")]
-    UnknownPool {
-        /// The route.
-        route: String,
-        /// The missing pool.
-        pool: String,
-    },
-    /// An HTTPRoute feature this gateway does not implement.
-    #[error("HTTPRoute rule `{route}`: unsupported {what}")]
-    Unsupported {
-        /// The rule (`<name>/<index>`).
-        route: String,
-        /// The feature.
-        what: String,
-    },
-    /// Any other inconsistency, described.
-    #[error("{0}")]
-    Invalid(String),
-    /// The adapter map could not be loaded.
-    #[error("adapter map")]
-    Adapters(#[source] bbr_adapters::LoadError),
-}
 
 /// Why the gateway answered a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -75,82 +39,93 @@ pub enum GatewayError {
         /// The route timeout.
         timeout: Duration,
     },
-    /// The request body failed while it streamed to the upstream (the
-    /// client went away or sent a broken body) and it is not a violation
-    /// of the routing contract.
-    #[error("request body could not be read")]
-    RequestBody(#[source] axum::Error),
+    /// The request was refused under the routing contract: by the layer
+    /// before routing, or while the body streamed to the upstream (an
+    /// invalid tail, a duplicate `model`, the body limit, a failed upload).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 impl GatewayError {
-    /// The HTTP status for this error.
-    pub fn status(&self) -> StatusCode {
+    /// The contract's error answer for this error.
+    ///
+    /// ```
+    /// use bbr_axum_example::GatewayError;
+    /// let api = GatewayError::NoRoute { model: "foo".into() }.api_error();
+    /// assert_eq!((api.status(), api.code(), api.param()), (404, "model_not_found", Some("model")));
+    /// ```
+    pub fn api_error(&self) -> ApiError {
         match self {
-            GatewayError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            GatewayError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
-            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::RequestBody(_) => StatusCode::BAD_REQUEST,
-        }
-    }
-
-    /// The OpenAI-shaped `error.code`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            GatewayError::NoRoute { .. } => "model_not_found",
-            GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
-            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
-            GatewayError::RequestBody(_) => "invalid_request_body",
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            GatewayError::NoRoute { model } if model.is_empty() => {
-                "The request body names no model and no route serves it.".to_owned()
-            }
-            GatewayError::NoRoute { model } => {
-                format!("The model `{}` does not exist.", excerpt(model))
-            }
-            GatewayError::UpstreamUnreachable { pool, .. } => {
-                format!("The model server pool `{pool}` could not be reached.")
-            }
-            GatewayError::UpstreamTimeout { pool, timeout } => {
+            GatewayError::NoRoute { model } if model.is_empty() => ApiError::new(
+                404,
+                ErrorType::InvalidRequest,
+                "model_not_found",
+                "The request body names no model and no route serves it.",
+            )
+            .with_param("model"),
+            GatewayError::NoRoute { model } => ApiError::new(
+                404,
+                ErrorType::InvalidRequest,
+                "model_not_found",
+                format!("The model `{}` does not exist.", excerpt(model)),
+            )
+            .with_param("model"),
+            GatewayError::UpstreamUnreachable { pool, .. } => ApiError::new(
+                502,
+                ErrorType::Server,
+                "upstream_unreachable",
+                format!("The model server pool `{pool}` could not be reached."),
+            ),
+            GatewayError::UpstreamTimeout { pool, timeout } => ApiError::new(
+                504,
+                ErrorType::Server,
+                "upstream_timeout",
                 format!(
                     "The model server pool `{pool}` did not answer within {} ms.",
                     timeout.as_millis()
-                )
-            }
-            GatewayError::RequestBody(_) => "The request body could not be read.".to_owned(),
+                ),
+            ),
+            GatewayError::Refused(refusal) => refusal.api_error(),
+        }
+    }
+
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        status(self.api_error().status())
+    }
+
+    fn retry_after(&self) -> Option<u32> {
+        match self {
+            GatewayError::Refused(refusal) => refusal.retry_after(),
+            _ => None,
         }
     }
 }
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        let (kind, param) = match self {
-            GatewayError::NoRoute { .. } | GatewayError::RequestBody(_) => {
-                ("invalid_request_error", "model")
-            }
-            _ => ("server_error", ""),
-        };
-        let error = serde_json::json!({
-            "message": self.message(),
-            "type": kind,
-            "param": if param.is_empty() { serde_json::Value::Null } else { param.into() },
-            "code": self.code(),
-        });
-        json_response(self.status(), &serde_json::json!({ "error": error }))
+        api_response(&self.api_error(), self.retry_after())
     }
 }
 
-/// A JSON response with `content-type: application/json`.
-pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
-    let mut response = (status, value.to_string()).into_response();
-    response.headers_mut().insert(
+/// `error` as a response: its status, `content-type: application/json`,
+/// its JSON body, and `Retry-After` when given.
+pub fn api_response(error: &ApiError, retry_after: Option<u32>) -> Response {
+    let mut response = Response::new(Body::from(error.json_body()));
+    *response.status_mut() = status(error.status());
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
+        HeaderValue::from_static(JSON_CONTENT_TYPE),
     );
+    if let Some(seconds) = retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     response
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// At most 64 characters of `text`, for messages (never the whole input).
@@ -166,11 +141,10 @@ fn excerpt(text: &str) -> String {
 mod tests {
     use super::*;
 
-    async fn body_json(response: Response) -> serde_json::Value {
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+    async fn body_bytes(response: Response) -> bytes::Bytes {
+        axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
-            .unwrap();
-        serde_json::from_slice(&bytes).unwrap()
+            .unwrap()
     }
 
     #[tokio::test]
@@ -181,7 +155,7 @@ mod tests {
         .into_response();
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
-        let body = body_json(response).await;
+        let body: serde_json::Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"error": {
@@ -198,16 +172,37 @@ mod tests {
         };
         let response = err.into_response();
         assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
-        let body = body_json(response).await;
+        let body: serde_json::Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
         assert_eq!(body["error"]["code"], "upstream_timeout");
         assert_eq!(body["error"]["type"], "server_error");
         assert!(body["error"]["param"].is_null());
     }
 
+    #[tokio::test]
+    async fn refusals_answer_the_contract_bytes() {
+        for refusal in [
+            Refusal::BodyRead { offset: 7 },
+            Refusal::Overloaded,
+            Refusal::MissingModel,
+        ] {
+            let response = GatewayError::from(refusal.clone()).into_response();
+            assert_eq!(response.status().as_u16(), refusal.status());
+            assert_eq!(
+                response.headers().get(header::RETRY_AFTER).map(|v| v
+                    .to_str()
+                    .unwrap()
+                    .parse::<u32>()
+                    .unwrap()),
+                refusal.retry_after()
+            );
+            assert_eq!(body_bytes(response).await, refusal.json_body());
+        }
+    }
+
     #[test]
     fn long_models_are_cut_in_messages() {
         let long = "x".repeat(300);
-        let message = GatewayError::NoRoute { model: long }.message();
-        assert!(message.len() < 100, "{message}");
+        let api = GatewayError::NoRoute { model: long }.api_error();
+        assert!(api.message().len() < 100, "{}", api.message());
     }
 }

@@ -12,8 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, StatusCode, header};
 
-use crate::config::{Config, MODEL_HEADER};
-use crate::error::{ConfigError, GatewayError, json_response};
+use bbr_core::contract::MODEL_HEADER;
+
+use crate::config::{Config, ConfigError};
+use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::models::ModelCatalog;
 use crate::proxy::{Outcome, Proxy};
@@ -42,7 +44,7 @@ impl AppState {
         Ok(Self {
             config: config.clone(),
             adapters: None,
-            proxy: Proxy::new(config.proxy, crate::bbr::body_error_responder()),
+            proxy: Proxy::new(config.proxy),
             metrics: Metrics::new(),
             models,
             routes,
@@ -71,7 +73,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(list_models))
         .fallback(forward)
         .with_state(state);
-    crate::bbr::apply(router, &config, adapters)
+    // Outermost: hop-by-hop headers (and what `Connection` nominates) go
+    // before the routing layer sets its headers, never after.
+    crate::bbr::apply(router, &config, adapters).layer(axum::middleware::map_request(
+        crate::proxy::strip_hop_by_hop,
+    ))
 }
 
 async fn health() -> &'static str {
@@ -88,7 +94,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn list_models(State(state): State<Arc<AppState>>) -> Response {
-    json_response(StatusCode::OK, &state.models.list().await)
+    let mut response = (StatusCode::OK, state.models.list().await.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(bbr_core::contract::JSON_CONTENT_TYPE),
+    );
+    response
 }
 
 async fn forward(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
@@ -254,12 +265,6 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// A simulated model server could not start.
-    #[error("cannot start the simulated pool `{pool}`")]
-    Simulator {
-        /// The pool.
-        pool: String,
-        /// Why.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    #[error(transparent)]
+    Simulator(#[from] crate::simulate::SimulatorError),
 }

@@ -66,11 +66,11 @@ pub mod models;
 pub mod pools;
 pub mod proxy;
 pub mod routing;
+pub mod simulate;
 
 mod bbr;
 mod gateway;
-pub mod simulate;
 
-pub use config::Config;
-pub use error::{ConfigError, GatewayError};
+pub use config::{Config, ConfigError};
+pub use error::GatewayError;
 pub use gateway::{AppState, Gateway, RunningGateway, StartError, app};

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bbr_axum_example::config::routes_from_httproutes;
-use bbr_axum_example::{Config, Gateway};
+use bbr_axum_example::config::{parse_duration, routes_from_httproutes};
+use bbr_axum_example::{Config, ConfigError, Gateway};
 use clap::Parser;
 
 /// Body-based routing gateway (OpenAI-compatible) with simulated model servers.
@@ -24,11 +24,11 @@ struct Args {
     /// Gateway API HTTPRoute manifests to add as routes (repeatable).
     #[arg(long = "httproutes", value_name = "FILE")]
     httproutes: Vec<PathBuf>,
-    /// Simulated pools: time to first token (e.g. `100ms`; bare integer = ms).
-    #[arg(long, value_parser = bbr_model_sim::parse_duration, default_value = "0")]
+    /// Simulated pools: time to first token (e.g. `100ms`; a unit is required).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
     time_to_first_token: Duration,
-    /// Simulated pools: time between tokens (e.g. `20ms`; bare integer = ms).
-    #[arg(long, value_parser = bbr_model_sim::parse_duration, default_value = "0")]
+    /// Simulated pools: time between tokens (e.g. `20ms`; a unit is required).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
     inter_token_latency: Duration,
 }
 
@@ -46,7 +46,10 @@ async fn main() -> anyhow_free::Result {
         None => Config::scenario(),
     };
     for file in &args.httproutes {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            path: file.clone(),
+            source,
+        })?;
         config.add_routes(routes_from_httproutes(&text)?)?;
     }
     config.set_simulated_latency(args.time_to_first_token, args.inter_token_latency);

@@ -37,18 +37,36 @@ pub struct Pool {
     next: AtomicUsize,
 }
 
+/// Why an endpoint or a pool cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// A scheme other than `http://`.
+    #[error("only http:// endpoints are supported")]
+    Scheme,
+    /// Not a `host:port`.
+    #[error("not a host:port")]
+    Authority,
+    /// `host` without `:port`.
+    #[error("the port is missing")]
+    MissingPort,
+    /// A pool without endpoints.
+    #[error("a pool needs at least one endpoint")]
+    Empty,
+}
+
 /// Parses `host:port` or `http://host:port` into an authority.
-pub fn parse_endpoint(text: &str) -> Result<Authority, &'static str> {
+pub fn parse_endpoint(text: &str) -> Result<Authority, EndpointError> {
     let rest = if let Some(rest) = text.strip_prefix("http://") {
         rest.trim_end_matches('/')
     } else if text.contains("://") {
-        return Err("only http:// endpoints are supported");
+        return Err(EndpointError::Scheme);
     } else {
         text
     };
-    let authority: Authority = rest.parse().map_err(|_| "not a host:port")?;
+    let authority: Authority = rest.parse().map_err(|_| EndpointError::Authority)?;
     if authority.port_u16().is_none() {
-        return Err("the port is missing");
+        return Err(EndpointError::MissingPort);
     }
     Ok(authority)
 }
@@ -63,9 +81,9 @@ impl Pool {
     /// let first = pool.pick();
     /// let second = pool.pick(); // the first is still in flight
     /// assert_ne!(first.endpoint().authority(), second.endpoint().authority());
-    /// # Ok::<(), &'static str>(())
+    /// # Ok::<(), bbr_axum_example::pools::EndpointError>(())
     /// ```
-    pub fn new<I, S>(name: impl Into<String>, endpoints: I) -> Result<Self, &'static str>
+    pub fn new<I, S>(name: impl Into<String>, endpoints: I) -> Result<Self, EndpointError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -82,7 +100,7 @@ impl Pool {
             })
             .collect::<Result<Vec<_>, _>>()?;
         if endpoints.is_empty() {
-            return Err("a pool needs at least one endpoint");
+            return Err(EndpointError::Empty);
         }
         Ok(Self {
             name: name.into(),

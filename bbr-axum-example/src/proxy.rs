@@ -1,30 +1,40 @@
 //! Streaming reverse proxy to a pool (hyper-util's pooled client).
 //!
 //! - The request body streams to the upstream frame by frame as the
-//!   body-based routing layer releases it; nothing is buffered again here.
+//!   body-based routing layer releases it; nothing is buffered again here
+//!   (the layer's `ReplayBody` already holds back the end of the body until
+//!   its final check passed).
+//! - Request trailers are forwarded when the client declared them in
+//!   `Trailer` (HTTP/1.1 upstreams get only declared trailer fields), minus
+//!   any routing header: a client can never set the route in trailers.
 //! - The response (JSON or an SSE stream) is forwarded frame by frame as the
 //!   model server produces it.
-//! - Hop-by-hop headers (RFC 9110 §7.6.1, and those named by `Connection`)
-//!   are dropped both ways; `Host` is set to the upstream; the client address
-//!   is appended to `x-forwarded-for` unless configured off.
+//! - Hop-by-hop headers (RFC 9110 §7.6.1) are dropped both ways. The ones a
+//!   request's `Connection` nominates are dropped before the routing layer
+//!   runs ([`strip_hop_by_hop`], put in front of the layer by the gateway),
+//!   never after it: a client naming `x-gateway-model-name` in `Connection`
+//!   cannot make the proxy drop the header the layer set. `Host` is set to
+//!   the upstream; the client address is appended to `x-forwarded-for`
+//!   (every earlier line kept) unless configured off.
 //! - If the request body fails while streaming (the routing layer found an
-//!   invalid tail, a duplicate `model`, or the body limit), the upstream
-//!   request is aborted — the connection is closed before the body is
-//!   complete, so the model server never sees a complete bad body — and the
-//!   client gets the error response, as long as the upstream has not
-//!   answered yet.
+//!   invalid tail, a duplicate `model`, or the body limit; or the client's
+//!   upload broke), the upstream request is aborted — the connection is
+//!   closed before the body is complete, so the model server never sees a
+//!   complete bad body — and the client gets the contract's answer, found
+//!   through the upstream error's `source()` chain, as long as the upstream
+//!   has not answered yet.
 //! - The route timeout runs from the request until the response is
 //!   complete: before the response headers it gives 504; after them the
 //!   response body is cut (the status is already sent).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use bbr_core::contract::routing_header;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri};
@@ -41,17 +51,11 @@ use crate::routing::Route;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Turns a request-body error into the client's response when it is a
-/// violation of the routing contract (the body-based routing layer's typed
-/// error); `None` for any other body error.
-pub type BodyErrorResponder = Arc<dyn Fn(&axum::Error) -> Option<Response> + Send + Sync>;
-
 /// The upstream client and proxy options.
 #[derive(Clone)]
 pub struct Proxy {
     client: Client<HttpConnector, WatchedBody>,
     options: ProxyOptions,
-    body_error: BodyErrorResponder,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -73,7 +77,7 @@ pub enum Outcome {
 
 impl Proxy {
     /// A proxy with a pooled HTTP/1 client.
-    pub fn new(options: ProxyOptions, body_error: BodyErrorResponder) -> Self {
+    pub fn new(options: ProxyOptions) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(options.connect_timeout));
@@ -81,11 +85,7 @@ impl Proxy {
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Self {
-            client,
-            options,
-            body_error,
-        }
+        Self { client, options }
     }
 
     /// Forwards `request` to an endpoint of the route's pool.
@@ -114,7 +114,10 @@ impl Proxy {
             .expect("scheme, a valid authority and a valid path make a valid URI");
         parts.version = http::Version::HTTP_11;
         let original_host = parts.headers.remove(header::HOST);
-        remove_hop_by_hop(&mut parts.headers);
+        // The headers `Connection` nominated are gone already (before the
+        // routing layer); what is left here is only the fixed set.
+        remove_fixed_hop_by_hop(&mut parts.headers);
+        remove_routing_trailer_names(&mut parts.headers);
         // `100-continue` was the client's exchange with this hop (the server
         // answered it when the body was first read).
         parts.headers.remove(header::EXPECT);
@@ -129,10 +132,7 @@ impl Proxy {
             append_forwarded_for(&mut parts.headers, addr);
         }
 
-        let failure = Arc::new(Mutex::new(None));
-        let body = WatchedBody::new(body, Arc::clone(&failure));
-        let upstream = Request::from_parts(parts, body);
-
+        let upstream = Request::from_parts(parts, WatchedBody::new(body));
         let result = tokio::time::timeout_at(deadline, self.client.request(upstream)).await;
         let pool = route.pool.name().to_owned();
         match result {
@@ -150,27 +150,20 @@ impl Proxy {
                 )
             }
             Ok(Err(error)) => {
-                let body_failure = failure.lock().expect("the lock is never poisoned").take();
-                match body_failure {
-                    Some(body_error) => match (self.body_error)(&body_error) {
-                        Some(response) => (response, Outcome::Gateway),
-                        None => (
-                            GatewayError::RequestBody(body_error).into_response(),
-                            Outcome::Gateway,
-                        ),
-                    },
+                let response = match RequestBodyFailed::find(&error) {
+                    Some(failed) => GatewayError::Refused(crate::bbr::body_refusal(
+                        &failed.source,
+                        failed.offset,
+                    )),
                     None => {
                         tracing::warn!(pool = %pool, error = %error, "upstream unreachable");
-                        (
-                            GatewayError::UpstreamUnreachable {
-                                pool,
-                                source: error,
-                            }
-                            .into_response(),
-                            Outcome::Gateway,
-                        )
+                        GatewayError::UpstreamUnreachable {
+                            pool,
+                            source: error,
+                        }
                     }
-                }
+                };
+                (response.into_response(), Outcome::Gateway)
             }
             Err(_elapsed) => {
                 tracing::warn!(pool = %pool, timeout = ?route.timeout, "upstream timeout");
@@ -187,14 +180,13 @@ impl Proxy {
     }
 }
 
-const HOP_BY_HOP: [&str; 8] = [
+const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
     "te",
-    "trailer",
     "upgrade",
 ];
 
@@ -211,18 +203,62 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
+    remove_fixed_hop_by_hop(headers);
+}
+
+/// Removes the fixed hop-by-hop set and `transfer-encoding`, not the names
+/// a `Connection` header nominates.
+fn remove_fixed_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
     headers.remove(header::TRANSFER_ENCODING);
 }
 
+/// Strips a request's hop-by-hop headers before the routing layer runs
+/// (`axum::middleware::map_request`), so that nothing the client nominates
+/// in `Connection` can be removed after the layer set its headers.
+pub async fn strip_hop_by_hop<B>(mut request: Request<B>) -> Request<B> {
+    remove_hop_by_hop(request.headers_mut());
+    request
+}
+
+/// Drops routing header names from `Trailer` (their trailers are never
+/// forwarded, so the declaration would be false).
+fn remove_routing_trailer_names(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::TRAILER) {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::TRAILER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|name| !name.is_empty() && routing_header(name.as_bytes()).is_none())
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::TRAILER);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept.join(", "))
+    {
+        headers.insert(header::TRAILER, value);
+    }
+}
+
+/// Appends the client address to `x-forwarded-for`, keeping every earlier
+/// line (a header repeated over several lines is one comma list).
 fn append_forwarded_for(headers: &mut HeaderMap, addr: SocketAddr) {
-    let ip = addr.ip().to_string();
-    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(previous) if !previous.is_empty() => format!("{previous}, {ip}"),
-        _ => ip,
-    };
+    let mut value = String::new();
+    for line in headers.get_all("x-forwarded-for") {
+        let Ok(line) = line.to_str() else { continue };
+        let line = line.trim();
+        if !line.is_empty() {
+            value.push_str(line);
+            value.push_str(", ");
+        }
+    }
+    value.push_str(&addr.ip().to_string());
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), value);
     }
@@ -248,118 +284,109 @@ impl Drop for Flight {
     }
 }
 
-/// The error hyper sees when the request body failed; the real error stays
-/// with the proxy, which answers the client with it.
+/// The request body failed while it streamed to the upstream. hyper ends
+/// the upstream request with an error whose `source()` chain holds this;
+/// the proxy finds it there and answers the client with the contract's
+/// refusal.
 #[derive(Debug, thiserror::Error)]
-#[error("request body failed; upstream request aborted")]
-pub struct RequestBodyAborted;
+#[error("request body failed after {offset} bytes; upstream request aborted")]
+pub struct RequestBodyFailed {
+    /// Bytes forwarded before the failure.
+    pub offset: u64,
+    /// The body's error (the routing layer's violation, or the upload's).
+    #[source]
+    pub source: axum::Error,
+}
+
+impl RequestBodyFailed {
+    /// Finds a `RequestBodyFailed` in `error` or its chain of sources.
+    pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Self> {
+        let mut current = Some(error);
+        while let Some(error) = current {
+            if let Some(failed) = error.downcast_ref::<Self>() {
+                return Some(failed);
+            }
+            current = error.source();
+        }
+        None
+    }
+}
 
 pin_project_lite::pin_project! {
     /// The request body on its way upstream: frames pass through untouched
-    /// (same `Bytes`); the first error is kept for the proxy.
-    ///
-    /// The last data frame of a body with a known length is held until the
-    /// body's end is confirmed: with `content-length` framing the upstream
-    /// has a complete request as soon as the last byte is written, so that
-    /// byte must not leave before the routing layer's final check (a
-    /// truncated tail is only known at the end). Bodies without a length
-    /// are safe as they are: their end is the terminating chunk, written
-    /// only after the check.
+    /// (same `Bytes`); routing headers are removed from trailers; an error
+    /// becomes a [`RequestBodyFailed`] with the byte offset.
     pub struct WatchedBody {
         #[pin]
         inner: Body,
-        failure: Arc<Mutex<Option<axum::Error>>>,
-        held: Option<Frame<Bytes>>,
-        next: Option<Frame<Bytes>>,
-        ended: bool,
+        forwarded: u64,
     }
 }
 
 impl WatchedBody {
-    /// Wraps `inner`; a body error is stored in `failure`.
-    pub fn new(inner: Body, failure: Arc<Mutex<Option<axum::Error>>>) -> Self {
+    /// Wraps `inner`.
+    pub fn new(inner: Body) -> Self {
         Self {
             inner,
-            failure,
-            held: None,
-            next: None,
-            ended: false,
+            forwarded: 0,
         }
     }
 }
 
 impl std::fmt::Debug for WatchedBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchedBody").finish_non_exhaustive()
+        f.debug_struct("WatchedBody")
+            .field("forwarded", &self.forwarded)
+            .finish_non_exhaustive()
     }
-}
-
-fn frame_len(frame: Option<&Frame<Bytes>>) -> u64 {
-    frame
-        .and_then(|f| f.data_ref())
-        .map_or(0, |d| d.len() as u64)
 }
 
 impl http_body::Body for WatchedBody {
     type Data = Bytes;
-    type Error = RequestBodyAborted;
+    type Error = RequestBodyFailed;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let mut this = self.project();
-        if let Some(frame) = this.next.take() {
-            return Poll::Ready(Some(Ok(frame)));
-        }
-        loop {
-            if *this.ended {
-                return Poll::Ready(this.held.take().map(Ok));
-            }
-            match std::task::ready!(this.inner.as_mut().poll_frame(cx)) {
-                None => {
-                    *this.ended = true;
-                }
-                Some(Err(error)) => {
-                    *this.ended = true;
-                    *this.held = None;
-                    *this.failure.lock().expect("the lock is never poisoned") = Some(error);
-                    return Poll::Ready(Some(Err(RequestBodyAborted)));
-                }
-                Some(Ok(frame)) => {
-                    if let Some(held) = this.held.take() {
-                        *this.next = Some(frame);
-                        return Poll::Ready(Some(Ok(held)));
+        let this = self.project();
+        match std::task::ready!(this.inner.poll_frame(cx)) {
+            None => Poll::Ready(None),
+            Some(Err(source)) => Poll::Ready(Some(Err(RequestBodyFailed {
+                offset: *this.forwarded,
+                source,
+            }))),
+            Some(Ok(frame)) => {
+                let frame = match frame.into_trailers() {
+                    Ok(mut trailers) => {
+                        let smuggled: Vec<HeaderName> = trailers
+                            .keys()
+                            .filter(|name| routing_header(name.as_str().as_bytes()).is_some())
+                            .cloned()
+                            .collect();
+                        for name in smuggled {
+                            trailers.remove(name);
+                        }
+                        Frame::trailers(trailers)
                     }
-                    let last_of_known_length = frame.is_data()
-                        && !this.inner.is_end_stream()
-                        && this.inner.size_hint().upper() == Some(0);
-                    if !last_of_known_length {
-                        return Poll::Ready(Some(Ok(frame)));
-                    }
-                    // Ask for the end (or the error) before letting it go.
-                    *this.held = Some(frame);
+                    Err(frame) => frame,
+                };
+                if let Some(data) = frame.data_ref() {
+                    *this.forwarded += data.len() as u64;
                 }
+                Poll::Ready(Some(Ok(frame)))
             }
         }
     }
 
+    #[inline]
     fn is_end_stream(&self) -> bool {
-        self.held.is_none() && self.next.is_none() && (self.ended || self.inner.is_end_stream())
+        self.inner.is_end_stream()
     }
 
+    #[inline]
     fn size_hint(&self) -> SizeHint {
-        let extra = frame_len(self.held.as_ref()) + frame_len(self.next.as_ref());
-        if self.ended {
-            return SizeHint::with_exact(extra);
-        }
-        let inner = self.inner.size_hint();
-        let mut hint = SizeHint::new();
-        hint.set_lower(inner.lower().saturating_add(extra));
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper.saturating_add(extra));
-        }
-        hint
+        self.inner.size_hint()
     }
 }
 
@@ -435,11 +462,33 @@ mod tests {
         assert_eq!(left, ["content-type", "x-gateway-model-name"]);
     }
 
-    /// A body of fixed frames with an exact size hint, ending with `None`
-    /// or an error, that only reports its end once polled past the data
-    /// (like a validating body whose last check runs at the end).
+    #[test]
+    fn the_fixed_set_ignores_nominations() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", "x-gateway-model-name".parse().unwrap());
+        headers.insert("x-gateway-model-name", "m".parse().unwrap());
+        remove_fixed_hop_by_hop(&mut headers);
+        assert_eq!(headers["x-gateway-model-name"], "m");
+        assert!(!headers.contains_key("connection"));
+    }
+
+    #[test]
+    fn trailer_declarations_lose_routing_names() {
+        let mut headers = HeaderMap::new();
+        headers.append("trailer", "x-a, X-Gateway-Model-Name".parse().unwrap());
+        headers.append("trailer", "x_gateway_base_model_name".parse().unwrap());
+        remove_routing_trailer_names(&mut headers);
+        assert_eq!(headers["trailer"], "x-a");
+        let mut only_routing = HeaderMap::new();
+        only_routing.insert("trailer", "x-gateway-model-name".parse().unwrap());
+        remove_routing_trailer_names(&mut only_routing);
+        assert!(!only_routing.contains_key("trailer"));
+    }
+
+    /// A body of fixed frames, then optional trailers, ending with `None`
+    /// or an error.
     struct Frames {
-        frames: std::collections::VecDeque<Bytes>,
+        frames: std::collections::VecDeque<Frame<Bytes>>,
         fail_at_end: bool,
         done: bool,
     }
@@ -452,8 +501,8 @@ mod tests {
             mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            if let Some(bytes) = self.frames.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            if let Some(frame) = self.frames.pop_front() {
+                return Poll::Ready(Some(Ok(frame)));
             }
             if self.done {
                 return Poll::Ready(None);
@@ -465,29 +514,17 @@ mod tests {
                 Poll::Ready(None)
             }
         }
-
-        fn size_hint(&self) -> SizeHint {
-            SizeHint::with_exact(self.frames.iter().map(|b| b.len() as u64).sum())
-        }
     }
 
-    fn watched(
-        chunks: &[Bytes],
-        fail_at_end: bool,
-    ) -> (WatchedBody, Arc<Mutex<Option<axum::Error>>>) {
-        let failure = Arc::new(Mutex::new(None));
-        let body = Frames {
-            frames: chunks.iter().cloned().collect(),
+    fn watched(frames: Vec<Frame<Bytes>>, fail_at_end: bool) -> WatchedBody {
+        WatchedBody::new(Body::new(Frames {
+            frames: frames.into(),
             fail_at_end,
             done: false,
-        };
-        (
-            WatchedBody::new(Body::new(body), Arc::clone(&failure)),
-            failure,
-        )
+        }))
     }
 
-    fn poll(body: &mut WatchedBody) -> Option<Result<Frame<Bytes>, RequestBodyAborted>> {
+    fn poll(body: &mut WatchedBody) -> Option<Result<Frame<Bytes>, RequestBodyFailed>> {
         let waker = std::task::Waker::noop();
         match Pin::new(body).poll_frame(&mut Context::from_waker(waker)) {
             Poll::Ready(frame) => frame,
@@ -501,52 +538,73 @@ mod tests {
             Bytes::from_static(b"{\"model\":"),
             Bytes::from(b"\"m\"}".to_vec()),
         ];
-        let (mut body, failure) = watched(&chunks, false);
+        let mut body = watched(chunks.iter().cloned().map(Frame::data).collect(), false);
         for chunk in &chunks {
             let frame = poll(&mut body).unwrap().unwrap().into_data().unwrap();
             assert_eq!(frame.as_ptr(), chunk.as_ptr(), "same bytes, not a copy");
             assert_eq!(frame.len(), chunk.len());
         }
         assert!(poll(&mut body).is_none());
-        assert!(body.is_end_stream());
-        assert!(failure.lock().unwrap().is_none());
     }
 
     #[test]
-    fn last_frame_of_a_sized_body_waits_for_the_verdict() {
-        let chunks = [
-            Bytes::from_static(b"{\"model\":\"m\","),
-            Bytes::from_static(b"\"prompt\":"),
+    fn a_body_error_carries_its_offset_and_source_chain() {
+        let frames = vec![
+            Frame::data(Bytes::from_static(b"{\"model\":\"m\",")),
+            Frame::data(Bytes::from_static(b"\"prompt\":")),
         ];
-        let (mut body, failure) = watched(&chunks, true);
+        let mut body = watched(frames, true);
         assert!(poll(&mut body).unwrap().is_ok());
-        // The last frame is never released: the end turned out to be an error.
-        assert!(poll(&mut body).unwrap().is_err());
-        assert!(poll(&mut body).is_none());
-        let error = failure
-            .lock()
-            .unwrap()
-            .take()
-            .expect("the error is kept for the proxy");
-        assert!(error.to_string().contains("truncated"), "{error}");
+        assert!(poll(&mut body).unwrap().is_ok());
+        let failed = poll(&mut body).unwrap().unwrap_err();
+        assert_eq!(failed.offset, 22);
+        // Found again through an outer error's sources, as hyper wraps it.
+        #[derive(Debug, thiserror::Error)]
+        #[error("user body write aborted")]
+        struct Outer(#[source] RequestBodyFailed);
+        let outer = Outer(failed);
+        let found = RequestBodyFailed::find(&outer).expect("in the source chain");
+        assert!(found.source.to_string().contains("truncated"), "{found}");
+        assert_eq!(
+            crate::bbr::body_refusal(&found.source, found.offset),
+            bbr_core::contract::Refusal::BodyRead { offset: 22 }
+        );
     }
 
     #[test]
-    fn last_frame_of_a_sized_body_is_released_at_a_clean_end() {
-        let chunks = [Bytes::from_static(b"{\"model\":\"m\"}")];
-        let (mut body, _) = watched(&chunks, false);
-        assert_eq!(body.size_hint().exact(), Some(chunks[0].len() as u64));
-        let frame = poll(&mut body).unwrap().unwrap().into_data().unwrap();
-        assert_eq!(frame.as_ptr(), chunks[0].as_ptr());
-        assert!(poll(&mut body).is_none());
+    fn routing_headers_are_removed_from_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", "abc".parse().unwrap());
+        trailers.insert("x-gateway-model-name", "evil".parse().unwrap());
+        trailers.insert("x_gateway_base_model_name", "evil".parse().unwrap());
+        let mut body = watched(
+            vec![
+                Frame::data(Bytes::from_static(b"{\"model\":\"m\"}")),
+                Frame::trailers(trailers),
+            ],
+            false,
+        );
+        assert!(poll(&mut body).unwrap().unwrap().is_data());
+        let trailers = poll(&mut body).unwrap().unwrap().into_trailers().unwrap();
+        let names: Vec<_> = trailers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-checksum"]);
     }
 
     #[test]
-    fn forwarded_for_is_appended() {
+    fn forwarded_for_keeps_every_line() {
         let mut headers = HeaderMap::new();
         append_forwarded_for(&mut headers, "127.0.0.1:5".parse().unwrap());
         assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
         append_forwarded_for(&mut headers, "[::1]:5".parse().unwrap());
         assert_eq!(headers["x-forwarded-for"], "127.0.0.1, ::1");
+        let mut lines = HeaderMap::new();
+        lines.append("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        lines.append("x-forwarded-for", "10.0.0.2, 10.0.0.3".parse().unwrap());
+        append_forwarded_for(&mut lines, "127.0.0.9:1".parse().unwrap());
+        assert_eq!(lines.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(
+            lines["x-forwarded-for"],
+            "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.9"
+        );
     }
 }

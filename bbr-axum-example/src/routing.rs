@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use crate::config::{BASE_MODEL_HEADER, Config, MODEL_HEADER, PathMatch, RouteMatch};
+use bbr_core::contract::{BASE_MODEL_HEADER, MODEL_HEADER};
+
+use crate::config::{Config, PathMatch, RouteMatch};
 use crate::pools::Pool;
 
 /// A route that matched: where to send the request and for how long.
@@ -51,8 +53,12 @@ impl RouteTable {
         let mut ordered = Vec::new();
         for pool in &config.pools {
             let list = endpoints.get(&pool.name).unwrap_or(&pool.endpoints);
-            let built = Pool::new(pool.name.clone(), list).map_err(|reason| {
-                crate::ConfigError::Invalid(format!("pool `{}`: {reason}", pool.name))
+            let built = Pool::new(pool.name.clone(), list).map_err(|source| {
+                crate::ConfigError::Endpoint {
+                    pool: pool.name.clone(),
+                    endpoint: String::new(),
+                    source,
+                }
             })?;
             let built = Arc::new(built);
             pools.insert(pool.name.clone(), Arc::clone(&built));

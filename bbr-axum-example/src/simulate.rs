@@ -7,10 +7,20 @@
 
 use std::collections::HashMap;
 
-use bbr_model_sim::{Mode, SimConfig, SimHandle};
+use bbr_model_sim::{SimConfig, SimHandle};
 
 use crate::config::{Config, SimulateConfig};
-use crate::gateway::StartError;
+
+/// A simulated model server that could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the simulated pool `{pool}`")]
+pub struct SimulatorError {
+    /// The pool.
+    pub pool: String,
+    /// Why.
+    #[source]
+    pub source: bbr_model_sim::Error,
+}
 
 /// The running simulated model servers, per pool.
 #[derive(Debug, Default)]
@@ -19,15 +29,15 @@ pub struct Simulators {
 }
 
 /// The simulator configuration of one replica of a `simulate:` pool.
-pub fn sim_config(pool: &str, replica: usize, spec: &SimulateConfig) -> Result<SimConfig, String> {
+pub fn sim_config(pool: &str, replica: usize, spec: &SimulateConfig) -> SimConfig {
     let mut config = SimConfig::new(spec.model.clone())
         .loras(spec.lora_modules.iter().cloned())
         .max_loras(spec.max_loras)
         .time_to_first_token(spec.time_to_first_token)
         .inter_token_latency(spec.inter_token_latency)
         .pod_name(format!("{pool}-{replica}"));
-    if let Some(mode) = &spec.mode {
-        config = config.mode(Mode::parse(mode).map_err(|e| e.to_string())?);
+    if let Some(mode) = spec.mode {
+        config = config.mode(mode);
     }
     if let Some(n) = spec.max_num_seqs {
         config = config.max_num_seqs(n);
@@ -36,34 +46,31 @@ pub fn sim_config(pool: &str, replica: usize, spec: &SimulateConfig) -> Result<S
         config = config.max_model_len(n);
     }
     if let Some(n) = spec.max_request_body_bytes {
-        config = config.max_request_body_bytes(usize::try_from(n.0).unwrap_or(usize::MAX));
+        config = config.max_request_body_bytes(usize::try_from(n).unwrap_or(usize::MAX));
     }
     if let Some(seed) = spec.seed {
         // Replicas differ like real pods do.
         config = config.seed(seed.wrapping_add(replica as u64));
     }
-    Ok(config)
+    config
 }
 
 impl Simulators {
     /// Starts every `simulate:` pool of the config.
-    pub async fn start(config: &Config) -> Result<Self, StartError> {
+    pub async fn start(config: &Config) -> Result<Self, SimulatorError> {
         let mut pools = Vec::new();
         for pool in &config.pools {
             let Some(spec) = &pool.simulate else { continue };
             let mut handles = Vec::with_capacity(spec.replicas);
             for replica in 0..spec.replicas {
-                let fail =
-                    |source: Box<dyn std::error::Error + Send + Sync>| StartError::Simulator {
+                let sim = sim_config(&pool.name, replica, spec);
+                let handle = bbr_model_sim::spawn(sim)
+                    .await
+                    .map_err(|source| SimulatorError {
                         pool: pool.name.clone(),
                         source,
-                    };
-                let sim = sim_config(&pool.name, replica, spec).map_err(|e| fail(e.into()))?;
-                handles.push(
-                    bbr_model_sim::spawn(sim)
-                        .await
-                        .map_err(|e| fail(Box::new(e)))?,
-                );
+                    })?;
+                handles.push(handle);
             }
             pools.push((pool.name.clone(), handles));
         }

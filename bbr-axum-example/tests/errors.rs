@@ -167,8 +167,8 @@ routes:
   - pool: vllm-deepseek-r1
     matches: [{model: ski-resorts}]
 bbr:
-  max_body_bytes: 1024
-  max_scan_bytes: 512
+  max_body_bytes: 1024B
+  max_scan_bytes: 512B
 "#;
 
 /// A body of exactly `len` bytes: `head`, JSON whitespace, then `}`.

@@ -88,10 +88,11 @@ pub enum ErrorKind {
     /// The top-level `model` is not a string (null, number, bool, object, array).
     #[error("model is not a string")]
     ModelNotAString,
-    /// The top-level `model` is the empty string.
+    /// The top-level `model` is empty after trimming spaces and tabs.
     #[error("model is empty")]
     EmptyModel,
-    /// The model holds a control character (C0, including CR/LF/NUL, or DEL) after unescaping.
+    /// The model holds a control character after unescaping and trimming: C0
+    /// (including CR/LF/NUL and a tab inside the name), DEL or C1 (U+0080–U+009F).
     #[error("model contains a control character")]
     ModelControlChar,
     /// The model is longer than the configured limit (bytes, after unescaping).

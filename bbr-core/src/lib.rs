@@ -46,12 +46,37 @@
 //! compared after unescaping, so `"mod\u0065l"` is `model`; the comparison
 //! is exact and case-sensitive (`Model` and `model2` are other keys).
 //!
-//! A found model is a non-empty string, valid UTF-8, at most
-//! [`Limits::max_model_len`] bytes after unescaping, and free of control
-//! characters after unescaping (C0, including CR, LF, NUL, and DEL). Any
-//! other value is an error: [`ErrorKind::ModelNotAString`] (`null`,
-//! numbers, booleans, objects, arrays), [`ErrorKind::EmptyModel`],
-//! [`ErrorKind::ModelTooLong`], [`ErrorKind::ModelControlChar`].
+//! The key is `model` unless [`Limits::with_field`] names another one
+//! (like the upstream `body-field-to-header` plugin's `fieldName`); every
+//! rule below applies to that key instead.
+//!
+//! # What a model name is
+//!
+//! One rule, here, for every adapter (the routing header, the base-model
+//! lookup and the logs all see the same name):
+//!
+//! 1. The value is a JSON string; it is unescaped (`"a\u0062"` is `ab`).
+//! 2. Leading and trailing ASCII spaces and tabs of the unescaped value are
+//!    trimmed: `" food-review-1\t"` is `food-review-1`. The found [`Model`]
+//!    is the trimmed name, still a slice of the chunk when the value has no
+//!    escape and lies in one chunk (no copy).
+//! 3. Nothing left (`""`, `"  "`, `"\t"`) is [`ErrorKind::EmptyModel`].
+//! 4. A control character anywhere in what is left is
+//!    [`ErrorKind::ModelControlChar`]: C0 (U+0000–U+001F, including a tab
+//!    inside the name, CR, LF, NUL), DEL (U+007F) and C1 (U+0080–U+009F),
+//!    raw or escaped. None of them is safe in an HTTP header value.
+//! 5. At most [`Limits::max_model_len`] bytes of UTF-8 after unescaping,
+//!    counted before trimming (the bound is on what is held while the value
+//!    streams in), else [`ErrorKind::ModelTooLong`].
+//! 6. Anything but a string ([`ErrorKind::ModelNotAString`]: `null`,
+//!    numbers, booleans, objects, arrays).
+//!
+//! Problems are reported in stream order: a name too long before its
+//! control character is `model_too_long`, and a tab is known to be inside
+//! the name (an error at its offset) only when more text follows it.
+//! Other Unicode (spaces such as U+00A0 or U+2028, format characters) is
+//! kept as sent: it is valid in a header value as UTF-8 bytes, and the
+//! model server sees the same string.
 //!
 //! # Duplicate keys
 //!
@@ -143,8 +168,8 @@
 //! | `unexpected_end` | the body length |
 //! | `too_deep` | the bracket that opens one level too many |
 //! | `model_not_a_string` | the first byte of the value |
-//! | `empty_model`, `model_too_long` | the opening quote of the value |
-//! | `model_control_char` | the control byte, or the backslash of its escape |
+//! | `empty_model`, `model_too_long` | the opening quote of the value (also when only spaces were sent) |
+//! | `model_control_char` | the control byte (the lead byte of a raw C1 character), the backslash of its escape, or for a tab inside the name that tab |
 //! | `duplicate_model` | the opening quote of the second `model` key |
 //! | `scan_limit`, `body_too_large` | the limit (the first byte past it) |
 //!
@@ -322,7 +347,7 @@
 //! # The `extract` example
 //!
 //! `cargo run --release -p bbr-core --example extract -- [--chunk N]
-//! [--policy reject|first-wins|last-wins] FILE...` prints one line per file:
+//! [--policy reject|first-wins|last-wins] [--field NAME] FILE...` prints one line per file:
 //! `{"file":F,"outcome":"found","model":M}`, `{"file":F,"outcome":"absent"}`
 //! or `{"file":F,"outcome":"error","kind":K,"offset":N}`, the verdict after
 //! the whole file was fed in `N`-byte chunks (64 KiB by default). This
@@ -337,11 +362,10 @@
 //! | `zstd` | on | `Content-Encoding: zstd` (libzstd through zstd-safe; builds C) |
 //!
 //! A coding whose feature is off is [`BodyKind::NotDecoded`].
-#![forbid(unsafe_code)]
+// `unsafe` only in `simd` (SIMD intrinsics behind run-time detection).
+#![deny(unsafe_code)]
 
 mod body;
-#[doc(hidden)]
-pub mod cli;
 pub mod contract;
 pub mod encoding;
 mod error;
@@ -351,12 +375,14 @@ mod model;
 mod model_name;
 pub mod multipart;
 mod progress;
+mod scan;
+mod simd;
 
 pub use body::{BodyExtractor, BodyKind};
 pub use contract::UnknownPolicy;
 pub use error::{ErrorClass, ErrorKind, ExtractError};
 pub use extractor::{ModelExtractor, extract_model};
-pub use limits::{DuplicateKeys, Limits};
+pub use limits::{DuplicateKeys, FieldName, InvalidFieldName, Limits};
 pub use model::Model;
 pub use model_name::validate_model_name;
 pub use progress::{Outcome, Progress};

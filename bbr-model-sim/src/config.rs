@@ -37,6 +37,14 @@ impl Mode {
     }
 }
 
+impl std::str::FromStr for Mode {
+    type Err = ConfigError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Self::parse(value)
+    }
+}
+
 /// An error the simulator can inject (`--failure-types`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureType {
@@ -483,57 +491,39 @@ impl SimConfig {
     }
 }
 
-/// Parses a duration as the simulator's latency flags take it: a Go-style
-/// duration (`100ms`, `1.5s`, `2m`, `1m30s`, `250us`, `10ns`, `1h`), or a
-/// bare integer meaning milliseconds (the simulator's older form).
+/// Parses a duration as the llm-d inference simulator's duration flags
+/// take it (`--time-to-first-token`, `--inter-token-latency`, their
+/// `-std-dev`s, `--startup-duration`): a duration with a unit, read by
+/// [`humantime`] (`100ms`, `1.5s`, `1m30s`, `250us`, `250µs`), or a bare
+/// integer meaning **milliseconds** — the simulator's older integer form
+/// (v0.6.1 takes only that; later versions still accept it), kept so that
+/// manifests with `--time-to-first-token=2000` mean what they meant there.
+///
+/// This is the only place in the workspace where a bare number is a
+/// duration; the example gateway's config and flags require a unit.
 ///
 /// ```
 /// use std::time::Duration;
 /// use bbr_model_sim::parse_duration;
 /// assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
-/// assert_eq!(parse_duration("250").unwrap(), Duration::from_millis(250));
+/// assert_eq!(parse_duration("2000").unwrap(), Duration::from_secs(2));
 /// assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
 /// assert!(parse_duration("-1s").is_err());
 /// ```
 pub fn parse_duration(value: &str) -> Result<Duration, ConfigError> {
-    let invalid = || ConfigError::InvalidDuration(value.to_owned());
     let text = value.trim();
-    if text.is_empty() {
-        return Err(invalid());
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse::<u64>().map(Duration::from_millis).map_err(|_| {
+            ConfigError::InvalidDuration {
+                value: value.to_owned(),
+                source: None,
+            }
+        });
     }
-    if text.bytes().all(|b| b.is_ascii_digit()) {
-        return text
-            .parse::<u64>()
-            .map(Duration::from_millis)
-            .map_err(|_| invalid());
-    }
-    let mut rest = text;
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(invalid)?;
-        if number_len == 0 {
-            return Err(invalid());
-        }
-        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds_per_unit = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(invalid()),
-        };
-        rest = &rest[unit_len..];
-        total += number * seconds_per_unit;
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| invalid())
+    humantime::parse_duration(text).map_err(|source| ConfigError::InvalidDuration {
+        value: value.to_owned(),
+        source: Some(source),
+    })
 }
 
 #[cfg(test)]
@@ -560,7 +550,7 @@ mod tests {
 
     #[test]
     fn durations_reject_garbage() {
-        for bad in ["", "ms", "1x", "-1s", "1.2.3s", "s1", "1 s", "1e3", "abc"] {
+        for bad in ["", "ms", "1x", "-1s", "1.2.3s", "s1", "1e3", "abc"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -47,8 +47,14 @@ pub enum ConfigError {
     #[error("invalid --mode {0:?} (expected echo or random)")]
     InvalidMode(String),
     /// A latency flag that is not a duration.
-    #[error("invalid duration {0:?} (expected e.g. 100ms, 1.5s, or integer milliseconds)")]
-    InvalidDuration(String),
+    #[error("invalid duration {value:?} (expected e.g. 100ms, 1.5s, or integer milliseconds)")]
+    InvalidDuration {
+        /// The value as given.
+        value: String,
+        /// humantime's reason, for a value that is not a bare integer.
+        #[source]
+        source: Option<humantime::DurationError>,
+    },
     /// `--failure-injection-rate` above 100.
     #[error("--failure-injection-rate must be between 0 and 100, got {0}")]
     FailureRate(u8),

@@ -1,12 +1,35 @@
 //! `/metrics`: the vLLM series the Gateway API Inference Extension's
-//! endpoint picker scrapes, in Prometheus text format 0.0.4.
+//! endpoint picker scrapes, with vLLM's names, labels and bucket bounds,
+//! encoded by `prometheus-client` (OpenMetrics text).
+//!
+//! | series | type | labels |
+//! | --- | --- | --- |
+//! | `vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc` | gauge | `model_name` |
+//! | `vllm:lora_requests_info` (value: last change, Unix seconds) | gauge | `max_lora`, `running_lora_adapters`, `waiting_lora_adapters` |
+//! | `vllm:request_success_total` | counter | `model_name`, `finish_reason` |
+//! | `vllm:prompt_tokens_total`, `vllm:generation_tokens_total` | counter | `model_name` |
+//! | `vllm:time_to_first_token_seconds`, `vllm:e2e_request_latency_seconds` | histogram | `model_name` |
+//!
+//! The gauges are a snapshot of the scheduler taken at each scrape (like
+//! vLLM's), so they are registered fresh in a per-scrape registry; the
+//! counters and histograms live as long as the server.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::borrow::Cow;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::generate::FinishReason;
 use crate::scheduler::AdmissionSnapshot;
+
+/// The content type of [`render`]'s text.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// vLLM's bucket bounds (seconds) for `vllm:time_to_first_token_seconds`.
 const TTFT_BUCKETS: [f64; 22] = [
@@ -20,81 +43,47 @@ const E2E_BUCKETS: [f64; 21] = [
     480.0, 960.0, 1920.0, 7680.0,
 ];
 
-/// A Prometheus histogram with fixed bounds; the sum is kept in
-/// microseconds so it fits an atomic integer.
-#[derive(Debug)]
-pub(crate) struct Histogram {
-    bounds: &'static [f64],
-    /// Per-bucket (not cumulative) counts; the last slot is `+Inf`.
-    buckets: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FinishLabels {
+    finish_reason: &'static str,
 }
 
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-        }
-    }
-
-    pub(crate) fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        let slot = self
-            .bounds
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(self.bounds.len());
-        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str, model: &str) {
-        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} histogram\n");
-        let mut cumulative = 0;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let le = self.bounds.get(i).map_or("+Inf".to_owned(), f64::to_string);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{le}\",model_name=\"{model}\"}} {cumulative}"
-            );
-        }
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{model_name=\"{model}\"}} {sum}");
-        let _ = writeln!(out, "{name}_count{{model_name=\"{model}\"}} {cumulative}");
-    }
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LoraLabels {
+    max_lora: String,
+    running_lora_adapters: String,
+    waiting_lora_adapters: String,
 }
 
-/// Counters of finished requests and their latencies.
+/// Counters of finished requests and their latencies (shared handles:
+/// cloning one shares its value).
 #[derive(Debug)]
 pub(crate) struct Counters {
-    success_stop: AtomicU64,
-    success_length: AtomicU64,
-    prompt_tokens: AtomicU64,
-    generation_tokens: AtomicU64,
-    /// Arrival to first token.
-    pub(crate) time_to_first_token: Histogram,
-    /// Arrival to last token.
-    pub(crate) e2e_latency: Histogram,
+    success: Family<FinishLabels, Counter>,
+    prompt_tokens: Counter,
+    generation_tokens: Counter,
+    time_to_first_token: Histogram,
+    e2e_latency: Histogram,
 }
 
 impl Default for Counters {
     fn default() -> Self {
         Self {
-            success_stop: AtomicU64::new(0),
-            success_length: AtomicU64::new(0),
-            prompt_tokens: AtomicU64::new(0),
-            generation_tokens: AtomicU64::new(0),
-            time_to_first_token: Histogram::new(&TTFT_BUCKETS),
-            e2e_latency: Histogram::new(&E2E_BUCKETS),
+            success: Family::default(),
+            prompt_tokens: Counter::default(),
+            generation_tokens: Counter::default(),
+            time_to_first_token: Histogram::new(TTFT_BUCKETS),
+            e2e_latency: Histogram::new(E2E_BUCKETS),
         }
     }
 }
 
 impl Counters {
+    /// The first token of a request left, `elapsed` after it arrived.
+    pub(crate) fn first_token(&self, elapsed: Duration) {
+        self.time_to_first_token.observe(elapsed.as_secs_f64());
+    }
+
     /// A request finished successfully, `elapsed` after it arrived.
     pub(crate) fn finished(
         &self,
@@ -103,128 +92,149 @@ impl Counters {
         generated: u64,
         elapsed: Duration,
     ) {
-        self.e2e_latency.observe(elapsed);
-        match reason {
-            FinishReason::Stop => &self.success_stop,
-            FinishReason::Length => &self.success_length,
-        }
-        .fetch_add(1, Ordering::Relaxed);
-        self.prompt_tokens
-            .fetch_add(prompt_tokens, Ordering::Relaxed);
-        self.generation_tokens
-            .fetch_add(generated, Ordering::Relaxed);
+        self.e2e_latency.observe(elapsed.as_secs_f64());
+        let finish_reason = match reason {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        };
+        self.success
+            .get_or_create(&FinishLabels { finish_reason })
+            .inc();
+        self.prompt_tokens.inc_by(prompt_tokens);
+        self.generation_tokens.inc_by(generated);
     }
 }
 
-/// Escapes a label value (backslash, quote, newline).
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// Renders the exposition text.
+/// Renders the exposition text for one scrape.
 pub(crate) fn render(
     model_name: &str,
     max_loras: usize,
     admission: &AdmissionSnapshot,
     counters: &Counters,
 ) -> String {
-    let model = escape(model_name);
-    let mut out = String::with_capacity(2048);
-    let mut gauge = |name: &str, help: &str, value: String| {
-        // `write!` into a String cannot fail.
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{model_name=\"{model}\"}} {value}\n"
-        );
-    };
-    gauge(
-        "vllm:num_requests_running",
-        "Number of requests currently running on GPU.",
-        admission.running.to_string(),
-    );
-    gauge(
-        "vllm:num_requests_waiting",
-        "Number of requests waiting to be processed.",
-        admission.waiting.to_string(),
-    );
-    gauge(
-        "vllm:kv_cache_usage_perc",
-        "KV-cache usage. 1 means 100 percent usage.",
-        "0".to_owned(),
-    );
-    out.push_str(
-        "# HELP vllm:lora_requests_info Running stats on lora requests.\n# TYPE vllm:lora_requests_info gauge\n",
-    );
+    let mut registry = Registry::default();
+    let lora_info = Family::<LoraLabels, Gauge<f64, AtomicU64>>::default();
     for info in &admission.lora_info {
-        let _ = writeln!(
-            out,
-            "vllm:lora_requests_info{{max_lora=\"{max_loras}\",running_lora_adapters=\"{}\",waiting_lora_adapters=\"{}\"}} {}",
-            escape(&info.running),
-            escape(&info.waiting),
-            info.updated
-        );
+        lora_info
+            .get_or_create(&LoraLabels {
+                max_lora: max_loras.to_string(),
+                running_lora_adapters: info.running.clone(),
+                waiting_lora_adapters: info.waiting.clone(),
+            })
+            .set(info.updated);
     }
-    out.push_str(
-        "# HELP vllm:request_success_total Count of successfully processed requests.\n# TYPE vllm:request_success_total counter\n",
+    registry.register(
+        "vllm:lora_requests_info",
+        "Running stats on lora requests",
+        lora_info,
     );
-    for (reason, counter) in [
-        ("length", &counters.success_length),
-        ("stop", &counters.success_stop),
-    ] {
-        let _ = writeln!(
-            out,
-            "vllm:request_success_total{{finish_reason=\"{reason}\",model_name=\"{model}\"}} {}",
-            counter.load(Ordering::Relaxed)
-        );
-    }
-    for (name, help, counter) in [
+
+    let model = registry.sub_registry_with_label((
+        Cow::Borrowed("model_name"),
+        Cow::Owned(model_name.to_owned()),
+    ));
+    for (name, help, value) in [
         (
-            "vllm:prompt_tokens_total",
-            "Number of prefill tokens processed.",
-            &counters.prompt_tokens,
+            "vllm:num_requests_running",
+            "Number of requests currently running on GPU",
+            admission.running,
         ),
         (
-            "vllm:generation_tokens_total",
-            "Number of generation tokens processed.",
-            &counters.generation_tokens,
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed",
+            admission.waiting,
         ),
     ] {
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{model_name=\"{model}\"}} {}\n",
-            counter.load(Ordering::Relaxed)
-        );
+        let gauge = Gauge::<i64>::default();
+        gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        model.register(name, help, gauge);
     }
-    counters.time_to_first_token.render(
-        &mut out,
+    // No KV cache is simulated: always 0, as the simulator reports it off.
+    model.register(
+        "vllm:kv_cache_usage_perc",
+        "KV-cache usage. 1 means 100 percent usage",
+        Gauge::<f64, AtomicU64>::default(),
+    );
+    model.register(
+        "vllm:request_success",
+        "Count of successfully processed requests",
+        counters.success.clone(),
+    );
+    model.register(
+        "vllm:prompt_tokens",
+        "Number of prefill tokens processed",
+        counters.prompt_tokens.clone(),
+    );
+    model.register(
+        "vllm:generation_tokens",
+        "Number of generation tokens processed",
+        counters.generation_tokens.clone(),
+    );
+    model.register(
         "vllm:time_to_first_token_seconds",
-        "Histogram of time to first token in seconds.",
-        &model,
+        "Histogram of time to first token in seconds",
+        counters.time_to_first_token.clone(),
     );
-    counters.e2e_latency.render(
-        &mut out,
+    model.register(
         "vllm:e2e_request_latency_seconds",
-        "Histogram of end to end request latency in seconds.",
-        &model,
+        "Histogram of end to end request latency in seconds",
+        counters.e2e_latency.clone(),
     );
+
+    let mut out = String::with_capacity(4096);
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
     out
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::scheduler::LoraInfo;
 
+    /// One sample line: name, labels, value.
+    fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').expect("a value");
+                let value: f64 = value.parse().expect("numeric sample value");
+                let (name, labels) = match series.split_once('{') {
+                    Some((name, labels)) => (name, labels.trim_end_matches('}')),
+                    None => (series, ""),
+                };
+                let mut map = BTreeMap::new();
+                // Label values in these tests contain no `",`.
+                for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                    let (key, value) = pair.split_once("=\"").expect("key=\"value\"");
+                    map.insert(key.to_owned(), value.trim_end_matches('"').to_owned());
+                }
+                (name.to_owned(), map, value)
+            })
+            .collect()
+    }
+
+    fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let want: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let found: Vec<f64> = samples(text)
+            .into_iter()
+            .filter(|(n, l, _)| n == name && *l == want)
+            .map(|(_, _, v)| v)
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {labels:?} in\n{text}");
+        found[0]
+    }
+
     #[test]
-    fn renders_gauges_lora_info_and_counters() {
+    fn renders_vllm_names_labels_and_values() {
         let counters = Counters::default();
         counters.finished(FinishReason::Length, 9, 20, Duration::from_millis(700));
-        counters
-            .time_to_first_token
-            .observe(Duration::from_millis(50));
+        counters.first_token(Duration::from_millis(50));
         let snapshot = AdmissionSnapshot {
             running: 2,
             waiting: 1,
@@ -234,44 +244,102 @@ mod tests {
                 updated: 1.5e9,
             }],
         };
-        let text = render("m\"x", 2, &snapshot, &counters);
-        assert!(
-            text.contains("vllm:num_requests_running{model_name=\"m\\\"x\"} 2\n"),
-            "{text}"
+        let text = render("m", 2, &snapshot, &counters);
+        let m = [("model_name", "m")];
+        assert_eq!(value(&text, "vllm:num_requests_running", &m), 2.0);
+        assert_eq!(value(&text, "vllm:num_requests_waiting", &m), 1.0);
+        assert_eq!(value(&text, "vllm:kv_cache_usage_perc", &m), 0.0);
+        assert_eq!(
+            value(
+                &text,
+                "vllm:lora_requests_info",
+                &[
+                    ("max_lora", "2"),
+                    ("running_lora_adapters", "a,b"),
+                    ("waiting_lora_adapters", "c")
+                ]
+            ),
+            1.5e9
         );
-        assert!(text.contains("vllm:num_requests_waiting{model_name=\"m\\\"x\"} 1\n"));
-        assert!(text.contains(
-            "vllm:lora_requests_info{max_lora=\"2\",running_lora_adapters=\"a,b\",waiting_lora_adapters=\"c\"} 1500000000\n"
-        ));
-        assert!(text.contains(
-            "vllm:request_success_total{finish_reason=\"length\",model_name=\"m\\\"x\"} 1\n"
-        ));
-        assert!(text.contains("vllm:generation_tokens_total{model_name=\"m\\\"x\"} 20\n"));
-        let ttft = "vllm:time_to_first_token_seconds";
-        assert!(
-            text.contains(&format!(
-                "{ttft}_bucket{{le=\"0.04\",model_name=\"m\\\"x\"}} 0\n"
-            )),
-            "{text}"
+        assert_eq!(
+            value(
+                &text,
+                "vllm:request_success_total",
+                &[("model_name", "m"), ("finish_reason", "length")]
+            ),
+            1.0
         );
-        assert!(text.contains(&format!(
-            "{ttft}_bucket{{le=\"0.06\",model_name=\"m\\\"x\"}} 1\n"
-        )));
-        assert!(text.contains(&format!(
-            "{ttft}_bucket{{le=\"+Inf\",model_name=\"m\\\"x\"}} 1\n"
-        )));
-        assert!(text.contains(&format!("{ttft}_sum{{model_name=\"m\\\"x\"}} 0.05\n")));
-        let e2e = "vllm:e2e_request_latency_seconds";
-        assert!(text.contains(&format!(
-            "{e2e}_bucket{{le=\"0.5\",model_name=\"m\\\"x\"}} 0\n"
-        )));
-        assert!(text.contains(&format!(
-            "{e2e}_bucket{{le=\"0.8\",model_name=\"m\\\"x\"}} 1\n"
-        )));
-        assert!(text.contains(&format!("{e2e}_count{{model_name=\"m\\\"x\"}} 1\n")));
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let value = line.rsplit(' ').next().expect("value");
-            assert!(value.parse::<f64>().is_ok(), "numeric sample value: {line}");
+        assert_eq!(value(&text, "vllm:prompt_tokens_total", &m), 9.0);
+        assert_eq!(value(&text, "vllm:generation_tokens_total", &m), 20.0);
+        let ttft = "vllm:time_to_first_token_seconds_bucket";
+        assert_eq!(
+            value(&text, ttft, &[("model_name", "m"), ("le", "0.04")]),
+            0.0
+        );
+        assert_eq!(
+            value(&text, ttft, &[("model_name", "m"), ("le", "0.06")]),
+            1.0
+        );
+        assert_eq!(
+            value(&text, ttft, &[("model_name", "m"), ("le", "+Inf")]),
+            1.0
+        );
+        assert!((value(&text, "vllm:time_to_first_token_seconds_sum", &m) - 0.05).abs() < 1e-9);
+        let e2e = "vllm:e2e_request_latency_seconds_bucket";
+        assert_eq!(
+            value(&text, e2e, &[("model_name", "m"), ("le", "0.5")]),
+            0.0
+        );
+        assert_eq!(
+            value(&text, e2e, &[("model_name", "m"), ("le", "0.8")]),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "vllm:e2e_request_latency_seconds_count", &m),
+            1.0
+        );
+        for name in [
+            "vllm:request_success",
+            "vllm:time_to_first_token_seconds",
+            "vllm:num_requests_waiting",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
         }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let text = render(
+            "m\"x\\",
+            1,
+            &AdmissionSnapshot::default(),
+            &Counters::default(),
+        );
+        assert!(
+            text.contains(r#"vllm:num_requests_running{model_name="m\"x\\"} 0"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn counters_accumulate_across_scrapes() {
+        let counters = Counters::default();
+        let snapshot = AdmissionSnapshot::default();
+        counters.finished(FinishReason::Stop, 1, 2, Duration::from_millis(1));
+        let first = render("m", 1, &snapshot, &counters);
+        counters.finished(FinishReason::Stop, 1, 2, Duration::from_millis(1));
+        let second = render("m", 1, &snapshot, &counters);
+        let stop = [("model_name", "m"), ("finish_reason", "stop")];
+        assert_eq!(value(&first, "vllm:request_success_total", &stop), 1.0);
+        assert_eq!(value(&second, "vllm:request_success_total", &stop), 2.0);
+        assert_eq!(
+            value(
+                &second,
+                "vllm:generation_tokens_total",
+                &[("model_name", "m")]
+            ),
+            4.0
+        );
     }
 }

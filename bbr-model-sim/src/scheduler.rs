@@ -221,7 +221,7 @@ pub(crate) struct Admission {
 }
 
 /// Snapshot for `/metrics`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct AdmissionSnapshot {
     pub(crate) running: usize,
     pub(crate) waiting: usize,

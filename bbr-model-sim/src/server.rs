@@ -234,13 +234,7 @@ async fn metrics_text(State(sim): State<Arc<SimState>>) -> impl IntoResponse {
         &sim.admission.snapshot(),
         &sim.counters,
     );
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body)
 }
 
 fn unix_seconds() -> u64 {
@@ -533,7 +527,7 @@ async fn complete(
         sim.config.time_to_first_token_std_dev,
     );
     pause(ttft).await;
-    sim.counters.time_to_first_token.observe(arrived.elapsed());
+    sim.counters.first_token(arrived.elapsed());
 
     let answer = Answer {
         id,

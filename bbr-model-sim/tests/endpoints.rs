@@ -624,7 +624,7 @@ async fn health_ready_and_metrics_answer() {
     assert!(
         answer
             .header("content-type")
-            .starts_with("text/plain; version=0.0.4")
+            .starts_with("application/openmetrics-text; version=1.0.0")
     );
     let text = answer.text();
     let label = format!("{{model_name=\"{LLAMA}\"}}");
@@ -649,7 +649,7 @@ async fn health_ready_and_metrics_answer() {
         metric(
             text,
             &format!(
-                "vllm:request_success_total{{finish_reason=\"length\",model_name=\"{LLAMA}\"}}"
+                "vllm:request_success_total{{model_name=\"{LLAMA}\",finish_reason=\"length\"}}"
             )
         ),
         1.0
@@ -736,7 +736,7 @@ async fn latency_applies_to_non_streaming_answers() {
     let text = get(&client, &format!("{}/metrics", sim.url())).await;
     let text = text.text();
     let ttft_series = |le: &str| {
-        format!(r#"vllm:time_to_first_token_seconds_bucket{{le="{le}",model_name="m"}}"#)
+        format!(r#"vllm:time_to_first_token_seconds_bucket{{model_name="m",le="{le}"}}"#)
     };
     assert_eq!(
         metric(text, &ttft_series("0.04")),
