@@ -3,10 +3,12 @@
 
 use crate::{ErrorKind, ExtractError, Limits};
 
-/// Checks `value` as a model name, by the rules the JSON extractor applies
-/// to an unescaped `model` string: non-empty, valid UTF-8, no control
-/// character (C0, including CR, LF, NUL, and DEL), at most
-/// [`Limits::max_model_len`] bytes.
+/// Checks `value` as a model name, by the rules of the crate docs ("What
+/// a model name is") that the JSON extractor applies to an unescaped
+/// `model` string, and returns the name: leading and trailing spaces and
+/// tabs trimmed; not empty after that; no control character in it (C0,
+/// DEL, C1; a tab only counts once text follows it); valid UTF-8; at most
+/// [`Limits::max_model_len`] bytes counted before trimming.
 ///
 /// Errors are found in byte order, as in the JSON extractor: a control
 /// character or invalid UTF-8 within the first `max_model_len` bytes is
@@ -16,32 +18,62 @@ use crate::{ErrorKind, ExtractError, Limits};
 ///
 /// ```
 /// use bbr_core::{validate_model_name, ErrorKind, Limits};
-/// let limits = Limits::new().with_max_model_len(8);
-/// assert_eq!(validate_model_name(b"food-rev", &limits).unwrap(), "food-rev");
-/// let err = validate_model_name(b"food-revi", &limits).unwrap_err();
-/// assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelTooLong { limit: 8 }, 0));
+/// let limits = Limits::new().with_max_model_len(10);
+/// assert_eq!(validate_model_name(b" food-rev\t", &limits).unwrap(), "food-rev");
+/// let err = validate_model_name(b"food-review", &limits).unwrap_err();
+/// assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelTooLong { limit: 10 }, 0));
 /// let err = validate_model_name(b"ab\r\n", &limits).unwrap_err();
 /// assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelControlChar, 2));
-/// assert_eq!(validate_model_name(b"", &limits).unwrap_err().kind(), ErrorKind::EmptyModel);
+/// let err = validate_model_name(b"a\tb", &limits).unwrap_err();
+/// assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelControlChar, 1));
+/// assert_eq!(validate_model_name(b" \t", &limits).unwrap_err().kind(), ErrorKind::EmptyModel);
 /// assert_eq!(validate_model_name(b"a\xff", &limits).unwrap_err().kind(), ErrorKind::InvalidUtf8);
 /// ```
 pub fn validate_model_name<'v>(value: &'v [u8], limits: &Limits) -> Result<&'v str, ExtractError> {
     let max = limits.max_model_len();
-    check_prefix(&value[..value.len().min(max)], value.len() > max, max)?;
-    Ok(std::str::from_utf8(value).expect("checked above"))
+    let name = check_prefix(&value[..value.len().min(max)], value.len() > max, max)?;
+    Ok(std::str::from_utf8(&value[name]).expect("checked above"))
 }
 
 /// Checks the first bytes of a value (at most `max`); `longer` says the
-/// value went on past them. Shared by [`validate_model_name`] and the
-/// multipart extractor, which keeps only that prefix.
-pub(crate) fn check_prefix(prefix: &[u8], longer: bool, max: usize) -> Result<(), ExtractError> {
+/// value went on past them. Returns the trimmed name's range. Shared by
+/// [`validate_model_name`] and the multipart extractor, which keeps only
+/// that prefix.
+pub(crate) fn check_prefix(
+    prefix: &[u8],
+    longer: bool,
+    max: usize,
+) -> Result<std::ops::Range<usize>, ExtractError> {
+    let control = |at: usize| Err(ExtractError::new(ErrorKind::ModelControlChar, at as u64));
     let (valid, utf8_error) = match std::str::from_utf8(prefix) {
         Ok(_) => (prefix.len(), false),
         // A sequence cut by the limit is not an error when the value is too long anyway.
         Err(e) => (e.valid_up_to(), e.error_len().is_some() || !longer),
     };
-    if let Some(at) = prefix[..valid].iter().position(|&b| b < 0x20 || b == 0x7f) {
-        return Err(ExtractError::new(ErrorKind::ModelControlChar, at as u64));
+    let text = std::str::from_utf8(&prefix[..valid]).expect("valid up to here");
+    let mut name: Option<std::ops::Range<usize>> = None;
+    // The first tab after the name started: an error once text follows.
+    let mut tab = None;
+    for (i, ch) in text.char_indices() {
+        match ch {
+            ' ' => {}
+            '\t' => {
+                if name.is_some() && tab.is_none() {
+                    tab = Some(i);
+                }
+            }
+            _ => {
+                if let Some(at) = tab {
+                    return control(at);
+                }
+                if ch.is_control() {
+                    // C0, DEL and C1: `char::is_control` is exactly Cc.
+                    return control(i);
+                }
+                let end = i + ch.len_utf8();
+                name = Some(name.map_or(i..end, |range| range.start..end));
+            }
+        }
     }
     if utf8_error {
         return Err(ExtractError::new(ErrorKind::InvalidUtf8, valid as u64));
@@ -49,10 +81,7 @@ pub(crate) fn check_prefix(prefix: &[u8], longer: bool, max: usize) -> Result<()
     if longer {
         return Err(ExtractError::new(ErrorKind::ModelTooLong { limit: max }, 0));
     }
-    if prefix.is_empty() {
-        return Err(ExtractError::new(ErrorKind::EmptyModel, 0));
-    }
-    Ok(())
+    name.ok_or(ExtractError::new(ErrorKind::EmptyModel, 0))
 }
 
 #[cfg(test)]
@@ -81,6 +110,12 @@ mod tests {
         let err = validate_model_name(b"\xc0\x00", &limits).unwrap_err();
         assert_eq!((err.kind(), err.offset()), (ErrorKind::InvalidUtf8, 0));
         // A sequence cut by the limit in a too-long value: too long.
+        let err = validate_model_name("abcé".as_bytes(), &limits).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ModelTooLong { limit: 4 });
+        // C1 controls, and trimming.
+        let err = validate_model_name("a\u{85}".as_bytes(), &limits).unwrap_err();
+        assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelControlChar, 1));
+        assert_eq!(validate_model_name(b"\t a ", &limits).unwrap(), "a");
         let err = validate_model_name("abcé".as_bytes(), &limits).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ModelTooLong { limit: 4 });
         // A truncated sequence at the end of a short value: invalid.
