@@ -31,34 +31,42 @@ use crate::{ErrorKind, ExtractError, Limits};
 /// ```
 pub fn validate_model_name<'v>(value: &'v [u8], limits: &Limits) -> Result<&'v str, ExtractError> {
     let max = limits.max_model_len();
-    let name = check_prefix(&value[..value.len().min(max)], value.len() > max, max)?;
+    let head = value.len().min(max.saturating_add(HEAD_SLACK));
+    let name = check_prefix(&value[..head], value.len() > head, max)?;
     Ok(std::str::from_utf8(&value[name]).expect("checked above"))
 }
 
-/// Checks the first bytes of a value (at most `max`); `longer` says the
-/// value went on past them. Returns the trimmed name's range. Shared by
-/// [`validate_model_name`] and the multipart extractor, which keeps only
-/// that prefix.
+/// Bytes kept past `max_model_len`: the character that crosses the limit
+/// is judged whole (a control character there is reported as such, as
+/// the JSON extractor does).
+pub(crate) const HEAD_SLACK: usize = 4;
+
+/// Checks the head of a value (at most `max + HEAD_SLACK` bytes); `longer`
+/// says the value went on past it. Returns the trimmed name's range.
+/// Shared by [`validate_model_name`] and the multipart extractor, which
+/// keeps only that head.
 pub(crate) fn check_prefix(
-    prefix: &[u8],
+    head: &[u8],
     longer: bool,
     max: usize,
 ) -> Result<std::ops::Range<usize>, ExtractError> {
     let control = |at: usize| Err(ExtractError::new(ErrorKind::ModelControlChar, at as u64));
-    let (valid, utf8_error) = match std::str::from_utf8(prefix) {
-        Ok(_) => (prefix.len(), false),
-        // A sequence cut by the limit is not an error when the value is too long anyway.
+    let too_long = || Err(ExtractError::new(ErrorKind::ModelTooLong { limit: max }, 0));
+    let (valid, utf8_error) = match std::str::from_utf8(head) {
+        Ok(_) => (head.len(), false),
+        // A sequence cut by the end of the head is not an error when the
+        // value goes on (it is too long anyway).
         Err(e) => (e.valid_up_to(), e.error_len().is_some() || !longer),
     };
-    let text = std::str::from_utf8(&prefix[..valid]).expect("valid up to here");
+    let text = std::str::from_utf8(&head[..valid]).expect("valid up to here");
     let mut name: Option<std::ops::Range<usize>> = None;
     // The first tab after the name started: an error once text follows.
     let mut tab = None;
     for (i, ch) in text.char_indices() {
+        let end = i + ch.len_utf8();
         match ch {
-            ' ' => {}
-            '\t' => {
-                if name.is_some() && tab.is_none() {
+            ' ' | '\t' => {
+                if ch == '\t' && name.is_some() && tab.is_none() {
                     tab = Some(i);
                 }
             }
@@ -70,16 +78,21 @@ pub(crate) fn check_prefix(
                     // C0, DEL and C1: `char::is_control` is exactly Cc.
                     return control(i);
                 }
-                let end = i + ch.len_utf8();
                 name = Some(name.map_or(i..end, |range| range.start..end));
             }
         }
+        if end > max {
+            return too_long();
+        }
     }
     if utf8_error {
+        if valid >= max {
+            return too_long();
+        }
         return Err(ExtractError::new(ErrorKind::InvalidUtf8, valid as u64));
     }
-    if longer {
-        return Err(ExtractError::new(ErrorKind::ModelTooLong { limit: max }, 0));
+    if longer || head.len() > max {
+        return too_long();
     }
     name.ok_or(ExtractError::new(ErrorKind::EmptyModel, 0))
 }
@@ -122,5 +135,38 @@ mod tests {
         let err = validate_model_name(b"ab\xc3", &limits).unwrap_err();
         assert_eq!((err.kind(), err.offset()), (ErrorKind::InvalidUtf8, 2));
         assert_eq!(validate_model_name("é".as_bytes(), &limits).unwrap(), "é");
+    }
+
+    proptest::proptest! {
+        /// The same verdict as the JSON extractor on the same value (the
+        /// value JSON-escaped into `{"model":...}`): kinds, and the name.
+        #[test]
+        fn agrees_with_the_json_extractor(
+            chars in proptest::collection::vec(
+                proptest::sample::select(vec!['a', 'Z', '-', ' ', '\t', '\r', '\n', '\u{7f}', 'é', '\u{85}', '\u{a0}', '"', '\\']),
+                0..12,
+            ),
+            max in 1usize..12,
+        ) {
+            let value: String = chars.into_iter().collect();
+            let limits = Limits::new().with_max_model_len(max);
+            let mut json = String::from("{\"model\":\"");
+            for ch in value.chars() {
+                match ch {
+                    '"' => json.push_str("\\\""),
+                    '\\' => json.push_str("\\\\"),
+                    c if (c as u32) < 0x20 => json.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => json.push(c),
+                }
+            }
+            json.push_str("\"}");
+            let ours = validate_model_name(value.as_bytes(), &limits)
+                .map(str::to_owned)
+                .map_err(|e| e.kind());
+            let theirs = crate::extract_model(&bytes::Bytes::from(json), &limits)
+                .map(|outcome| outcome.model().expect("a model").as_str().to_owned())
+                .map_err(|e| e.kind());
+            proptest::prop_assert_eq!(ours, theirs);
+        }
     }
 }

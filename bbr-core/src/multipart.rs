@@ -32,7 +32,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use memchr::memmem;
 
-use crate::model_name::check_prefix;
+use crate::model_name::{HEAD_SLACK, check_prefix};
 use crate::{DuplicateKeys, ErrorKind, ExtractError, Limits, Model, Outcome, Progress};
 
 /// Why a `Content-Type` value gives no usable boundary.
@@ -905,8 +905,9 @@ impl MultipartExtractor {
             return Ok(());
         }
         let max = self.limits.max_model_len();
+        let cap = max.saturating_add(HEAD_SLACK);
         if let (Some(range), None, true) = (range, self.value_slice, self.value_buf.is_empty())
-            && bytes.len() <= max
+            && bytes.len() <= cap
         {
             self.value_slice = Some(range);
             return Ok(());
@@ -914,7 +915,7 @@ impl MultipartExtractor {
         if let Some((from, to)) = self.value_slice.take() {
             self.value_buf.extend_from_slice(&chunk[from..to]);
         }
-        let room = max - self.value_buf.len();
+        let room = cap - self.value_buf.len();
         if bytes.len() <= room {
             self.value_buf.extend_from_slice(bytes);
             return Ok(());
@@ -922,7 +923,7 @@ impl MultipartExtractor {
         self.value_buf.extend_from_slice(&bytes[..room]);
         self.value_longer = true;
         let error = check_prefix(&self.value_buf, true, max)
-            .map(|_| unreachable!("a longer value is an error"))
+            .map(|_| unreachable!("a value longer than its head is an error"))
             .unwrap_or_else(|e| self.absolute(e));
         self.value_buf.clear();
         self.model_result(Err(error))
