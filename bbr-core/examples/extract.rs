@@ -1,10 +1,16 @@
-//! `extract [--chunk N] [--policy reject|first-wins|last-wins] [--field NAME] FILE...`:
+//! `extract [--chunk N] [--policy reject|first-wins|last-wins] [--field NAME]
+//! [--content-type VALUE] [--encoding VALUE] FILE...`:
 //! the black-box interface of bbr-core.
 //!
 //! `cargo run --release -p bbr-core --example extract -- [--chunk N]
-//! [--policy reject|first-wins|last-wins] [--field NAME] FILE...` prints
-//! one JSON object per line and file, the verdict after the whole file was
-//! fed in `N`-byte chunks (64 KiB by default):
+//! [--policy reject|first-wins|last-wins] [--field NAME] [--content-type
+//! VALUE] [--encoding VALUE] FILE...` prints one JSON object per line and
+//! file, the verdict after the whole file was fed in `N`-byte chunks (64 KiB
+//! by default) to `BodyExtractor`, with `VALUE`s as the `Content-Type` and
+//! `Content-Encoding` headers (a form: `--content-type
+//! 'multipart/form-data; boundary=...'`; a compressed file: `--encoding
+//! gzip`). An encoding that is not decoded gives `absent`, as adapters
+//! treat it:
 //!
 //! - `{"file":F,"outcome":"found","model":M}`
 //! - `{"file":F,"outcome":"absent"}`
@@ -18,15 +24,15 @@
 
 use std::io::{self, Read, Write};
 
-use bbr_core::{DuplicateKeys, ExtractError, FieldName, Limits, ModelExtractor, Outcome};
+use bbr_core::{BodyExtractor, DuplicateKeys, ExtractError, FieldName, Limits, Outcome};
 use bytes::Bytes;
 
 /// Default chunk size when `--chunk` is not given: 64 KiB.
 const DEFAULT_CHUNK: usize = 64 * 1024;
 
 /// The usage line.
-const USAGE: &str =
-    "usage: extract [--chunk N] [--policy reject|first-wins|last-wins] [--field NAME] FILE...";
+const USAGE: &str = "usage: extract [--chunk N] [--policy reject|first-wins|last-wins] \
+                     [--field NAME] [--content-type VALUE] [--encoding VALUE] FILE...";
 
 /// Parsed command line.
 #[derive(Debug)]
@@ -37,6 +43,10 @@ struct Args {
     policy: DuplicateKeys,
     /// The top-level key to read (`model` unless `--field` is given).
     field: FieldName,
+    /// The `Content-Type` header value, if given.
+    content_type: Option<String>,
+    /// The `Content-Encoding` header value, if given.
+    encoding: Option<String>,
     /// The files, in order.
     files: Vec<String>,
 }
@@ -47,6 +57,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         chunk: DEFAULT_CHUNK,
         policy: DuplicateKeys::Reject,
         field: FieldName::MODEL,
+        content_type: None,
+        encoding: None,
         files: Vec::new(),
     };
     let mut args = args.into_iter();
@@ -67,6 +79,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 let value = args.next().ok_or("--field needs a value")?;
                 parsed.field = value.parse().map_err(|e| format!("--field: {e}"))?;
             }
+            "--content-type" => {
+                parsed.content_type = Some(args.next().ok_or("--content-type needs a value")?);
+            }
+            "--encoding" => {
+                parsed.encoding = Some(args.next().ok_or("--encoding needs a value")?);
+            }
             "--" => parsed.files.extend(args.by_ref()),
             flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
             _ => parsed.files.push(arg),
@@ -83,10 +101,15 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
 /// as an adapter that forwards the body would see it.
 fn extract_reader(
     mut reader: impl Read,
-    chunk: usize,
+    args: &Args,
     limits: Limits,
 ) -> io::Result<Result<Outcome, ExtractError>> {
-    let mut extractor = ModelExtractor::new(limits);
+    let mut extractor = BodyExtractor::for_content(
+        args.content_type.as_deref().map(str::as_bytes),
+        args.encoding.as_deref().map(str::as_bytes),
+        limits,
+    );
+    let chunk = args.chunk;
     let mut buf = vec![0u8; chunk.max(1)];
     loop {
         // Fill the whole chunk (a reader may return less), so `--chunk N`
@@ -161,7 +184,7 @@ fn run(args: impl IntoIterator<Item = String>, out: &mut impl Write, err: &mut i
         .with_field(args.field);
     let mut status = 0;
     for file in &args.files {
-        let verdict = std::fs::File::open(file).and_then(|f| extract_reader(f, args.chunk, limits));
+        let verdict = std::fs::File::open(file).and_then(|f| extract_reader(f, &args, limits));
         let written = match verdict {
             Ok(verdict) => writeln!(out, "{}", verdict_line(file, &verdict)),
             Err(problem) => {

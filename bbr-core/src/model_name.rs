@@ -3,87 +3,98 @@
 
 use crate::{ErrorKind, ExtractError, Limits};
 
-/// Checks `value` as a model name, by the rules the JSON extractor applies
-/// to an unescaped `model` string ("What a model name is" in the crate
-/// docs): leading and trailing spaces and tabs trimmed, then non-empty,
-/// valid UTF-8, no control character (C0, including CR, LF, NUL and a tab
-/// inside the name, DEL, C1), at most [`Limits::max_model_len`] bytes
-/// (counted before trimming). Returns the trimmed name.
+/// Checks `value` as a model name, by the rules of the crate docs ("What
+/// a model name is") that the JSON extractor applies to an unescaped
+/// `model` string, and returns the name: leading and trailing spaces and
+/// tabs trimmed; not empty after that; no control character in it (C0,
+/// DEL, C1; a tab only counts once text follows it); valid UTF-8; at most
+/// [`Limits::max_model_len`] bytes counted before trimming.
 ///
 /// Errors are found in byte order, as in the JSON extractor: a control
 /// character or invalid UTF-8 within the first `max_model_len` bytes is
 /// reported at its index in `value`; a value that is longer than the limit
 /// and clean up to it is [`ErrorKind::ModelTooLong`] at 0, an empty one
-/// (or only spaces and tabs) [`ErrorKind::EmptyModel`] at 0. Callers add
-/// the value's absolute offset.
+/// [`ErrorKind::EmptyModel`] at 0. Callers add the value's absolute offset.
 ///
 /// ```
 /// use bbr_core::{validate_model_name, ErrorKind, Limits};
-/// let limits = Limits::new().with_max_model_len(8);
-/// assert_eq!(validate_model_name(b"food-rev", &limits).unwrap(), "food-rev");
-/// assert_eq!(validate_model_name(b" food\t", &limits).unwrap(), "food");
-/// let err = validate_model_name(b"food-revi", &limits).unwrap_err();
-/// assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelTooLong { limit: 8 }, 0));
+/// let limits = Limits::new().with_max_model_len(10);
+/// assert_eq!(validate_model_name(b" food-rev\t", &limits).unwrap(), "food-rev");
+/// let err = validate_model_name(b"food-review", &limits).unwrap_err();
+/// assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelTooLong { limit: 10 }, 0));
 /// let err = validate_model_name(b"ab\r\n", &limits).unwrap_err();
 /// assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelControlChar, 2));
 /// let err = validate_model_name(b"a\tb", &limits).unwrap_err();
 /// assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelControlChar, 1));
-/// let err = validate_model_name("a\u{85}".as_bytes(), &limits).unwrap_err();
-/// assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelControlChar, 1));
-/// assert_eq!(validate_model_name(b"", &limits).unwrap_err().kind(), ErrorKind::EmptyModel);
-/// assert_eq!(validate_model_name(b" \t ", &limits).unwrap_err().kind(), ErrorKind::EmptyModel);
+/// assert_eq!(validate_model_name(b" \t", &limits).unwrap_err().kind(), ErrorKind::EmptyModel);
 /// assert_eq!(validate_model_name(b"a\xff", &limits).unwrap_err().kind(), ErrorKind::InvalidUtf8);
 /// ```
 pub fn validate_model_name<'v>(value: &'v [u8], limits: &Limits) -> Result<&'v str, ExtractError> {
     let max = limits.max_model_len();
-    let name = check_prefix(&value[..value.len().min(max)], value.len() > max, max)?;
+    let head = value.len().min(max.saturating_add(HEAD_SLACK));
+    let name = check_prefix(&value[..head], value.len() > head, max)?;
     Ok(std::str::from_utf8(&value[name]).expect("checked above"))
 }
 
-/// Checks the first bytes of a value (at most `max`); `longer` says the
-/// value went on past them. Returns the range of the trimmed name. Shared
-/// by [`validate_model_name`] and the multipart extractor, which keeps only
-/// that prefix.
+/// Bytes kept past `max_model_len`: the character that crosses the limit
+/// is judged whole (a control character there is reported as such, as
+/// the JSON extractor does).
+pub(crate) const HEAD_SLACK: usize = 4;
+
+/// Checks the head of a value (at most `max + HEAD_SLACK` bytes); `longer`
+/// says the value went on past it. Returns the trimmed name's range.
+/// Shared by [`validate_model_name`] and the multipart extractor, which
+/// keeps only that head.
 pub(crate) fn check_prefix(
-    prefix: &[u8],
+    head: &[u8],
     longer: bool,
     max: usize,
 ) -> Result<std::ops::Range<usize>, ExtractError> {
-    let (valid, utf8_error) = match std::str::from_utf8(prefix) {
-        Ok(_) => (prefix.len(), false),
-        // A sequence cut by the limit is not an error when the value is too long anyway.
+    let control = |at: usize| Err(ExtractError::new(ErrorKind::ModelControlChar, at as u64));
+    let too_long = || Err(ExtractError::new(ErrorKind::ModelTooLong { limit: max }, 0));
+    let (valid, utf8_error) = match std::str::from_utf8(head) {
+        Ok(_) => (head.len(), false),
+        // A sequence cut by the end of the head is not an error when the
+        // value goes on (it is too long anyway).
         Err(e) => (e.valid_up_to(), e.error_len().is_some() || !longer),
     };
-    let text = std::str::from_utf8(&prefix[..valid]).expect("valid up to here");
-    // In byte order, like the JSON extractor: a tab after text is an
-    // error (at the tab) once more text follows it.
-    let (mut start, mut end, mut tab) = (None, 0, None);
-    for (at, ch) in text.char_indices() {
-        if ch == ' ' || ch == '\t' {
-            if start.is_some() && ch == '\t' && tab.is_none() {
-                tab = Some(at);
+    let text = std::str::from_utf8(&head[..valid]).expect("valid up to here");
+    let mut name: Option<std::ops::Range<usize>> = None;
+    // The first tab after the name started: an error once text follows.
+    let mut tab = None;
+    for (i, ch) in text.char_indices() {
+        let end = i + ch.len_utf8();
+        match ch {
+            ' ' | '\t' => {
+                if ch == '\t' && name.is_some() && tab.is_none() {
+                    tab = Some(i);
+                }
             }
-            continue;
+            _ => {
+                if let Some(at) = tab {
+                    return control(at);
+                }
+                if ch.is_control() {
+                    // C0, DEL and C1: `char::is_control` is exactly Cc.
+                    return control(i);
+                }
+                name = Some(name.map_or(i..end, |range| range.start..end));
+            }
         }
-        if let Some(tab) = tab {
-            return Err(ExtractError::new(ErrorKind::ModelControlChar, tab as u64));
+        if end > max {
+            return too_long();
         }
-        if ch < ' ' || ('\u{7f}'..='\u{9f}').contains(&ch) {
-            return Err(ExtractError::new(ErrorKind::ModelControlChar, at as u64));
-        }
-        start.get_or_insert(at);
-        end = at + ch.len_utf8();
     }
     if utf8_error {
+        if valid >= max {
+            return too_long();
+        }
         return Err(ExtractError::new(ErrorKind::InvalidUtf8, valid as u64));
     }
-    if longer {
-        return Err(ExtractError::new(ErrorKind::ModelTooLong { limit: max }, 0));
+    if longer || head.len() > max {
+        return too_long();
     }
-    match start {
-        Some(start) => Ok(start..end),
-        None => Err(ExtractError::new(ErrorKind::EmptyModel, 0)),
-    }
+    name.ok_or(ExtractError::new(ErrorKind::EmptyModel, 0))
 }
 
 #[cfg(test)]
@@ -114,9 +125,48 @@ mod tests {
         // A sequence cut by the limit in a too-long value: too long.
         let err = validate_model_name("abcé".as_bytes(), &limits).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ModelTooLong { limit: 4 });
+        // C1 controls, and trimming.
+        let err = validate_model_name("a\u{85}".as_bytes(), &limits).unwrap_err();
+        assert_eq!((err.kind(), err.offset()), (ErrorKind::ModelControlChar, 1));
+        assert_eq!(validate_model_name(b"\t a ", &limits).unwrap(), "a");
+        let err = validate_model_name("abcé".as_bytes(), &limits).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ModelTooLong { limit: 4 });
         // A truncated sequence at the end of a short value: invalid.
         let err = validate_model_name(b"ab\xc3", &limits).unwrap_err();
         assert_eq!((err.kind(), err.offset()), (ErrorKind::InvalidUtf8, 2));
         assert_eq!(validate_model_name("é".as_bytes(), &limits).unwrap(), "é");
+    }
+
+    proptest::proptest! {
+        /// The same verdict as the JSON extractor on the same value (the
+        /// value JSON-escaped into `{"model":...}`): kinds, and the name.
+        #[test]
+        fn agrees_with_the_json_extractor(
+            chars in proptest::collection::vec(
+                proptest::sample::select(vec!['a', 'Z', '-', ' ', '\t', '\r', '\n', '\u{7f}', 'é', '\u{85}', '\u{a0}', '"', '\\']),
+                0..12,
+            ),
+            max in 1usize..12,
+        ) {
+            let value: String = chars.into_iter().collect();
+            let limits = Limits::new().with_max_model_len(max);
+            let mut json = String::from("{\"model\":\"");
+            for ch in value.chars() {
+                match ch {
+                    '"' => json.push_str("\\\""),
+                    '\\' => json.push_str("\\\\"),
+                    c if (c as u32) < 0x20 => json.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => json.push(c),
+                }
+            }
+            json.push_str("\"}");
+            let ours = validate_model_name(value.as_bytes(), &limits)
+                .map(str::to_owned)
+                .map_err(|e| e.kind());
+            let theirs = crate::extract_model(&bytes::Bytes::from(json), &limits)
+                .map(|outcome| outcome.model().expect("a model").as_str().to_owned())
+                .map_err(|e| e.kind());
+            proptest::prop_assert_eq!(ours, theirs);
+        }
     }
 }

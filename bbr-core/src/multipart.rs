@@ -32,11 +32,8 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use memchr::memmem;
 
-use crate::model_name::check_prefix;
+use crate::model_name::{HEAD_SLACK, check_prefix};
 use crate::{DuplicateKeys, ErrorKind, ExtractError, Limits, Model, Outcome, Progress};
-
-/// The form field that names the model.
-const FIELD: &[u8] = b"model";
 
 /// Why a `Content-Type` value gives no usable boundary.
 ///
@@ -820,9 +817,11 @@ impl MultipartExtractor {
         }
         self.disposition_seen = true;
         let value_at = colon + 1;
-        let disposition = parse_disposition(&content[value_at..]).map_err(|index| {
-            ExtractError::new(ErrorKind::InvalidMultipart, at + (value_at + index) as u64)
-        })?;
+        let field = *self.limits.field();
+        let disposition =
+            parse_disposition(&content[value_at..], field.as_bytes()).map_err(|index| {
+                ExtractError::new(ErrorKind::InvalidMultipart, at + (value_at + index) as u64)
+            })?;
         if !disposition.is_model {
             return Ok(());
         }
@@ -906,8 +905,9 @@ impl MultipartExtractor {
             return Ok(());
         }
         let max = self.limits.max_model_len();
+        let cap = max.saturating_add(HEAD_SLACK);
         if let (Some(range), None, true) = (range, self.value_slice, self.value_buf.is_empty())
-            && bytes.len() <= max
+            && bytes.len() <= cap
         {
             self.value_slice = Some(range);
             return Ok(());
@@ -915,7 +915,7 @@ impl MultipartExtractor {
         if let Some((from, to)) = self.value_slice.take() {
             self.value_buf.extend_from_slice(&chunk[from..to]);
         }
-        let room = max - self.value_buf.len();
+        let room = cap - self.value_buf.len();
         if bytes.len() <= room {
             self.value_buf.extend_from_slice(bytes);
             return Ok(());
@@ -923,7 +923,7 @@ impl MultipartExtractor {
         self.value_buf.extend_from_slice(&bytes[..room]);
         self.value_longer = true;
         let error = check_prefix(&self.value_buf, true, max)
-            .map(|_| unreachable!("a longer value is an error"))
+            .map(|_| unreachable!("a value longer than its head is an error"))
             .unwrap_or_else(|e| self.absolute(e));
         self.value_buf.clear();
         self.model_result(Err(error))
@@ -973,9 +973,9 @@ impl MultipartExtractor {
     }
 }
 
-/// Parses a `Content-Disposition` value: `form-data` and its `name` (and
-/// whether a `filename` is given). `Err(index)` in `value`.
-fn parse_disposition(value: &[u8]) -> Result<Disposition, usize> {
+/// Parses a `Content-Disposition` value: `form-data`, whether its `name`
+/// is `field` (and whether a `filename` is given). `Err(index)` in `value`.
+fn parse_disposition(value: &[u8], field: &[u8]) -> Result<Disposition, usize> {
     let lead = value
         .iter()
         .take_while(|&&b| b == b' ' || b == b'\t')
@@ -993,7 +993,7 @@ fn parse_disposition(value: &[u8]) -> Result<Disposition, usize> {
             if name.is_some() {
                 return Err(());
             }
-            name = Some(param_value.as_ref() == FIELD);
+            name = Some(param_value.as_ref() == field);
         } else if param.eq_ignore_ascii_case(b"name*") {
             return Err(());
         } else if param.eq_ignore_ascii_case(b"filename")

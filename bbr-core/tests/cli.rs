@@ -202,3 +202,48 @@ fn file_names_are_escaped_as_json_strings() {
     let value: serde_json::Value = serde_json::from_str(stdout.trim_end()).expect("JSON line");
     assert_eq!(value["file"], file.as_str());
 }
+
+#[test]
+fn content_type_and_encoding_flags_read_forms_and_compressed_files() {
+    use std::io::Write as _;
+    let dir = TempDir::new("encoding");
+    let plain = br#"{"messages":[],"model":"food-review-1"}"#;
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(plain).expect("gzip");
+    let gz = dir.file("body.json.gz", &gzip.finish().expect("gzip"));
+    for chunk in ["1", "7", "65536"] {
+        let (status, stdout, _) = run(&["--encoding", "gzip", "--chunk", chunk, &gz]);
+        assert_eq!(status, 0);
+        assert_eq!(
+            stdout.trim_end(),
+            json(&gz, r#""outcome":"found","model":"food-review-1""#)
+        );
+    }
+    // Not decoded: absent, as adapters treat it; undecoded gzip as JSON: an error.
+    let (_, stdout, _) = run(&["--encoding", "compress", &gz]);
+    assert_eq!(stdout.trim_end(), json(&gz, r#""outcome":"absent""#));
+    let (_, stdout, _) = run(&[&gz]);
+    assert!(
+        stdout.contains(r#""outcome":"error","kind":"invalid_json""#),
+        "{stdout}"
+    );
+    let form = dir.file(
+        "form.txt",
+        b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--b--\r\n",
+    );
+    let (status, stdout, _) = run(&[
+        "--content-type",
+        "multipart/form-data; boundary=b",
+        "--chunk",
+        "3",
+        &form,
+    ]);
+    assert_eq!(status, 0);
+    assert_eq!(
+        stdout.trim_end(),
+        json(&form, r#""outcome":"found","model":"whisper-1""#)
+    );
+    let (status, _, stderr) = run(&["--encoding"]);
+    assert_eq!(status, 64);
+    assert!(stderr.contains("--encoding"), "{stderr}");
+}
