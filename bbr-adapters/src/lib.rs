@@ -4,7 +4,8 @@
 //! One implementation, shared by the tower layer (`bbr-tower`) and the
 //! ext_proc server (`bbr-extproc`), sets `X-Gateway-Base-Model-Name`:
 //! an adapter name gives its base model, a base model gives itself, an
-//! unknown name gives nothing. Names are trimmed before the lookup.
+//! unknown name gives nothing. Lookups are exact (the extractor in `bbr-core`
+//! decides what a model name is); names read from ConfigMaps are trimmed.
 //!
 //! # The format
 //!

@@ -13,7 +13,10 @@ use crate::source;
 /// - a base model gives itself;
 /// - an unknown name gives `None`.
 ///
-/// Names are trimmed before the lookup (as upstream does). Build one with
+/// Lookups are exact: the name is looked up as given, byte for byte. What a
+/// model name is (surrounding spaces and tabs removed, no control
+/// characters) is decided once, by the extractor in `bbr-core`; the map
+/// trims only the names it loads from ConfigMaps. Build one with
 /// [`AdapterMap::from_paths`], [`AdapterMap::from_yaml_str`] or
 /// [`AdapterMapBuilder`]; share it through an
 /// [`AdapterStore`](crate::AdapterStore) to reload it.
@@ -33,7 +36,8 @@ use crate::source;
 /// ",
 ///     "inline",
 /// )?;
-/// assert_eq!(map.lookup(" food-review-1 "), Some("meta-llama/Llama-3.1-8B-Instruct"));
+/// assert_eq!(map.lookup("food-review-1"), Some("meta-llama/Llama-3.1-8B-Instruct"));
+/// assert_eq!(map.lookup(" food-review-1"), None);
 /// assert_eq!(map.lookup("meta-llama/Llama-3.1-8B-Instruct"), Some("meta-llama/Llama-3.1-8B-Instruct"));
 /// assert_eq!(map.lookup("unknown"), None);
 /// # Ok::<(), bbr_adapters::LoadError>(())
@@ -76,22 +80,37 @@ impl AdapterMap {
         builder.build()
     }
 
-    /// The base model for `model` (trimmed): an adapter's base, a base
-    /// model itself, or `None` for an unknown name.
+    /// The base model for exactly `model` (not trimmed): an adapter's base,
+    /// a base model itself, or `None` for an unknown name.
     #[inline]
     pub fn lookup(&self, model: &str) -> Option<&str> {
-        self.names.get(model.trim()).map(|base| &**base)
+        self.names.get(model).map(|base| &**base)
     }
 
     /// Like [`lookup`](Self::lookup), as a shared string (no copy).
     #[inline]
     pub fn lookup_shared(&self, model: &str) -> Option<Arc<str>> {
-        self.names.get(model.trim()).cloned()
+        self.names.get(model).cloned()
     }
 
-    /// True when `model` (trimmed) is a known base model.
+    /// True when exactly `model` is a known base model.
     pub fn is_base_model(&self, model: &str) -> bool {
-        self.base_models.contains(model.trim())
+        self.base_models.contains(model)
+    }
+
+    /// Every known name (adapters and base models) with its base model, in
+    /// no particular order: for a caller that prepares its own values once
+    /// per snapshot (the tower layer builds header values).
+    ///
+    /// ```
+    /// let map = bbr_adapters::AdapterMap::from_yaml_str("data: {baseModel: b, adapters: '[a]'}", "inline")?;
+    /// let mut names: Vec<_> = map.iter().collect();
+    /// names.sort();
+    /// assert_eq!(names, [("a", "b"), ("b", "b")]);
+    /// # Ok::<(), bbr_adapters::LoadError>(())
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.names.iter().map(|(name, base)| (&**name, &**base))
     }
 
     /// The base models, sorted.

@@ -200,6 +200,37 @@ impl AdapterStore {
     /// ConfigMap. A std thread, not a tokio task, so the store works with
     /// or without a runtime.
     pub fn watch(&self, interval: Duration) -> std::io::Result<ReloadWatcher> {
+        self.watch_with(interval, |_| {})
+    }
+
+    /// Like [`watch`](Self::watch), and calls `on_poll` with the outcome of
+    /// every poll, in order (to log a failed reload, or count polls). The
+    /// callback runs on the reload thread and is dropped when the thread
+    /// ends.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use bbr_adapters::{AdapterMap, AdapterStore, Reload};
+    ///
+    /// let store = AdapterStore::from_map(AdapterMap::new());
+    /// let (polled, polls) = mpsc::channel();
+    /// let watcher = store.watch_with(Duration::from_millis(1), move |outcome| {
+    ///     let _ = polled.send(outcome.clone());
+    /// }).unwrap();
+    /// assert!(matches!(polls.recv().unwrap(), Ok(Reload::Unchanged)));
+    /// watcher.stop();
+    /// // The thread ended: its callback (and sender) are gone.
+    /// while polls.recv().is_ok() {}
+    /// ```
+    pub fn watch_with<F>(
+        &self,
+        interval: Duration,
+        mut on_poll: F,
+    ) -> std::io::Result<ReloadWatcher>
+    where
+        F: FnMut(&Result<Reload, Arc<LoadError>>) + Send + 'static,
+    {
         let (stop, stopped) = mpsc::channel::<()>();
         let store = self.clone();
         let thread = thread::Builder::new()
@@ -207,8 +238,8 @@ impl AdapterStore {
             .spawn(move || {
                 // A message or a disconnected sender both mean stop.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    // The outcome is recorded in the store (counters, last error).
-                    let _ = store.reload();
+                    // The outcome is also recorded in the store (counters, last error).
+                    on_poll(&store.reload());
                 }
             })?;
         Ok(ReloadWatcher {

@@ -53,11 +53,26 @@ fn multi_document_file_loads_every_config_map() {
 }
 
 #[test]
-fn lookup_trims_the_name_and_the_entries() {
+fn entries_are_trimmed_but_lookups_are_exact() {
     let map = AdapterMap::from_yaml_str(SCENARIO, "inline").unwrap();
-    assert_eq!(map.lookup("  movie-critique\t"), Some(DEEPSEEK));
-    assert_eq!(map.lookup(" deepseek/vllm-deepseek-r1 "), Some(DEEPSEEK));
-    // Lookups are exact otherwise: case matters, as upstream.
+    // The ConfigMap's padded entries are stored trimmed...
+    assert_eq!(map.lookup("movie-critique"), Some(DEEPSEEK));
+    assert_eq!(map.lookup(DEEPSEEK), Some(DEEPSEEK));
+    assert!(map.is_base_model(DEEPSEEK));
+    // ...but a looked-up name is taken as given: the core decides what a
+    // model name is, and the model header carries exactly that name.
+    for padded in [
+        "  movie-critique\t",
+        " movie-critique",
+        "movie-critique ",
+        " deepseek/vllm-deepseek-r1 ",
+        "\tfood-review-1",
+    ] {
+        assert_eq!(map.lookup(padded), None, "{padded:?}");
+        assert_eq!(map.lookup_shared(padded), None, "{padded:?}");
+    }
+    assert!(!map.is_base_model(" deepseek/vllm-deepseek-r1"));
+    // Case matters, as upstream.
     assert_eq!(map.lookup("Movie-Critique"), None);
 }
 

@@ -4,7 +4,8 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use bbr_adapters::{AdapterStore, LoadError, Reload};
 use common::{TempDir, mount_config_map, mount_keys};
@@ -144,28 +145,53 @@ fn config_map_of_manifest_keys_is_read_through_one_data_link() {
 }
 
 #[test]
-fn watcher_picks_up_changes_and_stops_when_dropped() {
+fn watcher_reports_every_poll_in_order_and_stops_when_dropped() {
     let dir = TempDir::new("watch");
     let mount = dir.path().join("cm");
     mount_config_map(&mount, "v1", "base", Some("- first\n"));
     let store = AdapterStore::load([&mount]).unwrap();
-    let watcher = store.watch(Duration::from_millis(10)).unwrap();
+    let (polled, polls) = mpsc::channel();
+    let watcher = store
+        .watch_with(Duration::from_millis(1), move |outcome| {
+            let _ = polled.send(outcome.clone());
+        })
+        .unwrap();
+    // Nothing changed yet: the first poll finds the same files.
+    assert!(matches!(polls.recv().unwrap(), Ok(Reload::Unchanged)));
     mount_config_map(&mount, "v2", "base", Some("- second\n"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while store.lookup("second").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "watcher did not reload within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // Polls that started before the change may still report Unchanged;
+    // then exactly one Swapped, after which the new map is visible.
+    let swapped = polls
+        .iter()
+        .find(|outcome| !matches!(outcome, Ok(Reload::Unchanged)))
+        .expect("the watcher polls until it sees the change");
+    assert!(matches!(swapped, Ok(Reload::Swapped)), "{swapped:?}");
+    assert_eq!(store.lookup("second").as_deref(), Some("base"));
     assert_eq!(store.reload_count(), 1);
+    // A broken update is reported (and the old map kept), once per content.
+    mount_config_map(&mount, "v3", "base", Some("[unclosed\n"));
+    let failed = polls
+        .iter()
+        .find(|outcome| !matches!(outcome, Ok(Reload::Unchanged)))
+        .expect("the watcher reports the broken update");
+    assert!(
+        matches!(
+            failed.as_ref().map_err(|e| &**e),
+            Err(LoadError::AdaptersNotAList { .. })
+        ),
+        "{failed:?}"
+    );
+    assert_eq!(store.lookup("second").as_deref(), Some("base"));
     drop(watcher);
-    // Stopped: further changes are not picked up by itself.
-    mount_config_map(&mount, "v3", "base", Some("- third\n"));
-    std::thread::sleep(Duration::from_millis(100));
+    // Dropping the watcher joined its thread: the callback is gone, so the
+    // channel disconnects after the polls already sent, and no poll can
+    // pick up a later change.
+    let after: Vec<_> = polls.iter().collect();
+    assert!(after.iter().all(Result::is_err), "{after:?}");
+    mount_config_map(&mount, "v4", "base", Some("- third\n"));
     assert_eq!(store.lookup("third"), None);
     assert_eq!(store.reload_count(), 1);
+    assert_eq!(store.failed_reload_count(), 1);
 }
 
 /// Many threads look up names while the map is swapped back and forth; every

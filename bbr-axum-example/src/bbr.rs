@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use axum::Router;
 use bbr_adapters::{AdapterStore, ReloadWatcher};
-use bbr_core::contract::{self, Refusal};
-use bbr_tower::{ClientHeaders, ModelRoutingLayer, OnMissing};
+use bbr_core::contract::Refusal;
+use bbr_tower::ModelRoutingLayer;
 
 use crate::config::{Config, ConfigError};
 
@@ -30,18 +30,10 @@ pub(crate) fn load_adapters(
 
 /// Puts the body-based routing layer in front of `router`.
 pub(crate) fn apply(router: Router, config: &Config, adapters: Option<AdapterStore>) -> Router {
-    let on_missing = match config.bbr.missing_model {
-        contract::MissingModel::Reject => OnMissing::Reject,
-        _ => OnMissing::PassThrough,
-    };
-    let client_headers = match config.bbr.client_headers {
-        contract::ClientHeaders::Reject => ClientHeaders::Reject,
-        _ => ClientHeaders::Strip,
-    };
     let mut layer = ModelRoutingLayer::new()
         .limits(config.bbr.limits())
-        .on_missing(on_missing)
-        .client_headers(client_headers);
+        .missing_model(config.bbr.missing_model)
+        .client_headers(config.bbr.client_headers);
     if let Some(adapters) = adapters {
         layer = layer.adapters(adapters);
     }
@@ -54,7 +46,7 @@ pub(crate) fn apply(router: Router, config: &Config, adapters: Option<AdapterSto
 /// one, else a failed upload.
 pub(crate) fn body_refusal(error: &axum::Error, offset: u64) -> Refusal {
     match bbr_tower::BodyViolation::find(error) {
-        Some(violation) => Refusal::Extract(violation.error().clone()),
+        Some(violation) => violation.refusal().clone(),
         None => Refusal::BodyRead { offset },
     }
 }

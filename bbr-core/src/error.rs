@@ -88,10 +88,11 @@ pub enum ErrorKind {
     /// The top-level `model` is not a string (null, number, bool, object, array).
     #[error("model is not a string")]
     ModelNotAString,
-    /// The top-level `model` is the empty string.
+    /// The top-level `model` is empty after trimming spaces and tabs.
     #[error("model is empty")]
     EmptyModel,
-    /// The model holds a control character (C0, including CR/LF/NUL, or DEL) after unescaping.
+    /// The model holds a control character after unescaping and trimming: C0
+    /// (including CR/LF/NUL and a tab inside the name), DEL or C1 (U+0080–U+009F).
     #[error("model contains a control character")]
     ModelControlChar,
     /// The model is longer than the configured limit (bytes, after unescaping).
@@ -115,6 +116,38 @@ pub enum ErrorKind {
         /// The configured `max_body_bytes`.
         limit: u64,
     },
+    /// A `multipart/form-data` body is malformed: no usable boundary, a bad
+    /// delimiter line, a part header that is not `name: value`, a part
+    /// without `Content-Disposition: form-data; name=...`.
+    #[error("malformed multipart/form-data body")]
+    InvalidMultipart,
+    /// One part's header block is longer than the configured limit.
+    #[error("multipart part headers longer than {limit} bytes")]
+    PartHeadersTooLarge {
+        /// The configured `max_header_bytes` of [`PartLimits`](crate::multipart::PartLimits).
+        limit: usize,
+    },
+    /// One part has more header lines than the configured limit.
+    #[error("more than {limit} headers in a multipart part")]
+    TooManyPartHeaders {
+        /// The configured `max_headers` of [`PartLimits`](crate::multipart::PartLimits).
+        limit: usize,
+    },
+    /// A compressed body (`Content-Encoding`) is corrupt or truncated.
+    #[error("corrupt or truncated compressed body")]
+    InvalidEncoding,
+    /// The decoded body grew more than the configured ratio over the encoded bytes.
+    #[error("decoded body more than {limit} times larger than its encoding")]
+    ExpansionRatio {
+        /// The configured `max_ratio` of [`DecodeLimits`](crate::encoding::DecodeLimits).
+        limit: u32,
+    },
+    /// A compressed stream asks for a decoder window over the configured cap.
+    #[error("compression window larger than {limit} bytes")]
+    DecoderWindow {
+        /// The configured `max_window` of [`DecodeLimits`](crate::encoding::DecodeLimits).
+        limit: u64,
+    },
 }
 
 /// How an adapter should answer an error: the three rows of the contract's table.
@@ -127,11 +160,12 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorClass {
-    /// Not JSON, truncated, top-level not an object, too deep (HTTP 400, `invalid_json`).
+    /// Not JSON, truncated, top-level not an object, too deep; a malformed
+    /// form or compressed stream (HTTP 400, `invalid_json`).
     InvalidJson,
     /// Model not a string, empty, control characters, too long, duplicate (HTTP 400, `invalid_model`).
     InvalidModel,
-    /// Scan limit or body limit exceeded (HTTP 413, `request_too_large`).
+    /// Scan limit or body limit exceeded, a decompression bomb (HTTP 413, `request_too_large`).
     TooLarge,
 }
 
@@ -173,6 +207,12 @@ impl ErrorKind {
             ErrorKind::DuplicateModel => "duplicate_model",
             ErrorKind::ScanLimit { .. } => "scan_limit",
             ErrorKind::BodyTooLarge { .. } => "body_too_large",
+            ErrorKind::InvalidMultipart => "invalid_multipart",
+            ErrorKind::PartHeadersTooLarge { .. } => "part_headers_too_large",
+            ErrorKind::TooManyPartHeaders { .. } => "too_many_part_headers",
+            ErrorKind::InvalidEncoding => "invalid_encoding",
+            ErrorKind::ExpansionRatio { .. } => "expansion_ratio",
+            ErrorKind::DecoderWindow { .. } => "decoder_window",
         }
     }
 
@@ -189,13 +229,20 @@ impl ErrorKind {
             | ErrorKind::InvalidUtf8
             | ErrorKind::UnexpectedEnd
             | ErrorKind::NotAnObject
-            | ErrorKind::TooDeep { .. } => ErrorClass::InvalidJson,
+            | ErrorKind::TooDeep { .. }
+            | ErrorKind::InvalidMultipart
+            | ErrorKind::PartHeadersTooLarge { .. }
+            | ErrorKind::TooManyPartHeaders { .. }
+            | ErrorKind::InvalidEncoding => ErrorClass::InvalidJson,
             ErrorKind::ModelNotAString
             | ErrorKind::EmptyModel
             | ErrorKind::ModelControlChar
             | ErrorKind::ModelTooLong { .. }
             | ErrorKind::DuplicateModel => ErrorClass::InvalidModel,
-            ErrorKind::ScanLimit { .. } | ErrorKind::BodyTooLarge { .. } => ErrorClass::TooLarge,
+            ErrorKind::ScanLimit { .. }
+            | ErrorKind::BodyTooLarge { .. }
+            | ErrorKind::ExpansionRatio { .. }
+            | ErrorKind::DecoderWindow { .. } => ErrorClass::TooLarge,
         }
     }
 }

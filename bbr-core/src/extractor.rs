@@ -16,10 +16,10 @@
 
 use bytes::Bytes;
 
+use crate::simd::{self, Level};
 use crate::{DuplicateKeys, ErrorKind, ExtractError, Limits, Model, Outcome, Progress};
 
-const MODEL_KEY: &[u8; 5] = b"model";
-/// `key_match` value once the key can no longer be `model`.
+/// `key_match` value once the key can no longer be the field name.
 const KEY_MISMATCH: u8 = u8::MAX;
 const LITERALS: [&[u8]; 3] = [b"true", b"false", b"null"];
 
@@ -28,11 +28,11 @@ const LITERALS: [&[u8]; 3] = [b"true", b"false", b"null"];
 enum StrKind {
     /// A key below the top level: validated, then skipped.
     Key,
-    /// A key of the root object: compared with `model` after unescaping.
+    /// A key of the root object: compared with the field name after unescaping.
     TopKey,
     /// A value that is not the top-level model: validated, then skipped.
     Value,
-    /// The value of a top-level `model` key: captured.
+    /// The value of the top-level field: captured.
     Model,
 }
 
@@ -175,25 +175,27 @@ const fn hex_value(b: u8) -> Option<u16> {
 
 /// Printable ASCII other than `"` and `\\`: nothing to check in a string.
 const fn is_plain(b: u8) -> bool {
-    b >= 0x20 && b < 0x80 && b != b'"' && b != b'\\'
+    b >= 0x20 && b < 0x7f && b != b'"' && b != b'\\'
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const TOPS: u64 = 0x8080_8080_8080_8080;
 
-/// The top bit of each byte of `word` (little-endian) that a string cannot
-/// skip: `"`, `\\`, a control byte or a non-ASCII byte. Exact up to and
-/// including the first flagged byte: a borrow only ever runs upward from a
-/// byte that is itself flagged (`x ^ q` is zero only for `q`, `x - 0x20`
-/// borrows only below 0x20), and a non-ASCII byte has its top bit set
-/// already, so the lowest set bit always marks a real one.
+/// The top bit of each byte of `word` (little-endian) that is not plain
+/// printable ASCII: `"`, `\\`, a control byte, DEL or a non-ASCII byte.
+/// Exact up to and including the first flagged byte: a borrow only ever
+/// runs upward from a byte that is itself flagged (`x ^ q` is zero only for
+/// `q`, `x - 0x20` borrows only below 0x20), and a non-ASCII byte has its
+/// top bit set already, so the lowest set bit always marks a real one.
 #[inline(always)]
 const fn special_mask(word: u64) -> u64 {
     const QUOTES: u64 = ONES * b'"' as u64;
     const BACKSLASHES: u64 = ONES * b'\\' as u64;
+    const DELS: u64 = ONES * 0x7f;
     const SPACES: u64 = ONES * 0x20;
     ((word ^ QUOTES).wrapping_sub(ONES)
         | (word ^ BACKSLASHES).wrapping_sub(ONES)
+        | (word ^ DELS).wrapping_sub(ONES)
         | word.wrapping_sub(SPACES)
         | word)
         & TOPS
@@ -204,7 +206,7 @@ fn word_at(bytes: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"))
 }
 
-/// Index of the first byte of `bytes` that a string cannot skip (see
+/// Index of the first byte of `bytes` that is not plain printable ASCII (see
 /// [`special_mask`]), or `bytes.len()`. One pass, eight bytes at a time:
 /// word by word for the first 32 bytes (most strings and most runs between
 /// escapes are short), then in 64-byte blocks of byte compares the compiler
@@ -225,7 +227,10 @@ fn first_special(bytes: &[u8]) -> usize {
         // per byte than the word arithmetic on long runs); one signed
         // compare catches control and non-ASCII bytes.
         let any = bytes[i..i + 64].iter().fold(0u8, |acc, &b| {
-            acc | u8::from((b as i8) < 0x20) | u8::from(b == b'"') | u8::from(b == b'\\')
+            acc | u8::from((b as i8) < 0x20)
+                | u8::from(b == b'"')
+                | u8::from(b == b'\\')
+                | u8::from(b == 0x7f)
         });
         if any != 0 {
             break;
@@ -245,63 +250,10 @@ fn first_special(bytes: &[u8]) -> usize {
     i
 }
 
-/// Length of the escape at the start of `rest` (which starts with `\`)
-/// when it is complete and valid; surrogate pairs only as a whole. `None`
-/// leaves it to the byte-at-a-time path.
-fn escape_len(rest: &[u8]) -> Option<usize> {
-    match *rest.get(1)? {
-        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(2),
-        b'u' => {
-            let unit = hex4(rest.get(2..6)?)?;
-            match unit {
-                0xd800..=0xdbff => {
-                    let low = rest.get(6..12)?;
-                    if low[0] != b'\\' || low[1] != b'u' {
-                        return None;
-                    }
-                    matches!(hex4(&low[2..])?, 0xdc00..=0xdfff).then_some(12)
-                }
-                0xdc00..=0xdfff => None,
-                _ => Some(6),
-            }
-        }
-        _ => None,
-    }
-}
-
-fn hex4(digits: &[u8]) -> Option<u16> {
-    digits
-        .iter()
-        .try_fold(0u16, |acc, &d| Some((acc << 4) | hex_value(d)?))
-}
-
-/// Length of the UTF-8 character at the start of `rest` when it is complete
-/// and valid (the rules of `str::from_utf8`).
-#[inline(always)]
-fn utf8_char_len(rest: &[u8]) -> Option<usize> {
-    let (len, lo, hi) = match rest[0] {
-        0xc2..=0xdf => (2, 0x80, 0xbf),
-        0xe0 => (3, 0xa0, 0xbf),
-        0xe1..=0xec | 0xee | 0xef => (3, 0x80, 0xbf),
-        0xed => (3, 0x80, 0x9f),
-        0xf0 => (4, 0x90, 0xbf),
-        0xf1..=0xf3 => (4, 0x80, 0xbf),
-        0xf4 => (4, 0x80, 0x8f),
-        _ => return None,
-    };
-    let seq = rest.get(..len)?;
-    let second_ok = (lo..=hi).contains(&seq[1]);
-    let rest_ok = seq[2..].iter().all(|&c| (0x80..=0xbf).contains(&c));
-    (second_ok && rest_ok).then_some(len)
-}
-
 /// Length of the leading run of bytes that can go into a model unchanged:
 /// printable ASCII other than `"` and `\`.
 fn plain_model_run(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .position(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
-        .unwrap_or(bytes.len())
+    first_special(bytes)
 }
 
 /// Incremental extractor of the top-level `model` of a JSON object, fed
@@ -332,6 +284,8 @@ pub struct ModelExtractor {
     limits: Limits,
     /// Byte-at-a-time reference mode (no fast paths).
     reference: bool,
+    /// The string-skip masks this CPU runs best.
+    level: Level,
     consumed: u64,
     state: State,
     /// Open containers; the root object is depth 1.
@@ -352,9 +306,21 @@ pub struct ModelExtractor {
     utf8_lo: u8,
     utf8_hi: u8,
     utf8_lead: u64,
-    /// The model value being read.
+    /// The model value being read: offset of its opening quote, unescaped
+    /// bytes so far (surrounding spaces included, as they are held).
     model_start: u64,
     model_len: usize,
+    /// Leading spaces and tabs (trimmed), trailing ones so far (trimmed if
+    /// nothing else follows), whether anything else was seen yet, and the
+    /// offset of the first tab of the trailing run: a tab inside the name
+    /// is a control character, known only once more text follows it.
+    model_lead: usize,
+    model_trail: usize,
+    model_text: bool,
+    model_tab: Option<u64>,
+    /// Lead byte of the UTF-8 sequence in progress (C1 controls are
+    /// `0xC2 0x80..=0x9F`).
+    utf8_first: u8,
     capture: Capture,
     model_buf: Vec<u8>,
     /// The early decision (reject, first-wins).
@@ -378,6 +344,7 @@ impl ModelExtractor {
         Self {
             limits,
             reference: false,
+            level: Level::detect(),
             consumed: 0,
             state: State::Start,
             depth: 0,
@@ -393,12 +360,27 @@ impl ModelExtractor {
             utf8_lead: 0,
             model_start: 0,
             model_len: 0,
+            model_lead: 0,
+            model_trail: 0,
+            model_text: false,
+            model_tab: None,
+            utf8_first: 0,
             capture: Capture::Owned,
             model_buf: Vec::new(),
             decision: None,
             candidate: None,
             halted: false,
             error: None,
+        }
+    }
+
+    /// The fast mode with the string-skip masks of `level` (tests run
+    /// every level this CPU has).
+    #[cfg(test)]
+    pub(crate) fn with_level(limits: Limits, level: Level) -> Self {
+        Self {
+            level,
+            ..Self::new(limits)
         }
     }
 
@@ -704,22 +686,35 @@ impl ModelExtractor {
     /// nothing and leaves the body to the general path from `i` (the `{`),
     /// so errors and offsets are unaffected.
     fn model_first(&mut self, chunk: &Bytes, i: usize, end: usize) -> usize {
-        const PREFIX: &[u8] = b"{\"model\":\"";
         let bytes = &chunk[..end];
-        let from = i + PREFIX.len();
-        if bytes.get(i..from) != Some(PREFIX) {
+        let field = self.limits.field().as_bytes();
+        let key_end = i + 2 + field.len();
+        let from = key_end + 3;
+        if bytes.get(i..i + 2) != Some(b"{\"")
+            || bytes.get(i + 2..key_end) != Some(field)
+            || bytes.get(key_end..from) != Some(b"\":\"")
+        {
             return self.open_root(i);
         }
         let max = self.limits.max_model_len();
         let window = &bytes[from..end.min(from.saturating_add(max).saturating_add(1))];
         let len = plain_model_run(window);
-        if len == 0 || len > max || window.get(len) != Some(&b'"') {
+        if len > max || window.get(len) != Some(&b'"') {
             return self.open_root(i);
         }
+        // Spaces around the name are trimmed; only spaces is empty (left to
+        // the general path, which reports it).
+        let Some(first) = window[..len].iter().position(|&b| b != b' ') else {
+            return self.open_root(i);
+        };
+        let last = window[..len]
+            .iter()
+            .rposition(|&b| b != b' ')
+            .expect("one non-space");
         self.containers.set(0, true);
         self.depth = 1;
         self.state = State::AfterValue;
-        let model = Model::new_unchecked_utf8(chunk.slice(from..from + len), true);
+        let model = Model::new_unchecked_utf8(chunk.slice(from + first..from + last + 1), true);
         match self.limits.duplicate_keys() {
             DuplicateKeys::LastWins => self.candidate = Some(Ok(model)),
             policy => {
@@ -779,6 +774,10 @@ impl ModelExtractor {
             b'"' if is_model => {
                 self.model_start = at;
                 self.model_len = 0;
+                self.model_lead = 0;
+                self.model_trail = 0;
+                self.model_text = false;
+                self.model_tab = None;
                 self.capture = Capture::Slice(i + 1);
                 State::Str(StrKind::Model)
             }
@@ -979,53 +978,44 @@ impl ModelExtractor {
     }
 
     /// Fast path for a skipped string from chunk index `i` (no UTF-8
-    /// sequence pending): one word-at-a-time pass to the next quote,
-    /// backslash, control or non-ASCII byte ([`first_special`]), complete
-    /// escapes and complete, valid UTF-8 characters skipped in place, in a
-    /// tight loop that leaves the state machine alone.
-    /// Returns the index of the closing quote, or of the first byte it
-    /// leaves to the byte-at-a-time path (an escape or a character that is
-    /// invalid or cut by the chunk end, which that path reports or carries
-    /// over exactly), or the chunk end.
-    fn skip_string_run(
-        &mut self,
-        bytes: &[u8],
-        mut i: usize,
-        base: u64,
-    ) -> Result<usize, ExtractError> {
-        let end = bytes.len();
-        loop {
-            i += first_special(&bytes[i..]);
-            let Some(&b) = bytes.get(i) else {
-                return Ok(end);
+    /// sequence pending): [`simd::skip`] to the closing quote, stepping
+    /// over complete valid escapes, then one UTF-8 validation of the raw
+    /// span when it holds non-ASCII bytes. Returns the index of the
+    /// closing quote, or of the first byte it leaves to the byte-at-a-time
+    /// path (an escape that is invalid or cut by the chunk end, the start of
+    /// an invalid UTF-8 sequence or of one cut by the chunk end, which that
+    /// path reports or carries over exactly), or the chunk end.
+    #[inline]
+    fn skip_string_run(&self, bytes: &[u8], i: usize, base: u64) -> Result<usize, ExtractError> {
+        // Most keys and many values are short: two word tests find their
+        // closing quote without setting up a block.
+        for from in [i, i + 8] {
+            let Some(word) = bytes.get(from..from + 8) else {
+                break;
             };
-            let len = match b {
-                b'"' => return Ok(i),
-                b'\\' => escape_len(&bytes[i..]),
-                0..=0x1f => {
-                    return Err(ExtractError::new(ErrorKind::InvalidJson, base + i as u64));
-                }
-                _ => {
-                    // Non-ASCII text comes in runs (words, scripts): take
-                    // its characters back to back; an invalid or cut one is
-                    // left to the byte-at-a-time path, which reports or
-                    // carries it.
-                    loop {
-                        let Some(len) = utf8_char_len(&bytes[i..]) else {
-                            return Ok(i);
-                        };
-                        i += len;
-                        if bytes.get(i).is_none_or(|&b| b < 0x80) {
-                            break;
-                        }
-                    }
-                    continue;
-                }
-            };
-            match len {
-                Some(len) => i += len,
-                None => return Ok(i),
+            let mask = special_mask(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+            if mask == 0 {
+                continue;
             }
+            let at = from + (mask.trailing_zeros() / 8) as usize;
+            if bytes[at] == b'"' {
+                return Ok(at);
+            }
+            break;
+        }
+        let stop = simd::skip(self.level, bytes, i);
+        let span = &bytes[i..stop.at];
+        if stop.non_ascii && simdutf8::basic::from_utf8(span).is_err() {
+            // Rare: std says exactly where the bad or cut sequence starts.
+            let valid = std::str::from_utf8(span).map_or_else(|e| e.valid_up_to(), str::len);
+            return Ok(i + valid);
+        }
+        match bytes.get(stop.at) {
+            Some(&b) if b < 0x20 => Err(ExtractError::new(
+                ErrorKind::InvalidJson,
+                base + stop.at as u64,
+            )),
+            _ => Ok(stop.at),
         }
     }
 
@@ -1035,7 +1025,8 @@ impl ModelExtractor {
     fn top_key_run(&mut self, bytes: &[u8], i: usize) -> usize {
         let run = &bytes[i..i + first_special(&bytes[i..])];
         let matched = self.key_match as usize;
-        self.key_match = match MODEL_KEY.get(matched..matched + run.len()) {
+        let field = self.limits.field().as_bytes();
+        self.key_match = match field.get(matched..matched + run.len()) {
             Some(expected) if expected == run => self.key_match + run.len() as u8,
             _ => KEY_MISMATCH,
         };
@@ -1049,15 +1040,87 @@ impl ModelExtractor {
         let room = max - self.model_len;
         let window = &bytes[i..bytes.len().min(i.saturating_add(room).saturating_add(1))];
         let run = plain_model_run(window);
+        let fit = run.min(room);
+        if fit > 0 {
+            let text = &bytes[i..i + fit];
+            self.model_ascii_run(text)?;
+            if self.state != State::Str(StrKind::Model) {
+                // Refused under last-wins: the rest is read as a value.
+                return Ok(i);
+            }
+            self.model_len += fit;
+            if self.capture == Capture::Owned {
+                self.model_buf.extend_from_slice(text);
+            }
+        }
         if run > room {
+            // The byte past the limit is text after a held-back tab: the
+            // tab is reported first, as `model_char` does.
+            if let Some(tab) = self.model_tab
+                && bytes[i + fit] != b' '
+            {
+                self.model_error(ErrorKind::ModelControlChar, tab)?;
+                return Ok(i + fit);
+            }
             self.model_error(ErrorKind::ModelTooLong { limit: max }, self.model_start)?;
-            return Ok(i);
         }
-        self.model_len += run;
-        if self.capture == Capture::Owned {
-            self.model_buf.extend_from_slice(&bytes[i..i + run]);
+        Ok(i + fit)
+    }
+
+    /// Trim bookkeeping for a run of printable ASCII model bytes (spaces
+    /// are the only whitespace it can hold); the caller counts and stores
+    /// them.
+    fn model_ascii_run(&mut self, text: &[u8]) -> Result<(), ExtractError> {
+        let Some(last) = text.iter().rposition(|&b| b != b' ') else {
+            if self.model_text {
+                self.model_trail += text.len();
+            } else {
+                self.model_lead += text.len();
+            }
+            return Ok(());
+        };
+        if !self.model_text {
+            self.model_lead += text.iter().position(|&b| b != b' ').expect("one non-space");
+        } else if let Some(tab) = self.model_tab {
+            return self.model_error(ErrorKind::ModelControlChar, tab);
         }
-        Ok(i + run)
+        self.model_text = true;
+        self.model_trail = text.len() - 1 - last;
+        Ok(())
+    }
+
+    /// One complete character `code` (`len` bytes of UTF-8) of the model
+    /// after unescaping; `at` is where a control character is reported (the
+    /// byte itself, the lead byte of its sequence or the backslash of its
+    /// escape). Checks in stream order: a tab held back before it, control
+    /// characters (C0, DEL, C1), the length. The caller stores the bytes.
+    fn model_char(&mut self, code: u32, len: usize, at: u64) -> Result<(), ExtractError> {
+        let max = self.limits.max_model_len();
+        let is_space = code == u32::from(b' ') || code == u32::from(b'\t');
+        if !is_space {
+            if let Some(tab) = self.model_tab {
+                return self.model_error(ErrorKind::ModelControlChar, tab);
+            }
+            if code < 0x20 || (0x7f..=0x9f).contains(&code) {
+                return self.model_error(ErrorKind::ModelControlChar, at);
+            }
+        }
+        if self.model_len + len > max {
+            return self.model_error(ErrorKind::ModelTooLong { limit: max }, self.model_start);
+        }
+        self.model_len += len;
+        if !is_space {
+            self.model_text = true;
+            self.model_trail = 0;
+        } else if !self.model_text {
+            self.model_lead += len;
+        } else {
+            self.model_trail += len;
+            if code == u32::from(b'\t') && self.model_tab.is_none() {
+                self.model_tab = Some(at);
+            }
+        }
+        Ok(())
     }
 
     fn utf8_lead(&mut self, b: u8, at: u64) -> Result<(), ExtractError> {
@@ -1072,6 +1135,7 @@ impl ModelExtractor {
             _ => return Err(ExtractError::new(ErrorKind::InvalidUtf8, at)),
         };
         self.utf8_need = need;
+        self.utf8_first = b;
         self.utf8_lo = lo;
         self.utf8_hi = hi;
         self.utf8_lead = at;
@@ -1099,10 +1163,24 @@ impl ModelExtractor {
                 Ok(())
             }
             StrKind::Model => {
-                if b == 0x7f {
-                    return self.model_error(ErrorKind::ModelControlChar, at);
+                if self.capture == Capture::Owned {
+                    self.model_buf.push(b);
                 }
-                self.model_bytes(&[b])
+                if b < 0x80 {
+                    return self.model_char(u32::from(b), 1, at);
+                }
+                if self.utf8_need > 0 {
+                    return Ok(());
+                }
+                // The last byte of a sequence: the character is complete.
+                let len = (at - self.utf8_lead + 1) as usize;
+                // Only C1 matters here: the code of `0xC2 b` is `b`.
+                let code = if self.utf8_first == 0xc2 {
+                    u32::from(b)
+                } else {
+                    0x100
+                };
+                self.model_char(code, len, self.utf8_lead)
             }
         }
     }
@@ -1111,38 +1189,27 @@ impl ModelExtractor {
     fn escaped_char(&mut self, kind: StrKind, code: u32) -> Result<(), ExtractError> {
         match kind {
             StrKind::Key | StrKind::Value => Ok(()),
-            StrKind::TopKey => {
-                self.key_byte(u8::try_from(code).unwrap_or(KEY_MISMATCH));
-                Ok(())
-            }
-            StrKind::Model => {
-                if code < 0x20 || code == 0x7f {
-                    return self.model_error(ErrorKind::ModelControlChar, self.esc_start);
-                }
+            StrKind::TopKey | StrKind::Model => {
                 let ch = char::from_u32(code).expect("surrogates were rejected before");
                 let mut utf8 = [0u8; 4];
-                let encoded = ch.encode_utf8(&mut utf8);
-                self.model_bytes(encoded.as_bytes())
+                let encoded = ch.encode_utf8(&mut utf8).as_bytes();
+                if kind == StrKind::TopKey {
+                    encoded.iter().for_each(|&b| self.key_byte(b));
+                    return Ok(());
+                }
+                self.model_char(code, encoded.len(), self.esc_start)?;
+                if self.capture == Capture::Owned {
+                    self.model_buf.extend_from_slice(encoded);
+                }
+                Ok(())
             }
         }
-    }
-
-    /// Appends unescaped model bytes, enforcing `max_model_len`.
-    fn model_bytes(&mut self, content: &[u8]) -> Result<(), ExtractError> {
-        let max = self.limits.max_model_len();
-        if self.model_len + content.len() > max {
-            return self.model_error(ErrorKind::ModelTooLong { limit: max }, self.model_start);
-        }
-        self.model_len += content.len();
-        if self.capture == Capture::Owned {
-            self.model_buf.extend_from_slice(content);
-        }
-        Ok(())
     }
 
     fn key_byte(&mut self, b: u8) {
         let matched = self.key_match as usize;
-        self.key_match = if matched < MODEL_KEY.len() && MODEL_KEY[matched] == b {
+        let field = self.limits.field().as_bytes();
+        self.key_match = if field.get(matched) == Some(&b) {
             self.key_match + 1
         } else {
             KEY_MISMATCH
@@ -1156,7 +1223,7 @@ impl ModelExtractor {
             StrKind::Value => self.state = State::AfterValue,
             StrKind::TopKey => {
                 self.state = State::Colon;
-                if self.key_match as usize == MODEL_KEY.len() {
+                if self.key_match as usize == self.limits.field().as_bytes().len() {
                     if self.decision.is_some() {
                         // Only reachable under reject: first-wins stops
                         // reading at the decision, last-wins never decides
@@ -1168,15 +1235,20 @@ impl ModelExtractor {
             }
             StrKind::Model => {
                 self.state = State::AfterValue;
-                if self.model_len == 0 {
+                if !self.model_text {
                     return self.model_error(ErrorKind::EmptyModel, self.model_start);
                 }
+                let (lead, trail) = (self.model_lead, self.model_trail);
                 let model = match self.capture {
-                    Capture::Slice(from) => Model::new_unchecked_utf8(chunk.slice(from..i), true),
-                    Capture::Owned => Model::new_unchecked_utf8(
-                        Bytes::from(std::mem::take(&mut self.model_buf)),
-                        false,
-                    ),
+                    Capture::Slice(from) => {
+                        Model::new_unchecked_utf8(chunk.slice(from + lead..i - trail), true)
+                    }
+                    Capture::Owned => {
+                        let mut name = std::mem::take(&mut self.model_buf);
+                        name.truncate(name.len() - trail);
+                        name.drain(..lead);
+                        Model::new_unchecked_utf8(Bytes::from(name), false)
+                    }
                 };
                 if self.limits.duplicate_keys() == DuplicateKeys::LastWins {
                     self.candidate = Some(Ok(model));
@@ -1234,7 +1306,7 @@ mod scan_tests {
     fn naive(bytes: &[u8]) -> usize {
         bytes
             .iter()
-            .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))
+            .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
             .unwrap_or(bytes.len())
     }
 

@@ -1,5 +1,6 @@
 //! Incremental, zero-copy extraction of the top-level `model` from JSON
-//! request bodies fed chunk by chunk.
+//! request bodies fed chunk by chunk; also from `multipart/form-data`
+//! uploads and compressed bodies ([`BodyExtractor`]).
 //!
 //! OpenAI-style clients name the model in the body (`{"model": "food-review-1",
 //! ...}`). A gateway that routes on it must read the body while it streams
@@ -45,12 +46,37 @@
 //! compared after unescaping, so `"mod\u0065l"` is `model`; the comparison
 //! is exact and case-sensitive (`Model` and `model2` are other keys).
 //!
-//! A found model is a non-empty string, valid UTF-8, at most
-//! [`Limits::max_model_len`] bytes after unescaping, and free of control
-//! characters after unescaping (C0, including CR, LF, NUL, and DEL). Any
-//! other value is an error: [`ErrorKind::ModelNotAString`] (`null`,
-//! numbers, booleans, objects, arrays), [`ErrorKind::EmptyModel`],
-//! [`ErrorKind::ModelTooLong`], [`ErrorKind::ModelControlChar`].
+//! The key is `model` unless [`Limits::with_field`] names another one
+//! (like the upstream `body-field-to-header` plugin's `fieldName`); every
+//! rule below applies to that key instead.
+//!
+//! # What a model name is
+//!
+//! One rule, here, for every adapter (the routing header, the base-model
+//! lookup and the logs all see the same name):
+//!
+//! 1. The value is a JSON string; it is unescaped (`"a\u0062"` is `ab`).
+//! 2. Leading and trailing ASCII spaces and tabs of the unescaped value are
+//!    trimmed: `" food-review-1\t"` is `food-review-1`. The found [`Model`]
+//!    is the trimmed name, still a slice of the chunk when the value has no
+//!    escape and lies in one chunk (no copy).
+//! 3. Nothing left (`""`, `"  "`, `"\t"`) is [`ErrorKind::EmptyModel`].
+//! 4. A control character anywhere in what is left is
+//!    [`ErrorKind::ModelControlChar`]: C0 (U+0000–U+001F, including a tab
+//!    inside the name, CR, LF, NUL), DEL (U+007F) and C1 (U+0080–U+009F),
+//!    raw or escaped. None of them is safe in an HTTP header value.
+//! 5. At most [`Limits::max_model_len`] bytes of UTF-8 after unescaping,
+//!    counted before trimming (the bound is on what is held while the value
+//!    streams in), else [`ErrorKind::ModelTooLong`].
+//! 6. Anything but a string ([`ErrorKind::ModelNotAString`]: `null`,
+//!    numbers, booleans, objects, arrays).
+//!
+//! Problems are reported in stream order: a name too long before its
+//! control character is `model_too_long`, and a tab is known to be inside
+//! the name (an error at its offset) only when more text follows it.
+//! Other Unicode (spaces such as U+00A0 or U+2028, format characters) is
+//! kept as sent: it is valid in a header value as UTF-8 bytes, and the
+//! model server sees the same string.
 //!
 //! # Duplicate keys
 //!
@@ -142,38 +168,174 @@
 //! | `unexpected_end` | the body length |
 //! | `too_deep` | the bracket that opens one level too many |
 //! | `model_not_a_string` | the first byte of the value |
-//! | `empty_model`, `model_too_long` | the opening quote of the value |
-//! | `model_control_char` | the control byte, or the backslash of its escape |
+//! | `empty_model`, `model_too_long` | the opening quote of the value (also when only spaces were sent) |
+//! | `model_control_char` | the control byte (the lead byte of a raw C1 character), the backslash of its escape, or for a tab inside the name that tab |
 //! | `duplicate_model` | the opening quote of the second `model` key |
 //! | `scan_limit`, `body_too_large` | the limit (the first byte past it) |
 //!
-//! # Speed, and where simd-json is used
+//! # multipart/form-data
 //!
-//! Strings, which are nearly all of a chat body, are skipped eight bytes at
-//! a time (one 64-bit word test finds the next `"`, `\`, control or
-//! non-ASCII byte; long runs go in 64-byte blocks the compiler vectorizes),
-//! in a tight loop that returns to the state machine only at the closing
-//! quote or the chunk end. Escapes and runs of non-ASCII characters are
-//! validated in place (the rules of [`std::str::from_utf8`]); anything
-//! invalid or cut by the chunk end is left to the byte-at-a-time path,
-//! which reports it or carries it over. So plain ASCII
-//! (base64 images, English text) is never looked at byte by byte. A body
-//! that starts with `{"model":"` and a plain name is decided in one step.
-//! A byte-at-a-time reference mode of the same state machine is checked
-//! against the fast one in the tests (every seed under every chunking, and
-//! the property tests).
+//! Uploads (`/v1/audio/transcriptions`, `/v1/images/edits`) name the model
+//! in a form field. [`multipart::MultipartExtractor`] reads it with the same
+//! interface, policies, limits and offsets as [`ModelExtractor`], streaming:
+//!
+//! - The boundary comes from the `Content-Type` value
+//!   ([`multipart::Boundary::from_content_type`]: media type
+//!   `multipart/form-data`, case-insensitive; `boundary` quoted or not;
+//!   1–70 bytes of printable ASCII, as RFC 2046 allows). Without a usable
+//!   one the body is [`ErrorKind::InvalidMultipart`] at 0.
+//! - The body is a preamble (ignored), delimiters `--boundary` (the first
+//!   may open the body; later ones follow a CRLF), transport padding and a
+//!   CRLF, then each part's header lines (CRLF-terminated, `name: value`,
+//!   no folding), an empty line and the content; `--boundary--` closes the
+//!   form and the epilogue after it is ignored.
+//! - A part needs one `Content-Disposition: form-data; name=...` (quoted or
+//!   token, quoted pairs undone; two `name`s, a `name*`, or two such
+//!   headers are refused, because the model server could read them
+//!   differently). The field whose name is exactly `model` is the model;
+//!   its content (up to the CRLF before the next delimiter) is checked by
+//!   [`validate_model_name`], the rules of a JSON `model` string (UTF-8, no
+//!   control characters, not empty, at most `max_model_len` bytes). A
+//!   `model` part with a `filename` is [`ErrorKind::ModelNotAString`].
+//!   Other parts, files included, are skipped as they stream: the
+//!   delimiter search (memchr's `memmem`) carries at most the delimiter's
+//!   length across a chunk end, and nothing of a file is held.
+//! - The decision is made by the last byte of the delimiter that ends the
+//!   `model` value (found), or by the `--` of the close delimiter (absent),
+//!   wherever the field is in the form. Under reject the rest is still
+//!   parsed: a second `model` field ([`ErrorKind::DuplicateModel`], at the
+//!   start of its `Content-Disposition` line), malformed framing
+//!   ([`ErrorKind::InvalidMultipart`], at the offending byte) and a body
+//!   that ends before the close delimiter ([`ErrorKind::UnexpectedEnd`] at
+//!   the body length, from `finish`) are errors. First-wins stops reading
+//!   at the decision; last-wins decides at `finish` on the last `model`.
+//! - The model is a slice of the chunk when its value lies within one
+//!   chunk (not cut by the chunk end, nor followed by a partial delimiter
+//!   at it), otherwise one copy of at most `max_model_len` bytes.
+//!
+//! | limit ([`multipart::PartLimits`]) | default | exactly at it | one past it | HTTP class |
+//! | --- | --- | --- | --- | --- |
+//! | `max_header_bytes` | 8 KiB per part (header lines, CRLFs, the empty line) | accepted | [`PartHeadersTooLarge`](ErrorKind::PartHeadersTooLarge), at the first byte past it | 400 `invalid_json` |
+//! | `max_headers` | 16 lines per part | accepted | [`TooManyPartHeaders`](ErrorKind::TooManyPartHeaders), at the line | 400 `invalid_json` |
+//!
+//! [`Limits`] apply as to JSON: `max_scan_bytes` before the decision,
+//! `max_body_bytes` always. Part header limits are structural, like
+//! `max_depth`, so they answer 400; size limits answer 413.
+//!
+//! # Compressed bodies
+//!
+//! A body with `Content-Encoding: gzip`, `deflate`, `br` or `zstd`, or a
+//! list of two (`gzip, br`: decoded in reverse order, `br` first), is
+//! decoded chunk by chunk into the extractor ([`encoding::Decoder`]);
+//! the adapter forwards the original compressed bytes. The core takes the
+//! encoding as a value parsed from the header's bytes
+//! ([`encoding::ContentEncoding::parse`]: case-insensitive tokens,
+//! `identity` and empty elements skipped, `x-gzip` is `gzip`).
+//!
+//! - An encoding that is not decoded (an unknown token, more than two, or
+//!   a coding whose feature is off) is [`BodyKind::NotDecoded`]: the body
+//!   is not read and counts as one without a model, so the adapter
+//!   forwards it unrouted or applies its missing-model refusal — never a
+//!   400 for what may be valid traffic.
+//! - Decoded bytes count against `max_scan_bytes` and `max_body_bytes`
+//!   (the extractor sees the decoded body); raw bytes count against
+//!   `max_body_bytes` too.
+//! - Bombs: decoding stops at every 32 KiB of output to check the
+//!   expansion ratio (decoded over encoded bytes read, default at most
+//!   100 once more than 1 MiB is decoded) and a stream's declared window
+//!   (zstd's window descriptor or frame size, brotli's WBITS) is checked
+//!   against a cap (default 8 MiB, what RFC 9659 lets zstd encoders use
+//!   for HTTP; brotli's largest standard window, 16 MiB, needs the cap
+//!   raised). Over either: 413 ([`ErrorKind::ExpansionRatio`],
+//!   [`ErrorKind::DecoderWindow`]). A gibibyte of zeros in a few KiB stops
+//!   after ~1 MiB of decoding, in every coding.
+//! - A corrupt or truncated stream (bad header, bad data, a checksum or
+//!   length mismatch, bytes after the end of a zlib or brotli stream, a
+//!   stream that ends early) is [`ErrorKind::InvalidEncoding`], class
+//!   `invalid_json` (400: the body is not the JSON it claims to be),
+//!   at the count of encoded bytes read when it was found. gzip members and
+//!   zstd frames may be concatenated.
+//! - Offsets of extraction errors are in the decoded body.
+//! - Under first-wins decoding stops at the decision; under reject the
+//!   whole stream is decoded and checked, like a plain body.
+//!
+//! | limit ([`encoding::DecodeLimits`]) | default | exactly at it | one past it | HTTP class |
+//! | --- | --- | --- | --- | --- |
+//! | `max_ratio` (above `ratio_floor`, 1 MiB decoded) | 100 | accepted | [`ExpansionRatio`](ErrorKind::ExpansionRatio) | 413 `request_too_large` |
+//! | `max_window` | 8 MiB | accepted | [`DecoderWindow`](ErrorKind::DecoderWindow) | 413 `request_too_large` |
+//!
+//! Decoders, each behind its own cargo feature (all on by default):
+//! `flate2` (gzip and deflate on miniz_oxide, pure Rust; the gzip framing,
+//! CRC-32 and length check are ours, on flate2's raw inflater), `brotli`
+//! (brotli-decompressor, pure Rust), `zstd` (libzstd, C, through
+//! zstd-safe). For zstd the pure-Rust ruzstd was measured beside libzstd
+//! (the `body` benchmark, `decode_only_*` rows): libzstd decodes the
+//! 8 MiB chat body in 35 ms, ruzstd in 161 ms (4.6 times slower), and ruzstd's push interface
+//! needs whole 128 KiB blocks buffered before it makes progress, where
+//! libzstd takes any chunk; libzstd also enforces the window cap itself
+//! (`ZSTD_d_windowLogMax`) before allocating. Memory per decoded body:
+//! 32 KiB of output buffer per coding plus the decoder's state (gzip and
+//! deflate ~45 KiB; brotli and zstd up to their window, at most the cap).
 //!
 //! Measured with `BBR_BENCH_QUICK=1 cargo bench -p bbr-benches --bench
-//! extract` on the shared 2-core development machine (other builds running,
-//! so treat as rough): model first 50–90 ns at every size, whole and in
-//! 16 KiB chunks (sonic-rs `get`: 45–80 ns); model last, validating the
-//! whole body, ~15 GiB/s on the 1 MiB chat body and ~22 GiB/s on the
-//! 8 MiB one (sonic-rs `get`: 12.9 and 15.8 GiB/s), 1.7 GiB/s on the 1 MiB
-//! completions prompt, which is prose with an escape or a non-ASCII word
-//! every few dozen bytes (serde_json into a struct 2.3 GiB/s, sonic-rs
-//! `get` 3.3 GiB/s), and ~0.7 µs for the 1 KiB chat body, where short
-//! strings and the structure dominate (serde_json into a struct 0.64 µs,
-//! sonic-rs `get` 0.48 µs).
+//! body` on the shared 2-core machine (busy with other builds: absolute
+//! numbers are low, ratios hold), against decoding the whole body and
+//! then serde_json into a struct, what peers do:
+//!
+//! | body | bbr first-wins | bbr reject (all decoded and checked) | decode, then serde_json |
+//! | --- | --- | --- | --- |
+//! | gzip, 8 MiB chat, model first | 0.33 ms | 143 ms | 144 ms |
+//! | gzip, 8 MiB chat, model last | 139 ms | 140 ms | 167 ms (decoding alone: 134 ms) |
+//! | zstd, 8 MiB chat, model first | 0.51 ms | 39 ms | 42 ms |
+//! | zstd, 8 MiB chat, model last | 36 ms | 35 ms | 41 ms (decoding alone: 35 ms) |
+//! | form, `model` then a 16 MiB file | 2.2 µs | 1.3 ms (11.6 GiB/s) | multer: 32 ms |
+//! | form, a 16 MiB file then `model` | 1.6 ms (9.7 GiB/s) | 2.6 ms (5.9 GiB/s) | multer: 75 ms |
+//!
+//! With a compressed body the decoder is the cost and extraction adds
+//! nothing measurable; the gain is the early decision and never holding
+//! the decoded body. Inflate (miniz_oxide) is the slowest part; flate2's
+//! `zlib-rs` backend (also pure Rust) is the next thing to measure.
+//!
+//! # One entry point for adapters
+//!
+//! [`BodyExtractor::for_content`]`(content_type, content_encoding, limits)`
+//! takes the two header values as bytes (`None` when absent) and returns
+//! one type for every body: JSON, `multipart/form-data`, compressed or
+//! not, or not decoded. Adapters call [`feed`](BodyExtractor::feed) with
+//! every chunk they forward and [`finish`](BodyExtractor::finish) at the
+//! end, exactly as with [`ModelExtractor`], and map errors with
+//! [`contract::Refusal`]. Only `multipart/form-data` is read as a form;
+//! any other content type, or none, is read as JSON (as upstream does).
+//!
+//! # Speed, and where simd-json is used
+//!
+//! Strings, which are nearly all of a chat body, are skipped in 64-byte
+//! blocks. One bitmask per block marks what stops the skip (`"`, `\` and
+//! control bytes); its set bits are walked inside the block, a valid
+//! escape stepped over with table lookups, so dense text does not leave
+//! the block loop at every escape. Non-ASCII bytes do not stop the skip:
+//! the raw bytes of each skipped span are validated as UTF-8 in one call
+//! (the `simdutf8` crate; escapes are ASCII, so they cannot hide or break a
+//! sequence). Anything invalid, or cut by the chunk end, is left to the
+//! byte-at-a-time path, which reports it at its exact offset or carries
+//! it over to the next chunk. Short strings (most keys) end at one or two
+//! 8-byte word tests. The block masks use AVX2 when the CPU has it
+//! (detected at run time), else SSE2 (x86_64) or portable word arithmetic;
+//! that module is the only `unsafe` code of the crate, and each
+//! implementation is tested against a byte-by-byte oracle on every byte
+//! value at every position. A body that starts with `{"model":"` and a
+//! plain name is decided in one step. A byte-at-a-time reference mode of
+//! the same state machine is checked against the fast one in the tests
+//! (every seed under every chunking and every mask implementation, and the
+//! property tests).
+//!
+//! Measured with callgrind (instructions per extraction, model last, the
+//! whole body validated; `benches/RESULTS.md` has the table and the
+//! commands): dense multilingual prose 1 MiB 2.79 M (sonic-rs `get` 4.21 M),
+//! the completions prompt 1 MiB 1.68 M (3.10 M), the base64-heavy chat body
+//! 1 MiB 0.76 M (1.65 M); structure-heavy bodies are still behind: the
+//! 1 KiB chat body 11.1 k (8.4 k), agent turns with tool calls 1 MiB
+//! 12.2 M (10.8 M).
 //!
 //! simd-json is used in the tests only, as a second, independent oracle
 //! for JSON validity next to serde_json. It is not used for extraction: it
@@ -187,7 +349,7 @@
 //! # The `extract` example
 //!
 //! `cargo run --release -p bbr-core --example extract -- [--chunk N]
-//! [--policy reject|first-wins|last-wins] FILE...` prints one line per file:
+//! [--policy reject|first-wins|last-wins] [--field NAME] FILE...` prints one line per file:
 //! `{"file":F,"outcome":"found","model":M}`, `{"file":F,"outcome":"absent"}`
 //! or `{"file":F,"outcome":"error","kind":K,"offset":N}`, the verdict after
 //! the whole file was fed in `N`-byte chunks (64 KiB by default). This
@@ -195,23 +357,36 @@
 //!
 //! # Feature flags
 //!
-//! None.
-#![forbid(unsafe_code)]
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `flate2` | on | `Content-Encoding: gzip` and `deflate` (flate2 on miniz_oxide, pure Rust) |
+//! | `brotli` | on | `Content-Encoding: br` (brotli-decompressor, pure Rust) |
+//! | `zstd` | on | `Content-Encoding: zstd` (libzstd through zstd-safe; builds C) |
+//!
+//! A coding whose feature is off is [`BodyKind::NotDecoded`].
+// `unsafe` only in `simd` (SIMD intrinsics behind run-time detection).
+#![deny(unsafe_code)]
 
-#[doc(hidden)]
-pub mod cli;
+mod body;
 pub mod contract;
+pub mod encoding;
 mod error;
 mod extractor;
 mod limits;
 mod model;
+mod model_name;
+pub mod multipart;
 mod progress;
+mod scan;
+mod simd;
 
+pub use body::{BodyExtractor, BodyKind};
 pub use contract::UnknownPolicy;
 pub use error::{ErrorClass, ErrorKind, ExtractError};
 pub use extractor::{ModelExtractor, extract_model};
-pub use limits::{DuplicateKeys, Limits};
+pub use limits::{DuplicateKeys, FieldName, InvalidFieldName, Limits};
 pub use model::Model;
+pub use model_name::validate_model_name;
 pub use progress::{Outcome, Progress};
 
 #[cfg(test)]

@@ -1,6 +1,164 @@
-//! Limits and the duplicate-key policy.
+//! Limits, the duplicate-key policy and the name of the routed field.
 
 use crate::contract::UnknownPolicy;
+
+/// The top-level key whose string value is the model: `model` by default,
+/// another name for gateways configured like the upstream
+/// `body-field-to-header` plugin with a `fieldName` of their own.
+///
+/// Stored inline (at most [`FieldName::MAX_LEN`] bytes), so it is `Copy`,
+/// [`Limits`] stays `Copy`, and no request allocates for it. Keys in the body
+/// are compared with it after unescaping, exactly and case-sensitively, as
+/// for `model`. The name itself must be non-empty UTF-8 without control
+/// characters (C0, DEL, C1), `"` or `\`, so that it matches a key of the
+/// body only by its unescaped value.
+///
+/// ```
+/// use bbr_core::{extract_model, FieldName, Limits};
+/// use bytes::Bytes;
+///
+/// let field: FieldName = "model_name".parse().unwrap();
+/// let limits = Limits::new().with_field(field);
+/// let body = Bytes::from_static(br#"{"model":"ignored","model_n\u0061me":"food-review-1"}"#);
+/// let outcome = extract_model(&body, &limits).unwrap();
+/// assert_eq!(outcome.model().unwrap().as_str(), "food-review-1");
+///
+/// assert_eq!(Limits::new().field().as_str(), "model");
+/// assert!("".parse::<FieldName>().is_err());
+/// assert!("a\"b".parse::<FieldName>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FieldName {
+    bytes: [u8; FieldName::MAX_LEN],
+    len: u8,
+}
+
+/// Why a string cannot be a [`FieldName`].
+///
+/// ```
+/// use bbr_core::{FieldName, InvalidFieldName};
+/// assert_eq!(FieldName::new(""), Err(InvalidFieldName::Empty));
+/// assert_eq!(FieldName::new(&"x".repeat(65)), Err(InvalidFieldName::TooLong { limit: 64 }));
+/// assert_eq!(FieldName::new("a\tb"), Err(InvalidFieldName::ForbiddenChar { at: 1 }));
+/// assert_eq!(
+///     FieldName::new("").unwrap_err().to_string(),
+///     "the body field name is empty"
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidFieldName {
+    /// The name is the empty string.
+    #[error("the body field name is empty")]
+    Empty,
+    /// The name is longer than [`FieldName::MAX_LEN`] bytes.
+    #[error("the body field name is longer than {limit} bytes")]
+    TooLong {
+        /// [`FieldName::MAX_LEN`].
+        limit: usize,
+    },
+    /// A control character, `"` or `\` at this byte of the name.
+    #[error("the body field name holds a control character, '\"' or '\\' at byte {at}")]
+    ForbiddenChar {
+        /// Byte index in the name.
+        at: usize,
+    },
+}
+
+impl FieldName {
+    /// Longest field name: 64 bytes.
+    pub const MAX_LEN: usize = 64;
+
+    /// `model`, the default.
+    pub const MODEL: FieldName = FieldName::from_static("model");
+
+    /// Checks and stores `name`.
+    ///
+    /// ```
+    /// use bbr_core::FieldName;
+    /// assert_eq!(FieldName::new("model").unwrap(), FieldName::MODEL);
+    /// assert_eq!(FieldName::new(&"x".repeat(64)).unwrap().as_str().len(), 64);
+    /// assert!(FieldName::new(&"x".repeat(65)).is_err());
+    /// ```
+    pub const fn new(name: &str) -> Result<Self, InvalidFieldName> {
+        let src = name.as_bytes();
+        if src.is_empty() {
+            return Err(InvalidFieldName::Empty);
+        }
+        if src.len() > Self::MAX_LEN {
+            return Err(InvalidFieldName::TooLong {
+                limit: Self::MAX_LEN,
+            });
+        }
+        let mut bytes = [0u8; Self::MAX_LEN];
+        let mut i = 0;
+        while i < src.len() {
+            let b = src[i];
+            // C1 controls are U+0080..=U+009F: 0xC2 followed by 0x80..=0x9F.
+            let c1 = b == 0xc2 && i + 1 < src.len() && src[i + 1] < 0xa0;
+            if b < 0x20 || b == 0x7f || b == b'"' || b == b'\\' || c1 {
+                return Err(InvalidFieldName::ForbiddenChar { at: i });
+            }
+            bytes[i] = b;
+            i += 1;
+        }
+        Ok(Self {
+            bytes,
+            len: src.len() as u8,
+        })
+    }
+
+    const fn from_static(name: &'static str) -> Self {
+        match Self::new(name) {
+            Ok(field) => field,
+            Err(_) => panic!("invalid built-in field name"),
+        }
+    }
+
+    /// The name as text.
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::FieldName::MODEL.as_str(), "model");
+    /// ```
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("FieldName holds a checked &str")
+    }
+
+    /// The name's bytes.
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::FieldName::MODEL.as_bytes(), b"model");
+    /// ```
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl Default for FieldName {
+    fn default() -> Self {
+        Self::MODEL
+    }
+}
+
+impl std::fmt::Debug for FieldName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("FieldName").field(&self.as_str()).finish()
+    }
+}
+
+impl std::fmt::Display for FieldName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FieldName {
+    type Err = InvalidFieldName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
 
 /// What to do when the top-level object holds `model` more than once.
 ///
@@ -71,6 +229,9 @@ impl std::str::FromStr for DuplicateKeys {
 /// | [`max_scan_bytes`](Limits::max_scan_bytes) | 32 MiB | `scan_limit` |
 /// | [`max_body_bytes`](Limits::max_body_bytes) | 128 MiB | `body_too_large` |
 ///
+/// It also names the routed field ([`Limits::with_field`], `model` by
+/// default); the error kinds keep their names whatever the field is called.
+///
 /// ```
 /// use bbr_core::{DuplicateKeys, Limits};
 /// let limits = Limits::new().with_max_model_len(64).with_duplicate_keys(DuplicateKeys::FirstWins);
@@ -85,6 +246,7 @@ pub struct Limits {
     max_scan_bytes: u64,
     max_body_bytes: u64,
     duplicate_keys: DuplicateKeys,
+    field: FieldName,
 }
 
 impl Limits {
@@ -110,6 +272,7 @@ impl Limits {
             max_scan_bytes: Self::DEFAULT_MAX_SCAN_BYTES,
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             duplicate_keys: DuplicateKeys::Reject,
+            field: FieldName::MODEL,
         }
     }
 
@@ -167,6 +330,36 @@ impl Limits {
     pub const fn with_duplicate_keys(mut self, policy: DuplicateKeys) -> Self {
         self.duplicate_keys = policy;
         self
+    }
+
+    /// The top-level key to read instead of `model` (for a gateway whose
+    /// clients put the routed name under another key, like the upstream
+    /// `body-field-to-header` plugin's `fieldName`). Every rule for `model`
+    /// applies to it: top level only, compared after unescaping,
+    /// duplicates per [`DuplicateKeys`], the value a [`Model`](crate::Model).
+    ///
+    /// ```
+    /// use bbr_core::{extract_model, ErrorKind, FieldName, Limits};
+    /// use bytes::Bytes;
+    /// let limits = Limits::new().with_field(FieldName::new("target").unwrap());
+    /// assert_eq!(limits.field().as_str(), "target");
+    /// let body = Bytes::from_static(br#"{"model":"a","target":"ski-resorts"}"#);
+    /// assert_eq!(extract_model(&body, &limits).unwrap().model().unwrap().as_str(), "ski-resorts");
+    /// let body = Bytes::from_static(br#"{"target":"a","target":"b"}"#);
+    /// assert_eq!(extract_model(&body, &limits).unwrap_err().kind(), ErrorKind::DuplicateModel);
+    /// ```
+    pub const fn with_field(mut self, field: FieldName) -> Self {
+        self.field = field;
+        self
+    }
+
+    /// The configured field name (`model` unless set).
+    ///
+    /// ```
+    /// assert_eq!(bbr_core::Limits::new().field(), &bbr_core::FieldName::MODEL);
+    /// ```
+    pub const fn field(&self) -> &FieldName {
+        &self.field
     }
 
     /// The configured `max_model_len`.

@@ -50,10 +50,18 @@ fn allocations_during<T>(f: impl FnOnce() -> T) -> (T, u64) {
 /// `Bytes::from_static` and an already-shared `Bytes` both slice without
 /// allocating (a `Bytes` made from a `Vec` allocates its shared header on
 /// its first clone, inside the `bytes` crate, whoever clones it).
-fn chat_body(model_first: bool) -> Bytes {
+/// With `padded`, the model is sent with spaces around it (trimmed, still
+/// a slice of the body).
+fn chat_body(model_first: bool, padded: bool) -> Bytes {
+    let model = if padded {
+        r#""model":"  meta-llama/Llama-3.1-8B-Instruct ""#
+    } else {
+        r#""model":"meta-llama/Llama-3.1-8B-Instruct""#
+    };
     let mut body = String::from("{");
     if model_first {
-        body.push_str(r#""model":"meta-llama/Llama-3.1-8B-Instruct","#);
+        body.push_str(model);
+        body.push(',');
     }
     body.push_str(r#""messages":["#);
     for i in 0..2000 {
@@ -65,7 +73,8 @@ fn chat_body(model_first: bool) -> Bytes {
         r#"{"role":"assistant","content":"ok"}],"tools":[{"model":"nested"}],"temperature":0"#,
     );
     if !model_first {
-        body.push_str(r#","model":"meta-llama/Llama-3.1-8B-Instruct""#);
+        body.push(',');
+        body.push_str(model);
     }
     body.push('}');
     let body = Bytes::from(body.into_bytes());
@@ -75,8 +84,8 @@ fn chat_body(model_first: bool) -> Bytes {
 
 #[test]
 fn extraction_of_a_shared_model_allocates_nothing() {
-    for model_first in [true, false] {
-        let body = chat_body(model_first);
+    for (model_first, padded) in [(true, false), (false, false), (true, true), (false, true)] {
+        let body = chat_body(model_first, padded);
         // 16 KiB chunks, sliced before measuring.
         let chunks: Vec<Bytes> = (0..body.len())
             .step_by(16 * 1024)

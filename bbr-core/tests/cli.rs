@@ -65,10 +65,15 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The expected line for `file` (a temp path of plain ASCII, so it needs
+/// no escaping: the escaping itself is tested on a file name of its own).
 fn json(file: &str, rest: &str) -> String {
-    let mut line = String::from("{\"file\":");
-    bbr_core::cli::push_json_string(&mut line, file);
-    format!("{line},{rest}}}")
+    assert!(
+        file.bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'),
+        "{file:?}"
+    );
+    format!("{{\"file\":\"{file}\",{rest}}}")
 }
 
 #[test]
@@ -152,4 +157,93 @@ fn bad_arguments_and_missing_files_set_the_exit_status() {
         json(&good, r#""outcome":"found","model":"m""#)
     );
     assert!(stderr.contains("missing.json"), "{stderr}");
+}
+
+#[test]
+fn the_field_flag_names_the_key_and_names_are_trimmed() {
+    let dir = TempDir::new("field");
+    let body = dir.file(
+        "field.json",
+        br#"{"model":" a ","model_name":"\tfood-review-1 "}"#,
+    );
+    let (status, stdout, _) = run(&[&body]);
+    assert_eq!(status, 0);
+    assert_eq!(
+        stdout.trim_end(),
+        json(&body, r#""outcome":"found","model":"a""#)
+    );
+    for chunk in ["1", "7"] {
+        let (status, stdout, _) = run(&["--field", "model_name", "--chunk", chunk, &body]);
+        assert_eq!(status, 0);
+        assert_eq!(
+            stdout.trim_end(),
+            json(&body, r#""outcome":"found","model":"food-review-1""#)
+        );
+    }
+    let (status, _, stderr) = run(&["--field", "", &body]);
+    assert_eq!(status, 64);
+    assert!(stderr.contains("--field"), "{stderr}");
+}
+
+#[test]
+fn file_names_are_escaped_as_json_strings() {
+    let dir = TempDir::new("escaping");
+    let name = "q\"b\\s\u{1}\u{7f}t\té.json";
+    let file = dir.file(name, br#"{"model":"m"}"#);
+    let (status, stdout, _) = run(&[&file]);
+    assert_eq!(status, 0);
+    let prefix = dir.0.to_str().expect("utf-8");
+    assert_eq!(
+        stdout.trim_end(),
+        format!(
+            r#"{{"file":"{prefix}/q\"b\\s\u0001\u007ft\té.json","outcome":"found","model":"m"}}"#
+        )
+    );
+    let value: serde_json::Value = serde_json::from_str(stdout.trim_end()).expect("JSON line");
+    assert_eq!(value["file"], file.as_str());
+}
+
+#[test]
+fn content_type_and_encoding_flags_read_forms_and_compressed_files() {
+    use std::io::Write as _;
+    let dir = TempDir::new("encoding");
+    let plain = br#"{"messages":[],"model":"food-review-1"}"#;
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(plain).expect("gzip");
+    let gz = dir.file("body.json.gz", &gzip.finish().expect("gzip"));
+    for chunk in ["1", "7", "65536"] {
+        let (status, stdout, _) = run(&["--encoding", "gzip", "--chunk", chunk, &gz]);
+        assert_eq!(status, 0);
+        assert_eq!(
+            stdout.trim_end(),
+            json(&gz, r#""outcome":"found","model":"food-review-1""#)
+        );
+    }
+    // Not decoded: absent, as adapters treat it; undecoded gzip as JSON: an error.
+    let (_, stdout, _) = run(&["--encoding", "compress", &gz]);
+    assert_eq!(stdout.trim_end(), json(&gz, r#""outcome":"absent""#));
+    let (_, stdout, _) = run(&[&gz]);
+    assert!(
+        stdout.contains(r#""outcome":"error","kind":"invalid_json""#),
+        "{stdout}"
+    );
+    let form = dir.file(
+        "form.txt",
+        b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--b--\r\n",
+    );
+    let (status, stdout, _) = run(&[
+        "--content-type",
+        "multipart/form-data; boundary=b",
+        "--chunk",
+        "3",
+        &form,
+    ]);
+    assert_eq!(status, 0);
+    assert_eq!(
+        stdout.trim_end(),
+        json(&form, r#""outcome":"found","model":"whisper-1""#)
+    );
+    let (status, _, stderr) = run(&["--encoding"]);
+    assert_eq!(status, 64);
+    assert!(stderr.contains("--encoding"), "{stderr}");
 }

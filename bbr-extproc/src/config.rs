@@ -1,21 +1,41 @@
-//! Command-line flags, compatible with the upstream BBR image so its
-//! manifests work unchanged.
+//! Command-line flags: every flag of the upstream BBR binary (GAIE v1.5.0)
+//! and of its successor (llm-d's inference payload processor) with its
+//! meaning, so their manifests work unchanged, plus bbr's own limits.
 //!
-//! Upstream flags that do not apply here are accepted and ignored (a warning
-//! is logged when they are set): `--metrics-endpoint-auth`,
-//! `--enable-pprof`, `--tracing`, `--streaming`, `--plugin` (the default
-//! chain, model → `x-gateway-model-name` then base model →
-//! `x-gateway-base-model-name`, is built in) and the `--zap-*` logging
-//! flags. Booleans take `--flag`, `--flag=true` or `--flag=false`, like Go's.
+//! Booleans take `--flag`, `--flag=true` or `--flag=false`, like Go's.
+//! Every duration takes a unit (`250ms`, `5s`, `2m`; humantime syntax) and
+//! every byte size takes one too (`512B`, `64KiB`, `32MiB`, `1GB`; bytesize
+//! syntax, `KiB` = 1024, `KB` = 1000): a bare number is refused, so no flag
+//! guesses a unit.
+//!
+//! | upstream flag | here |
+//! | --- | --- |
+//! | `--grpc-port`, `--grpc-health-port`, `--metrics-port` | the same (9004, 9005, 9090); all different |
+//! | `--streaming` | `true`: Envoy without `protocol_config` (< 1.33) is assumed to send `FULL_DUPLEX_STREAMED`; `false`: `BUFFERED` (GAIE's unary mode). Newer Envoys announce the mode per stream and every mode is handled either way. Conflicts with a different `--default-body-mode` |
+//! | `--secure-serving` (true) | TLS with ALPN h2: `--cert-path`/`--key-path` when given, else a self-signed certificate made at start, as upstream |
+//! | `-v`/`--v` (2) | 0–2 `info`, 3 `debug` (one line per request), 4+ `trace` (per message); negative: 2, as upstream |
+//! | `--zap-log-level` | overrides `-v`: `debug`, `info`, `warn`, `error` (`dpanic`, `panic`, `fatal` log errors only), or an integer N = `-v N` |
+//! | `--zap-encoder` | `console` (text) or `json` (one JSON object per line); default by `--zap-devel` |
+//! | `--zap-devel` (true) | the encoder default: `true` console, `false` json (controller-runtime's production default) |
+//! | `--zap-time-encoding` | `rfc3339`, `rfc3339nano`, `iso8601` (RFC 3339 timestamps), `epoch` (seconds), `millis`, `nano` |
+//! | `--zap-stacktrace-level` | accepted and validated (`info`, `error`, `panic`); no effect: Rust logs have no stack traces |
+//! | `--metrics-endpoint-auth` (true) | `/metrics` needs `Authorization: Bearer <token>` matching `--metrics-auth-token-file`; without that file every scrape is refused (401). See `MetricsAuth` |
+//! | `--enable-pprof` (true) | accepted; no effect: there is no Go runtime to profile and bbr turns no profiling on (the upstream turns on block and mutex profiling at rate 1). Use `perf` on the process |
+//! | `--tracing` (true) | accepted; this build exports no spans (see the crate README) |
+//! | `--plugin type:name[:json]` | parsed for real, see `PluginChain` |
+//! | `--config-file`, `--config-text` | the successor's `PayloadProcessorConfig`, the subset covering these plugins; `--config-text` wins when both are set, as upstream; either with `--plugin` is refused |
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bbr_core::contract::MissingModel;
 use bbr_core::{DuplicateKeys, Limits};
 use clap::{ArgAction, Parser};
 
-use crate::server::{ServerConfig, Tls};
+use crate::metrics_http::MetricsAuth;
+use crate::plugins::{PluginChain, PluginError};
+use crate::serve::{ServerConfig, Tls};
 use crate::stream::{BodyMode, OnMissingModel, Settings};
 
 /// `bbr-extproc`: Envoy ext_proc server for body-based routing.
@@ -46,32 +66,92 @@ pub struct Config {
     /// PEM private key file.
     #[arg(long)]
     pub key_path: Option<PathBuf>,
-    /// Log verbosity like upstream's: 0–1 warn, 2 info (default), 3 debug,
-    /// 4+ trace. `RUST_LOG` overrides it.
-    #[arg(short = 'v', long = "v", default_value_t = 2)]
-    pub verbosity: u8,
 
-    /// Longest accepted model name, in bytes.
+    /// Log verbosity like upstream's: 0–2 info (default 2), 3 debug, 4+
+    /// trace. `--zap-log-level`, then `RUST_LOG`, override it.
+    #[arg(
+        short = 'v',
+        long = "v",
+        default_value_t = 2,
+        allow_negative_numbers = true
+    )]
+    pub verbosity: i32,
+    /// controller-runtime's development mode: the default encoder is
+    /// `console` when true (the default), `json` when false.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub zap_devel: bool,
+    /// `console` or `json`.
+    #[arg(long, value_parser = ["console", "json"])]
+    pub zap_encoder: Option<String>,
+    /// `debug`, `info`, `warn`, `error`, `dpanic`, `panic`, `fatal`, or an
+    /// integer verbosity (like `-v`).
+    #[arg(long, value_parser = parse_zap_level)]
+    pub zap_log_level: Option<LogLevel>,
+    /// Accepted and validated; no effect (no stack traces in Rust logs).
+    #[arg(long, value_parser = ["info", "error", "panic"])]
+    pub zap_stacktrace_level: Option<String>,
+    /// `epoch`, `millis`, `nano`, `iso8601`, `rfc3339` or `rfc3339nano`.
+    #[arg(long, value_parser = ["epoch", "millis", "nano", "iso8601", "rfc3339", "rfc3339nano"])]
+    pub zap_time_encoding: Option<String>,
+
+    /// Upstream plugin `type:name[:json]`, repeatable; none: the default
+    /// chain (model into X-Gateway-Model-Name, then the base model).
+    #[arg(long)]
+    pub plugin: Vec<String>,
+    /// The successor's `PayloadProcessorConfig` file (plugins subset).
+    #[arg(long)]
+    pub config_file: Option<PathBuf>,
+    /// The successor's `PayloadProcessorConfig` inline; wins over `--config-file`.
+    #[arg(long)]
+    pub config_text: Option<String>,
+    /// GAIE's `--streaming`: the body mode assumed when Envoy does not
+    /// announce one (`true`: full duplex, `false`: buffered).
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub streaming: Option<bool>,
+    /// Refuse `/metrics` scrapes without the bearer token of
+    /// `--metrics-auth-token-file`.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub metrics_endpoint_auth: bool,
+    /// File holding the bearer token `/metrics` scrapes must send (re-read
+    /// on each scrape).
+    #[arg(long)]
+    pub metrics_auth_token_file: Option<PathBuf>,
+    /// Accepted for upstream compatibility; no effect (no Go profiler).
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub enable_pprof: bool,
+    /// OpenTelemetry spans per request (see the crate README).
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub tracing: bool,
+
+    /// Longest accepted model name, in bytes (a length, not a size: a plain
+    /// number).
     #[arg(long, default_value_t = Limits::DEFAULT_MAX_MODEL_LEN)]
     pub max_model_len: usize,
     /// Deepest accepted JSON nesting.
     #[arg(long, default_value_t = Limits::DEFAULT_MAX_DEPTH)]
     pub max_depth: u32,
     /// Most body bytes read (and held) before a decision; past it: 413.
-    #[arg(long, default_value_t = Limits::DEFAULT_MAX_SCAN_BYTES)]
+    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
     pub max_scan_bytes: u64,
     /// Longest accepted body; past it: 413.
-    #[arg(long, default_value_t = Limits::DEFAULT_MAX_BODY_BYTES)]
+    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
     pub max_body_bytes: u64,
     /// A second top-level `model`: `reject` (400), `first-wins` or `last-wins`.
     #[arg(long, default_value = "reject")]
     pub duplicate_keys: DuplicateKeys,
-    /// A valid body without `model`: forward without the header, or 400.
-    #[arg(long, value_enum, default_value_t = OnMissingModel::PassThrough)]
-    pub on_missing_model: OnMissingModel,
-    /// Body mode assumed when Envoy sends no `protocol_config` (Envoy < 1.33).
-    #[arg(long, value_enum, default_value_t = BodyMode::FullDuplexStreamed)]
-    pub default_body_mode: BodyMode,
+    /// A valid body without `model`: `forward` without the header, or
+    /// `reject` with 400.
+    #[arg(long, default_value = "forward")]
+    pub on_missing_model: MissingModel,
+    /// Body mode assumed when Envoy sends no `protocol_config` (Envoy < 1.33):
+    /// `full-duplex-streamed` (default), `streamed` or `buffered`.
+    #[arg(long)]
+    pub default_body_mode: Option<BodyMode>,
     /// Adapter map (upstream ConfigMap format): files or directories,
     /// repeatable, reloaded when they change.
     #[arg(long)]
@@ -87,49 +167,92 @@ pub struct Config {
     pub grace_period: Duration,
     /// Largest gRPC message accepted from Envoy. Default: the body limit
     /// plus 1 MiB, so a `BUFFERED` body at the limit still arrives.
-    #[arg(long)]
-    pub max_grpc_message_bytes: Option<usize>,
+    #[arg(long, value_parser = parse_size)]
+    pub max_grpc_message_bytes: Option<u64>,
     /// HTTP/2 streams per connection (Envoy multiplexes every request over
     /// few connections, one stream each).
     #[arg(long, default_value_t = 4096)]
     pub max_concurrent_streams: u32,
+}
 
-    /// Accepted for upstream compatibility; ignored (no Kubernetes auth here).
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", hide = true)]
-    pub metrics_endpoint_auth: Option<bool>,
-    /// Accepted for upstream compatibility; ignored.
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", hide = true)]
-    pub enable_pprof: Option<bool>,
-    /// Accepted for upstream compatibility; ignored.
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", hide = true)]
-    pub tracing: Option<bool>,
-    /// Accepted for upstream compatibility (GAIE); ignored: every body mode is
-    /// handled, as Envoy announces it.
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
-          default_missing_value = "true", hide = true)]
-    pub streaming: Option<bool>,
-    /// Accepted for upstream compatibility; the default plugin chain is built in.
-    #[arg(long, hide = true)]
-    pub plugin: Vec<String>,
-    /// Accepted for upstream compatibility (controller-runtime logging); ignored.
-    #[arg(long, hide = true, action = ArgAction::Set, num_args = 0..=1,
-          require_equals = true, default_missing_value = "true")]
-    pub zap_devel: Option<String>,
-    /// Ignored (see `--zap-devel`).
-    #[arg(long, hide = true)]
-    pub zap_encoder: Option<String>,
-    /// Ignored (see `--zap-devel`).
-    #[arg(long, hide = true)]
-    pub zap_log_level: Option<String>,
-    /// Ignored (see `--zap-devel`).
-    #[arg(long, hide = true)]
-    pub zap_stacktrace_level: Option<String>,
-    /// Ignored (see `--zap-devel`).
-    #[arg(long, hide = true)]
-    pub zap_time_encoding: Option<String>,
+/// A log level from `-v` or `--zap-log-level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogLevel {
+    /// `error` (also zap's `dpanic`, `panic`, `fatal`).
+    Error,
+    /// `warn`.
+    Warn,
+    /// `info`: start, stop, warnings.
+    Info,
+    /// `debug`: one line per request.
+    Debug,
+    /// `trace`: one line per ext_proc message.
+    Trace,
+}
+
+impl LogLevel {
+    /// The level of logr verbosity `v` (upstream's `-v`).
+    pub fn from_verbosity(v: i32) -> Self {
+        match v {
+            // A negative value is reset to the default 2, as upstream.
+            ..=2 => LogLevel::Info,
+            3 => LogLevel::Debug,
+            _ => LogLevel::Trace,
+        }
+    }
+
+    /// The `tracing` filter directive.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// A configuration that cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The plugin chain is invalid.
+    #[error(transparent)]
+    Plugins(#[from] PluginError),
+    /// `--config-file` cannot be read.
+    #[error("--config-file {path}: cannot read")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--plugin` together with a config.
+    #[error("--plugin and --config-file/--config-text configure the same plugins; give one")]
+    PluginsTwice,
+    /// `--streaming` and `--default-body-mode` disagree.
+    #[error(
+        "--streaming={streaming} means --default-body-mode={implied}, but --default-body-mode={given} was given"
+    )]
+    StreamingConflict {
+        /// `--streaming`.
+        streaming: bool,
+        /// What it implies.
+        implied: &'static str,
+        /// The conflicting mode.
+        given: &'static str,
+    },
+    /// Two listeners on one port.
+    #[error(
+        "port conflict: --grpc-port, --grpc-health-port and --metrics-port must differ ({0} twice)"
+    )]
+    PortConflict(u16),
+    /// A port of 0.
+    #[error("--{0} must be in 1..65535")]
+    PortZero(&'static str),
 }
 
 impl Config {
@@ -143,16 +266,91 @@ impl Config {
             .with_duplicate_keys(self.duplicate_keys)
     }
 
-    /// The per-stream policy (without the adapter map, which
-    /// [`crate::run`] loads).
-    pub fn settings(&self) -> Settings {
-        Settings::new(self.limits())
-            .on_missing(self.on_missing_model)
-            .default_body_mode(self.default_body_mode)
+    /// The plugin chain from `--plugin`, `--config-text` or `--config-file`.
+    pub fn plugins(&self) -> Result<PluginChain, ConfigError> {
+        let config = match (&self.config_text, &self.config_file) {
+            (Some(text), _) => Some(("--config-text".to_owned(), text.clone())),
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::ReadConfig {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some((format!("--config-file {}", path.display()), text))
+            }
+            (None, None) => None,
+        };
+        match config {
+            Some(_) if !self.plugin.is_empty() => Err(ConfigError::PluginsTwice),
+            Some((origin, text)) => Ok(PluginChain::from_config_text(&origin, &text)?),
+            None => Ok(PluginChain::from_flags(&self.plugin)?),
+        }
     }
 
-    /// The server configuration.
-    pub fn server_config(&self) -> ServerConfig {
+    /// The body mode assumed without `protocol_config`.
+    pub fn body_mode(&self) -> Result<BodyMode, ConfigError> {
+        let implied = self.streaming.map(|streaming| {
+            let mode = if streaming {
+                BodyMode::FullDuplexStreamed
+            } else {
+                BodyMode::Buffered
+            };
+            (streaming, mode)
+        });
+        match (implied, self.default_body_mode) {
+            (Some((streaming, implied)), Some(given)) if implied != given => {
+                Err(ConfigError::StreamingConflict {
+                    streaming,
+                    implied: implied.as_str(),
+                    given: given.as_str(),
+                })
+            }
+            (_, Some(given)) => Ok(given),
+            (Some((_, implied)), None) => Ok(implied),
+            (None, None) => Ok(BodyMode::default()),
+        }
+    }
+
+    /// The per-stream policy (without the adapter map, which the server
+    /// loads).
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let on_missing = match self.on_missing_model {
+            MissingModel::Reject => OnMissingModel::Reject,
+            _ => OnMissingModel::PassThrough,
+        };
+        let plugins = self.plugins()?;
+        Ok(Settings::new(self.limits())
+            .on_missing(on_missing)
+            .default_body_mode(self.body_mode()?)
+            .routing(plugins.routing().clone()))
+    }
+
+    /// Who may scrape `/metrics`.
+    pub fn metrics_auth(&self) -> MetricsAuth {
+        if self.metrics_endpoint_auth {
+            MetricsAuth::BearerToken {
+                token_file: self.metrics_auth_token_file.clone(),
+            }
+        } else {
+            MetricsAuth::Open
+        }
+    }
+
+    /// The server configuration, or why this configuration cannot start.
+    pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
+        let ports = [
+            ("grpc-port", self.grpc_port),
+            ("grpc-health-port", self.grpc_health_port),
+            ("metrics-port", self.metrics_port),
+        ];
+        for (i, (flag, port)) in ports.iter().enumerate() {
+            if *port == 0 {
+                return Err(ConfigError::PortZero(flag));
+            }
+            if ports[i + 1..].iter().any(|(_, other)| other == port) {
+                return Err(ConfigError::PortConflict(*port));
+            }
+        }
         let tls = match (&self.secure_serving, &self.cert_path, &self.key_path) {
             (false, _, _) => Tls::Plaintext,
             (true, None, None) => Tls::SelfSigned,
@@ -161,94 +359,141 @@ impl Config {
                 key: key.clone(),
             },
         };
-        let default_message = usize::try_from(self.max_body_bytes)
-            .unwrap_or(usize::MAX)
-            .saturating_add(1 << 20);
-        ServerConfig {
-            bind_address: self.bind_address,
-            grpc_port: self.grpc_port,
-            health_port: self.grpc_health_port,
-            metrics_port: self.metrics_port,
-            tls,
-            settings: self.settings(),
-            adapters: self.adapters.clone(),
-            adapters_reload_interval: self.adapters_reload_interval,
-            max_grpc_message_bytes: self.max_grpc_message_bytes.unwrap_or(default_message),
-            max_concurrent_streams: self.max_concurrent_streams,
-            drain_delay: self.drain_delay,
-            grace_period: self.grace_period,
+        let max_message = self
+            .max_grpc_message_bytes
+            .unwrap_or(self.max_body_bytes.saturating_add(1 << 20));
+        let plugins = self.plugins()?;
+        let mut config = ServerConfig::local(self.settings()?);
+        config.bind_address = self.bind_address;
+        config.grpc_port = self.grpc_port;
+        config.health_port = self.grpc_health_port;
+        config.metrics_port = self.metrics_port;
+        config.tls = tls;
+        if plugins.routing().base_model() {
+            config.adapters = self.adapters.clone();
+        } else if !self.adapters.is_empty() {
+            tracing::warn!(
+                "--adapters given but the plugin chain has no base-model-to-header: no base-model header is set"
+            );
+        }
+        config.adapters_reload_interval = self.adapters_reload_interval;
+        config.max_grpc_message_bytes = usize::try_from(max_message).unwrap_or(usize::MAX);
+        config.max_concurrent_streams = self.max_concurrent_streams;
+        config.drain_delay = self.drain_delay;
+        config.grace_period = self.grace_period;
+        config.metrics_auth = self.metrics_auth();
+        config.metrics = std::sync::Arc::new(crate::metrics::Metrics::for_plugins(plugins.names()));
+        Ok(config)
+    }
+
+    /// The log level: `--zap-log-level`, else `-v`.
+    pub fn log_level(&self) -> LogLevel {
+        self.zap_log_level
+            .unwrap_or_else(|| LogLevel::from_verbosity(self.verbosity))
+    }
+
+    /// True for JSON log lines (`--zap-encoder`, else `--zap-devel`).
+    pub fn json_logs(&self) -> bool {
+        match self.zap_encoder.as_deref() {
+            Some(encoder) => encoder == "json",
+            None => !self.zap_devel,
         }
     }
 
-    /// Names of upstream flags that were set but have no effect here.
-    pub fn ignored_flags(&self) -> Vec<&'static str> {
-        let mut ignored = Vec::new();
-        let set = [
-            (
-                "--metrics-endpoint-auth",
-                self.metrics_endpoint_auth.is_some(),
-            ),
-            ("--enable-pprof", self.enable_pprof.is_some()),
-            ("--tracing", self.tracing.is_some()),
-            ("--streaming", self.streaming.is_some()),
-            ("--plugin", !self.plugin.is_empty()),
-            (
-                "--zap-*",
-                self.zap_devel.is_some()
-                    || self.zap_encoder.is_some()
-                    || self.zap_log_level.is_some()
-                    || self.zap_stacktrace_level.is_some()
-                    || self.zap_time_encoding.is_some(),
-            ),
-        ];
-        for (name, was_set) in set {
-            if was_set {
-                ignored.push(name);
-            }
-        }
-        ignored
-    }
-
-    /// Sets up logging from `-v` (or `RUST_LOG`).
-    pub fn init_tracing(&self) {
-        let level = match self.verbosity {
-            0 | 1 => "warn",
-            2 => "info",
-            3 => "debug",
-            _ => "trace",
-        };
+    /// Sets up logging from `--zap-*` and `-v` (`RUST_LOG` overrides the
+    /// level).
+    pub fn init_logging(&self) {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(self.log_level().as_str()));
+        let timer = crate::logging::Timer::from_zap(self.zap_time_encoding.as_deref());
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_timer(timer);
         // A second initialisation (tests) keeps the first subscriber.
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+        let _ = if self.json_logs() {
+            builder.json().try_init()
+        } else {
+            builder.try_init()
+        };
+    }
+
+    /// Logs what the accepted-but-inert upstream flags do here.
+    pub fn log_inert_flags(&self) {
+        if self.enable_pprof {
+            tracing::debug!("--enable-pprof: no effect (no Go runtime to profile)");
+        }
+        if self.tracing {
+            tracing::info!("--tracing: this build exports no spans");
+        }
+        if self.zap_stacktrace_level.is_some() {
+            tracing::debug!("--zap-stacktrace-level: no effect (no stack traces in logs)");
+        }
+        if self.metrics_endpoint_auth && self.metrics_auth_token_file.is_none() {
+            tracing::warn!(
+                "--metrics-endpoint-auth is on (the default) without --metrics-auth-token-file: every /metrics scrape is refused (set the file or --metrics-endpoint-auth=false)"
+            );
+        }
     }
 }
 
-/// Parses `250ms`, `5s`, `2m` or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// `--zap-log-level`: zap's names, or an integer verbosity.
+fn parse_zap_level(text: &str) -> Result<LogLevel, String> {
+    match text {
+        "debug" => Ok(LogLevel::Debug),
+        "info" => Ok(LogLevel::Info),
+        "warn" => Ok(LogLevel::Warn),
+        "error" | "dpanic" | "panic" | "fatal" => Ok(LogLevel::Error),
+        number => match number.parse::<i32>() {
+            Ok(v) if v > 0 => Ok(LogLevel::from_verbosity(v)),
+            _ => Err(format!(
+                "`{text}`: expected debug, info, warn, error, dpanic, panic, fatal or an integer > 0"
+            )),
+        },
+    }
+}
+
+/// A duration with its unit (humantime: `250ms`, `5s`, `2m`, `1h 30m`).
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?} (e.g. 500ms, 5s, 2m)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("invalid duration unit in {text:?} (ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!(
+            "`{text}` has no unit: write e.g. {text}s or {text}ms"
+        ));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("`{text}`: {e} (e.g. 500ms, 5s, 2m)"))
+}
+
+/// A byte size with its unit (bytesize: `512B`, `64KiB`, `32MiB`, `1GB`).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!(
+            "`{text}` has no unit: write e.g. {text}B, {text}KiB or {text}MiB"
+        ));
+    }
+    text.parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("`{text}`: {e} (e.g. 512B, 64KiB, 32MiB)"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The container args of the upstream chart, verbatim.
+    pub(crate) const CHART_ARGS: [&str; 8] = [
+        "bbr-extproc",
+        "--streaming",
+        "--v",
+        "3",
+        "--plugin",
+        r#"body-field-to-header:model-extractor:{"fieldName":"model","headerName":"X-Gateway-Model-Name"}"#,
+        "--plugin=base-model-to-header:base-model-mapper",
+        "--tracing=false",
+    ];
+
     #[test]
-    fn upstream_defaults_and_flag_spellings_are_accepted() {
+    fn upstream_defaults() {
         let config = Config::try_parse_from(["bbr-extproc"]).expect("defaults");
         assert_eq!(
             (
@@ -258,61 +503,225 @@ mod tests {
             ),
             (9004, 9005, 9090)
         );
-        assert!(config.secure_serving);
-        assert_eq!(config.verbosity, 2);
-        let config = Config::try_parse_from([
-            "bbr-extproc",
-            "--secure-serving=false",
-            "--v=3",
-            "--grpc-port=9100",
-            "--metrics-endpoint-auth=false",
-            "--enable-pprof=false",
-            "--tracing=false",
-            "--plugin",
-            r#"body-field-to-header:model-extractor:{"fieldName":"model","headerName":"X-Gateway-Model-Name"}"#,
-            "--plugin",
-            "base-model-to-header:base-model-mapper",
-            "--streaming",
-        ])
-        .expect("upstream chart flags");
-        assert!(!config.secure_serving);
-        assert_eq!(config.verbosity, 3);
-        assert_eq!(config.grpc_port, 9100);
+        assert!(config.secure_serving && config.metrics_endpoint_auth && config.enable_pprof);
+        assert!(config.tracing && config.zap_devel);
+        assert_eq!(config.log_level(), LogLevel::Info);
+        assert!(!config.json_logs());
+        assert_eq!(config.plugins().unwrap(), PluginChain::default());
+        assert_eq!(config.body_mode().unwrap(), BodyMode::FullDuplexStreamed);
+        assert_eq!(config.limits(), Limits::default());
+        let server = config.server_config().unwrap();
+        assert_eq!(server.tls, Tls::SelfSigned);
         assert_eq!(
-            config.ignored_flags(),
-            vec![
-                "--metrics-endpoint-auth",
-                "--enable-pprof",
-                "--tracing",
-                "--streaming",
-                "--plugin"
-            ]
+            server.metrics_auth,
+            MetricsAuth::BearerToken { token_file: None }
         );
-        let config = Config::try_parse_from(["bbr-extproc", "-v", "4", "--secure-serving"])
-            .expect("short -v");
-        assert_eq!(config.verbosity, 4);
-        assert!(config.secure_serving);
     }
 
     #[test]
-    fn limits_and_policies_parse() {
+    fn the_upstream_chart_args_parse_to_the_default_chain() {
+        let config = Config::try_parse_from(CHART_ARGS).expect("chart args");
+        assert_eq!(config.streaming, Some(true));
+        assert_eq!(config.log_level(), LogLevel::Debug);
+        assert!(!config.tracing);
+        let plugins = config.plugins().unwrap();
+        assert_eq!(plugins.routing(), PluginChain::default().routing());
+        assert_eq!(
+            plugins.names().body_field.as_deref(),
+            Some("model-extractor")
+        );
+        assert_eq!(config.body_mode().unwrap(), BodyMode::FullDuplexStreamed);
+        assert!(config.server_config().is_ok());
+    }
+
+    #[test]
+    fn go_style_booleans_and_verbosity() {
         let config = Config::try_parse_from([
             "bbr-extproc",
-            "--max-scan-bytes=1024",
-            "--duplicate-keys=last-wins",
-            "--on-missing-model=reject",
-            "--default-body-mode=buffered",
-            "--drain-delay=250ms",
+            "--secure-serving=false",
+            "--metrics-endpoint-auth=false",
+            "--enable-pprof=false",
+            "--zap-devel=false",
+            "--streaming=false",
+            "-v",
+            "-1",
         ])
         .expect("flags");
-        assert_eq!(config.limits().max_scan_bytes(), 1024);
-        assert_eq!(config.limits().duplicate_keys(), DuplicateKeys::LastWins);
-        assert_eq!(config.on_missing_model, OnMissingModel::Reject);
-        assert_eq!(config.default_body_mode, BodyMode::Buffered);
-        assert_eq!(config.drain_delay, Duration::from_millis(250));
-        assert!(Config::try_parse_from(["bbr-extproc", "--duplicate-keys=maybe"]).is_err());
-        assert!(parse_duration("5x").is_err());
+        assert!(!config.secure_serving && !config.metrics_endpoint_auth && !config.enable_pprof);
+        assert_eq!(config.metrics_auth(), MetricsAuth::Open);
+        assert!(
+            config.json_logs(),
+            "zap-devel=false: json, like controller-runtime"
+        );
+        assert_eq!(
+            config.log_level(),
+            LogLevel::Info,
+            "negative -v is the default"
+        );
+        assert_eq!(config.body_mode().unwrap(), BodyMode::Buffered);
+        assert_eq!(config.server_config().unwrap().tls, Tls::Plaintext);
+        for (v, level) in [
+            (0, LogLevel::Info),
+            (2, LogLevel::Info),
+            (3, LogLevel::Debug),
+            (4, LogLevel::Trace),
+            (5, LogLevel::Trace),
+        ] {
+            assert_eq!(LogLevel::from_verbosity(v), level);
+        }
+    }
+
+    #[test]
+    fn zap_flags_map_onto_log_levels_and_encoders() {
+        for (value, level) in [
+            ("debug", LogLevel::Debug),
+            ("info", LogLevel::Info),
+            ("warn", LogLevel::Warn),
+            ("error", LogLevel::Error),
+            ("panic", LogLevel::Error),
+            ("4", LogLevel::Trace),
+        ] {
+            let config = Config::try_parse_from([
+                "bbr-extproc",
+                "--v=4",
+                &format!("--zap-log-level={value}"),
+            ])
+            .unwrap();
+            assert_eq!(config.log_level(), level, "{value}");
+        }
+        for bad in ["verbose", "0", "-3"] {
+            assert!(
+                Config::try_parse_from(["bbr-extproc", &format!("--zap-log-level={bad}")]).is_err(),
+                "{bad}"
+            );
+        }
+        let config = Config::try_parse_from([
+            "bbr-extproc",
+            "--zap-encoder=json",
+            "--zap-time-encoding=millis",
+            "--zap-stacktrace-level=error",
+        ])
+        .unwrap();
+        assert!(config.json_logs());
+        assert!(Config::try_parse_from(["bbr-extproc", "--zap-encoder=xml"]).is_err());
+        assert!(Config::try_parse_from(["bbr-extproc", "--zap-time-encoding=unix"]).is_err());
+    }
+
+    #[test]
+    fn streaming_conflicting_with_the_default_body_mode_is_refused() {
+        let config =
+            Config::try_parse_from(["bbr-extproc", "--streaming", "--default-body-mode=buffered"])
+                .unwrap();
+        let message = config.body_mode().unwrap_err().to_string();
+        assert!(
+            message.contains("--streaming=true means --default-body-mode=full-duplex-streamed"),
+            "{message}"
+        );
+        let config =
+            Config::try_parse_from(["bbr-extproc", "--default-body-mode=streamed"]).unwrap();
+        assert_eq!(config.body_mode().unwrap(), BodyMode::Streamed);
+        assert!(Config::try_parse_from(["bbr-extproc", "--default-body-mode=grpc"]).is_err());
+    }
+
+    #[test]
+    fn config_text_wins_over_config_file_and_plugin_flags_conflict() {
+        let text = "apiVersion: llm-d.ai/v1alpha1\nkind: PayloadProcessorConfig\nplugins:\n- type: base-model-to-header\nprofiles:\n- name: p\n  plugins:\n    request:\n    - pluginRef: base-model-to-header\n";
+        let config = Config::try_parse_from([
+            "bbr-extproc",
+            "--config-file=/nonexistent/ipp.yaml",
+            &format!("--config-text={text}"),
+        ])
+        .unwrap();
+        assert_eq!(config.plugins().unwrap().routing().model(), None);
+        let missing =
+            Config::try_parse_from(["bbr-extproc", "--config-file=/nonexistent/ipp.yaml"]).unwrap();
+        let message = missing.plugins().unwrap_err().to_string();
+        assert!(
+            message.contains("--config-file /nonexistent/ipp.yaml"),
+            "{message}"
+        );
+        let both = Config::try_parse_from([
+            "bbr-extproc",
+            &format!("--config-text={text}"),
+            "--plugin=base-model-to-header:b",
+        ])
+        .unwrap();
+        assert!(matches!(both.plugins(), Err(ConfigError::PluginsTwice)));
+    }
+
+    #[test]
+    fn ports_must_differ_and_be_nonzero() {
+        let config = Config::try_parse_from(["bbr-extproc", "--metrics-port=9004"]).unwrap();
+        assert!(matches!(
+            config.server_config(),
+            Err(ConfigError::PortConflict(9004))
+        ));
+        let config = Config::try_parse_from(["bbr-extproc", "--grpc-port=0"]).unwrap();
+        assert!(matches!(
+            config.server_config(),
+            Err(ConfigError::PortZero("grpc-port"))
+        ));
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        let bare = parse_duration("7").unwrap_err();
+        assert!(bare.contains("`7` has no unit"), "{bare}");
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        let config =
+            Config::try_parse_from(["bbr-extproc", "--drain-delay=250ms", "--grace-period=1m"])
+                .unwrap();
+        assert_eq!(
+            (config.drain_delay, config.grace_period),
+            (Duration::from_millis(250), Duration::from_secs(60))
+        );
+        let error = Config::try_parse_from(["bbr-extproc", "--drain-delay=5"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`5` has no unit"), "{error}");
+    }
+
+    #[test]
+    fn sizes_need_a_unit() {
+        assert_eq!(parse_size("512B"), Ok(512));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("32MiB"), Ok(32 << 20));
+        assert_eq!(parse_size("1MB"), Ok(1_000_000));
+        assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
+        let bare = parse_size("1024").unwrap_err();
+        assert!(bare.contains("`1024` has no unit"), "{bare}");
+        assert!(parse_size("12 parsecs").is_err());
+        let config = Config::try_parse_from([
+            "bbr-extproc",
+            "--max-scan-bytes=1KiB",
+            "--max-body-bytes=2MiB",
+            "--max-grpc-message-bytes=3MiB",
+            "--duplicate-keys=last-wins",
+            "--on-missing-model=reject",
+        ])
+        .unwrap();
+        assert_eq!(config.limits().max_scan_bytes(), 1024);
+        assert_eq!(config.limits().max_body_bytes(), 2 << 20);
+        assert_eq!(config.limits().duplicate_keys(), DuplicateKeys::LastWins);
+        assert_eq!(config.on_missing_model, MissingModel::Reject);
+        assert_eq!(
+            config.server_config().unwrap().max_grpc_message_bytes,
+            3 << 20
+        );
+        let default_message =
+            Config::try_parse_from(["bbr-extproc", "--max-body-bytes=2MiB"]).unwrap();
+        assert_eq!(
+            default_message
+                .server_config()
+                .unwrap()
+                .max_grpc_message_bytes,
+            3 << 20
+        );
+        assert!(Config::try_parse_from(["bbr-extproc", "--max-scan-bytes=1024"]).is_err());
+        assert!(Config::try_parse_from(["bbr-extproc", "--duplicate-keys=maybe"]).is_err());
     }
 }

@@ -9,8 +9,12 @@
 //! - [`StreamState`]: the synchronous per-stream state machine, one per
 //!   HTTP request; all the protocol logic, per body mode (see [`stream`]).
 //! - [`BbrExtProc`]: the tonic `ExternalProcessor` service around it.
-//! - [`Server`]: listeners, TLS, `grpc.health.v1`, Prometheus `/metrics`,
-//!   draining on SIGTERM. [`run`] is the binary's entry point.
+//! - With the `server` feature (on by default): `Server`, the process
+//!   around the service (listeners, TLS, `grpc.health.v1`, Prometheus
+//!   `/metrics`, draining on SIGTERM), `Config` (the upstream-compatible
+//!   flags) and `run`, the binary's entry point. Without it the crate is the
+//!   state machine and the tonic service only (no clap, tracing-subscriber,
+//!   rcgen or HTTP server).
 //! - [`proto`]: Envoy's ext_proc v3 types, compiled from vendored protos.
 //!
 //! Envoy configurations for each body mode, as the end-to-end tests run
@@ -49,37 +53,38 @@
 //! assert_eq!(out.len(), 2, "then the body chunk, echoed");
 //! ```
 
+#[cfg(feature = "server")]
 mod config;
 mod error;
+#[cfg(feature = "server")]
+mod logging;
 mod metrics;
+#[cfg(feature = "server")]
+mod metrics_http;
 mod mutation;
+#[cfg(feature = "server")]
+mod plugins;
 pub mod proto;
+mod routing;
+#[cfg(feature = "server")]
+mod serve;
 mod server;
 pub mod stream;
 
-pub use config::Config;
-pub use error::{Error, Rejection, StartError};
-pub use metrics::Metrics;
+#[cfg(feature = "server")]
+pub use config::{Config, ConfigError, LogLevel};
+pub use error::{Error, Rejection};
+pub use metrics::{BUILD_REF, COMMIT, Metrics, PluginNames};
+#[cfg(feature = "server")]
+pub use metrics_http::MetricsAuth;
 pub use mutation::{BASE_MODEL_HEADER, MAX_CHUNK_BYTES, MODEL_HEADER, ROUTING_HEADERS};
-pub use server::{BbrExtProc, SERVICE_NAME, Server, ServerConfig, Tls, shutdown_signal};
+#[cfg(feature = "server")]
+pub use plugins::{
+    BASE_MODEL_TO_HEADER, BODY_FIELD_TO_HEADER, CONFIG_API_VERSION, CONFIG_KIND, Plugin,
+    PluginChain, PluginError,
+};
+pub use routing::{InvalidHeaderName, RoutingHeaders};
+#[cfg(feature = "server")]
+pub use serve::{Server, ServerConfig, StartError, Tls, run, shutdown_signal};
+pub use server::{BbrExtProc, SERVICE_NAME};
 pub use stream::{BodyMode, OnMissingModel, Report, Settings, StreamState, Verdict};
-
-/// Runs the server as the binary does: binds, serves until `shutdown`, drains.
-pub async fn run(
-    config: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), StartError> {
-    let ignored = config.ignored_flags();
-    if !ignored.is_empty() {
-        tracing::warn!(?ignored, "upstream flags accepted and ignored");
-    }
-    let server = Server::bind(config.server_config()).await?;
-    tracing::info!(
-        grpc = %server.grpc_addr(),
-        health = %server.health_addr(),
-        metrics = %server.metrics_addr(),
-        secure = config.secure_serving,
-        "listening"
-    );
-    server.serve(shutdown).await
-}

@@ -1,26 +1,66 @@
 //! Prometheus metrics, with the upstream BBR names kept
 //! (`bbr_success_total`, `bbr_body_field_not_found_total{field}`,
 //! `bbr_body_field_empty_total{field}`), plus outcomes by error code, bytes
-//! scanned before the decision and extraction time. Served as OpenMetrics
-//! text on `GET /metrics` by a small hyper server.
+//! scanned before the decision and extraction time. The binary serves them
+//! as OpenMetrics text on `GET /metrics` (`metrics_http.rs`, `server`
+//! feature); an embedding gateway calls [`Metrics::encode`] itself.
 
-use std::convert::Infallible;
-use std::sync::Arc;
-
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 use crate::stream::{Report, Verdict};
 
 type Labels = Vec<(&'static str, &'static str)>;
+type PluginLabels = Vec<(&'static str, String)>;
+
+/// The commit the binary was built from: `BBR_COMMIT` at build time (the
+/// image build sets it, like the upstream's `-ldflags -X ...CommitSHA`).
+pub const COMMIT: &str = match option_env!("BBR_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
+/// The build's ref (tag or branch): `BBR_BUILD_REF` at build time, else
+/// `v` and the crate version.
+pub const BUILD_REF: &str = match option_env!("BBR_BUILD_REF") {
+    Some(build_ref) => build_ref,
+    None => concat!("v", env!("CARGO_PKG_VERSION")),
+};
+
+/// The upstream's buckets for `bbr_plugin_duration_seconds`, 100 µs to 100 ms.
+const PLUGIN_BUCKETS: [f64; 10] = [
+    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+];
+
+/// The configured plugin instances, as `bbr_plugin_duration_seconds`
+/// labels them (`plugin_name` is the name given in `--plugin type:name` or
+/// the config file).
+///
+/// ```
+/// let names = bbr_extproc::PluginNames::default();
+/// assert_eq!(names.body_field.as_deref(), Some("body-field-to-header"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginNames {
+    /// Name of the `body-field-to-header` instance, if configured.
+    pub body_field: Option<String>,
+    /// Name of the `base-model-to-header` instance, if configured.
+    pub base_model: Option<String>,
+}
+
+impl Default for PluginNames {
+    /// The upstream default chain, each instance named after its type.
+    fn default() -> Self {
+        Self {
+            body_field: Some("body-field-to-header".to_owned()),
+            base_model: Some("base-model-to-header".to_owned()),
+        }
+    }
+}
 
 /// The process's metrics.
 #[derive(Debug)]
@@ -34,6 +74,8 @@ pub struct Metrics {
     extraction_seconds: Histogram,
     active_streams: Gauge,
     unroutable_streams: Counter,
+    plugin_seconds: Family<PluginLabels, Histogram>,
+    plugins: PluginNames,
 }
 
 impl Default for Metrics {
@@ -43,9 +85,39 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry with every metric registered.
+    /// A fresh registry with every metric registered, for the upstream
+    /// default plugin chain.
     pub fn new() -> Self {
+        Self::for_plugins(PluginNames::default())
+    }
+
+    /// A fresh registry for this plugin chain.
+    ///
+    /// ```
+    /// use bbr_extproc::{Metrics, PluginNames};
+    /// let metrics = Metrics::for_plugins(PluginNames { body_field: Some("model-extractor".into()), base_model: None });
+    /// let text = metrics.encode();
+    /// assert!(text.contains(r#"bbr_plugin_duration_seconds_count{extension_point="request",plugin_type="body-field-to-header",plugin_name="model-extractor"} 0"#));
+    /// assert!(text.contains("bbr_info{"));
+    /// ```
+    pub fn for_plugins(plugins: PluginNames) -> Self {
         let mut registry = Registry::with_prefix("bbr");
+        let info = Family::<Labels, Gauge>::default();
+        registry.register(
+            "info",
+            "The build: commit and build_ref (always 1)",
+            info.clone(),
+        );
+        info.get_or_create(&vec![("commit", COMMIT), ("build_ref", BUILD_REF)])
+            .set(1);
+        let plugin_seconds = Family::<PluginLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(PLUGIN_BUCKETS)
+        });
+        registry.register(
+            "plugin_duration_seconds",
+            "Time each plugin took per request: body-field-to-header the extraction, base-model-to-header the header building with the adapter lookup",
+            plugin_seconds.clone(),
+        );
         let success = Counter::default();
         registry.register(
             "success",
@@ -99,7 +171,18 @@ impl Metrics {
         // The upstream series exist from the start, at zero.
         let _ = field_not_found.get_or_create(&vec![("field", "model")]);
         let _ = field_empty.get_or_create(&vec![("field", "model")]);
+        for labels in [
+            plugin_labels("body-field-to-header", &plugins.body_field),
+            plugin_labels("base-model-to-header", &plugins.base_model),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let _ = plugin_seconds.get_or_create(&labels);
+        }
         Self {
+            plugin_seconds,
+            plugins,
             registry,
             success,
             field_not_found,
@@ -145,6 +228,18 @@ impl Metrics {
                 .observe(report.bytes_before_decision as f64);
             self.extraction_seconds
                 .observe(report.extract_time.as_secs_f64());
+            if let Some(labels) = plugin_labels("body-field-to-header", &self.plugins.body_field) {
+                self.plugin_seconds
+                    .get_or_create(&labels)
+                    .observe(report.extract_time.as_secs_f64());
+            }
+        }
+        if matches!(verdict, Verdict::Found(_))
+            && let Some(labels) = plugin_labels("base-model-to-header", &self.plugins.base_model)
+        {
+            self.plugin_seconds
+                .get_or_create(&labels)
+                .observe(report.header_time.as_secs_f64());
         }
     }
 
@@ -177,49 +272,12 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((socket, _)) = accepted else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let metrics = metrics.clone();
-                    async move { Ok::<_, Infallible>(respond(&request, &metrics)) }
-                });
-            let io = hyper_util::rt::TokioIo::new(socket);
-            // A scraper that hangs up early is not an error worth reporting.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
-        });
-    }
-}
-
-fn respond(request: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    if request.uri().path() != "/metrics" {
-        *response.status_mut() = StatusCode::NOT_FOUND;
-        return response;
-    }
-    *response.body_mut() = Full::new(Bytes::from(metrics.encode()));
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
-    );
-    response
+fn plugin_labels(plugin_type: &str, name: &Option<String>) -> Option<PluginLabels> {
+    name.as_ref().map(|name| {
+        vec![
+            ("extension_point", "request".to_owned()),
+            ("plugin_type", plugin_type.to_owned()),
+            ("plugin_name", name.clone()),
+        ]
+    })
 }

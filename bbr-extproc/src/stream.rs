@@ -54,9 +54,11 @@ use crate::proto::envoy::service::ext_proc::v3::{
 };
 use bbr_adapters::AdapterStore;
 
+use crate::routing::RoutingHeaders;
+
 /// How request bodies arrive when Envoy does not say (`protocol_config` is
 /// sent by Envoy ≥ 1.33 on the first message of each stream).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum BodyMode {
     /// `FULL_DUPLEX_STREAMED`, what the upstream charts configure. The default.
@@ -68,8 +70,45 @@ pub enum BodyMode {
     Buffered,
 }
 
+impl BodyMode {
+    /// Stable name: `full-duplex-streamed`, `streamed` or `buffered`.
+    ///
+    /// ```
+    /// use bbr_extproc::BodyMode;
+    /// assert_eq!("buffered".parse::<BodyMode>().unwrap(), BodyMode::Buffered);
+    /// assert_eq!(BodyMode::default().as_str(), "full-duplex-streamed");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BodyMode::FullDuplexStreamed => "full-duplex-streamed",
+            BodyMode::Streamed => "streamed",
+            BodyMode::Buffered => "buffered",
+        }
+    }
+}
+
+/// A body mode name given to `FromStr` is not one of [`BodyMode`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown body mode `{0}` (expected full-duplex-streamed, streamed or buffered)")]
+pub struct UnknownBodyMode(Box<str>);
+
+impl std::str::FromStr for BodyMode {
+    type Err = UnknownBodyMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            BodyMode::FullDuplexStreamed,
+            BodyMode::Streamed,
+            BodyMode::Buffered,
+        ]
+        .into_iter()
+        .find(|mode| mode.as_str() == s)
+        .ok_or_else(|| UnknownBodyMode(s.into()))
+    }
+}
+
 /// What to do with a valid body that has no top-level `model`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OnMissingModel {
     /// Forward it without the model header. The default.
@@ -91,6 +130,8 @@ pub struct Settings {
     pub default_body_mode: BodyMode,
     /// Adapter map for `x-gateway-base-model-name`; `None` sets no base header.
     pub base_models: Option<AdapterStore>,
+    /// The headers a decision sets (the plugin chain).
+    pub routing: RoutingHeaders,
 }
 
 impl Settings {
@@ -113,6 +154,13 @@ impl Settings {
     #[must_use]
     pub fn default_body_mode(mut self, mode: BodyMode) -> Self {
         self.default_body_mode = mode;
+        self
+    }
+
+    /// Sets the headers a decision sets.
+    #[must_use]
+    pub fn routing(mut self, routing: RoutingHeaders) -> Self {
+        self.routing = routing;
         self
     }
 
@@ -160,6 +208,10 @@ pub struct Report {
     pub bytes_before_decision: u64,
     /// Time spent inside the extractor (all chunks).
     pub extract_time: Duration,
+    /// Time spent building the routing headers once the model was found
+    /// (the adapter-map lookup included): the `base-model-to-header`
+    /// plugin's share, for `bbr_plugin_duration_seconds`.
+    pub header_time: Duration,
     /// The body had an empty `model` (counted like upstream's `field_empty`).
     pub empty_model: bool,
     /// True when a `STREAMED` request arrived without
@@ -254,6 +306,9 @@ pub struct StreamState {
     mode: Mode,
     response_full_duplex: bool,
     spoofed: [bool; 2],
+    /// The client sent the configured model header (when it is not one of
+    /// the contract's routing headers).
+    spoofed_custom: bool,
     /// The client's `content-length`: a sized body is known complete (and
     /// checked to its end) on the chunk that reaches it, before that chunk
     /// is forwarded, even if Envoy signals the end in a later message.
@@ -281,6 +336,7 @@ impl StreamState {
             mode: Mode::FullDuplex,
             response_full_duplex: false,
             spoofed: [false; 2],
+            spoofed_custom: false,
             content_length: None,
             body_checked: false,
             held: Vec::new(),
@@ -414,6 +470,9 @@ impl StreamState {
                     if header.key.eq_ignore_ascii_case(name) {
                         self.spoofed[i] = true;
                     }
+                }
+                if self.settings.routing.is_custom_model_header(&header.key) {
+                    self.spoofed_custom = true;
                 }
                 if header.key.eq_ignore_ascii_case("content-length") {
                     let value: &[u8] = if header.raw_value.is_empty() {
@@ -657,7 +716,9 @@ impl StreamState {
         self.report.bytes_before_decision = self.extractor.bytes_consumed();
         match outcome {
             Outcome::Found(model) => {
+                let start = Instant::now();
                 let mutation = self.model_mutation(&model);
+                self.report.header_time = start.elapsed();
                 self.report.verdict = Some(Verdict::Found(model));
                 Ok(mutation)
             }
@@ -678,13 +739,23 @@ impl StreamState {
     }
 
     fn model_mutation(&self, model: &Model) -> HeaderMutation {
-        let mut set_headers = vec![mutation::set_header(MODEL_HEADER, model.bytes().clone())];
+        let routing = &self.settings.routing;
+        let mut set_headers = Vec::new();
         let mut remove_headers = Vec::new();
-        let base = self
-            .settings
-            .base_models
-            .as_ref()
-            .and_then(|map| map.lookup(model.as_str()));
+        match routing.model() {
+            Some(header) => {
+                set_headers.push(mutation::set_header(header, model.bytes().clone()));
+                if header != MODEL_HEADER && self.spoofed[0] {
+                    remove_headers.push(MODEL_HEADER.to_owned());
+                }
+            }
+            None if self.spoofed[0] => remove_headers.push(MODEL_HEADER.to_owned()),
+            None => {}
+        }
+        let base = match &self.settings.base_models {
+            Some(map) if routing.base_model() => map.lookup(model.as_str()),
+            _ => None,
+        };
         match base {
             Some(base) => set_headers.push(mutation::set_header(
                 BASE_MODEL_HEADER,
@@ -700,13 +771,20 @@ impl StreamState {
     }
 
     fn strip_spoofed(&self) -> HeaderMutation {
+        let custom = self
+            .settings
+            .routing
+            .model()
+            .filter(|_| self.spoofed_custom);
         HeaderMutation {
             set_headers: Vec::new(),
             remove_headers: ROUTING_HEADERS
                 .iter()
                 .zip(self.spoofed)
                 .filter(|(_, sent)| *sent)
-                .map(|(name, _)| (*name).to_owned())
+                .map(|(name, _)| *name)
+                .chain(custom)
+                .map(str::to_owned)
                 .collect(),
         }
     }

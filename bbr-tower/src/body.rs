@@ -4,89 +4,108 @@
 //! versions never become part of this crate's API.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use bbr_core::{ErrorKind, ExtractError, ModelExtractor};
+use bbr_core::ModelExtractor;
+use bbr_core::contract::{ClientHeaders, Refusal};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::counters::{Counters, Reservation};
 use crate::error::{BodyViolation, BoxError};
-use crate::layer::Counters;
-use crate::scan::Held;
+use crate::error_body::ErrorBody;
+use crate::headers::guard_routing_headers;
+use crate::scan::{Held, HeldFrame};
 
-pin_project! {
-    /// The request body the inner service receives.
-    ///
-    /// It first replays the frames the layer read before its routing
-    /// decision (the same `Bytes`, in the same frame boundaries, trailers
-    /// included), then passes the rest of the client's body through as it
-    /// arrives. It never polls the client's body again after that ended.
-    ///
-    /// While the rest streams through, the extractor keeps checking it
-    /// under [`DuplicateKeys::Reject`](bbr_core::DuplicateKeys::Reject)
-    /// (valid JSON, no second top-level `model`) and counts it against
-    /// `max_body_bytes` under every policy, without holding any of it. A
-    /// violation ends the body with a [`BodyViolation`] error in place of
-    /// the offending frame (find it with [`BodyViolation::find`]). Before
-    /// raising it, the rest of a client upload still in flight is read and
-    /// dropped (never handed out), up to `max_body_bytes` in all, so an
-    /// HTTP/1.1 client reads the answer instead of a reset connection.
-    ///
-    /// `size_hint` adds the held bytes to the client body's hint;
-    /// `is_end_stream` is true only when nothing is held and the client's
-    /// body ended and passed its final check.
-    #[derive(Debug)]
-    pub struct ReplayBody<B> {
-        held: VecDeque<Frame<Bytes>>,
-        held_bytes: u64,
-        #[pin]
-        inner: B,
-        inner_done: bool,
-        validator: Option<ModelExtractor>,
-        drain: Option<Drain>,
-        counters: Option<Arc<Counters>>,
-    }
-}
+/// Where a [`ReplayBody`] leaves the rest of a client upload after a
+/// violation, for the layer's response future to drain once the inner
+/// service answered (so the upstream request is not kept open meanwhile).
+pub(crate) type Handoff<B> = Arc<Mutex<Option<B>>>;
 
-/// A violation waiting for the rest of the upload to be dropped.
+/// The request body the inner service receives.
+///
+/// It first replays the frames the layer read before its routing decision
+/// (the same bytes in the same order; the first frames as the same `Bytes`,
+/// tiny later ones coalesced: see the crate docs, "Memory"), then passes the
+/// rest of the client's body through as it arrives. It never polls the
+/// client's body again after that ended.
+///
+/// While the rest streams through, the extractor keeps checking it under
+/// [`DuplicateKeys::Reject`](bbr_core::DuplicateKeys::Reject) (valid JSON,
+/// no second top-level `model`) and counts it against `max_body_bytes`
+/// under every policy, without holding any of it. Client-sent routing
+/// headers ([`routing_header`](bbr_core::contract::routing_header)) are
+/// removed from the request trailers, or, under
+/// [`ClientHeaders::Reject`], refused. A violation ends the body at once
+/// with a [`BodyViolation`] error in place of the offending frame (find it
+/// with [`BodyViolation::find`]); the rest of a client upload still in
+/// flight is left to the layer, which drains it (within its drain budget)
+/// after the inner service answered.
+///
+/// `size_hint` adds the held bytes to the client body's hint;
+/// `is_end_stream` is true only when nothing is held and the client's body
+/// ended and passed its final check.
+///
+/// The client's body must be `Unpin`, as for the layer.
 #[derive(Debug)]
-struct Drain {
-    error: ExtractError,
-    read: u64,
-    limit: u64,
+pub struct ReplayBody<B> {
+    held: VecDeque<HeldFrame>,
+    held_bytes: u64,
+    reservation: Option<Reservation>,
+    /// The client's body; `None` once it ended, failed or was handed off.
+    inner: Option<B>,
+    validator: Option<ModelExtractor>,
+    /// `Some` when the layer guards the trailers.
+    client_headers: Option<ClientHeaders>,
+    handoff: Option<Handoff<B>>,
+    counters: Option<Arc<Counters>>,
 }
-
-/// Frames dropped in one poll while draining before yielding.
-const DRAIN_FRAMES_PER_POLL: usize = 256;
 
 impl<B> ReplayBody<B> {
-    /// Wraps `inner` unchanged: nothing held, nothing checked. This is what
-    /// the inner service gets for requests the layer does not read (no body,
-    /// `multipart/form-data`), and lets services be called without the layer.
+    /// Wraps `inner` unchanged: nothing held, nothing checked. This lets
+    /// services be called without the layer (the layer itself still guards
+    /// the trailers of the requests it does not read).
     pub fn new(inner: B) -> Self {
         Self {
             held: VecDeque::new(),
             held_bytes: 0,
-            inner,
-            inner_done: false,
+            reservation: None,
+            inner: Some(inner),
             validator: None,
-            drain: None,
+            client_headers: None,
+            handoff: None,
             counters: None,
         }
     }
 
-    pub(crate) fn replay(held: Held, inner: B, counters: Arc<Counters>) -> Self {
+    /// A body the layer does not read (no body, `multipart/form-data`):
+    /// passed through, only its trailers guarded.
+    pub(crate) fn unread(inner: B, client_headers: ClientHeaders, counters: Arc<Counters>) -> Self {
+        Self {
+            client_headers: Some(client_headers),
+            counters: Some(counters),
+            ..Self::new(inner)
+        }
+    }
+
+    pub(crate) fn replay(
+        held: Held,
+        inner: B,
+        client_headers: ClientHeaders,
+        handoff: Option<Handoff<B>>,
+    ) -> Self {
+        let counters = held.reservation.counters().clone();
         Self {
             held: held.frames,
             held_bytes: held.bytes,
-            inner,
-            inner_done: held.ended,
+            reservation: Some(held.reservation),
+            inner: (!held.ended).then_some(inner),
             validator: held.validator,
-            drain: None,
+            client_headers: Some(client_headers),
+            handoff,
             counters: Some(counters),
         }
     }
@@ -95,47 +114,40 @@ impl<B> ReplayBody<B> {
     pub fn held_bytes(&self) -> u64 {
         self.held_bytes
     }
-}
 
-/// Reads and drops client frames until the body ends, fails, or passes
-/// the drain limit.
-fn poll_drain<B>(mut inner: Pin<&mut B>, cx: &mut Context<'_>, drain: &mut Drain) -> Poll<()>
-where
-    B: Body<Data = Bytes>,
-{
-    for _ in 0..DRAIN_FRAMES_PER_POLL {
-        match ready!(inner.as_mut().poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                drain.read += frame.data_ref().map_or(0, |data| data.len() as u64);
-                if drain.read > drain.limit || inner.is_end_stream() {
-                    return Poll::Ready(());
-                }
-            }
-            Some(Err(_)) | None => return Poll::Ready(()),
+    /// Ends the body with `refusal`. The rest of the client's upload, if
+    /// any, goes to the layer to be drained.
+    fn violation(&mut self, refusal: Refusal) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
+    where
+        B: Body,
+    {
+        self.validator = None;
+        if let Some(inner) = self.inner.take()
+            && !inner.is_end_stream()
+            && let Some(handoff) = &self.handoff
+        {
+            *handoff.lock().unwrap_or_else(PoisonError::into_inner) = Some(inner);
+        }
+        if let Some(counters) = &self.counters {
+            counters.record_violation();
+        }
+        crate::trace::debug_event!(code = refusal.code(), error = %refusal, "request body violation");
+        Poll::Ready(Some(Err(Box::new(BodyViolation::new(refusal)))))
+    }
+
+    /// The client's body ended: the last check of the rest.
+    fn finish(&mut self) -> Result<(), Refusal> {
+        self.inner = None;
+        match self.validator.take() {
+            Some(mut validator) => validator.finish().map(drop).map_err(Refusal::from),
+            None => Ok(()),
         }
     }
-    cx.waker().wake_by_ref();
-    Poll::Pending
-}
-
-fn violation(
-    counters: &Option<Arc<Counters>>,
-    error: ExtractError,
-) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-    if let Some(counters) = counters {
-        counters.record_violation();
-    }
-    crate::trace::debug_event!(
-        kind = error.kind().as_str(),
-        offset = error.offset(),
-        "request body violation"
-    );
-    Poll::Ready(Some(Err(Box::new(BodyViolation::new(error)))))
 }
 
 impl<B> Body for ReplayBody<B>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     type Data = Bytes;
@@ -145,141 +157,87 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        if let Some(frame) = this.held.pop_front() {
-            if let Some(data) = frame.data_ref() {
-                *this.held_bytes -= data.len() as u64;
+        let this = self.get_mut();
+        if let Some(held) = this.held.pop_front() {
+            if let Some(data) = held.frame.data_ref() {
+                this.held_bytes -= data.len() as u64;
             }
-            return Poll::Ready(Some(Ok(frame)));
+            if let Some(reservation) = this.reservation.as_mut() {
+                reservation.shrink(held.cost);
+            }
+            return Poll::Ready(Some(Ok(held.frame)));
         }
-        let mut inner = this.inner;
-        if let Some(drain) = this.drain.as_mut() {
-            ready!(poll_drain(inner.as_mut(), cx, drain));
-            *this.inner_done = true;
-            let drain = this.drain.take().expect("draining");
-            return violation(this.counters, drain.error);
-        }
-        if *this.inner_done {
+        let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
-        }
-        match ready!(inner.as_mut().poll_frame(cx)) {
+        };
+        let frame = match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
             None => {
-                *this.inner_done = true;
-                if let Some(mut validator) = this.validator.take()
-                    && let Err(error) = validator.finish()
-                {
-                    return violation(this.counters, error);
-                }
-                Poll::Ready(None)
+                return match this.finish() {
+                    Ok(()) => Poll::Ready(None),
+                    Err(refusal) => this.violation(refusal),
+                };
             }
             Some(Err(error)) => {
-                *this.inner_done = true;
-                Poll::Ready(Some(Err(error.into())))
+                this.inner = None;
+                return Poll::Ready(Some(Err(error.into())));
             }
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    if let Some(validator) = this.validator.as_mut()
-                        && let Err(error) = validator.feed(data)
-                    {
-                        let read = validator.bytes_consumed();
-                        let limit = validator.limits().max_body_bytes();
-                        *this.validator = None;
-                        let over_limit = matches!(error.kind(), ErrorKind::BodyTooLarge { .. });
-                        if over_limit || inner.is_end_stream() {
-                            *this.inner_done = true;
-                            return violation(this.counters, error);
-                        }
-                        // Drop the rest of the upload first (see the type docs).
-                        let drain = this.drain.insert(Drain { error, read, limit });
-                        ready!(poll_drain(inner.as_mut(), cx, drain));
-                        *this.inner_done = true;
-                        let drain = this.drain.take().expect("draining");
-                        return violation(this.counters, drain.error);
-                    }
-                    // Finish as soon as the client's body knows it ended, so
-                    // `is_end_stream` is exact and a truncated body is refused
-                    // in place of its last frame.
-                    if inner.is_end_stream() {
-                        *this.inner_done = true;
-                        if let Some(mut validator) = this.validator.take()
-                            && let Err(error) = validator.finish()
-                        {
-                            return violation(this.counters, error);
-                        }
-                    }
-                } else {
-                    // Trailers end the body.
-                    *this.inner_done = true;
-                    if let Some(mut validator) = this.validator.take()
-                        && let Err(error) = validator.finish()
-                    {
-                        return violation(this.counters, error);
-                    }
+            Some(Ok(frame)) => frame,
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                if let Some(validator) = this.validator.as_mut()
+                    && let Err(error) = validator.feed(&data)
+                {
+                    return this.violation(error.into());
                 }
-                Poll::Ready(Some(Ok(frame)))
+                // Finish as soon as the client's body knows it ended, so
+                // `is_end_stream` is exact and a truncated body is refused in
+                // place of its last frame.
+                if inner.is_end_stream()
+                    && let Err(refusal) = this.finish()
+                {
+                    return this.violation(refusal);
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Err(frame) => {
+                // Trailers end the body.
+                let finished = this.finish();
+                let Ok(mut trailers) = frame.into_trailers() else {
+                    return Poll::Ready(None);
+                };
+                if let Some(policy) = this.client_headers
+                    && let Err(refusal) = guard_routing_headers(&mut trailers, policy)
+                {
+                    return this.violation(refusal);
+                }
+                if let Err(refusal) = finished {
+                    return this.violation(refusal);
+                }
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         self.held.is_empty()
-            && self.drain.is_none()
-            && (self.inner_done || (self.validator.is_none() && self.inner.is_end_stream()))
+            && self
+                .inner
+                .as_ref()
+                .is_none_or(|inner| self.validator.is_none() && inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.inner_done {
+        let Some(inner) = &self.inner else {
             return SizeHint::with_exact(self.held_bytes);
-        }
-        let inner = self.inner.size_hint();
+        };
+        let inner = inner.size_hint();
         let mut hint = SizeHint::new();
         hint.set_lower(inner.lower().saturating_add(self.held_bytes));
         if let Some(upper) = inner.upper() {
             hint.set_upper(upper.saturating_add(self.held_bytes));
         }
         hint
-    }
-}
-
-/// The body of the layer's own error responses: one JSON chunk.
-#[derive(Debug, Clone, Default)]
-pub struct ErrorBody {
-    bytes: Option<Bytes>,
-}
-
-impl ErrorBody {
-    pub(crate) fn new(bytes: Bytes) -> Self {
-        Self { bytes: Some(bytes) }
-    }
-
-    /// The JSON text (empty once the body was polled).
-    pub fn as_bytes(&self) -> &[u8] {
-        self.bytes.as_deref().unwrap_or_default()
-    }
-}
-
-impl Body for ErrorBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(
-            self.get_mut()
-                .bytes
-                .take()
-                .map(|bytes| Ok(Frame::data(bytes))),
-        )
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.bytes.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.bytes.as_ref().map_or(0, |bytes| bytes.len() as u64))
     }
 }
 

@@ -5,13 +5,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use bbr_core::contract::{ClientHeaders, MODEL_HEADER, Refusal};
 use bbr_core::{ErrorKind, Limits};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::ReplayBody;
+use crate::body::Handoff;
+use crate::counters::{Counters, Reservation};
 use crate::error::{BodyViolation, BoxError};
-use crate::layer::Counters;
 use crate::scan::{Scan, Step};
 
 /// Hands out its frames, then `None` once; panics if polled after that.
@@ -72,17 +74,37 @@ impl Body for StrictBody {
 
 /// A replay body whose scan read `held` (and decided on it).
 fn replay(held: &[&'static [u8]], rest: StrictBody) -> (ReplayBody<StrictBody>, Arc<Counters>) {
-    let mut scan = Scan::new(Limits::new());
+    let (body, counters, _) = replay_with(held, rest, ClientHeaders::Strip);
+    (body, counters)
+}
+
+fn replay_with(
+    held: &[&'static [u8]],
+    rest: StrictBody,
+    client_headers: ClientHeaders,
+) -> (ReplayBody<StrictBody>, Arc<Counters>, Handoff<StrictBody>) {
+    let counters = Arc::new(Counters::default());
+    let mut scan = Scan::new(
+        Limits::new(),
+        client_headers,
+        Reservation::new(counters.clone(), u64::MAX),
+    );
     for chunk in held {
         assert!(!matches!(
             scan.push(Frame::data(Bytes::from_static(chunk))),
             Step::Failed(_)
         ));
     }
-    let counters = Arc::new(Counters::default());
+    let handoff: Handoff<StrictBody> = Arc::default();
     (
-        ReplayBody::replay(scan.into_held(), rest, counters.clone()),
+        ReplayBody::replay(
+            scan.into_held(),
+            rest,
+            client_headers,
+            Some(handoff.clone()),
+        ),
         counters,
+        handoff,
     )
 }
 
@@ -163,7 +185,7 @@ fn a_truncated_exact_body_is_refused_in_place_of_its_last_frame() {
     let (mut body, counters) = replay(&[b"{\"model\":\"m\""], StrictBody::new(&[b",\"x\":"], true));
     let _ = data(poll(&mut body));
     let violation = violation(poll(&mut body));
-    assert_eq!(violation.error().kind(), ErrorKind::UnexpectedEnd);
+    assert_eq!(violation.error().unwrap().kind(), ErrorKind::UnexpectedEnd);
     assert!(body.is_end_stream());
     assert!(poll(&mut body).is_none());
     assert_eq!(counters.violations_for_tests(), 1);
@@ -178,7 +200,7 @@ fn a_truncated_body_of_unknown_length_is_refused_at_its_end() {
     let _ = data(poll(&mut body));
     assert_eq!(&data(poll(&mut body))[..], b",\"x\":");
     assert_eq!(
-        violation(poll(&mut body)).error().kind(),
+        violation(poll(&mut body)).error().unwrap().kind(),
         ErrorKind::UnexpectedEnd
     );
     assert!(poll(&mut body).is_none());
@@ -193,7 +215,7 @@ fn a_second_model_replaces_its_frame_with_a_violation() {
     );
     let _ = data(poll(&mut body));
     assert_eq!(
-        violation(poll(&mut body)).error().kind(),
+        violation(poll(&mut body)).error().unwrap().kind(),
         ErrorKind::DuplicateModel
     );
     assert!(poll(&mut body).is_none());
@@ -206,4 +228,76 @@ fn a_pass_through_body_checks_nothing() {
     assert_eq!(body.size_hint().exact(), Some(8));
     assert_eq!(&data(poll(&mut body))[..], b"not json");
     assert!(body.is_end_stream());
+}
+
+impl StrictBody {
+    fn with_trailers(mut self, trailers: http::HeaderMap) -> Self {
+        self.frames.push_back(Frame::trailers(trailers));
+        self
+    }
+}
+
+fn spoofed_trailers() -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", http::HeaderValue::from_static("1"));
+    trailers.insert("X-Gateway-Model-Name", http::HeaderValue::from_static("a"));
+    trailers.insert(
+        "x_gateway_base_model_name",
+        http::HeaderValue::from_static("b"),
+    );
+    trailers
+}
+
+#[test]
+fn routing_headers_are_stripped_from_trailers_after_the_decision() {
+    let (mut body, counters) = replay(
+        &[b"{\"model\":\"m\""],
+        StrictBody::new(&[b"}"], false).with_trailers(spoofed_trailers()),
+    );
+    let _ = data(poll(&mut body));
+    let _ = data(poll(&mut body));
+    let trailers = poll(&mut body)
+        .expect("a frame")
+        .expect("not an error")
+        .into_trailers()
+        .expect("trailers");
+    assert_eq!(trailers.len(), 1, "{trailers:?}");
+    assert_eq!(trailers["x-checksum"], "1");
+    assert!(poll(&mut body).is_none());
+    assert_eq!(counters.violations_for_tests(), 0);
+}
+
+#[test]
+fn routing_headers_in_trailers_end_the_body_under_reject() {
+    let (mut body, counters, _) = replay_with(
+        &[b"{\"model\":\"m\""],
+        StrictBody::new(&[b"}"], false).with_trailers(spoofed_trailers()),
+        ClientHeaders::Reject,
+    );
+    let _ = data(poll(&mut body));
+    let _ = data(poll(&mut body));
+    let violation = violation(poll(&mut body));
+    assert_eq!(violation.refusal(), &Refusal::RoutingHeader(MODEL_HEADER));
+    assert_eq!(violation.status(), 400);
+    assert!(poll(&mut body).is_none());
+    assert_eq!(counters.violations_for_tests(), 1);
+}
+
+#[test]
+fn a_violation_ends_the_body_at_once_and_hands_the_rest_of_the_upload_to_the_layer() {
+    let (mut body, _, handoff) = replay_with(
+        &[b"{\"model\":\"a\","],
+        StrictBody::new(&[b"\"model\":\"b\",", b"\"rest\":1", b"}"], false),
+        ClientHeaders::Strip,
+    );
+    let _ = data(poll(&mut body));
+    assert!(handoff.lock().unwrap().is_none());
+    assert_eq!(
+        violation(poll(&mut body)).error().unwrap().kind(),
+        ErrorKind::DuplicateModel
+    );
+    // Not drained here: the rest waits for the layer, untouched.
+    let rest = handoff.lock().unwrap().take().expect("handed off");
+    assert_eq!(rest.frames.len(), 2);
+    assert!(poll(&mut body).is_none());
 }

@@ -1,66 +1,70 @@
-//! Typed errors. They become HTTP responses only in [`policy`](crate::policy).
+//! The typed error that ends a forwarded body.
 
 use bbr_core::ExtractError;
-use http::HeaderName;
+use bbr_core::contract::Refusal;
+use http::{Response, StatusCode};
+
+use crate::error_body::{ErrorBody, refusal_response};
 
 /// The one boxed error type of this crate (the error of
 /// [`ReplayBody`](crate::ReplayBody)), as in tower-http.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Why a request was refused before the inner service was called.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The body is not acceptable: invalid JSON, a bad `model`, or over a limit.
-    #[error(transparent)]
-    Extract(#[from] ExtractError),
-    /// The body is a valid object without a top-level `model`, and
-    /// [`OnMissing::Reject`](crate::OnMissing::Reject) is configured.
-    #[error("the request body has no top-level model")]
-    MissingModel,
-    /// The client sent a routing header and
-    /// [`ClientHeaders::Reject`](crate::ClientHeaders::Reject) is configured.
-    #[error("the client may not send the routing header {0}")]
-    ClientRoutingHeader(HeaderName),
-    /// The request body could not be read (after `offset` bytes).
-    #[error("the request body could not be read after byte {offset}")]
-    Body {
-        /// Bytes read before the error.
-        offset: u64,
-        /// The body's error.
-        #[source]
-        source: BoxError,
-    },
-    /// The model cannot be a header value. The extractor refuses control
-    /// characters, so this is not expected to happen.
-    #[error("the model is not a valid header value")]
-    HeaderValue(#[from] http::header::InvalidHeaderValue),
-}
-
 /// The error that ends a forwarded [`ReplayBody`](crate::ReplayBody) when
 /// the part of the body that streams through after the routing decision
 /// breaks the contract: invalid JSON in the tail, a second top-level
-/// `model`, a body over `max_body_bytes`, or a body truncated at its end.
+/// `model`, a body over `max_body_bytes`, a body truncated at its end, or
+/// (under [`ClientHeaders::Reject`](bbr_core::contract::ClientHeaders::Reject))
+/// a routing header in the request trailers.
 ///
 /// The inner service sees it as the body's error (a [`BoxError`]); find it
 /// with [`BodyViolation::find`], and answer the client with
 /// [`BodyViolation::to_response`] if the response has not started yet. A
 /// proxy that forwards the body aborts the upstream request instead, so the
 /// model server never sees a body the gateway did not approve.
+///
+/// ```
+/// # use bbr_tower::BodyViolation;
+/// # fn check(error: &(dyn std::error::Error + 'static)) {
+/// if let Some(violation) = BodyViolation::find(error) {
+///     assert_eq!(violation.to_response().status(), violation.refusal().status());
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("request body refused after the routing decision: {error}")]
+#[error("request body refused after the routing decision: {refusal}")]
 pub struct BodyViolation {
-    error: ExtractError,
+    refusal: Refusal,
 }
 
 impl BodyViolation {
-    pub(crate) fn new(error: ExtractError) -> Self {
-        Self { error }
+    pub(crate) fn new(refusal: Refusal) -> Self {
+        Self { refusal }
     }
 
-    /// The extractor's error (kind and absolute byte offset).
-    pub fn error(&self) -> &ExtractError {
-        &self.error
+    /// The contract's refusal (its status, code and message).
+    pub fn refusal(&self) -> &Refusal {
+        &self.refusal
+    }
+
+    /// The extractor's error (kind and absolute byte offset), when the body
+    /// itself broke the contract; `None` for a routing header in trailers.
+    pub fn error(&self) -> Option<&ExtractError> {
+        match &self.refusal {
+            Refusal::Extract(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The contract's response for this violation (400 or 413, JSON body),
+    /// for an inner service whose response has not started yet.
+    pub fn to_response(&self) -> Response<ErrorBody> {
+        refusal_response(&self.refusal)
+    }
+
+    /// The HTTP status of [`to_response`](Self::to_response).
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.refusal.status()).unwrap_or(StatusCode::BAD_REQUEST)
     }
 
     /// Finds a `BodyViolation` in `error` or its chain of sources (hyper,

@@ -1,28 +1,32 @@
 //! The response future: reads frames until the decision, then calls the
-//! inner service.
+//! inner service; drains refused uploads.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
+use bbr_core::contract::{BASE_MODEL_HEADER, MODEL_HEADER, MissingModel, Refusal};
+use bbr_core::{ErrorKind, ExtractError};
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::body::{ErrorBody, ReplayBody, ResponseBody};
-use crate::error::{BoxError, Error};
-use crate::extension::{BaseModelName, ModelName};
-use crate::layer::Config;
-use crate::policy::{self, OnMissing};
+use crate::body::{Handoff, ReplayBody, ResponseBody};
+use crate::config::Config;
+use crate::counters::Reservation;
+use crate::deadline::Deadline;
+use crate::drain::{Drain, FRAMES_PER_POLL};
+use crate::error::BoxError;
+use crate::error_body::{ErrorBody, refusal_response};
+use crate::extension::ModelName;
 use crate::scan::{Decision, Scan, Step};
 use crate::trace::debug_event;
 
-/// Frames read in one poll before yielding to the executor, so a body that
-/// is always ready (in memory, tiny frames) cannot starve other tasks.
-const FRAMES_PER_POLL: usize = 256;
+const MODEL: HeaderName = HeaderName::from_static(MODEL_HEADER);
+const BASE_MODEL: HeaderName = HeaderName::from_static(BASE_MODEL_HEADER);
 
 pin_project! {
     /// Response future of [`ModelRouting`](crate::ModelRouting).
@@ -31,33 +35,47 @@ pin_project! {
         S: Service<Request<ReplayBody<B>>>,
     {
         #[pin]
-        state: State<S, B, S::Future>,
+        state: State<S, B, S::Future, S::Response>,
     }
+}
+
+/// Everything the reading phase needs, taken whole at the decision.
+struct Reading<S, B> {
+    /// The ready inner service, called once the model is decided.
+    service: S,
+    parts: http::request::Parts,
+    body: B,
+    scan: Scan,
+    /// Started at the first body byte.
+    deadline: Option<Deadline>,
+    config: Arc<Config>,
+}
+
+/// What goes out once a drain is over.
+enum Answer<R> {
+    Refused(Response<ErrorBody>),
+    Inner(R),
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, B, F> {
-        // Reading frames into the extractor; `service` is the ready inner
-        // service, called once the model is decided.
+    enum State<S, B, F, R> {
         Reading {
-            service: Option<S>,
-            parts: Option<http::request::Parts>,
-            body: Option<B>,
-            scan: Option<Scan>,
-            config: Arc<Config>,
+            // `None` only while moving on to the next state.
+            reading: Option<Reading<S, B>>,
         },
         Calling {
             #[pin]
             future: F,
+            // Where the replay body leaves an upload refused mid-body.
+            handoff: Option<Handoff<B>>,
+            config: Option<Arc<Config>>,
         },
-        // Refused: the rest of the upload is read and dropped (up to
-        // `drain_limit` bytes in all) before the answer goes out.
-        Refused {
-            response: Option<Response<ErrorBody>>,
-            drain: Option<B>,
-            drained: u64,
-            drain_limit: u64,
+        // The rest of a refused upload is read and dropped (within the drain
+        // budget) before the answer goes out.
+        Answering {
+            answer: Option<Answer<R>>,
+            drain: Option<Drain<B>>,
         },
     }
 }
@@ -70,7 +88,7 @@ where
         let state = match &self.state {
             State::Reading { .. } => "reading",
             State::Calling { .. } => "calling",
-            State::Refused { .. } => "refused",
+            State::Answering { .. } => "answering",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -81,52 +99,44 @@ where
 impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<ReplayBody<B>>>,
+    B: Body<Data = Bytes> + Unpin,
 {
     pub(crate) fn reading(service: S, request: Request<B>, config: Arc<Config>) -> Self {
         let (parts, body) = request.into_parts();
+        let reservation = Reservation::new(config.counters.clone(), config.max_held_bytes);
+        let scan = Scan::new(config.limits, config.client_headers, reservation);
         Self {
             state: State::Reading {
-                service: Some(service),
-                parts: Some(parts),
-                body: Some(body),
-                scan: Some(Scan::new(config.limits)),
-                config,
+                reading: Some(Reading {
+                    service,
+                    parts,
+                    body,
+                    scan,
+                    deadline: None,
+                    config,
+                }),
             },
         }
     }
 
     pub(crate) fn called(future: S::Future) -> Self {
         Self {
-            state: State::Calling { future },
-        }
-    }
-
-    /// Answers `error` at once, without reading the body.
-    pub(crate) fn refused(error: &Error) -> Self {
-        Self {
-            state: State::Refused {
-                response: Some(policy::error_response(error)),
-                drain: None,
-                drained: 0,
-                drain_limit: 0,
+            state: State::Calling {
+                future,
+                handoff: None,
+                config: None,
             },
         }
     }
 
-    /// Answers `error` after reading the rest of `body`, up to `drain_limit`
-    /// bytes in all (counting `drained`, already read).
-    pub(crate) fn refused_after_draining(
-        error: &Error,
-        body: B,
-        drained: u64,
-        drain_limit: u64,
-    ) -> Self {
+    /// Answers `refusal`, after draining `body` when it is still sending.
+    pub(crate) fn refused(refusal: &Refusal, body: Option<B>, config: &Config) -> Self {
         Self {
-            state: State::Refused {
-                response: Some(policy::error_response(error)),
-                drain: Some(body),
-                drained,
-                drain_limit,
+            state: State::Answering {
+                answer: Some(Answer::Refused(refusal_response(refusal))),
+                drain: body
+                    .filter(|body| !body.is_end_stream())
+                    .map(|body| Drain::new(body, config.drain)),
             },
         }
     }
@@ -144,69 +154,47 @@ where
         let mut this = self.project();
         loop {
             let next = match this.state.as_mut().project() {
-                StateProj::Calling { future } => {
-                    return future
-                        .poll(cx)
-                        .map(|result| result.map(|response| response.map(ResponseBody::inner)));
-                }
-                StateProj::Refused {
-                    response,
-                    drain,
-                    drained,
-                    drain_limit,
-                } => {
-                    if let Some(body) = drain.as_mut() {
-                        ready!(poll_drain(cx, body, drained, *drain_limit));
-                        *drain = None;
-                    }
-                    let response = response
-                        .take()
-                        .expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok(response.map(ResponseBody::refused)));
-                }
-                StateProj::Reading {
-                    service,
-                    parts,
-                    body,
-                    scan,
+                StateProj::Calling {
+                    future,
+                    handoff,
                     config,
                 } => {
-                    let scan_ref = scan.as_mut().expect("the scan lives until the decision");
-                    let body_ref = body.as_mut().expect("the body lives until the decision");
-                    let decision = ready!(poll_decision(cx, body_ref, scan_ref));
-                    let scan = scan.take().expect("the scan lives until the decision");
-                    let held_bytes = scan.held_bytes();
-                    let counters = &config.counters;
-                    match decision.and_then(|decision| {
-                        let parts = parts.as_mut().expect("the parts live until the decision");
-                        apply_decision(decision, parts, config, held_bytes)
-                    }) {
-                        Ok(()) => {
-                            let parts = parts.take().expect("the parts live until the decision");
-                            let body = body.take().expect("the body lives until the decision");
-                            let body = ReplayBody::replay(scan.into_held(), body, counters.clone());
-                            let service = service.take().expect("the service is called once");
-                            let mut service = service;
-                            State::Calling {
-                                future: service.call(Request::from_parts(parts, body)),
-                            }
-                        }
-                        Err(error) => {
-                            counters.record_refused(held_bytes);
-                            debug_event!(code = policy::code(&error), held_bytes, error = %error, "request refused");
-                            // Drain unless the body already ended or failed.
-                            let drain = match (&error, scan.ended()) {
-                                (Error::Body { .. }, _) | (_, true) => None,
-                                _ => body.take(),
-                            };
-                            State::Refused {
-                                response: Some(policy::error_response(&error)),
-                                drain,
-                                drained: held_bytes,
-                                drain_limit: config.limits.max_body_bytes(),
-                            }
-                        }
+                    let response = ready!(future.poll(cx))?;
+                    // The replay body refused the upload mid-body: drain the
+                    // rest now that the inner service answered.
+                    let rest = handoff.take().and_then(|handoff| {
+                        handoff
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .take()
+                    });
+                    match (rest, config.take()) {
+                        (Some(body), Some(config)) => State::Answering {
+                            answer: Some(Answer::Inner(response)),
+                            drain: Some(Drain::new(body, config.drain)),
+                        },
+                        _ => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
                     }
+                }
+                StateProj::Answering { answer, drain } => {
+                    if let Some(body) = drain.as_mut() {
+                        ready!(body.poll(cx));
+                        *drain = None;
+                    }
+                    let response = match answer
+                        .take()
+                        .expect("ResponseFuture polled after completion")
+                    {
+                        Answer::Refused(response) => response.map(ResponseBody::refused),
+                        Answer::Inner(response) => response.map(ResponseBody::inner),
+                    };
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Reading { reading } => {
+                    let state = reading.as_mut().expect("reading until the decision");
+                    let decision = ready!(poll_decision(cx, state));
+                    let reading = reading.take().expect("reading until the decision");
+                    decide(reading, decision)
                 }
             };
             this.state.set(next);
@@ -214,23 +202,100 @@ where
     }
 }
 
-/// Polls frames into the scan until it decides (or fails).
-fn poll_decision<B>(
+/// The state after the decision: the inner service called, or a refusal.
+fn decide<S, B>(
+    reading: Reading<S, B>,
+    decision: Result<Decision, Refusal>,
+) -> State<S, B, S::Future, S::Response>
+where
+    S: Service<Request<ReplayBody<B>>>,
+    B: Body<Data = Bytes> + Unpin,
+{
+    let Reading {
+        mut service,
+        mut parts,
+        body,
+        scan,
+        config,
+        ..
+    } = reading;
+    let held_cost = scan.held_cost();
+    let failed_body = matches!(decision, Err(Refusal::BodyRead { .. }));
+    let ended = scan.ended();
+    match decision.and_then(|decision| apply_decision(decision, &mut parts, &config, &scan)) {
+        Ok(()) => {
+            let handoff = (!ended).then(|| Arc::new(Mutex::new(None)));
+            let body = ReplayBody::replay(
+                scan.into_held(),
+                body,
+                config.client_headers,
+                handoff.clone(),
+            );
+            State::Calling {
+                future: service.call(Request::from_parts(parts, body)),
+                handoff,
+                config: Some(config),
+            }
+        }
+        Err(refusal) => {
+            config.counters.record_refused(held_cost);
+            if matches!(refusal, Refusal::DecisionTimeout { .. }) {
+                config.counters.record_decision_timeout();
+            }
+            debug_event!(code = refusal.code(), held_cost, error = %refusal, "request refused");
+            // Free what was held before draining.
+            drop(scan);
+            let rest = (!failed_body && !ended && !body.is_end_stream()).then_some(body);
+            State::Answering {
+                answer: Some(Answer::Refused(refusal_response(&refusal))),
+                drain: rest.map(|body| Drain::new(body, config.drain)),
+            }
+        }
+    }
+}
+
+/// Polls frames into the scan until it decides, fails, or runs out of time.
+fn poll_decision<S, B>(
     cx: &mut Context<'_>,
-    body: &mut B,
-    scan: &mut Scan,
-) -> Poll<Result<Decision, Error>>
+    reading: &mut Reading<S, B>,
+) -> Poll<Result<Decision, Refusal>>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
+    let Reading {
+        body,
+        scan,
+        deadline,
+        config,
+        ..
+    } = reading;
     for _ in 0..FRAMES_PER_POLL {
-        let step = match ready!(Pin::new(&mut *body).poll_frame(cx)) {
-            Some(Ok(frame)) => scan.push(frame),
-            Some(Err(error)) => {
-                return Poll::Ready(Err(Error::Body {
+        let polled = match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(polled) => polled,
+            Poll::Pending => {
+                if let Some(deadline) = deadline
+                    && deadline.poll_expired(cx)
+                {
+                    return Poll::Ready(Err(Refusal::DecisionTimeout {
+                        deadline: config.decision_deadline,
+                    }));
+                }
+                return Poll::Pending;
+            }
+        };
+        let step = match polled {
+            Some(Ok(frame)) => {
+                if deadline.is_none() && frame.data_ref().is_some_and(|data| !data.is_empty()) {
+                    *deadline = Some(Deadline::after(config.decision_deadline));
+                }
+                scan.push(frame)
+            }
+            Some(Err(_)) => {
+                // The body's own error may say anything; the contract's
+                // message names only the offset.
+                return Poll::Ready(Err(Refusal::BodyRead {
                     offset: scan.held_bytes(),
-                    source: error.into(),
                 }));
             }
             None => scan.end(),
@@ -244,38 +309,13 @@ where
                 // in the frame that decided, say).
                 if !scan.ended()
                     && body.is_end_stream()
-                    && let Step::Failed(error) = scan.end()
+                    && let Step::Failed(refusal) = scan.end()
                 {
-                    return Poll::Ready(Err(Error::Extract(error)));
+                    return Poll::Ready(Err(refusal));
                 }
                 return Poll::Ready(Ok(decision));
             }
-            Step::Failed(error) => return Poll::Ready(Err(Error::Extract(error))),
-        }
-    }
-    cx.waker().wake_by_ref();
-    Poll::Pending
-}
-
-/// Reads and drops the rest of a refused upload, so an HTTP/1.1 client
-/// still sending it reads the answer instead of a reset connection. Stops
-/// at the body's end, at an error, or past `limit` bytes in all (then the
-/// connection may be closed on the client, as without draining).
-fn poll_drain<B>(cx: &mut Context<'_>, body: &mut B, drained: &mut u64, limit: u64) -> Poll<()>
-where
-    B: Body<Data = Bytes> + Unpin,
-{
-    for _ in 0..FRAMES_PER_POLL {
-        match ready!(Pin::new(&mut *body).poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    *drained += data.len() as u64;
-                }
-                if *drained > limit || body.is_end_stream() {
-                    return Poll::Ready(());
-                }
-            }
-            Some(Err(_)) | None => return Poll::Ready(()),
+            Step::Failed(refusal) => return Poll::Ready(Err(refusal)),
         }
     }
     cx.waker().wake_by_ref();
@@ -287,38 +327,38 @@ fn apply_decision(
     decision: Decision,
     parts: &mut http::request::Parts,
     config: &Config,
-    held_bytes: u64,
-) -> Result<(), Error> {
+    scan: &Scan,
+) -> Result<(), Refusal> {
+    let held_cost = scan.held_cost();
     match decision {
         Decision::Found(model) => {
             // Shares the model's bytes (often a slice of the client's frame).
-            let value = HeaderValue::from_maybe_shared(model.bytes().clone())?;
-            parts.headers.insert(config.model_header.clone(), value);
+            // The extractor refuses every byte a header value cannot carry,
+            // so this does not fail; if it ever did, the model is refused.
+            let value = HeaderValue::from_maybe_shared(model.bytes().clone())
+                .map_err(|_| ExtractError::new(ErrorKind::ModelControlChar, scan.held_bytes()))?;
+            parts.headers.insert(MODEL, value);
             if let Some(base) = config
-                .adapters
+                .base_models
                 .as_ref()
-                .and_then(|store| store.lookup(model.as_str()))
+                .and_then(|lookup| lookup.base_model(model.as_str()))
             {
-                // A base model name that cannot be a header value (the map
-                // does not restrict it) gets no header, like an unknown one.
-                if let Ok(value) = HeaderValue::from_str(&base) {
-                    parts
-                        .headers
-                        .insert(config.base_model_header.clone(), value);
-                    parts.extensions.insert(BaseModelName::new(base));
-                }
+                parts
+                    .headers
+                    .insert(BASE_MODEL, base.header_value().clone());
+                parts.extensions.insert(base);
             }
-            debug_event!(model = model.as_str(), held_bytes, "model found");
+            debug_event!(model = model.as_str(), held_cost, "model found");
             parts.extensions.insert(ModelName::new(model));
-            config.counters.record_found(held_bytes);
+            config.counters.record_found(held_cost);
             Ok(())
         }
-        Decision::Absent => match config.on_missing {
-            OnMissing::Reject => Err(Error::MissingModel),
-            OnMissing::PassThrough => {
-                config.counters.record_absent(held_bytes);
+        Decision::Absent => match config.missing_model {
+            MissingModel::Forward => {
+                config.counters.record_absent(held_cost);
                 Ok(())
             }
+            _ => Err(Refusal::MissingModel),
         },
         Decision::Empty => {
             config.counters.record_unread();

@@ -1,28 +1,16 @@
-//! The layer: configuration only.
+//! The layer: builder options only.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use bbr_adapters::AdapterStore;
 use bbr_core::Limits;
-use http::HeaderName;
+use bbr_core::contract::{ClientHeaders, MissingModel};
 use tower_layer::Layer;
 
-use crate::policy::{ClientHeaders, OnMissing};
+use crate::base_model::BaseModels;
+use crate::config::Config;
+use crate::counters::RoutingStats;
 use crate::service::ModelRouting;
-use crate::{BASE_MODEL_HEADER, MODEL_HEADER};
-
-/// Configuration shared by a layer and every service it builds.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) limits: Limits,
-    pub(crate) on_missing: OnMissing,
-    pub(crate) client_headers: ClientHeaders,
-    pub(crate) adapters: Option<AdapterStore>,
-    pub(crate) model_header: HeaderName,
-    pub(crate) base_model_header: HeaderName,
-    pub(crate) counters: Arc<Counters>,
-}
 
 /// Applies [`ModelRouting`] to a service: reads the body until the model is
 /// known, sets the routing headers, and forwards the body unchanged. See the
@@ -31,17 +19,20 @@ pub(crate) struct Config {
 /// | option | default |
 /// | --- | --- |
 /// | [`limits`](Self::limits) | [`Limits::new()`]: model ≤ 256 bytes, depth ≤ 128, decision within 32 MiB, body ≤ 128 MiB, duplicate `model` rejected |
-/// | [`on_missing`](Self::on_missing) | [`OnMissing::PassThrough`] |
+/// | [`missing_model`](Self::missing_model) | [`MissingModel::Forward`] |
 /// | [`client_headers`](Self::client_headers) | [`ClientHeaders::Strip`] |
-/// | [`adapters`](Self::adapters) | none: no base model header |
-/// | [`model_header`](Self::model_header) | [`MODEL_HEADER`] (`x-gateway-model-name`) |
-/// | [`base_model_header`](Self::base_model_header) | [`BASE_MODEL_HEADER`] (`x-gateway-base-model-name`) |
+/// | [`base_models`](Self::base_models) (or `adapters`, feature `adapters`) | none: no base model header |
+/// | [`decision_deadline`](Self::decision_deadline) | 30 s from the first body byte ([`DEFAULT_DECISION_DEADLINE`](crate::DEFAULT_DECISION_DEADLINE)) |
+/// | [`max_held_bytes`](Self::max_held_bytes) | 256 MiB across all requests of the layer ([`DEFAULT_MAX_HELD_BYTES`](crate::DEFAULT_MAX_HELD_BYTES)) |
+/// | [`drain_max_bytes`](Self::drain_max_bytes) | 1 MiB ([`DEFAULT_DRAIN_MAX_BYTES`](crate::DEFAULT_DRAIN_MAX_BYTES)) |
+/// | [`drain_timeout`](Self::drain_timeout) | 2 s ([`DEFAULT_DRAIN_TIMEOUT`](crate::DEFAULT_DRAIN_TIMEOUT)) |
 ///
 /// # Example
 ///
 /// ```
-/// use bbr_adapters::{AdapterMap, AdapterStore};
-/// use bbr_tower::{BASE_MODEL_HEADER, ModelRoutingLayer, OnMissing, ReplayBody};
+/// use std::collections::HashMap;
+/// use bbr_core::contract::{BASE_MODEL_HEADER, MissingModel};
+/// use bbr_tower::{BaseModelName, ModelRoutingLayer, ReplayBody};
 /// use bytes::Bytes;
 /// use http::{Request, Response};
 /// use http_body_util::Full;
@@ -49,13 +40,10 @@ pub(crate) struct Config {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-/// let map = AdapterMap::from_yaml_str(
-///     "kind: ConfigMap\ndata: {baseModel: deepseek/vllm-deepseek-r1, adapters: '[ski-resorts]'}",
-///     "inline",
-/// )?;
+/// let base = BaseModelName::new("deepseek/vllm-deepseek-r1")?;
 /// let layer = ModelRoutingLayer::new()
-///     .adapters(AdapterStore::from_map(map))
-///     .on_missing(OnMissing::Reject);
+///     .base_models(HashMap::from([("ski-resorts".to_owned(), base)]))
+///     .missing_model(MissingModel::Reject);
 /// let stats = layer.stats();
 /// let service = layer.layer(service_fn(|request: Request<ReplayBody<Full<Bytes>>>| async move {
 ///     let base = request.headers()[BASE_MODEL_HEADER].clone();
@@ -70,7 +58,7 @@ pub(crate) struct Config {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct ModelRoutingLayer {
     config: Arc<Config>,
@@ -79,17 +67,7 @@ pub struct ModelRoutingLayer {
 impl ModelRoutingLayer {
     /// A layer with the defaults above.
     pub fn new() -> Self {
-        Self {
-            config: Arc::new(Config {
-                limits: Limits::new(),
-                on_missing: OnMissing::default(),
-                client_headers: ClientHeaders::default(),
-                adapters: None,
-                model_header: MODEL_HEADER,
-                base_model_header: BASE_MODEL_HEADER,
-                counters: Arc::new(Counters::default()),
-            }),
-        }
+        Self::default()
     }
 
     fn config_mut(&mut self) -> &mut Config {
@@ -103,52 +81,68 @@ impl ModelRoutingLayer {
     }
 
     /// What to do with a body that has no top-level `model`.
-    pub fn on_missing(mut self, on_missing: OnMissing) -> Self {
-        self.config_mut().on_missing = on_missing;
+    pub fn missing_model(mut self, policy: MissingModel) -> Self {
+        self.config_mut().missing_model = policy;
         self
     }
 
-    /// What to do with routing headers sent by the client.
-    pub fn client_headers(mut self, client_headers: ClientHeaders) -> Self {
-        self.config_mut().client_headers = client_headers;
+    /// What to do with routing headers sent by the client (in the request
+    /// head and in trailers).
+    pub fn client_headers(mut self, policy: ClientHeaders) -> Self {
+        self.config_mut().client_headers = policy;
         self
     }
 
-    /// Sets the base model header from this adapter map (reloads are seen
-    /// at once; lookups never block).
-    pub fn adapters(mut self, adapters: AdapterStore) -> Self {
-        self.config_mut().adapters = Some(adapters);
+    /// Sets the base model header from this lookup.
+    pub fn base_models(mut self, lookup: impl BaseModels) -> Self {
+        self.config_mut().base_models = Some(Arc::new(lookup));
         self
     }
 
-    /// The header that carries the model.
-    pub fn model_header(mut self, name: HeaderName) -> Self {
-        self.config_mut().model_header = name;
+    /// Sets the base model header from this adapter map, in the upstream
+    /// ConfigMap format (feature `adapters`; reloads are seen at once,
+    /// lookups never wait for one).
+    #[cfg(feature = "adapters")]
+    pub fn adapters(self, adapters: bbr_adapters::AdapterStore) -> Self {
+        self.base_models(crate::AdapterBaseModels::new(adapters))
+    }
+
+    /// Time allowed from the first body byte to the routing decision; past
+    /// it the request is refused with 408 `request_timeout`. A slow upload
+    /// cannot hold a connection and its buffers forever. `Duration::MAX`
+    /// turns it off.
+    pub fn decision_deadline(mut self, deadline: Duration) -> Self {
+        self.config_mut().decision_deadline = deadline;
         self
     }
 
-    /// The header that carries the base model.
-    pub fn base_model_header(mut self, name: HeaderName) -> Self {
-        self.config_mut().base_model_header = name;
+    /// Cap on the bytes held (before their decision) by all requests of
+    /// this layer and its clones together, as accounted in
+    /// [`RoutingStats::held_bytes`]. A request that would go over it is
+    /// refused with 503 `overloaded` and `Retry-After`.
+    pub fn max_held_bytes(mut self, bytes: u64) -> Self {
+        self.config_mut().max_held_bytes = bytes;
+        self
+    }
+
+    /// Bytes of a refused upload read and dropped, at most, so an HTTP/1.1
+    /// client still sending reads the answer; past it the server may close
+    /// the connection.
+    pub fn drain_max_bytes(mut self, bytes: u64) -> Self {
+        self.config_mut().drain.max_bytes = bytes;
+        self
+    }
+
+    /// Time spent draining a refused upload, at most.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.config_mut().drain.timeout = timeout;
         self
     }
 
     /// Counters shared by this layer and every service it builds (clones of
     /// the layer share them too).
     pub fn stats(&self) -> RoutingStats {
-        Self::stats_of(&self.config)
-    }
-
-    pub(crate) fn stats_of(config: &Config) -> RoutingStats {
-        RoutingStats {
-            counters: config.counters.clone(),
-        }
-    }
-}
-
-impl Default for ModelRoutingLayer {
-    fn default() -> Self {
-        Self::new()
+        RoutingStats::new(self.config.counters.clone())
     }
 }
 
@@ -157,86 +151,5 @@ impl<S> Layer<S> for ModelRoutingLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         ModelRouting::from_config(inner, self.config.clone())
-    }
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    found: AtomicU64,
-    absent: AtomicU64,
-    unread: AtomicU64,
-    refused: AtomicU64,
-    violations: AtomicU64,
-    held_peak: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn record_found(&self, held: u64) {
-        self.found.fetch_add(1, Ordering::Relaxed);
-        self.held_peak.fetch_max(held, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_absent(&self, held: u64) {
-        self.absent.fetch_add(1, Ordering::Relaxed);
-        self.held_peak.fetch_max(held, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_unread(&self) {
-        self.unread.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_refused(&self, held: u64) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        self.held_peak.fetch_max(held, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_violation(&self) {
-        self.violations.fetch_add(1, Ordering::Relaxed);
-    }
-
-    #[cfg(test)]
-    pub(crate) fn violations_for_tests(&self) -> u64 {
-        self.violations.load(Ordering::Relaxed)
-    }
-}
-
-/// What a [`ModelRoutingLayer`] did so far. Cheap to clone; all clones read
-/// the same counters.
-#[derive(Debug, Clone)]
-pub struct RoutingStats {
-    counters: Arc<Counters>,
-}
-
-impl RoutingStats {
-    /// Requests forwarded with the model header.
-    pub fn found(&self) -> u64 {
-        self.counters.found.load(Ordering::Relaxed)
-    }
-
-    /// Requests with a valid body but no `model`, forwarded without the header.
-    pub fn absent(&self) -> u64 {
-        self.counters.absent.load(Ordering::Relaxed)
-    }
-
-    /// Requests forwarded without reading the body (no body, empty body,
-    /// `multipart/form-data`).
-    pub fn unread(&self) -> u64 {
-        self.counters.unread.load(Ordering::Relaxed)
-    }
-
-    /// Requests the layer answered itself with a 400 or 413.
-    pub fn refused(&self) -> u64 {
-        self.counters.refused.load(Ordering::Relaxed)
-    }
-
-    /// Forwarded bodies ended with a [`BodyViolation`](crate::BodyViolation).
-    pub fn body_violations(&self) -> u64 {
-        self.counters.violations.load(Ordering::Relaxed)
-    }
-
-    /// The most body bytes any one request had held before its decision
-    /// (bounded by `max_scan_bytes` plus one frame).
-    pub fn held_bytes_peak(&self) -> u64 {
-        self.counters.held_peak.load(Ordering::Relaxed)
     }
 }

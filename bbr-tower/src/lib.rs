@@ -11,7 +11,8 @@
 //! use http::{Request, Response};
 //! use http_body_util::{BodyExt, Full};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use bbr_tower::{ModelName, ModelRoutingLayer, ReplayBody, MODEL_HEADER};
+//! use bbr_core::contract::MODEL_HEADER;
+//! use bbr_tower::{ModelName, ModelRoutingLayer, ReplayBody};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -38,47 +39,44 @@
 //!
 //! # What a request gets
 //!
+//! Every refusal is a [`bbr_core::contract::Refusal`]: status, OpenAI-shaped
+//! JSON body, message and `content-type` come from the core's contract,
+//! written once for every adapter.
+//!
 //! | situation | result |
 //! | --- | --- |
-//! | model found | forwarded with the header (and the base model header when the adapter map knows the name), plus the [`ModelName`] (and [`BaseModelName`]) extension |
-//! | valid object without `model` | forwarded without the header; 400 `missing_model` with [`OnMissing::Reject`] |
+//! | model found | forwarded with the header (and the base model header when the [`BaseModels`] lookup knows the name), plus the [`ModelName`] (and [`BaseModelName`]) extension |
+//! | valid object without `model` | forwarded without the header; 400 `missing_model` with [`MissingModel::Reject`](bbr_core::contract::MissingModel::Reject) |
 //! | no body (GET, `content-length: 0`, a body that ends without a byte) | forwarded untouched, body not read |
-//! | `multipart/form-data` | forwarded untouched without the header (form fields are not read yet) |
+//! | `multipart/form-data` | forwarded untouched without the header (form fields are not read yet); routing headers in its trailers are still removed |
 //! | not JSON, truncated, top-level not an object, too deep | 400 `invalid_json` |
 //! | model not a string, empty, control characters, too long, duplicate | 400 `invalid_model` |
 //! | no decision within `max_scan_bytes`, body over `max_body_bytes` (also from `content-length`, before reading) | 413 `request_too_large` |
+//! | the body fails before the decision (client reset, half-closed upload) | 400 `invalid_request_body` |
+//! | no decision within the decision deadline (30 s from the first body byte) | 408 `request_timeout` |
+//! | the bytes held by all requests would pass the global cap (256 MiB) | 503 `overloaded`, `Retry-After: 1` |
+//! | a client-sent routing header, any case, `-` or `_` (`X_Gateway_Model_Name`), in the head or in trailers | removed ([`ClientHeaders::Strip`](bbr_core::contract::ClientHeaders::Strip), the default); 400 `routing_header_not_allowed` with [`ClientHeaders::Reject`](bbr_core::contract::ClientHeaders::Reject) |
 //!
-//! Errors are OpenAI-shaped JSON; [`policy`] is the one place that maps
-//! them. Client-sent routing headers are always removed first
-//! ([`ClientHeaders::Strip`], the default) or refused with 400
-//! ([`ClientHeaders::Reject`]), for every request, with or without a body.
-//! The content type is not needed to read a body as JSON.
+//! The content type is not needed to read a body as JSON. Model names are
+//! what the core's extractor returns; the base model lookup gets exactly
+//! that name (no trimming of its own).
 //!
 //! # How the body is read and forwarded
 //!
 //! The layer polls body frames only until the extractor
 //! ([`bbr_core::ModelExtractor`]) decides, holding them, then calls the
-//! inner service at once, with a [`ReplayBody`]: the held frames first (the
-//! same `Bytes`, the same frame boundaries), then the rest of the client's
-//! body as it arrives, trailers included. When `model` comes early, the
-//! inner service runs (and can open the upstream connection) while the
-//! client is still uploading. Memory held per request is bounded by
-//! `max_scan_bytes` plus one frame, never by the body size
-//! ([`RoutingStats::held_bytes_peak`]; the `memory` test streams 64 MiB
-//! bodies and checks the process's peak RSS).
+//! inner service at once, with a [`ReplayBody`]: the held bytes first, then
+//! the rest of the client's body as it arrives, trailers included. When
+//! `model` comes early, the inner service runs (and can open the upstream
+//! connection) while the client is still uploading.
 //!
-//! Under [`DuplicateKeys::LastWins`] the extractor decides only at the end
-//! of the body, so the layer holds the whole body (up to `max_scan_bytes`)
-//! before it calls the inner service; the default `Reject` and `FirstWins`
-//! decide at the first `model`.
-//!
-//! The model header value and the [`ModelName`] extension share the
-//! client's bytes when the extractor could slice them (no copy); while they
-//! live they keep that one frame's buffer alive.
+//! Under [`DuplicateKeys::LastWins`](bbr_core::DuplicateKeys::LastWins) the
+//! extractor decides only at the end of the body, so the layer holds the
+//! whole body (up to `max_scan_bytes`) before it calls the inner service;
+//! the default `Reject` and `FirstWins` decide at the first `model`.
 //!
 //! After the decision the rest of the body is still checked as it streams
-//! through, without holding it: under the default
-//! [`DuplicateKeys::Reject`] it must stay
+//! through, without holding it: under the default `Reject` it must stay
 //! valid JSON with no second top-level `model`, and under every policy it
 //! must fit `max_body_bytes`. A violation ends the forwarded body with a
 //! [`BodyViolation`] error instead of the offending frame, so a proxy aborts
@@ -87,10 +85,47 @@
 //! contract's 400/413 itself: find the error with [`BodyViolation::find`]
 //! and answer [`BodyViolation::to_response`].
 //!
+//! # Memory
+//!
+//! Memory per request is bounded by what it holds before its decision, and
+//! that is accounted as real memory: the bytes plus [`FRAME_OVERHEAD`] per
+//! held frame. When a copy happens, exactly:
+//!
+//! - the first [`ZERO_COPY_FRAMES`] (16) data frames are held as they came,
+//!   the same `Bytes`: a body that decides within them (nearly all) is never
+//!   copied;
+//! - after those, a data frame of [`COPY_BELOW`] (4 KiB) or more is held as
+//!   is; a smaller one is copied into a [`COALESCE_BYTES`] (16 KiB) buffer
+//!   and the client's frame is dropped. Tiny frames (a client sending 1-byte
+//!   chunks) so cost their bytes, not ~100 bytes of bookkeeping each;
+//! - the model value is sliced from the client's frame before any copy
+//!   (the header and [`ModelName`] share it; while they live they keep that
+//!   one frame's buffer alive); nothing is copied after the decision.
+//!
+//! Held frames therefore cost at most `max_scan_bytes × (1 + FRAME_OVERHEAD
+//! / 4 KiB)` plus one buffer per request ([`RoutingStats::held_bytes_peak`];
+//! the `memory` tests check the process's RSS for 64 MiB bodies and for
+//! 1-, 7- and 64-byte chunkings). A frame held as is counts its own length:
+//! the allocation behind a large `Bytes` belongs to the server that made it.
+//!
+//! Across requests, all requests of a layer share one cap
+//! ([`ModelRoutingLayer::max_held_bytes`], 256 MiB by default): a request
+//! whose next frame would take the total over it is refused with 503 and
+//! `Retry-After`, never an out-of-memory. A slow upload is refused with 408
+//! once the decision deadline ([`ModelRoutingLayer::decision_deadline`],
+//! 30 s from the first body byte) passes without a decision. Both are
+//! counted ([`RoutingStats::overloaded`], [`RoutingStats::decision_timeouts`]).
+//! The deadline and the drain timeout use tokio's timer, created only when
+//! a body is actually waited for.
+//!
 //! # Feature flags
 //!
+//! - `adapters` (off by default): `ModelRoutingLayer::adapters` and
+//!   `AdapterBaseModels`, the [`BaseModels`] lookup over `bbr-adapters`'
+//!   reloading ConfigMap store (which brings a YAML parser). Without it,
+//!   implement [`BaseModels`] or use a `HashMap<String, BaseModelName>`.
 //! - `tracing` (off by default): `debug` events for each decision (model,
-//!   bytes held), refusal (code, offset) and body violation (kind, offset).
+//!   bytes held), refusal (code, offset) and body violation (code, offset).
 //!   Nothing from the body is logged except the model name.
 //!
 //! # With axum
@@ -105,49 +140,61 @@
 //!
 //! - A refused upload is drained: when the layer refuses a request whose
 //!   client is still sending (an error found mid-body, a refused routing
-//!   header), or when a violation is found mid-body after the decision, the
-//!   rest of the upload is read and dropped (never forwarded) before the
-//!   answer or the [`BodyViolation`] goes out, up to `max_body_bytes` in
-//!   all. Without this an HTTP/1.1 client still writing sees a reset
-//!   connection instead of the 400/413. A `content-length` over
-//!   `max_body_bytes` is refused at once, without reading.
-//!
+//!   header, a timeout, an overload), the rest of the upload is read and
+//!   dropped (never forwarded) before the answer goes out, within a drain
+//!   budget much smaller than the body limit: 1 MiB and 2 s by default
+//!   ([`ModelRoutingLayer::drain_max_bytes`],
+//!   [`ModelRoutingLayer::drain_timeout`]). A violation found after the
+//!   decision ends the forwarded body at once (the upstream request is not
+//!   kept open); the rest of the upload is drained after the inner service
+//!   answered, within the same budget. Without draining an HTTP/1.1 client
+//!   still writing sees a reset connection instead of the answer. A
+//!   `content-length` over `max_body_bytes` is refused at once, without
+//!   reading.
+//! - The decision deadline starts at the first body byte, as its name says:
+//!   a client that sends headers and then nothing holds no body bytes, and
+//!   is left to the server's own idle timeouts.
 //! - A body that ends without a single byte (chunked, no `content-length`)
 //!   is treated like no body: forwarded untouched.
-//! - A body read error before the decision is answered 400 `invalid_json`
-//!   (the JSON did not arrive whole); the message gives the byte offset.
-//! - A refused client routing header is 400 `routing_header_not_allowed`,
-//!   with the header name as `param`.
+//! - Routing headers in trailers read before the decision are removed (or
+//!   refused with 400) like those in the head; in trailers after the
+//!   decision they are removed, or, under `ClientHeaders::Reject`, end the
+//!   body with a [`BodyViolation`] carrying the 400.
 //! - A base model name that is not a valid header value sets no base model
 //!   header, like an unknown name.
 //! - Request bodies must be `Unpin` (hyper's `Incoming`, axum's `Body` and
 //!   boxed bodies are); pin others in a `Box` first. The layer does not box.
 #![forbid(unsafe_code)]
 
+mod base_model;
 mod body;
+mod config;
+mod counters;
+mod deadline;
+mod drain;
 mod error;
+mod error_body;
 mod extension;
 mod future;
+mod headers;
 mod layer;
-pub mod policy;
 mod scan;
 mod service;
 mod trace;
 
-pub use bbr_adapters::AdapterStore;
-pub use bbr_core::{DuplicateKeys, ErrorKind, ExtractError, Limits};
-pub use body::{ErrorBody, ReplayBody, ResponseBody};
-pub use error::{BodyViolation, BoxError, Error};
+#[cfg(feature = "adapters")]
+pub use base_model::AdapterBaseModels;
+pub use base_model::BaseModels;
+pub use body::{ReplayBody, ResponseBody};
+pub use config::{
+    DEFAULT_DECISION_DEADLINE, DEFAULT_DRAIN_MAX_BYTES, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_HELD_BYTES,
+};
+pub use counters::RoutingStats;
+pub use error::{BodyViolation, BoxError};
+pub use error_body::ErrorBody;
 pub use extension::{BaseModelName, ModelName};
 pub use future::ResponseFuture;
-pub use layer::{ModelRoutingLayer, RoutingStats};
-pub use policy::{ClientHeaders, OnMissing};
+pub use layer::ModelRoutingLayer;
+pub use scan::{COALESCE_BYTES, COPY_BELOW, FRAME_OVERHEAD, ZERO_COPY_FRAMES};
 pub use service::ModelRouting;
-
-use http::HeaderName;
-
-/// `x-gateway-model-name`: the header that carries the model.
-pub const MODEL_HEADER: HeaderName = HeaderName::from_static("x-gateway-model-name");
-
-/// `x-gateway-base-model-name`: the header that carries the base model.
-pub const BASE_MODEL_HEADER: HeaderName = HeaderName::from_static("x-gateway-base-model-name");

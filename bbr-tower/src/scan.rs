@@ -1,21 +1,68 @@
 //! The synchronous state machine of the phase before the routing decision:
-//! feed each frame to the extractor and hold it (the same `Bytes`, in the
-//! same frame) until the extractor decides. The async glue in
-//! [`future`](crate::future) only polls the body and calls [`Scan::push`]
-//! / [`Scan::end`].
+//! feed each frame to the extractor and hold it until the extractor
+//! decides, accounting what is held against the layer's global cap. The
+//! async glue in [`future`](crate::future) only polls the body and calls
+//! [`Scan::push`] / [`Scan::end`].
+//!
+//! # What is held, and when a copy happens
+//!
+//! - The first [`ZERO_COPY_FRAMES`] data frames are held as they came (the
+//!   same `Bytes`), whatever their size: most bodies decide within them,
+//!   and nothing is copied.
+//! - After those, a data frame of [`COPY_BELOW`] bytes or more is still held
+//!   as is. A smaller one is copied into a coalescing buffer of
+//!   [`COALESCE_BYTES`] (a frame may be split across two buffers), and the
+//!   client's `Bytes` is dropped at once. These copies are the only ones:
+//!   the model is sliced from the client's frame before the copy, and
+//!   nothing is copied after the decision.
+//! - Every held frame is accounted as its bytes (a coalescing buffer as its
+//!   whole capacity) plus [`FRAME_OVERHEAD`]. Per request that is at most
+//!   `max_scan_bytes × (1 + FRAME_OVERHEAD / COPY_BELOW)` plus one
+//!   coalescing buffer and the first frames' overhead; tiny frames no
+//!   longer cost ~100 bytes of bookkeeping per byte.
 
 use std::collections::VecDeque;
 
-use bbr_core::{ExtractError, Limits, Model, ModelExtractor, Outcome, Progress};
-use bytes::Bytes;
+use bbr_core::contract::{ClientHeaders, Refusal};
+use bbr_core::{Limits, Model, ModelExtractor, Outcome, Progress};
+use bytes::{Bytes, BytesMut};
 use http_body::Frame;
+
+use crate::counters::Reservation;
+use crate::headers::guard_routing_headers;
+
+/// Data frames held as they came before small ones are coalesced: 16.
+pub const ZERO_COPY_FRAMES: usize = 16;
+
+/// Data frames shorter than this, past the first [`ZERO_COPY_FRAMES`], are
+/// copied into a coalescing buffer: 4 KiB.
+pub const COPY_BELOW: usize = 4 << 10;
+
+/// Capacity of one coalescing buffer: 16 KiB.
+pub const COALESCE_BYTES: usize = 16 << 10;
+
+/// What one held frame costs beyond its bytes: its slot in the queue and the
+/// frame itself (the `Bytes` handle, or a trailers map's fixed part).
+pub const FRAME_OVERHEAD: u64 = size_of::<HeldFrame>() as u64;
+
+/// A held frame and what it costs against the global cap.
+#[derive(Debug)]
+pub(crate) struct HeldFrame {
+    pub(crate) frame: Frame<Bytes>,
+    pub(crate) cost: u64,
+}
 
 /// Frames read before the decision, and the extractor reading them.
 #[derive(Debug)]
 pub(crate) struct Scan {
     extractor: ModelExtractor,
-    held: VecDeque<Frame<Bytes>>,
+    held: VecDeque<HeldFrame>,
     held_bytes: u64,
+    data_frames: usize,
+    /// The coalescing buffer being filled (its capacity is reserved).
+    pending: BytesMut,
+    reservation: Reservation,
+    client_headers: ClientHeaders,
     ended: bool,
 }
 
@@ -27,7 +74,7 @@ pub(crate) enum Step {
     /// Decided; call the inner service.
     Decided(Decision),
     /// Refuse the request.
-    Failed(ExtractError),
+    Failed(Refusal),
 }
 
 /// The routing decision.
@@ -44,8 +91,9 @@ pub(crate) enum Decision {
 /// Everything the replay body needs after the decision.
 #[derive(Debug)]
 pub(crate) struct Held {
-    pub(crate) frames: VecDeque<Frame<Bytes>>,
+    pub(crate) frames: VecDeque<HeldFrame>,
     pub(crate) bytes: u64,
+    pub(crate) reservation: Reservation,
     /// The body ended during the scan (no more frames to read from it).
     pub(crate) ended: bool,
     /// The extractor, to keep validating the rest of the body; `None` when
@@ -54,18 +102,37 @@ pub(crate) struct Held {
 }
 
 impl Scan {
-    pub(crate) fn new(limits: Limits) -> Self {
+    pub(crate) fn new(
+        limits: Limits,
+        client_headers: ClientHeaders,
+        reservation: Reservation,
+    ) -> Self {
         Self {
             extractor: ModelExtractor::new(limits),
             held: VecDeque::new(),
             held_bytes: 0,
+            data_frames: 0,
+            pending: BytesMut::new(),
+            reservation,
+            client_headers,
             ended: false,
         }
     }
 
-    /// Bytes held so far.
+    /// Body bytes read so far.
     pub(crate) fn held_bytes(&self) -> u64 {
         self.held_bytes
+    }
+
+    /// What is held, as accounted against the global cap.
+    pub(crate) fn held_cost(&self) -> u64 {
+        self.reservation.bytes()
+    }
+
+    /// Held frames, the coalescing buffer being filled counted as one.
+    #[cfg(test)]
+    pub(crate) fn held_frames(&self) -> usize {
+        self.held.len() + usize::from(!self.pending.is_empty())
     }
 
     /// True once the body ended (no more frames to read from it).
@@ -73,25 +140,92 @@ impl Scan {
         self.ended
     }
 
-    /// Feeds and holds one frame. A trailers frame ends the body.
+    /// Feeds and holds one frame. A trailers frame ends the body; client
+    /// routing headers in it are removed (or refused).
     pub(crate) fn push(&mut self, frame: Frame<Bytes>) -> Step {
         match frame.into_data() {
             Ok(data) => {
                 let progress = self.extractor.feed(&data);
-                self.held_bytes += data.len() as u64;
-                self.held.push_back(Frame::data(data));
+                if let Err(refusal) = self.hold(data) {
+                    return Step::Failed(refusal);
+                }
                 match progress {
                     Ok(Progress::Found(model)) => Step::Decided(Decision::Found(model)),
                     Ok(Progress::Absent) => Step::Decided(Decision::Absent),
                     // `Decided` only follows a `Found`/`Absent` we already acted on.
                     Ok(_) => Step::NeedMore,
-                    Err(error) => Step::Failed(error),
+                    Err(error) => Step::Failed(error.into()),
                 }
             }
-            Err(trailers) => {
-                self.held.push_back(trailers);
+            Err(frame) => {
+                let Ok(mut trailers) = frame.into_trailers() else {
+                    return self.end();
+                };
+                if let Err(refusal) = guard_routing_headers(&mut trailers, self.client_headers) {
+                    return Step::Failed(refusal);
+                }
+                self.flush();
+                if !self.reservation.try_grow(FRAME_OVERHEAD) {
+                    return Step::Failed(Refusal::Overloaded);
+                }
+                self.held.push_back(HeldFrame {
+                    frame: Frame::trailers(trailers),
+                    cost: FRAME_OVERHEAD,
+                });
                 self.end()
             }
+        }
+    }
+
+    /// Holds one data frame: as is, or copied into a coalescing buffer (see
+    /// the module docs).
+    fn hold(&mut self, data: Bytes) -> Result<(), Refusal> {
+        self.held_bytes += data.len() as u64;
+        self.data_frames += 1;
+        if data.is_empty() {
+            return Ok(());
+        }
+        if self.data_frames <= ZERO_COPY_FRAMES || data.len() >= COPY_BELOW {
+            self.flush();
+            let cost = data.len() as u64 + FRAME_OVERHEAD;
+            if !self.reservation.try_grow(cost) {
+                return Err(Refusal::Overloaded);
+            }
+            self.held.push_back(HeldFrame {
+                frame: Frame::data(data),
+                cost,
+            });
+            return Ok(());
+        }
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            if self.pending.len() == self.pending.capacity() {
+                self.flush();
+                if !self
+                    .reservation
+                    .try_grow(COALESCE_BYTES as u64 + FRAME_OVERHEAD)
+                {
+                    return Err(Refusal::Overloaded);
+                }
+                self.pending = BytesMut::with_capacity(COALESCE_BYTES);
+            }
+            let take = rest.len().min(self.pending.capacity() - self.pending.len());
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+        }
+        Ok(())
+    }
+
+    /// Moves the coalescing buffer being filled into the held frames.
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            // Whole, so the next buffer is a fresh allocation of its own and
+            // the accounting (one capacity per buffer) stays exact.
+            let bytes = std::mem::take(&mut self.pending).freeze();
+            self.held.push_back(HeldFrame {
+                frame: Frame::data(bytes),
+                cost: COALESCE_BYTES as u64 + FRAME_OVERHEAD,
+            });
         }
     }
 
@@ -104,14 +238,16 @@ impl Scan {
         match self.extractor.finish() {
             Ok(Outcome::Found(model)) => Step::Decided(Decision::Found(model)),
             Ok(_) => Step::Decided(Decision::Absent),
-            Err(error) => Step::Failed(error),
+            Err(error) => Step::Failed(error.into()),
         }
     }
 
-    pub(crate) fn into_held(self) -> Held {
+    pub(crate) fn into_held(mut self) -> Held {
+        self.flush();
         Held {
             frames: self.held,
             bytes: self.held_bytes,
+            reservation: self.reservation,
             ended: self.ended,
             validator: (!self.ended).then_some(self.extractor),
         }
@@ -119,54 +255,5 @@ impl Scan {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_are_held_as_the_same_bytes_in_the_same_boundaries() {
-        let mut scan = Scan::new(Limits::new());
-        let chunks = [
-            Bytes::from_static(b"{\"mo"),
-            Bytes::new(),
-            Bytes::from_static(b"del\":\"m\"}"),
-        ];
-        for chunk in &chunks {
-            let _ = scan.push(Frame::data(chunk.clone()));
-        }
-        assert_eq!(scan.held_bytes(), 13);
-        let held = scan.into_held();
-        assert_eq!(held.frames.len(), 3);
-        for (frame, chunk) in held.frames.iter().zip(&chunks) {
-            let data = frame.data_ref().expect("data frame");
-            assert_eq!(data.as_ptr(), chunk.as_ptr());
-            assert_eq!(data.len(), chunk.len());
-        }
-        assert!(!held.ended);
-        assert!(held.validator.is_some());
-    }
-
-    #[test]
-    fn a_body_without_bytes_is_empty_not_an_error() {
-        let mut scan = Scan::new(Limits::new());
-        assert!(matches!(
-            scan.push(Frame::data(Bytes::new())),
-            Step::NeedMore
-        ));
-        assert!(matches!(scan.end(), Step::Decided(Decision::Empty)));
-        let held = scan.into_held();
-        assert!(held.ended);
-        assert!(held.validator.is_none());
-    }
-
-    #[test]
-    fn trailers_end_the_scan_and_are_held() {
-        let mut scan = Scan::new(Limits::new());
-        let _ = scan.push(Frame::data(Bytes::from_static(b"{\"model\":\"m\"}")));
-        let mut trailers = http::HeaderMap::new();
-        trailers.insert("x-checksum", http::HeaderValue::from_static("1"));
-        let _ = scan.push(Frame::trailers(trailers));
-        let held = scan.into_held();
-        assert!(held.ended);
-        assert!(held.frames.back().is_some_and(Frame::is_trailers));
-    }
-}
+#[path = "scan_tests.rs"]
+mod tests;

@@ -1,22 +1,47 @@
-//! The service: strips routing headers, decides what to read, and hands the
+//! The service: guards routing headers, decides what to read, and hands the
 //! request to [`ResponseFuture`].
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bbr_core::contract::Refusal;
+use bbr_core::{ErrorKind, ExtractError};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, header};
 use http_body::Body;
 use tower_service::Service;
 
 use crate::body::{ReplayBody, ResponseBody};
-use crate::error::{BoxError, Error};
+use crate::config::Config;
+use crate::counters::RoutingStats;
+use crate::error::BoxError;
 use crate::future::ResponseFuture;
-use crate::layer::{Config, ModelRoutingLayer, RoutingStats};
-use crate::policy::ClientHeaders;
+use crate::headers::guard_routing_headers;
 
 /// Routes requests by the top-level `model` of their JSON body: see the
-/// [crate docs](crate). Built by [`ModelRoutingLayer`].
+/// [crate docs](crate). Built by [`ModelRoutingLayer`](crate::ModelRoutingLayer).
+///
+/// ```
+/// use bbr_tower::{ModelRouting, ReplayBody};
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use http_body_util::Full;
+/// use tower::{ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let service = ModelRouting::new(service_fn(|request: Request<ReplayBody<Full<Bytes>>>| async move {
+///     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::copy_from_slice(
+///         request.headers()[bbr_core::contract::MODEL_HEADER].as_bytes(),
+///     ))))
+/// }));
+/// let stats = service.stats();
+/// let request = Request::post("/").body(Full::new(Bytes::from(r#"{"model":"m"}"#)))?;
+/// assert_eq!(service.oneshot(request).await?.status(), 200);
+/// assert_eq!(stats.found(), 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ModelRouting<S> {
     inner: S,
@@ -24,14 +49,10 @@ pub struct ModelRouting<S> {
 }
 
 impl<S> ModelRouting<S> {
-    /// Wraps `inner` with the default configuration.
+    /// Wraps `inner` with the default configuration (see
+    /// [`ModelRoutingLayer`](crate::ModelRoutingLayer) for the options).
     pub fn new(inner: S) -> Self {
-        tower_layer::Layer::layer(&ModelRoutingLayer::new(), inner)
-    }
-
-    /// A [`ModelRoutingLayer`] with the default configuration.
-    pub fn layer() -> ModelRoutingLayer {
-        ModelRoutingLayer::new()
+        Self::from_config(inner, Arc::new(Config::default()))
     }
 
     pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
@@ -55,7 +76,7 @@ impl<S> ModelRouting<S> {
 
     /// The layer's counters.
     pub fn stats(&self) -> RoutingStats {
-        ModelRoutingLayer::stats_of(&self.config)
+        RoutingStats::new(self.config.counters.clone())
     }
 }
 
@@ -77,32 +98,23 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let config = &self.config;
-        if let Err(error) = guard_client_headers(request.headers_mut(), config) {
+        if let Err(refusal) = guard_routing_headers(request.headers_mut(), config.client_headers) {
             config.counters.record_refused(0);
-            if request.body().is_end_stream() {
-                return ResponseFuture::refused(&error);
-            }
-            let max_body = config.limits.max_body_bytes();
-            return ResponseFuture::refused_after_draining(
-                &error,
-                request.into_body(),
-                0,
-                max_body,
-            );
+            return ResponseFuture::refused(&refusal, Some(request.into_body()), config);
         }
         if !needs_reading(&request) {
             config.counters.record_unread();
-            return ResponseFuture::called(self.inner.call(request.map(ReplayBody::new)));
+            let counters = config.counters.clone();
+            let client_headers = config.client_headers;
+            let request = request.map(|body| ReplayBody::unread(body, client_headers, counters));
+            return ResponseFuture::called(self.inner.call(request));
         }
         let max_body = config.limits.max_body_bytes();
         if content_length(request.headers()).is_some_and(|length| length > max_body) {
             // Refuse before reading a byte: the client learns at once.
             config.counters.record_refused(0);
-            let error = bbr_core::ExtractError::new(
-                bbr_core::ErrorKind::BodyTooLarge { limit: max_body },
-                max_body,
-            );
-            return ResponseFuture::refused(&Error::Extract(error));
+            let error = ExtractError::new(ErrorKind::BodyTooLarge { limit: max_body }, max_body);
+            return ResponseFuture::refused(&Refusal::Extract(error), None, config);
         }
         // The standard tower step: the ready service goes into the future,
         // a fresh clone stays here for the next `poll_ready`.
@@ -110,21 +122,6 @@ where
         let ready = std::mem::replace(&mut self.inner, clone);
         ResponseFuture::reading(ready, request, config.clone())
     }
-}
-
-/// Removes (or refuses) client-sent routing headers.
-fn guard_client_headers(headers: &mut HeaderMap, config: &Config) -> Result<(), Error> {
-    for name in [&config.model_header, &config.base_model_header] {
-        match config.client_headers {
-            ClientHeaders::Reject if headers.contains_key(name) => {
-                return Err(Error::ClientRoutingHeader(name.clone()));
-            }
-            _ => {
-                headers.remove(name);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// False for requests that cannot carry a JSON model: no body, an empty

@@ -3,8 +3,9 @@
 
 mod common;
 
-use bbr_adapters::{AdapterMap, AdapterStore};
-use bbr_tower::{ClientHeaders, Limits, ModelRoutingLayer, OnMissing};
+use bbr_core::Limits;
+use bbr_core::contract::{ClientHeaders, MissingModel};
+use bbr_tower::ModelRoutingLayer;
 use bytes::Bytes;
 use common::{Recorder, TestServer, oneshot, sha256};
 use http::{Method, Request};
@@ -13,12 +14,36 @@ use http_body_util::Full;
 const LLAMA: &str = "meta-llama/Llama-3.1-8B-Instruct";
 const DEEPSEEK: &str = "deepseek/vllm-deepseek-r1";
 
-fn adapters() -> AdapterStore {
+/// The reference scenario's base models: from the ConfigMap store with the
+/// `adapters` feature, from a plain map without it (the same answers).
+#[cfg(feature = "adapters")]
+fn with_base_models(layer: ModelRoutingLayer) -> ModelRoutingLayer {
+    use bbr_adapters::{AdapterMap, AdapterStore};
     let yaml = format!(
         "kind: ConfigMap\ndata: {{baseModel: {LLAMA}, adapters: '[food-review-1]'}}\n---\n\
          kind: ConfigMap\ndata: {{baseModel: {DEEPSEEK}, adapters: '[ski-resorts, movie-critique]'}}\n"
     );
-    AdapterStore::from_map(AdapterMap::from_yaml_str(&yaml, "scenario").unwrap())
+    layer.adapters(AdapterStore::from_map(
+        AdapterMap::from_yaml_str(&yaml, "scenario").unwrap(),
+    ))
+}
+
+#[cfg(not(feature = "adapters"))]
+fn with_base_models(layer: ModelRoutingLayer) -> ModelRoutingLayer {
+    use bbr_tower::BaseModelName;
+    let llama = BaseModelName::new(LLAMA).unwrap();
+    let deepseek = BaseModelName::new(DEEPSEEK).unwrap();
+    let map: std::collections::HashMap<String, BaseModelName> = [
+        (LLAMA, &llama),
+        ("food-review-1", &llama),
+        (DEEPSEEK, &deepseek),
+        ("ski-resorts", &deepseek),
+        ("movie-critique", &deepseek),
+    ]
+    .into_iter()
+    .map(|(name, base)| (name.to_owned(), base.clone()))
+    .collect();
+    layer.base_models(map)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -32,10 +57,10 @@ enum Setup {
 
 impl Setup {
     fn layer(self) -> ModelRoutingLayer {
-        let layer = ModelRoutingLayer::new().adapters(adapters());
+        let layer = with_base_models(ModelRoutingLayer::new());
         match self {
             Setup::Default => layer,
-            Setup::RejectMissing => layer.on_missing(OnMissing::Reject),
+            Setup::RejectMissing => layer.missing_model(MissingModel::Reject),
             Setup::RejectClientHeaders => layer.client_headers(ClientHeaders::Reject),
             Setup::ScanLimit64 => layer.limits(Limits::new().with_max_scan_bytes(64)),
             Setup::BodyLimit32 => layer.limits(Limits::new().with_max_body_bytes(32)),

@@ -9,7 +9,8 @@ mod common;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bbr_tower::{Limits, ModelRoutingLayer};
+use bbr_core::Limits;
+use bbr_tower::ModelRoutingLayer;
 use bytes::Bytes;
 use common::{Recorder, TestServer, oneshot};
 use http::Request;

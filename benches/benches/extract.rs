@@ -2,11 +2,17 @@
 //! request body, bbr-core against the usual JSON parsers, on the same bytes
 //! in the same run.
 //!
-//! Ids are `extract/<implementation>/<shape>/<size>/<position>`:
+//! Ids are `extract/<implementation>/<shape>/<size>/<position>`, and
+//! `extract/<implementation>/matrix/<special>/every<N>/1MiB/last` for the
+//! synthetic per-special-byte bodies. Body classes: `chat` (base64 images
+//! dominate from 256 KiB), `completions` (one long prompt), `prose` (dense
+//! multilingual text, a special byte every 8–20 bytes), `tools` (an agent
+//! loop of short turns with tool calls), `matrix` (see
+//! [`bbr_benches::MatrixSpec`]).
 //!
 //! | implementation | what is measured |
 //! | --- | --- |
-//! | `bbr_first_wins` | `extract_model`, `DuplicateKeys::FirstWins`: time to the decision (the tail is not read) |
+//! | `bbr_first_wins` | `extract_model`, `DuplicateKeys::FirstWins`: time to the decision (the tail is not read); model first only |
 //! | `bbr_reject` | `extract_model`, default `Reject`: decision plus validation of the whole body (the contract's verdict) |
 //! | `bbr_first_wins_chunks16KiB` | `ModelExtractor` fed 16 KiB chunks until it decides (`FirstWins`) |
 //! | `bbr_reject_chunks16KiB` | `ModelExtractor` fed every 16 KiB chunk, then `finish` (`Reject`) |
@@ -17,17 +23,29 @@
 //! | `sonic_get` | `sonic_rs::get(body, ["model"])`: lazy, validates what it skips up to the field |
 //! | `sonic_get_unchecked` | `sonic_rs::get_unchecked`: lazy, no validation |
 //!
-//! Every benchmark checks that it returns [`MODEL`] before it measures.
+//! Every benchmark checks that it returns [`MODEL`] before it measures, and
+//! every body is checked once up front: serde_json, sonic-rs and bbr-core
+//! (contiguous, 16 KiB chunks, reference mode) agree on it.
 //!
-//! `BBR_BENCH_QUICK=1` runs fewer completions sizes with a short warm-up and
-//! measurement, so the whole group takes a few minutes on two cores.
+//! With the model last: `bbr_reject`, `bbr_reject_chunks16KiB`,
+//! `serde_json_struct`, `sonic_get`, `sonic_get_unchecked` (plus, in full
+//! mode, `serde_json_value`, `simd_json_struct` and `bbr_reject_chunks1B`
+//! up to 16 KiB). With the model first: `bbr_first_wins`,
+//! `bbr_first_wins_chunks16KiB`, `bbr_reject` and `sonic_get`.
+//!
+//! `BBR_BENCH_QUICK=1` uses a short warm-up and measurement (0.2 s, 0.6 s,
+//! 10 samples) and leaves out the slow baselines above, so the whole group
+//! takes a few minutes on two cores. `BBR_BENCH_CLASSES=prose,matrix`
+//! keeps only those body classes.
 
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::hint::black_box;
 use std::time::Duration;
 
-use bbr_benches::{BodySpec, Chunking, KIB, MIB, MODEL, Position, SIZES, Shape, chunks};
+use bbr_benches::{
+    BodySpec, Chunking, KIB, MIB, MODEL, MatrixSpec, Position, SIZES, Shape, Special, chunks,
+};
 use bbr_core::{DuplicateKeys, Limits, Model, ModelExtractor, Outcome, Progress, extract_model};
 use bytes::Bytes;
 use criterion::{
@@ -153,36 +171,73 @@ fn measure<'a>(
     });
 }
 
+/// One body to measure.
+struct Case {
+    label: String,
+    body: Bytes,
+    position: Position,
+}
+
 struct Plan {
     quick: bool,
+    classes: Option<Vec<String>>,
 }
 
 impl Plan {
     fn from_env() -> Self {
         let quick = std::env::var("BBR_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        Self { quick }
+        let classes = std::env::var("BBR_BENCH_CLASSES")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| v.split(',').map(str::to_owned).collect());
+        Self { quick, classes }
     }
 
-    fn specs(&self) -> Vec<BodySpec> {
-        let mut specs = Vec::new();
+    fn wants(&self, class: &str) -> bool {
+        self.classes
+            .as_ref()
+            .is_none_or(|classes| classes.iter().any(|c| c == class))
+    }
+
+    fn cases(&self) -> Vec<Case> {
+        let mut cases = Vec::new();
         for shape in Shape::ALL {
-            let sizes: &[usize] = match (shape, self.quick) {
-                (Shape::Chat, _) => &SIZES,
-                (Shape::Completions, true) => &[16 * KIB, MIB],
-                (Shape::Completions, false) => &SIZES,
-            };
-            for &size in sizes {
+            if !self.wants(shape.as_str()) {
+                continue;
+            }
+            for size in SIZES {
                 for position in Position::ALL {
-                    specs.push(BodySpec::new(shape, position, size));
+                    let spec = BodySpec::new(shape, position, size);
+                    cases.push(Case {
+                        label: spec.label(),
+                        body: spec.build(),
+                        position,
+                    });
                 }
             }
         }
-        specs
+        if self.wants("matrix") {
+            for special in Special::ALL {
+                for every in MatrixSpec::EVERY {
+                    let spec = MatrixSpec {
+                        special,
+                        every,
+                        size: MIB,
+                    };
+                    cases.push(Case {
+                        label: spec.label(),
+                        body: spec.build(),
+                        position: Position::Last,
+                    });
+                }
+            }
+        }
+        cases
     }
 
     fn configure(&self, group: &mut BenchmarkGroup<'_, WallTime>, size: usize) {
         let (warm_up, measurement) = if self.quick {
-            (Duration::from_millis(300), Duration::from_secs(1))
+            (Duration::from_millis(200), Duration::from_millis(600))
         } else {
             (Duration::from_secs(1), Duration::from_secs(3))
         };
@@ -194,30 +249,71 @@ impl Plan {
     }
 }
 
+/// Every implementation agrees on the body before anything is timed, and
+/// bbr-core's fast paths agree with its byte-at-a-time reference mode.
+fn check_body(label: &str, body: &Bytes) {
+    let value: serde_json::Value = serde_json::from_slice(body).expect(label);
+    assert_eq!(value["model"], MODEL, "serde_json on {label}");
+    use sonic_rs::JsonValueTrait as _;
+    let sonic = sonic_rs::get(body, ["model"]).expect(label);
+    assert_eq!(sonic.as_str(), Some(MODEL), "sonic-rs on {label}");
+    let whole = extract_model(body, &REJECT).expect(label);
+    assert_eq!(whole.model().map(Model::as_str), Some(MODEL), "{label}");
+    let mut reference = ModelExtractor::new_reference(REJECT);
+    for chunk in chunks(body, Chunking::Fixed(4093)) {
+        reference.feed(&chunk).expect(label);
+    }
+    assert_eq!(
+        reference.finish().as_ref(),
+        Ok(&whole),
+        "reference mode on {label}"
+    );
+}
+
 fn extract(c: &mut Criterion) {
     let plan = Plan::from_env();
     let mut group = c.benchmark_group("extract");
-    for spec in plan.specs() {
-        let body = spec.build();
-        let label = spec.label();
+    for case in plan.cases() {
+        let Case {
+            label,
+            body,
+            position,
+        } = case;
+        check_body(&label, &body);
+        let size = body.len();
         let chunks16k = chunks(&body, Chunking::CHUNK_16K);
-        plan.configure(&mut group, spec.size);
-        group.throughput(Throughput::Bytes(body.len() as u64));
+        plan.configure(&mut group, size);
+        group.throughput(Throughput::Bytes(size as u64));
 
         let body_ref = &body;
-        measure(&mut group, "bbr_first_wins", &label, || {
-            found(extract_model(black_box(body_ref), &FIRST_WINS))
-        });
         measure(&mut group, "bbr_reject", &label, || {
             found(extract_model(black_box(body_ref), &REJECT))
         });
-        measure(&mut group, "bbr_first_wins_chunks16KiB", &label, || {
-            bbr_chunked_decision(black_box(&chunks16k), FIRST_WINS)
+        measure(&mut group, "sonic_get", &label, || {
+            sonic_get(black_box(body_ref))
         });
+        if position == Position::First {
+            measure(&mut group, "bbr_first_wins", &label, || {
+                found(extract_model(black_box(body_ref), &FIRST_WINS))
+            });
+            measure(&mut group, "bbr_first_wins_chunks16KiB", &label, || {
+                bbr_chunked_decision(black_box(&chunks16k), FIRST_WINS)
+            });
+            continue;
+        }
         measure(&mut group, "bbr_reject_chunks16KiB", &label, || {
             bbr_chunked_verdict(black_box(&chunks16k), REJECT)
         });
-        if spec.size <= ONE_BYTE_MAX {
+        measure(&mut group, "sonic_get_unchecked", &label, || {
+            sonic_get_unchecked(black_box(body_ref))
+        });
+        measure(&mut group, "serde_json_struct", &label, || {
+            serde_json_struct(black_box(body_ref))
+        });
+        if plan.quick {
+            continue;
+        }
+        if size <= ONE_BYTE_MAX {
             let bytes1 = chunks(&body, Chunking::ONE_BYTE);
             measure(&mut group, "bbr_reject_chunks1B", &label, || {
                 bbr_chunked_verdict(black_box(&bytes1), REJECT)
@@ -225,15 +321,6 @@ fn extract(c: &mut Criterion) {
         }
         measure(&mut group, "serde_json_value", &label, || {
             serde_json_value(black_box(body_ref))
-        });
-        measure(&mut group, "serde_json_struct", &label, || {
-            serde_json_struct(black_box(body_ref))
-        });
-        measure(&mut group, "sonic_get", &label, || {
-            sonic_get(black_box(body_ref))
-        });
-        measure(&mut group, "sonic_get_unchecked", &label, || {
-            sonic_get_unchecked(black_box(body_ref))
         });
 
         // simd-json parses in place: each iteration gets a fresh copy, made
@@ -249,7 +336,7 @@ fn extract(c: &mut Criterion) {
             b.iter_batched_ref(
                 || body.to_vec(),
                 |copy| simd_json_struct(copy).is_some(),
-                if spec.size >= MIB {
+                if size >= MIB {
                     BatchSize::PerIteration
                 } else {
                     BatchSize::LargeInput

@@ -29,7 +29,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bbr_benches::{BodySpec, Chunking, KIB, MIB, MODEL, Position, Shape, chunks};
-use bbr_tower::{MODEL_HEADER, ModelRoutingLayer};
+use bbr_core::contract::MODEL_HEADER;
+use bbr_tower::ModelRoutingLayer;
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput};
 use http::{HeaderValue, Request, Response};

@@ -12,7 +12,19 @@
 //!   text with JSON escapes (`\n`, `\"`, `\\`, `\u00e9`, surrogate pairs) and
 //!   raw UTF-8 (accents, CJK, emoji);
 //! - **completions** (`/v1/completions`): one long `prompt` string with the
-//!   same kind of text.
+//!   same kind of text;
+//! - **prose** (`/v1/chat/completions`): dense multilingual turns as in chat
+//!   histories and RAG prompts: raw UTF-8 (accented Latin, Greek, Cyrillic,
+//!   CJK, emoji) and escapes (`\n`, `\"`, `\\`, `\uXXXX`), one such byte
+//!   every 8–20 bytes on average, no base64;
+//! - **tools** (`/v1/chat/completions`): an agent loop of short turns,
+//!   several tool definitions, assistant tool calls whose arguments are
+//!   escaped JSON, and tool results (escaped JSON again): short strings and
+//!   structure dominate.
+//!
+//! [`MatrixSpec`] builds the synthetic per-special-byte bodies: one 1 MiB
+//! string with one special every N bytes (`\n`, `\u00e9`, raw `é`, raw
+//! `日`), which shows the cost of one special byte directly.
 //!
 //! The top-level `model` ([`MODEL`]) is either the first key or the last one
 //! ([`Position`]), and each body is exactly the requested size in bytes (the
@@ -64,17 +76,23 @@ pub enum Shape {
     Chat,
     /// `/v1/completions`: one long prompt.
     Completions,
+    /// `/v1/chat/completions`: dense multilingual prose with escapes.
+    Prose,
+    /// `/v1/chat/completions`: an agent loop of short turns with tool calls.
+    Tools,
 }
 
 impl Shape {
-    /// Both shapes.
-    pub const ALL: [Shape; 2] = [Shape::Chat, Shape::Completions];
+    /// Every shape.
+    pub const ALL: [Shape; 4] = [Shape::Chat, Shape::Completions, Shape::Prose, Shape::Tools];
 
-    /// `chat` or `completions`.
+    /// `chat`, `completions`, `prose` or `tools`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Shape::Chat => "chat",
             Shape::Completions => "completions",
+            Shape::Prose => "prose",
+            Shape::Tools => "tools",
         }
     }
 }
@@ -158,6 +176,8 @@ impl BodySpec {
         match self.shape {
             Shape::Chat => chat_body(self.size, self.position),
             Shape::Completions => completions_body(self.size, self.position),
+            Shape::Prose => prose_body(self.size, self.position),
+            Shape::Tools => tools_body(self.size, self.position),
         }
     }
 
@@ -269,6 +289,226 @@ pub fn completions_body(size: usize, position: Position) -> Bytes {
     Bytes::from(body)
 }
 
+/// A chat body of dense multilingual prose (see the crate docs), exactly
+/// `size` bytes, model at `position`.
+///
+/// # Panics
+///
+/// When `size` is below [`MIN_SIZE`].
+pub fn prose_body(size: usize, position: Position) -> Bytes {
+    assert!(
+        size >= MIN_SIZE,
+        "body size {size} is below MIN_SIZE ({MIN_SIZE})"
+    );
+    let mut rng = SplitMix64::new(0x6262_725f_7072_6f73 ^ size as u64);
+    let (head, tail) = envelope(
+        position,
+        "{\"messages\":[",
+        "],\"max_tokens\":512,\"temperature\":0",
+    );
+    let roles = ["system", "user", "assistant", "user", "assistant"];
+    let mut messages: Vec<String> = Vec::new();
+    let used = |messages: &[String]| {
+        head.len() + tail.len() + messages.iter().map(|m| m.len() + 1).sum::<usize>()
+    };
+    let reserve = LAST_TURN_PREFIX.len() + LAST_TURN_SUFFIX.len() + 64;
+    for turn in 0.. {
+        let budget = size.saturating_sub(used(&messages) + reserve);
+        let n = rng.range(200, 4000);
+        let candidate = text_turn(roles[turn % roles.len()], &prose(&mut rng, n));
+        if candidate.len() + 1 > budget {
+            break;
+        }
+        messages.push(candidate);
+    }
+    let pad = size - used(&messages) - LAST_TURN_PREFIX.len() - LAST_TURN_SUFFIX.len();
+    messages.push(format!(
+        "{LAST_TURN_PREFIX}{}{LAST_TURN_SUFFIX}",
+        prose(&mut rng, pad)
+    ));
+    let body = format!("{head}{}{tail}", messages.join(","));
+    debug_assert_eq!(body.len(), size);
+    Bytes::from(body)
+}
+
+/// An agent-loop chat body (see the crate docs), exactly `size` bytes,
+/// model at `position`.
+///
+/// # Panics
+///
+/// When `size` is below [`MIN_SIZE`].
+pub fn tools_body(size: usize, position: Position) -> Bytes {
+    assert!(
+        size >= MIN_SIZE,
+        "body size {size} is below MIN_SIZE ({MIN_SIZE})"
+    );
+    let mut rng = SplitMix64::new(0x6262_725f_746f_6f6c ^ size as u64);
+    let small = size < 4 * KIB;
+    let tools = if small {
+        WEATHER_TOOL.to_owned()
+    } else {
+        format!("{TOOL},{WEATHER_TOOL},{SEARCH_TOOL}")
+    };
+    let (head, tail) = envelope(
+        position,
+        "{\"messages\":[",
+        &format!(
+            "],\"tools\":[{tools}],\"tool_choice\":\"auto\",\"temperature\":0,\"stream\":true"
+        ),
+    );
+    let mut messages: Vec<String> = Vec::new();
+    if !small {
+        messages.push(text_turn(
+            "system",
+            "You are an agent. Call tools when useful.",
+        ));
+    }
+    let used = |messages: &[String]| {
+        head.len() + tail.len() + messages.iter().map(|m| m.len() + 1).sum::<usize>()
+    };
+    let reserve = LAST_TURN_PREFIX.len() + LAST_TURN_SUFFIX.len() + 32;
+    for turn in 0.. {
+        let budget = size.saturating_sub(used(&messages) + reserve);
+        let candidate = match turn % 3 {
+            0 => {
+                let n = if small {
+                    rng.range(20, 60)
+                } else {
+                    rng.range(30, 200)
+                };
+                text_turn("user", &text(&mut rng, n))
+            }
+            1 => agent_tool_call(&mut rng, turn),
+            _ => {
+                let n = rng.range(20, 120);
+                text_turn("assistant", &text(&mut rng, n))
+            }
+        };
+        if candidate.len() + 1 > budget {
+            break;
+        }
+        messages.push(candidate);
+    }
+    let pad = size - used(&messages) - LAST_TURN_PREFIX.len() - LAST_TURN_SUFFIX.len();
+    messages.push(format!(
+        "{LAST_TURN_PREFIX}{}{LAST_TURN_SUFFIX}",
+        text(&mut rng, pad)
+    ));
+    let body = format!("{head}{}{tail}", messages.join(","));
+    debug_assert_eq!(body.len(), size);
+    Bytes::from(body)
+}
+
+/// The special byte of a [`MatrixSpec`] body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Special {
+    /// The escape `\n` (2 bytes).
+    Newline,
+    /// The escape `\u00e9` (6 bytes).
+    EscapedE,
+    /// A raw `é` (2 bytes of UTF-8).
+    RawE,
+    /// A raw `日` (3 bytes of UTF-8).
+    Cjk,
+}
+
+impl Special {
+    /// Every kind.
+    pub const ALL: [Special; 4] = [
+        Special::Newline,
+        Special::EscapedE,
+        Special::RawE,
+        Special::Cjk,
+    ];
+
+    /// `newline`, `u00e9`, `raw_e`, `cjk`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Special::Newline => "newline",
+            Special::EscapedE => "u00e9",
+            Special::RawE => "raw_e",
+            Special::Cjk => "cjk",
+        }
+    }
+
+    /// The bytes as they appear in the JSON string.
+    pub const fn encoded(self) -> &'static str {
+        match self {
+            Special::Newline => "\\n",
+            Special::EscapedE => "\\u00e9",
+            Special::RawE => "\u{e9}",
+            Special::Cjk => "\u{65e5}",
+        }
+    }
+}
+
+/// A synthetic body: one string of plain ASCII with one [`Special`] every
+/// `every` bytes, in `{"messages":[{"role":"user","content":"..."}]}` with
+/// the model last, exactly `size` bytes.
+///
+/// ```
+/// use bbr_benches::{MatrixSpec, Special, MODEL};
+/// let spec = MatrixSpec { special: Special::Cjk, every: 32, size: 64 * 1024 };
+/// let body = spec.build();
+/// assert_eq!(body.len(), 64 * 1024);
+/// let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+/// assert_eq!(value["model"], MODEL);
+/// assert_eq!(spec.label(), "matrix/cjk/every32/64KiB/last");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MatrixSpec {
+    /// Which special.
+    pub special: Special,
+    /// One special every this many bytes (at least the special's length + 1).
+    pub every: usize,
+    /// Exact body length.
+    pub size: usize,
+}
+
+impl MatrixSpec {
+    /// The periods the benchmark uses: 8, 32, 64, 256 bytes.
+    pub const EVERY: [usize; 4] = [8, 32, 64, 256];
+
+    /// Builds the body (deterministic).
+    ///
+    /// # Panics
+    ///
+    /// When `every` is not longer than the special or `size` is below 256.
+    pub fn build(&self) -> Bytes {
+        let special = self.special.encoded();
+        assert!(self.every > special.len(), "period too short");
+        assert!(self.size >= 256, "body too small");
+        let head = "{\"messages\":[{\"role\":\"user\",\"content\":\"";
+        let tail = format!("\"}}],\"model\":\"{MODEL}\"}}");
+        let content_len = self.size - head.len() - tail.len();
+        const FILLER: &[u8] = b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do ";
+        let mut content = String::with_capacity(content_len);
+        let mut filler = FILLER.iter().cycle();
+        while content.len() + self.every <= content_len {
+            content.push_str(special);
+            for _ in special.len()..self.every {
+                content.push(char::from(*filler.next().expect("cycle")));
+            }
+        }
+        while content.len() < content_len {
+            content.push('.');
+        }
+        let body = format!("{head}{content}{tail}");
+        debug_assert_eq!(body.len(), self.size);
+        Bytes::from(body)
+    }
+
+    /// `matrix/raw_e/every8/1MiB/last`.
+    pub fn label(&self) -> String {
+        format!(
+            "matrix/{}/every{}/{}/last",
+            self.special.as_str(),
+            self.every,
+            size_label(self.size)
+        )
+    }
+}
+
 /// How to cut a body into chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Chunking {
@@ -336,6 +576,33 @@ const TOOL: &str = "{\"type\":\"function\",\"function\":{\"name\":\"route_reques
 \"enum\":[\"deepseek/vllm-deepseek-r1\",\"ski-resorts\"]},\
 \"query\":{\"type\":\"string\",\"description\":\"The sub-task, in plain words\"}},\
 \"required\":[\"model\",\"query\"]}}}";
+
+const WEATHER_TOOL: &str = "{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\
+\"description\":\"Current weather for a city.\",\"parameters\":{\"type\":\"object\",\
+\"properties\":{\"city\":{\"type\":\"string\"},\"unit\":{\"type\":\"string\",\
+\"enum\":[\"celsius\",\"fahrenheit\"]}},\"required\":[\"city\"]}}}";
+
+const SEARCH_TOOL: &str = "{\"type\":\"function\",\"function\":{\"name\":\"search_reviews\",\
+\"description\":\"Full-text search over the review index.\",\"parameters\":{\"type\":\"object\",\
+\"properties\":{\"query\":{\"type\":\"string\"},\"limit\":{\"type\":\"integer\",\
+\"minimum\":1,\"maximum\":50},\"filters\":{\"type\":\"object\",\"properties\":{\
+\"stars\":{\"type\":\"array\",\"items\":{\"type\":\"integer\"}}}}},\"required\":[\"query\"]}}}";
+
+/// An assistant turn calling a tool (arguments: escaped JSON) and the
+/// tool's answer (escaped JSON with numbers and nested objects).
+fn agent_tool_call(rng: &mut SplitMix64, turn: usize) -> String {
+    let city = ["Z\u{fc}rich", "Tokyo", "S\u{e3}o Paulo", "Oslo"][rng.below(4)];
+    let temp = rng.range(0, 35);
+    let stars = rng.range(1, 6);
+    format!(
+        "{{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{{\"id\":\"call_{turn:04}\",\
+         \"type\":\"function\",\"function\":{{\"name\":\"get_weather\",\"arguments\":\
+         \"{{\\\"city\\\":\\\"{city}\\\",\\\"unit\\\":\\\"celsius\\\"}}\"}}}}]}},\
+         {{\"role\":\"tool\",\"tool_call_id\":\"call_{turn:04}\",\"content\":\
+         \"{{\\\"temperature\\\":{temp}.5,\\\"conditions\\\":\\\"partly cloudy\\\",\
+         \\\"reviews\\\":[{{\\\"stars\\\":{stars},\\\"text\\\":\\\"ok\\\"}}],\\\"ok\\\":true}}\"}}"
+    )
+}
 
 const LAST_TURN_PREFIX: &str = "{\"role\":\"user\",\"content\":\"";
 const LAST_TURN_SUFFIX: &str = "\"}";
@@ -417,6 +684,60 @@ fn text(rng: &mut SplitMix64, len: usize) -> String {
         }
         out.push_str(piece);
         out.push(if rng.below(12) == 0 { '.' } else { ' ' });
+    }
+    while out.len() < len {
+        out.push('.');
+    }
+    out
+}
+
+/// Dense multilingual prose (escaped JSON string content) of exactly `len`
+/// bytes: about a third of the words carry a raw non-ASCII character or an
+/// escape.
+fn prose(rng: &mut SplitMix64, len: usize) -> String {
+    const PLAIN: &[&str] = &[
+        "the", "of", "and", "to", "in", "is", "was", "for", "on", "with", "as", "by", "review",
+        "kitchen", "night", "menu", "said", "which", "from", "their",
+    ];
+    const RICH: &[&str] = &[
+        "caf\u{e9}",
+        "na\u{ef}ve",
+        "Gr\u{fc}\u{df}e",
+        "\u{e9}l\u{e8}ve",
+        "se\u{f1}or",
+        "fa\u{e7}ade",
+        "Z\u{fc}rich",
+        "cr\u{e8}me br\u{fb}l\u{e9}e",
+        "\u{3a9}\u{3bc}\u{3ad}\u{3b3}\u{3b1}",
+        "\u{43f}\u{440}\u{438}\u{432}\u{435}\u{442}",
+        "\u{65e5}\u{672c}\u{8a9e}",
+        "\u{4e2d}\u{6587}",
+        "\u{30ec}\u{30d3}\u{30e5}\u{30fc}",
+        "\u{d55c}\u{ad6d}\u{c5b4}",
+        "\u{1f35c}",
+        "\u{1f600}",
+        "\\n",
+        "\\n\\n",
+        "\\\"cited\\\"",
+        "C:\\\\docs",
+        "\\u00e9t\\u00e9",
+        "\\u2014",
+        "\\ud83d\\ude00",
+        "\\t",
+        "x\\/y",
+    ];
+    let mut out = String::with_capacity(len);
+    loop {
+        let piece = if rng.below(3) == 0 {
+            RICH[rng.below(RICH.len())]
+        } else {
+            PLAIN[rng.below(PLAIN.len())]
+        };
+        if out.len() + piece.len() + 1 > len {
+            break;
+        }
+        out.push_str(piece);
+        out.push(if rng.below(10) == 0 { ',' } else { ' ' });
     }
     while out.len() < len {
         out.push('.');
@@ -559,6 +880,96 @@ mod tests {
         let prompt = value["prompt"].as_str().unwrap();
         assert!(prompt.len() > MIB * 9 / 10);
         assert_eq!(value["stream"], true);
+    }
+
+    /// Mean distance between special bytes (non-ASCII characters and
+    /// escapes) inside the strings of `body`.
+    fn mean_special_gap(body: &[u8]) -> f64 {
+        let text = std::str::from_utf8(body).unwrap();
+        let mut specials = 0usize;
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                specials += 1;
+                chars.next();
+            } else if !c.is_ascii() {
+                specials += 1;
+            }
+        }
+        body.len() as f64 / specials as f64
+    }
+
+    #[test]
+    fn prose_has_a_special_byte_every_8_to_20_bytes() {
+        for size in SIZES {
+            for position in Position::ALL {
+                let body = prose_body(size, position);
+                let gap = mean_special_gap(&body);
+                assert!(
+                    (8.0..=20.0).contains(&gap),
+                    "{size}: one special every {gap:.1} bytes"
+                );
+                let text = std::str::from_utf8(&body).unwrap();
+                for needle in [
+                    "\\n",
+                    "\\\"",
+                    "\\\\",
+                    "\\u",
+                    "\u{e9}",
+                    "\u{65e5}",
+                    "\u{1f600}",
+                ] {
+                    assert!(
+                        text.contains(needle) || size < 16 * KIB,
+                        "{needle} in {size}"
+                    );
+                }
+                assert!(!text.contains("base64"));
+            }
+        }
+    }
+
+    #[test]
+    fn tools_bodies_hold_tool_calls_and_results() {
+        for size in [KIB, 16 * KIB] {
+            let value: Value = serde_json::from_slice(&tools_body(size, Position::Last)).unwrap();
+            let messages = value["messages"].as_array().unwrap();
+            assert!(
+                messages.iter().any(|m| m["tool_calls"].is_array()),
+                "{size}"
+            );
+            assert!(messages.iter().any(|m| m["role"] == "tool"), "{size}");
+            let call = messages
+                .iter()
+                .find(|m| m["tool_calls"].is_array())
+                .unwrap();
+            let arguments = call["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap();
+            let _: Value = serde_json::from_str(arguments).expect("arguments are JSON");
+        }
+    }
+
+    #[test]
+    fn matrix_bodies_have_one_special_every_n_bytes() {
+        for special in Special::ALL {
+            for every in MatrixSpec::EVERY {
+                let spec = MatrixSpec {
+                    special,
+                    every,
+                    size: MIB,
+                };
+                let body = spec.build();
+                assert_eq!(body.len(), MIB);
+                let value: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(value["model"], MODEL);
+                let text = std::str::from_utf8(&body).unwrap();
+                let count = text.matches(special.encoded()).count();
+                // The envelope takes ~100 bytes of the MiB.
+                let expected = (MIB - 100) / every;
+                assert!(count.abs_diff(expected) <= 2, "{}: {count}", spec.label());
+            }
+        }
     }
 
     #[test]

@@ -24,8 +24,14 @@
 //!   forwarded frames are a prefix ended by the same error as the one-shot
 //!   verdict.
 
+//! - [`check_body`]: byte 0 picks a form or compressed content type and a
+//!   policy, then the split header; the verdict through `BodyExtractor`
+//!   must not depend on the cuts.
+
+mod body;
 mod replay;
 
+pub use body::check_body;
 pub use replay::check_replay;
 
 use std::fmt;

@@ -5,7 +5,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use bbr_fuzz::{check_chunked, check_oneshot, check_replay};
+use bbr_fuzz::{check_body, check_chunked, check_oneshot, check_replay};
 
 /// Files directly under `dir`, sorted; none when it does not exist.
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -64,6 +64,15 @@ fn replay_body_corpus_passes() {
     assert!(
         count >= 10,
         "the replay_body seed corpus is missing ({count} files)"
+    );
+}
+
+#[test]
+fn body_chunked_corpus_passes() {
+    let count = replay("body_chunked", check_body);
+    assert!(
+        count >= 8,
+        "the body_chunked seed corpus is missing ({count} files)"
     );
 }
 

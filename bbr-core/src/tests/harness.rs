@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use crate::simd::Level;
 use crate::{DuplicateKeys, ExtractError, Limits, ModelExtractor, Outcome, Progress};
 
 /// Every policy, for loops.
@@ -36,11 +37,22 @@ pub(crate) fn drive(
     limits: Limits,
     reference: bool,
 ) -> Result<Outcome, ExtractError> {
-    let mut extractor = if reference {
-        ModelExtractor::new_reference(limits)
-    } else {
-        ModelExtractor::new(limits)
-    };
+    drive_with(chunks, limits, || {
+        if reference {
+            ModelExtractor::new_reference(limits)
+        } else {
+            ModelExtractor::new(limits)
+        }
+    })
+}
+
+/// [`drive`] with the extractor `make` builds.
+pub(crate) fn drive_with(
+    chunks: &[Bytes],
+    limits: Limits,
+    make: impl FnOnce() -> ModelExtractor,
+) -> Result<Outcome, ExtractError> {
+    let mut extractor = make();
     let mut early: Option<Outcome> = None;
     let mut fed = 0u64;
     for chunk in chunks {
@@ -95,6 +107,7 @@ pub(crate) fn check_all_chunkings(
     expected: &Result<Outcome, ExtractError>,
     pair_limit: usize,
 ) {
+    let levels = Level::available();
     let check = |cuts: &[usize]| {
         let chunks = split(body, cuts);
         for reference in [false, true] {
@@ -106,6 +119,13 @@ pub(crate) fn check_all_chunkings(
                 String::from_utf8_lossy(body),
                 limits.duplicate_keys(),
             );
+        }
+        // The other mask implementations of the fast mode.
+        for &level in &levels {
+            let got = drive_with(&chunks, limits, || {
+                ModelExtractor::with_level(limits, level)
+            });
+            assert_eq!(&got, expected, "cuts {cuts:?}, level {level:?}");
         }
     };
     check(&[]);

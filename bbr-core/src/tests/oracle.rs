@@ -72,35 +72,49 @@ pub(crate) fn oracle_is_stricter(error: &serde_json::Error) -> bool {
     message.contains("out of range") || message.contains("recursion limit")
 }
 
-/// What the contract says a top-level `model` value gives.
+/// The found name for an accepted value: spaces and tabs trimmed.
+pub(crate) fn trimmed(name: &str) -> &str {
+    name.trim_matches([' ', '\t'])
+}
+
+/// What the contract says a top-level `model` value gives ("What a model
+/// name is" in the crate docs), written independently of the extractor.
 fn model_verdict(value: &Value, max_len: usize) -> Verdict {
     let Value::String(name) = value else {
         return Verdict::Error("model_not_a_string");
     };
-    if name.is_empty() {
-        return Verdict::Error("empty_model");
-    }
-    // In stream order, as the extractor meets them.
-    let mut len = 0;
+    // In stream order, as the extractor meets them: a tab after text is
+    // an error only once more text follows it.
+    let (mut len, mut text, mut inner_tab) = (0, false, false);
     for ch in name.chars() {
-        if ch < ' ' || ch == '\u{7f}' {
+        let space = ch == ' ' || ch == '\t';
+        if !space && (inner_tab || ch < ' ' || ('\u{7f}'..='\u{9f}').contains(&ch)) {
             return Verdict::Error("model_control_char");
         }
         len += ch.len_utf8();
         if len > max_len {
             return Verdict::Error("model_too_long");
         }
+        if !space {
+            text = true;
+        } else if text && ch == '\t' {
+            inner_tab = true;
+        }
     }
-    Verdict::Found(name.clone())
+    if !text {
+        return Verdict::Error("empty_model");
+    }
+    Verdict::Found(trimmed(name).to_owned())
 }
 
 /// The verdict for a valid body.
 pub(crate) fn expected(entries: &Entries, limits: &Limits) -> Verdict {
     let max = limits.max_model_len();
+    let field = limits.field().as_str();
     let models: Vec<&Value> = entries
         .0
         .iter()
-        .filter(|(key, _)| key == "model")
+        .filter(|(key, _)| key == field)
         .map(|(_, value)| value)
         .collect();
     let (Some(first), Some(last)) = (models.first(), models.last()) else {
@@ -118,7 +132,13 @@ pub(crate) fn expected(entries: &Entries, limits: &Limits) -> Verdict {
 
 /// Checks an early decision (`Found`/`Absent` reported by `feed`) made at
 /// byte index `decided_at` against the oracle on that prefix.
-pub(crate) fn check_early_decision(body: &[u8], decided_at: usize, decision: &Verdict) {
+pub(crate) fn check_early_decision(
+    body: &[u8],
+    decided_at: usize,
+    decision: &Verdict,
+    limits: &Limits,
+) {
+    let field = limits.field().as_str();
     let prefix = &body[..=decided_at];
     match decision {
         Verdict::Found(model) => {
@@ -136,7 +156,7 @@ pub(crate) fn check_early_decision(body: &[u8], decided_at: usize, decision: &Ve
             let models: Vec<&Value> = entries
                 .0
                 .iter()
-                .filter(|(k, _)| k == "model")
+                .filter(|(k, _)| k == field)
                 .map(|(_, v)| v)
                 .collect();
             assert_eq!(
@@ -145,15 +165,18 @@ pub(crate) fn check_early_decision(body: &[u8], decided_at: usize, decision: &Ve
                 "prefix {:?}",
                 String::from_utf8_lossy(prefix)
             );
-            assert_eq!(models[0], &Value::String(model.clone()));
+            let Value::String(sent) = models[0] else {
+                panic!("found {model:?} for a value that is not a string")
+            };
+            assert_eq!(trimmed(sent), model);
             let (last_key, _) = entries.0.last().expect("one model entry");
             assert_eq!(
-                last_key, "model",
+                last_key, field,
                 "the decision is made by the last entry of the prefix"
             );
         }
         Verdict::Absent => match parse(prefix) {
-            Ok(entries) => assert!(entries.0.iter().all(|(k, _)| k != "model")),
+            Ok(entries) => assert!(entries.0.iter().all(|(k, _)| k != field)),
             // RFC 8259 allows what serde_json refuses here (`1e400`).
             Err(e) if oracle_is_stricter(&e) => {}
             Err(e) => panic!(

@@ -15,26 +15,31 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-use super::harness::{POLICIES, drive, split};
+use super::harness::{POLICIES, drive, drive_with, split};
 use super::oracle::{Verdict, check_early_decision, expected, oracle_is_stricter, parse};
 use crate::{
-    DuplicateKeys, ExtractError, Limits, ModelExtractor, Outcome, Progress, extract_model,
+    DuplicateKeys, ExtractError, FieldName, Limits, ModelExtractor, Outcome, Progress,
+    extract_model,
 };
 
 fn ws() -> BoxedStrategy<String> {
     prop_oneof![4 => Just(String::new()), 1 => "[ \t\r\n]{1,3}"].boxed()
 }
 
-/// JSON-escaped string contents.
+/// JSON-escaped string contents. Long plain runs (100+ bytes) take the
+/// 64-byte block path, and the random cuts split them anywhere.
 fn string_piece() -> BoxedStrategy<String> {
     prop_oneof![
         8 => "[a-zA-Z0-9 _./:-]{1,8}",
+        2 => "[a-zA-Z0-9 _./:-]{100,300}",
+        1 => "[a-z \u{e9}\u{65e5}]{60,200}",
         1 => prop::sample::select(vec![
             "\\n", "\\\"", "\\\\", "\\/", "\\t", "\\b", "\\f", "\\r", "\\u00e9", "\\u00E9", "\\uD83D\\uDE00",
             "\\ud83d\\ude00", "\\u0000", "\\u0041", "\\u007f", "\\u2028", "\\u006d",
+            "\\u0080", "\\u009F", "\\u00a0", "\\u0020", "\\u0009", " ",
         ])
         .prop_map(str::to_owned),
-        2 => "[éß日本語😀\u{7f}\u{80}\u{7ff}\u{800}\u{ffff}\u{10000}\u{10ffff}]{1,3}",
+        2 => "[éß日本語😀\u{7f}\u{80}\u{85}\u{9f}\u{a0}\u{7ff}\u{800}\u{ffff}\u{10000}\u{10ffff}]{1,3}",
     ]
     .boxed()
 }
@@ -54,7 +59,7 @@ fn key() -> BoxedStrategy<String> {
     prop_oneof![
         2 => prop::sample::select(vec![
             "\"model\"", "\"mod\\u0065l\"", "\"\\u006dodel\"", "\"Model\"", "\"model2\"", "\"mode\"",
-            "\"messages\"", "\"role\"", "\"content\"",
+            "\"messages\"", "\"role\"", "\"content\"", "\"model_name\"", "\"日本\"",
         ])
         .prop_map(str::to_owned),
         1 => "\"[a-z]{1,8}\"",
@@ -94,9 +99,18 @@ fn value() -> BoxedStrategy<String> {
     .boxed()
 }
 
+/// Spaces and tabs (escaped or raw spaces) around a name, or alone.
+fn padding() -> BoxedStrategy<String> {
+    prop::sample::select(vec!["", "", " ", "  ", "\\t", " \\t", "\\u0020", "\\t\\t "])
+        .prop_map(str::to_owned)
+        .boxed()
+}
+
 fn model_value() -> BoxedStrategy<String> {
     prop_oneof![
         6 => "\"[a-zA-Z0-9][a-zA-Z0-9./_-]{0,30}\"",
+        2 => (padding(), "[a-zA-Z0-9 ./_-]{0,12}|\\\\t|\\\\u0085", padding())
+            .prop_map(|(a, name, b)| format!("\"{a}{name}{b}\"")),
         2 => json_string(),
         1 => Just("\"\"".to_owned()),
         1 => value(),
@@ -109,6 +123,10 @@ fn entry() -> BoxedStrategy<String> {
         "\"model\"",
         "\"mod\\u0065l\"",
         "\"\\u006d\\u006f\\u0064\\u0065\\u006c\"",
+        "\"model_name\"",
+        "\"model_n\\u0061me\"",
+        "\"日本\"",
+        "\"\\u65e5本\"",
     ])
     .prop_map(str::to_owned);
     prop_oneof![
@@ -132,11 +150,13 @@ fn limits() -> BoxedStrategy<Limits> {
     (
         prop_oneof![3 => Just(256usize), 1 => 1usize..40],
         prop::sample::select(POLICIES.to_vec()),
+        prop::sample::select(vec!["model", "model", "model", "model_name", "日本"]),
     )
-        .prop_map(|(max_len, policy)| {
+        .prop_map(|(max_len, policy, field)| {
             Limits::new()
                 .with_max_model_len(max_len)
                 .with_duplicate_keys(policy)
+                .with_field(FieldName::new(field).expect("valid field name"))
         })
         .boxed()
 }
@@ -223,6 +243,15 @@ fn agreeing_verdict(
         one_shot,
         "reference mode, cuts {cuts:?}"
     );
+    for level in crate::simd::Level::available() {
+        assert_eq!(
+            drive_with(&chunks, limits, || ModelExtractor::with_level(
+                limits, level
+            )),
+            one_shot,
+            "level {level:?}, cuts {cuts:?}"
+        );
+    }
     let (bytewise, early) = byte_by_byte(body, limits);
     assert_eq!(bytewise, one_shot, "one-byte chunks");
     (one_shot, early)
@@ -239,7 +268,7 @@ proptest! {
         let (verdict, early) = agreeing_verdict(&body, limits, &cuts);
         prop_assert_eq!(Verdict::from(&verdict), expected(&entries, &limits), "{}", String::from_utf8_lossy(&body));
         if let Some((at, decision)) = early {
-            check_early_decision(&body, at, &decision);
+            check_early_decision(&body, at, &decision, &limits);
         }
         // The other policies on the same body, one-shot, against the oracle.
         for policy in POLICIES {
@@ -259,7 +288,7 @@ proptest! {
         let body = apply(body, &mutations);
         let (verdict, early) = agreeing_verdict(&body, limits, &cuts);
         if let Some((at, decision)) = &early {
-            check_early_decision(&body, *at, decision);
+            check_early_decision(&body, *at, decision, &limits);
         }
         let serde = parse(&body);
         if serde.as_ref().is_err_and(oracle_is_stricter) {

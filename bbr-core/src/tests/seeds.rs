@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::harness::{POLICIES, check_all_chunkings};
-use crate::{DuplicateKeys, ErrorKind, ExtractError, Limits, Model, Outcome};
+use crate::{DuplicateKeys, ErrorKind, ExtractError, FieldName, Limits, Model, Outcome};
 
 #[derive(Debug, Clone, Copy)]
 enum Want {
@@ -535,6 +535,161 @@ fn seeds() -> Vec<Seed> {
                 "depth 3 one past the limit",
                 br#"{"a":[[]]}"#,
                 Error(K::TooDeep { limit: 2 }, 6),
+            ),
+        ),
+        // What a model name is: trimmed, not empty, no C0/DEL/C1.
+        all(
+            "spaces around the model are trimmed",
+            br#"{"model":"  food-review-1 "}"#,
+            Found("food-review-1"),
+        ),
+        all(
+            "escaped tabs and spaces around the model are trimmed",
+            br#"{"model":"\t\u0020m \t\u0009"}"#,
+            Found("m"),
+        ),
+        all(
+            "spaces inside the model are kept",
+            br#"{"model":" a b "}"#,
+            Found("a b"),
+        ),
+        all(
+            "only spaces is empty",
+            br#"{"model":"   "}"#,
+            Error(K::EmptyModel, 9),
+        ),
+        all(
+            "only tabs and spaces is empty",
+            br#"{"model":"\t \t"}"#,
+            Error(K::EmptyModel, 9),
+        ),
+        all(
+            "a tab inside the model",
+            br#"{"model":"a\tb"}"#,
+            Error(K::ModelControlChar, 11),
+        ),
+        all(
+            "a tab inside the model, spaces after it",
+            br#"{"model":"a \t  \tb"}"#,
+            Error(K::ModelControlChar, 12),
+        ),
+        all(
+            "raw C1 control in the model",
+            b"{\"model\":\"a\xc2\x85b\"}",
+            Error(K::ModelControlChar, 11),
+        ),
+        all(
+            "escaped C1 control in the model",
+            br#"{"model":"a\u009F"}"#,
+            Error(K::ModelControlChar, 11),
+        ),
+        all(
+            "the first code point after C1 is fine",
+            b"{\"model\":\"a\xc2\xa0\"}",
+            Found("a\u{a0}"),
+        ),
+        all(
+            "a C1 control elsewhere is fine",
+            b"{\"x\":\"\xc2\x85\",\"model\":\"m\"}",
+            Found("m"),
+        ),
+        each(
+            "padded duplicate under last-wins",
+            br#"{"model":" a","model":"b "}"#,
+            Error(K::DuplicateModel, 14),
+            Found("a"),
+            Found("b"),
+        ),
+        each(
+            "an earlier empty model is forgotten under last-wins",
+            br#"{"model":"  ","model":"b"}"#,
+            Error(K::EmptyModel, 9),
+            Error(K::EmptyModel, 9),
+            Found("b"),
+        ),
+        with_limits(
+            Limits::new().with_max_model_len(3),
+            all(
+                "the length limit counts the spaces",
+                br#"{"model":" abc"}"#,
+                Error(K::ModelTooLong { limit: 3 }, 9),
+            ),
+        ),
+        with_limits(
+            Limits::new().with_max_model_len(4),
+            all(
+                "padded model exactly at the length limit",
+                br#"{"model":" abc"}"#,
+                Found("abc"),
+            ),
+        ),
+        with_limits(
+            Limits::new().with_max_model_len(2),
+            all(
+                "too long before the control character",
+                b"{\"model\":\"abc\xc2\x85\"}",
+                Error(K::ModelTooLong { limit: 2 }, 9),
+            ),
+        ),
+        with_limits(
+            Limits::new().with_max_model_len(2),
+            all(
+                "a tab inside the name before the byte past the limit",
+                br#"{"model":"a\tb"}"#,
+                Error(K::ModelControlChar, 11),
+            ),
+        ),
+        with_limits(
+            Limits::new().with_max_model_len(2),
+            all(
+                "a trailing tab then a space past the limit",
+                br#"{"model":"a\t "}"#,
+                Error(K::ModelTooLong { limit: 2 }, 9),
+            ),
+        ),
+        // Another field name.
+        with_limits(
+            Limits::new().with_field(FieldName::new("model_name").unwrap()),
+            each(
+                "a configured field name, escaped in the body",
+                br#"{"model":"a","model_n\u0061me":" b ","mode":1}"#,
+                Found("b"),
+                Found("b"),
+                Found("b"),
+            ),
+        ),
+        with_limits(
+            Limits::new().with_field(FieldName::new("model_name").unwrap()),
+            each(
+                "a configured field name first, then a duplicate",
+                br#"{"model_name":"b","model_name":"c"}"#,
+                Error(K::DuplicateModel, 18),
+                Found("b"),
+                Found("c"),
+            ),
+        ),
+        with_limits(
+            Limits::new().with_field(FieldName::new("model_name").unwrap()),
+            all(
+                "a configured field name absent (model does not count)",
+                br#"{"model":"a","model_nam":"b"}"#,
+                Absent,
+            ),
+        ),
+        with_limits(
+            Limits::new().with_field(FieldName::new("\u{65e5}\u{672c}").unwrap()),
+            all(
+                "a non-ASCII field name, escaped in the body",
+                b"{\"\\u65e5\xe6\x9c\xac\":\"m\"}",
+                Found("m"),
+            ),
+        ),
+        with_limits(
+            Limits::new().with_field(FieldName::new("m").unwrap()),
+            all(
+                "a one-byte field name is not a prefix match",
+                br#"{"model":"a","m":"b"}"#,
+                Found("b"),
             ),
         ),
         with_limits(

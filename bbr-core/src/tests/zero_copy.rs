@@ -102,3 +102,34 @@ fn escaped_model_is_an_owned_copy_even_in_one_chunk() {
     assert!(!model.is_shared());
     assert!(!points_into(model.as_bytes(), &body));
 }
+
+#[test]
+fn a_trimmed_model_is_still_a_slice_of_its_chunk() {
+    for (body, name) in [
+        (
+            &br#"{"model":"  food-review-1 ","stream":true}"#[..],
+            "food-review-1",
+        ),
+        (
+            &br#"{"stream":true,"model":" ski-resorts  "}"#[..],
+            "ski-resorts",
+        ),
+    ] {
+        let body = Bytes::copy_from_slice(body);
+        let outcome = extract_model(&body, &Limits::new()).expect("valid");
+        let model = outcome.model().expect("found");
+        assert_eq!(model.as_str(), name);
+        assert!(model.is_shared());
+        assert!(points_into(model.as_bytes(), &body));
+        let at = body.windows(name.len()).position(|w| w == name.as_bytes());
+        assert_eq!(
+            model.as_bytes().as_ptr(),
+            body[at.expect("name")..].as_ptr()
+        );
+    }
+    // Escaped padding makes a copy, trimmed the same way.
+    let body = Bytes::from_static(br#"{"model":"\tm\u0020"}"#);
+    let outcome = extract_model(&body, &Limits::new()).expect("valid");
+    let model = outcome.model().expect("found");
+    assert_eq!((model.as_str(), model.is_shared()), ("m", false));
+}

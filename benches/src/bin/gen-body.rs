@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use bbr_benches::{BodySpec, KIB, MIB, MIN_SIZE, MODEL, Position, Shape};
 use clap::{Parser, ValueEnum};
 
-/// Writes a deterministic chat or completions body of the given size.
+/// Writes a deterministic chat, completions, prose or tools body of the given size.
 #[derive(Debug, Parser)]
 #[command(name = "gen-body")]
 struct Args {
@@ -33,6 +33,8 @@ struct Args {
 enum ShapeArg {
     Chat,
     Completions,
+    Prose,
+    Tools,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -66,6 +68,8 @@ fn main() -> ExitCode {
     let shape = match args.shape {
         ShapeArg::Chat => Shape::Chat,
         ShapeArg::Completions => Shape::Completions,
+        ShapeArg::Prose => Shape::Prose,
+        ShapeArg::Tools => Shape::Tools,
     };
     let position = match args.position {
         PositionArg::First => Position::First,

@@ -1,0 +1,308 @@
+//! Skipping string contents: the hot loop of every body.
+//!
+//! A string is skipped to its closing quote in 64-byte blocks. For each
+//! block one bitmask marks the bytes that stop the skip (`"`, `\` and
+//! control bytes below 0x20) and a second one the non-ASCII bytes. The set
+//! bits of the first are walked inside the block: a valid escape is stepped
+//! over with table lookups and the walk goes on in the same mask, so dense
+//! text does not leave the block loop at every escape. Non-ASCII bytes do
+//! not stop the skip at all: the raw bytes of the whole skipped span are
+//! validated as UTF-8 in one call when the span holds any (escapes are
+//! ASCII, so they cannot hide or break a sequence), with `simdutf8`.
+//!
+//! The masks come from [`Masks`]: [`Swar`] here (portable, eight bytes per
+//! step), SSE2 and AVX2 in [`crate::simd`] (the only `unsafe` of the crate,
+//! chosen at run time). All give the same masks; the tests check each
+//! against a byte-by-byte oracle.
+
+/// The two bitmasks of a 64-byte block: bit `k` is byte `k`.
+pub(crate) trait Masks {
+    /// `(stops, non_ascii)`: `stops` marks `"`, `\` and bytes below 0x20,
+    /// `non_ascii` marks bytes of 0x80 and above.
+    fn masks(block: &[u8; 64]) -> (u64, u64);
+}
+
+/// Where a skip stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stop {
+    /// Index of the first byte the skip could not take: a `"`, a `\` that
+    /// does not start a complete valid escape, a control byte, or the end
+    /// of the slice.
+    pub(crate) at: usize,
+    /// Whether a non-ASCII byte lies between the start and `at`.
+    pub(crate) non_ascii: bool,
+}
+
+/// Eight-bytes-at-a-time masks without SIMD instructions. Exact per byte
+/// (no borrow or carry crosses a byte), so every set bit is real.
+pub(crate) struct Swar;
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+const TOPS: u64 = 0x8080_8080_8080_8080;
+
+/// Top bit of each byte of `word` that is zero.
+#[inline(always)]
+const fn zero_bytes(word: u64) -> u64 {
+    !(((word & LOW7) + LOW7) | word) & TOPS
+}
+
+/// One bit per byte, from the top bits of the bytes of `word`.
+#[inline(always)]
+const fn gather_tops(word: u64) -> u64 {
+    ((word >> 7) & ONES).wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+impl Masks for Swar {
+    #[inline(always)]
+    fn masks(block: &[u8; 64]) -> (u64, u64) {
+        let (mut stops, mut high) = (0u64, 0u64);
+        for (k, word) in block.chunks_exact(8).enumerate() {
+            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            let quotes = zero_bytes(word ^ (ONES * u64::from(b'"')));
+            let backslashes = zero_bytes(word ^ (ONES * u64::from(b'\\')));
+            // (b & 0x7f) + 0x60 reaches the top bit iff b & 0x7f >= 0x20.
+            let controls = !(((word & LOW7) + ONES * 0x60) | word) & TOPS;
+            stops |= gather_tops(quotes | backslashes | controls) << (8 * k);
+            high |= gather_tops(word & TOPS) << (8 * k);
+        }
+        (stops, high)
+    }
+}
+
+/// What the byte after a backslash starts: 2 for a complete two-byte
+/// escape, 6 for `u` (four hex digits to check), 0 for anything invalid.
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let simple = *b"\"\\/bfnrt";
+    let mut i = 0;
+    while i < simple.len() {
+        table[simple[i] as usize] = 2;
+        i += 1;
+    }
+    table[b'u' as usize] = 6;
+    table
+};
+
+/// Value of a hex digit, or 0x10 and above for anything else.
+static HEX: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            d @ b'0'..=b'9' => d - b'0',
+            d @ b'a'..=b'f' => d - b'a' + 10,
+            d @ b'A'..=b'F' => d - b'A' + 10,
+            _ => 0xff,
+        };
+        b += 1;
+    }
+    table
+};
+
+/// The four hex digits at the start of `digits` (at least 4 bytes).
+#[inline(always)]
+fn hex4(digits: &[u8]) -> Option<u16> {
+    let [a, b, c, d] = [0, 1, 2, 3].map(|k| HEX[digits[k] as usize]);
+    if (a | b | c | d) & 0xf0 != 0 {
+        return None;
+    }
+    Some(u16::from(a) << 12 | u16::from(b) << 8 | u16::from(c) << 4 | u16::from(d))
+}
+
+/// Length of the escape at the start of `rest` (which starts with `\`)
+/// when it is complete and valid; surrogate pairs only as a whole. `None`
+/// leaves it to the byte-at-a-time path, which reports it or carries it
+/// over a chunk boundary.
+#[inline(always)]
+pub(crate) fn escape_len(rest: &[u8]) -> Option<usize> {
+    match ESCAPE[*rest.get(1)? as usize] {
+        2 => Some(2),
+        0 => None,
+        _ => {
+            let unit = hex4(rest.get(2..6)?)?;
+            if !(0xd800..=0xdfff).contains(&unit) {
+                return Some(6);
+            }
+            if unit >= 0xdc00 {
+                return None;
+            }
+            let low = rest.get(6..12)?;
+            if low[0] != b'\\' || low[1] != b'u' {
+                return None;
+            }
+            matches!(hex4(&low[2..])?, 0xdc00..=0xdfff).then_some(12)
+        }
+    }
+}
+
+/// Skips string contents from `i`: see [`Stop`]. Blocks that reach past
+/// the end of `bytes` are padded with spaces (and the padding masked off),
+/// so short strings and chunk tails take the same path.
+#[inline(always)]
+pub(crate) fn skip<M: Masks>(bytes: &[u8], mut i: usize) -> Stop {
+    let len = bytes.len();
+    let mut non_ascii = 0u64;
+    'blocks: while i < len {
+        let (mut stops, high, valid) = if let Some(block) = bytes.get(i..i + 64) {
+            let (stops, high) = M::masks(block.try_into().expect("64 bytes"));
+            (stops, high, 64)
+        } else {
+            let mut block = [b' '; 64];
+            let valid = len - i;
+            block[..valid].copy_from_slice(&bytes[i..]);
+            let (stops, high) = M::masks(&block);
+            (stops, high, valid)
+        };
+        while stops != 0 {
+            let k = stops.trailing_zeros() as usize;
+            let at = i + k;
+            if bytes[at] == b'\\'
+                && let Some(n) = escape_len(&bytes[at..])
+            {
+                let next = k + n;
+                if next >= 64 {
+                    // The escape reaches into the next block (escapes are
+                    // ASCII: nothing to record from this block after it).
+                    non_ascii |= high;
+                    i = at + n;
+                    continue 'blocks;
+                }
+                stops &= u64::MAX << next;
+                continue;
+            }
+            non_ascii |= high & ((1u64 << k) - 1);
+            return Stop {
+                at,
+                non_ascii: non_ascii != 0,
+            };
+        }
+        non_ascii |= high;
+        i += valid;
+    }
+    Stop {
+        at: len,
+        non_ascii: non_ascii != 0,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The masks byte by byte.
+    pub(crate) fn naive_masks(block: &[u8; 64]) -> (u64, u64) {
+        let (mut stops, mut high) = (0, 0);
+        for (k, &b) in block.iter().enumerate() {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                stops |= 1 << k;
+            }
+            if b >= 0x80 {
+                high |= 1 << k;
+            }
+        }
+        (stops, high)
+    }
+
+    /// Blocks that put every byte value at every position, alone and next
+    /// to other special bytes (whose carries must not leak).
+    pub(crate) fn blocks() -> impl Iterator<Item = [u8; 64]> {
+        (0..64).flat_map(|at| {
+            (0..=255u8).flat_map(move |b| {
+                [b'a', 0x00, b'"', 0xff, b'\\', 0x1f, 0x20, 0x7f, 0x80]
+                    .into_iter()
+                    .map(move |around| {
+                        let mut block = [b'a'; 64];
+                        block[at] = b;
+                        if at > 0 {
+                            block[at - 1] = around;
+                        }
+                        if at < 63 {
+                            block[at + 1] = around;
+                        }
+                        block
+                    })
+            })
+        })
+    }
+
+    #[test]
+    fn swar_masks_agree_with_the_bytewise_oracle() {
+        let mut checked = 0;
+        for block in blocks() {
+            assert_eq!(Swar::masks(&block), naive_masks(&block), "{block:?}");
+            checked += 1;
+        }
+        assert_eq!(checked, 64 * 256 * 9);
+    }
+
+    /// The skip byte by byte.
+    pub(crate) fn naive_skip(bytes: &[u8], mut i: usize) -> Stop {
+        let mut non_ascii = false;
+        while let Some(&b) = bytes.get(i) {
+            match b {
+                b'\\' => match escape_len(&bytes[i..]) {
+                    Some(n) => i += n,
+                    None => break,
+                },
+                b'"' | 0..=0x1f => break,
+                _ => {
+                    non_ascii |= b >= 0x80;
+                    i += 1;
+                }
+            }
+        }
+        Stop { at: i, non_ascii }
+    }
+
+    #[test]
+    fn the_portable_skip_agrees_with_the_bytewise_one() {
+        let mut text = Vec::new();
+        for n in [1, 7, 63, 64, 65, 130] {
+            text.extend(std::iter::repeat_n(b'x', n));
+            text.extend_from_slice(br#"\n\u00e9\ud83d\ude00"#);
+            text.extend_from_slice("é日😀".as_bytes());
+            text.extend_from_slice(br#"\\\"\x"#);
+            text.push(0x05);
+        }
+        let mut checked = 0;
+        for end in (0..=text.len()).step_by(5) {
+            for start in 0..=end {
+                let bytes = &text[..end];
+                assert_eq!(
+                    skip::<Swar>(bytes, start),
+                    naive_skip(bytes, start),
+                    "{start}..{end}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000);
+    }
+
+    #[test]
+    fn escape_lengths() {
+        for (escape, len) in [
+            (&br#"\n"#[..], Some(2)),
+            (br#"\""#, Some(2)),
+            (br#"\/"#, Some(2)),
+            (br#"\x"#, None),
+            (br#"\"#, None),
+            (br#"\u00e9"#, Some(6)),
+            (br#"\u00E"#, None),
+            (br#"\u00eg"#, None),
+            (br#"\ud83d\ude00"#, Some(12)),
+            (br#"\ud83d\u0041"#, None),
+            (br#"\ud83d"#, None),
+            (br#"\ude00"#, None),
+            (br#"\uD83D\uDE00x"#, Some(12)),
+        ] {
+            assert_eq!(
+                escape_len(escape),
+                len,
+                "{}",
+                String::from_utf8_lossy(escape)
+            );
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! SIMD masks for [`crate::scan`]: the only module of the crate that may
+//! use `unsafe`. x86_64 only; everything else uses the portable
+//! [`Swar`](crate::scan::Swar) masks.
+//!
+//! Why own intrinsics rather than a crate: the skip needs two 64-bit masks
+//! per block (stops and non-ASCII bytes) whose set bits it walks; memchr
+//! finds one byte at a time and has no "below 0x20" class. The benchmark
+//! in `benches/` (the `prose` and `matrix` classes) is the justification.
+//!
+//! SSE2 is part of the x86_64 baseline; AVX2 is used only when the CPU
+//! reports it at run time ([`Level::detect`]). Each level is checked
+//! against the byte-by-byte oracle on every byte value at every position
+//! (`tests` below), and the skip built on it against the portable one.
+#![allow(unsafe_code)]
+
+use crate::scan::{self, Stop};
+
+/// The best mask implementation this CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// Portable masks (no SIMD instructions of our own).
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    Portable,
+    /// 16-byte SSE2 compares (x86_64 baseline).
+    #[cfg(target_arch = "x86_64")]
+    Sse2,
+    /// 32-byte AVX2 compares, detected at run time.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Level {
+    /// Detects the level once per call (std caches the CPU query).
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                return Level::Avx2;
+            }
+            Level::Sse2
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Level::Portable
+    }
+
+    /// Every level this CPU can run (for tests and benchmarks).
+    #[cfg(test)]
+    pub(crate) fn available() -> Vec<Self> {
+        let mut levels = vec![Level::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            levels.push(Level::Sse2);
+            if std::is_x86_feature_detected!("avx2") {
+                levels.push(Level::Avx2);
+            }
+        }
+        levels
+    }
+}
+
+/// [`scan::skip`] with the masks of `level`.
+#[inline]
+pub(crate) fn skip(level: Level, bytes: &[u8], i: usize) -> Stop {
+    match level {
+        Level::Portable => scan::skip::<scan::Swar>(bytes, i),
+        #[cfg(target_arch = "x86_64")]
+        Level::Sse2 => scan::skip::<x86::Sse2>(bytes, i),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Level::Avx2` is only produced by `detect` (and
+        // `available`) after `is_x86_feature_detected!("avx2")` said yes.
+        Level::Avx2 => unsafe { x86::skip_avx2(bytes, i) },
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::{
+        __m128i, __m256i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8,
+        _mm_or_si128, _mm_set1_epi8, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_max_epu8,
+        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8,
+    };
+
+    use crate::scan::{self, Masks, Stop};
+
+    /// `mask`, through an empty `asm!` the optimizer cannot see into.
+    /// Without it LLVM fuses the movemask results into one 64-lane boolean
+    /// vector, which AVX2 has no register for, and splits it back into 64
+    /// single-bit extractions (~300 instructions per block, measured with
+    /// callgrind).
+    #[inline(always)]
+    fn opaque(mut mask: u32) -> u32 {
+        // SAFETY: the template is empty: no instruction runs, no memory,
+        // stack or flag is touched; the register keeps its value.
+        unsafe {
+            std::arch::asm!("/* {0:e} */", inout(reg) mask, options(pure, nomem, nostack, preserves_flags));
+        }
+        mask
+    }
+
+    /// SSE2 masks, 16 bytes per compare.
+    pub(super) struct Sse2;
+
+    impl Masks for Sse2 {
+        #[inline(always)]
+        fn masks(block: &[u8; 64]) -> (u64, u64) {
+            let (mut stops, mut high) = (0u64, 0u64);
+            for k in 0..4 {
+                // SAFETY: SSE2 is enabled on every x86_64 target (it is in
+                // the baseline), and `block[16 * k..]` holds 16 readable
+                // bytes for k < 4; the load is unaligned-safe.
+                let (s, h) = unsafe {
+                    let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>());
+                    let quotes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+                    let backslashes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+                    // b <= 0x1f exactly when max(b, 0x1f) == 0x1f (unsigned).
+                    let low = _mm_set1_epi8(0x1f);
+                    let controls = _mm_cmpeq_epi8(_mm_max_epu8(v, low), low);
+                    let any = _mm_or_si128(_mm_or_si128(quotes, backslashes), controls);
+                    (
+                        opaque(_mm_movemask_epi8(any) as u32),
+                        opaque(_mm_movemask_epi8(v) as u32),
+                    )
+                };
+                stops |= u64::from(s) << (16 * k);
+                high |= u64::from(h) << (16 * k);
+            }
+            (stops, high)
+        }
+    }
+
+    /// AVX2 masks, 32 bytes per compare. Only ever used inside
+    /// [`skip_avx2`], which runs with AVX2 enabled.
+    pub(super) struct Avx2;
+
+    impl Masks for Avx2 {
+        #[inline(always)]
+        fn masks(block: &[u8; 64]) -> (u64, u64) {
+            let (mut stops, mut high) = (0u64, 0u64);
+            for k in 0..2 {
+                // SAFETY: this impl is private to this module and only
+                // instantiated by `skip_avx2`, whose callers checked that
+                // the CPU has AVX2; `block[32 * k..]` holds 32 readable
+                // bytes for k < 2; the load is unaligned-safe.
+                let (s, h) = unsafe {
+                    let v = _mm256_loadu_si256(block.as_ptr().add(32 * k).cast::<__m256i>());
+                    let quotes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
+                    let backslashes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
+                    let low = _mm256_set1_epi8(0x1f);
+                    let controls = _mm256_cmpeq_epi8(_mm256_max_epu8(v, low), low);
+                    let any = _mm256_or_si256(_mm256_or_si256(quotes, backslashes), controls);
+                    (
+                        opaque(_mm256_movemask_epi8(any) as u32),
+                        opaque(_mm256_movemask_epi8(v) as u32),
+                    )
+                };
+                stops |= u64::from(s) << (32 * k);
+                high |= u64::from(h) << (32 * k);
+            }
+            (stops, high)
+        }
+    }
+
+    /// The skip compiled with AVX2 enabled, so that the masks' intrinsics
+    /// inline into it.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn skip_avx2(bytes: &[u8], i: usize) -> Stop {
+        scan::skip::<Avx2>(bytes, i)
+    }
+
+    #[cfg(test)]
+    pub(super) fn masks_avx2(block: &[u8; 64]) -> (u64, u64) {
+        assert!(std::is_x86_feature_detected!("avx2"));
+        #[target_feature(enable = "avx2")]
+        fn inner(block: &[u8; 64]) -> (u64, u64) {
+            Avx2::masks(block)
+        }
+        // SAFETY: AVX2 was detected just above.
+        unsafe { inner(block) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::Masks;
+    use crate::scan::tests::{blocks, naive_masks};
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sse2_and_avx2_masks_agree_with_the_bytewise_oracle() {
+        let avx2 = std::is_x86_feature_detected!("avx2");
+        let mut checked = 0;
+        for block in blocks() {
+            let expected = naive_masks(&block);
+            assert_eq!(x86::Sse2::masks(&block), expected, "sse2 {block:?}");
+            if avx2 {
+                assert_eq!(x86::masks_avx2(&block), expected, "avx2 {block:?}");
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, 64 * 256 * 9);
+    }
+
+    /// Every level skips every string of a corpus exactly like the
+    /// byte-by-byte skip, from every start position to every end.
+    #[test]
+    fn every_level_skips_like_the_portable_one() {
+        let mut corpus: Vec<u8> = Vec::new();
+        for piece in [
+            &br#"plain ascii text that runs for a while, longer than one block of sixty-four bytes"#[..],
+            br#"\n\"\\\/\u00e9\ud83d\ude00\t"#,
+            "café 日本語 😀 Ωμέγα".as_bytes(),
+            b"\x01\x1f\x7f\x80\xff\xc3",
+            br#"\x\u12\ud83d\u0041"#,
+            b"\"",
+        ] {
+            corpus.extend_from_slice(piece);
+        }
+        let text = corpus.repeat(3);
+        let levels = Level::available();
+        let mut checked = 0;
+        for end in (0..=text.len()).step_by(7) {
+            let bytes = &text[..end];
+            for start in 0..=end {
+                let expected = crate::scan::tests::naive_skip(bytes, start);
+                for &level in &levels {
+                    assert_eq!(
+                        skip(level, bytes, start),
+                        expected,
+                        "{level:?} {start}..{end}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000);
+    }
+}

@@ -1,0 +1,274 @@
+//! The `bbr-extproc` binary as a Deployment runs it: the upstream chart's
+//! container args verbatim (only the ports moved off 9004/9005/9090 so tests
+//! can run side by side), serving a real Envoy over TLS with its self-signed
+//! certificate; and the start-up refusals, with their exit status and
+//! message.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use support::*;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+/// The `bbr` container args the upstream chart renders with its defaults.
+const CHART_ARGS: [&str; 7] = [
+    "--streaming",
+    "--v",
+    "3",
+    "--plugin",
+    r#"body-field-to-header:model-extractor:{"fieldName":"model","headerName":"X-Gateway-Model-Name"}"#,
+    "--plugin",
+    "base-model-to-header:base-model-mapper",
+];
+const CHART_TRACING: &str = "--tracing=false";
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bbr-extproc"))
+}
+
+/// A running binary, killed on drop.
+struct Running {
+    child: Child,
+    grpc: u16,
+    health: u16,
+    metrics: u16,
+    log: PathBuf,
+}
+
+impl Running {
+    fn start(extra: &[&str]) -> Self {
+        let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+        let log =
+            std::env::temp_dir().join(format!("bbr-binary-{}-{grpc}.log", std::process::id()));
+        let child = binary()
+            .args(CHART_ARGS)
+            .arg(CHART_TRACING)
+            .args([
+                format!("--grpc-port={grpc}"),
+                format!("--grpc-health-port={health}"),
+                format!("--metrics-port={metrics}"),
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start bbr-extproc");
+        Self {
+            child,
+            grpc,
+            health,
+            metrics,
+            log,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (30 s at most) until health says SERVING.
+    async fn wait_serving(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("bbr-extproc exited with {status}: {}", self.log_text());
+            }
+            if let Ok(status) = health_status(self.health, "").await
+                && status == ServingStatus::Serving as i32
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not SERVING within 30 s: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+async fn health_status(port: u16, service: &str) -> Result<i32, Box<dyn std::error::Error>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+        .connect()
+        .await?;
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await?;
+    Ok(reply.into_inner().status)
+}
+
+async fn scrape(port: u16, token: Option<&str>) -> Answer {
+    let mut request = hyper::Request::get(format!("http://127.0.0.1:{port}/metrics"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    send(&http1_client(), request.body(empty()).expect("request")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_chart_args_start_and_serve_envoy_over_tls() {
+    let dir = std::env::temp_dir().join(format!("bbr-binary-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "scrape-me\n").expect("token");
+    let token_arg = format!("--metrics-auth-token-file={}", token_file.display());
+    let mut running = Running::start(&[&token_arg]);
+    running.wait_serving().await;
+
+    // Health answers for any service name, as upstream.
+    for service in [
+        "",
+        "envoy.service.ext_proc.v3.ExternalProcessor",
+        "anything",
+    ] {
+        let status = health_status(running.health, service).await.expect("check");
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+
+    // --secure-serving defaults to true: Envoy reaches it over TLS.
+    let upstreams = Upstreams::start().await;
+    let extproc = std::net::SocketAddr::from(([127, 0, 0, 1], running.grpc));
+    let envoy = Envoy::start("bbr-full-duplex-tls.yaml", Some(extproc), &upstreams);
+    let client = http1_client();
+    for (path, body, model, pool) in reference_requests().into_iter().take(3) {
+        let answer = send(&client, post(&envoy.url(path), body, &[])).await;
+        assert_eq!(
+            answer.status,
+            200,
+            "{model}: {:?} / {}",
+            answer.body,
+            running.log_text()
+        );
+        assert_eq!(answer.json()["pool"], pool, "{model}");
+        assert_eq!(answer.json()["model"], model);
+    }
+    assert_eq!(upstreams.take().len(), 3);
+
+    // --metrics-endpoint-auth is on by default: the token or nothing.
+    assert_eq!(scrape(running.metrics, None).await.status, 401);
+    assert_eq!(scrape(running.metrics, Some("guess")).await.status, 401);
+    let metrics = scrape(running.metrics, Some("scrape-me")).await;
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("bbr_info{commit="), "{text}");
+    assert!(text.contains("bbr_success_total 3"), "{text}");
+    assert!(
+        text.contains(r#"bbr_plugin_duration_seconds_count{extension_point="request",plugin_type="body-field-to-header",plugin_name="model-extractor"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"plugin_type="base-model-to-header",plugin_name="base-model-mapper"} 3"#),
+        "{text}"
+    );
+
+    // SIGTERM drains and exits cleanly.
+    let pid = running.child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = running.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}: {}", running.log_text());
+    drop(envoy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn run_to_exit(args: &[&str]) -> Output {
+    binary()
+        .args(args)
+        .args(["--grpc-port=1", "--grpc-health-port=2", "--metrics-port=3"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bbr-extproc")
+}
+
+#[test]
+fn bad_plugin_arguments_stop_the_start_naming_the_argument() {
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--plugin", "model-to-header:x"],
+            r#"--plugin "model-to-header:x": unknown plugin type `model-to-header`"#,
+        ),
+        (
+            &["--plugin", "body-field-to-header:x:{fieldName:model"],
+            "bad parameters for body-field-to-header",
+        ),
+        (
+            &["--plugin", "body-field-to-header"],
+            "expected type:name[:json]",
+        ),
+        (
+            &[
+                "--plugin",
+                r#"body-field-to-header:x:{"fieldName":"prompt","headerName":"X-Foo"}"#,
+            ],
+            "fieldName `prompt` is not supported",
+        ),
+        (
+            &[
+                "--plugin",
+                r#"body-field-to-header:a:{"fieldName":"model","headerName":"X-A"}"#,
+                "--plugin",
+                r#"body-field-to-header:b:{"fieldName":"model","headerName":"X-B"}"#,
+            ],
+            "a second body-field-to-header",
+        ),
+        (
+            &[
+                "--config-text",
+                "apiVersion: llm-d.ai/v1alpha1\nkind: PayloadProcessorConfig\nplugins: []\nprofiles: []\n",
+            ],
+            "--config-text: exactly one profile is supported, found 0",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = run_to_exit(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    // The parameters' JSON error reaches the message too.
+    let output = run_to_exit(&["--plugin", "body-field-to-header:x:{fieldName:model"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("key must be a string"), "{stderr}");
+}
+
+#[test]
+fn bare_numbers_for_durations_and_sizes_are_usage_errors() {
+    for (arg, expected) in [
+        ("--drain-delay=5", "`5` has no unit"),
+        ("--max-scan-bytes=1024", "`1024` has no unit"),
+    ] {
+        let output = run_to_exit(&[arg]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{arg}: {stderr}");
+        assert!(stderr.contains(expected), "{arg}: {stderr}");
+    }
+}

@@ -1,0 +1,190 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::counters::{Counters, RoutingStats};
+
+fn scan_with_cap(cap: u64) -> (Scan, RoutingStats) {
+    let counters = Arc::new(Counters::default());
+    let scan = Scan::new(
+        Limits::new(),
+        ClientHeaders::Strip,
+        Reservation::new(counters.clone(), cap),
+    );
+    (scan, RoutingStats::new(counters))
+}
+
+fn scan() -> Scan {
+    scan_with_cap(u64::MAX).0
+}
+
+fn data_frames(held: &Held) -> Vec<&Bytes> {
+    held.frames
+        .iter()
+        .filter_map(|held| held.frame.data_ref())
+        .collect()
+}
+
+#[test]
+fn the_first_frames_are_held_as_the_same_bytes_in_the_same_boundaries() {
+    let mut scan = scan();
+    let chunks = [
+        Bytes::from_static(b"{\"mo"),
+        Bytes::from_static(b"del\":\"m\"}"),
+    ];
+    for chunk in &chunks {
+        let _ = scan.push(Frame::data(chunk.clone()));
+    }
+    assert_eq!(scan.held_bytes(), 13);
+    assert_eq!(scan.held_cost(), 13 + 2 * FRAME_OVERHEAD);
+    let held = scan.into_held();
+    let frames = data_frames(&held);
+    assert_eq!(frames.len(), 2);
+    for (data, chunk) in frames.iter().zip(&chunks) {
+        assert_eq!(data.as_ptr(), chunk.as_ptr());
+        assert_eq!(data.len(), chunk.len());
+    }
+    assert!(!held.ended);
+    assert!(held.validator.is_some());
+}
+
+#[test]
+fn tiny_frames_past_the_first_are_coalesced_and_large_ones_are_not() {
+    let mut scan = scan();
+    let mut body = b"{\"messages\":\"".to_vec();
+    body.resize(body.len() + 40_000, b'a');
+    let mut sent = Vec::new();
+    // 16 frames as is, then 1-byte frames, one large frame, more tiny ones.
+    for (i, byte) in body.iter().enumerate() {
+        let frame = Bytes::copy_from_slice(&[*byte]);
+        sent.push(frame.clone());
+        assert!(
+            matches!(scan.push(Frame::data(frame)), Step::NeedMore),
+            "{i}"
+        );
+    }
+    let large = Bytes::from(vec![b'b'; COPY_BELOW]);
+    sent.push(large.clone());
+    let _ = scan.push(Frame::data(large.clone()));
+    for byte in b"\",\"model\":\"m\"}" {
+        let frame = Bytes::copy_from_slice(&[*byte]);
+        sent.push(frame.clone());
+        let _ = scan.push(Frame::data(frame));
+    }
+    // The tiny frames before the large one fill whole buffers (the last
+    // one partly); the large one flushes it; the tail starts a new one.
+    let buffers = (body.len() - ZERO_COPY_FRAMES).div_ceil(COALESCE_BYTES) + 1;
+    let held = scan.into_held();
+    let frames = data_frames(&held);
+    assert_eq!(frames.len(), ZERO_COPY_FRAMES + buffers + 1);
+    // The same bytes in the same order.
+    let joined: Vec<u8> = frames
+        .iter()
+        .flat_map(|data| data.iter().copied())
+        .collect();
+    let expected: Vec<u8> = sent.iter().flat_map(|data| data.iter().copied()).collect();
+    assert_eq!(joined, expected);
+    // Zero copy: the first frames and the large one.
+    for (data, chunk) in frames.iter().zip(&sent).take(ZERO_COPY_FRAMES) {
+        assert_eq!(data.as_ptr(), chunk.as_ptr());
+    }
+    assert!(frames.iter().any(|data| data.as_ptr() == large.as_ptr()));
+    // Accounted: bytes of the first frames and the large one, whole
+    // coalescing buffers, and an overhead per frame.
+    let first = ZERO_COPY_FRAMES as u64;
+    let expected_cost = first
+        + COPY_BELOW as u64
+        + (buffers as u64) * COALESCE_BYTES as u64
+        + (first + buffers as u64 + 1) * FRAME_OVERHEAD;
+    assert_eq!(held.reservation.bytes(), expected_cost);
+}
+
+#[test]
+fn the_global_cap_refuses_the_frame_that_would_pass_it_and_frees_on_drop() {
+    let cap = 1000 + 4 * FRAME_OVERHEAD;
+    let (mut scan, stats) = scan_with_cap(cap);
+    let spaces = |n: u64| Frame::data(Bytes::from(vec![b' '; n as usize]));
+    let _ = scan.push(Frame::data(Bytes::from_static(b"{")));
+    assert!(matches!(scan.push(spaces(100)), Step::NeedMore));
+    let first = 101 + 2 * FRAME_OVERHEAD;
+    assert_eq!(stats.held_bytes(), first);
+    // A second request on the same layer: one byte past the cap is refused,
+    // exactly at the cap fits.
+    let mut other = Scan::new(
+        Limits::new(),
+        ClientHeaders::Strip,
+        Reservation::new(scan.reservation.counters().clone(), cap),
+    );
+    let room = cap - first - FRAME_OVERHEAD;
+    assert!(matches!(
+        other.push(spaces(room + 1)),
+        Step::Failed(Refusal::Overloaded)
+    ));
+    assert_eq!((stats.overloaded(), stats.held_bytes()), (1, first));
+    assert!(matches!(other.push(spaces(room)), Step::NeedMore));
+    assert_eq!(stats.held_bytes(), cap);
+    assert!(matches!(
+        scan.push(spaces(1)),
+        Step::Failed(Refusal::Overloaded)
+    ));
+    assert_eq!(stats.overloaded(), 2);
+    drop(other);
+    assert_eq!(stats.held_bytes(), first);
+    drop(scan);
+    assert_eq!(stats.held_bytes(), 0);
+}
+
+#[test]
+fn a_body_without_bytes_is_empty_not_an_error() {
+    let mut scan = scan();
+    assert!(matches!(
+        scan.push(Frame::data(Bytes::new())),
+        Step::NeedMore
+    ));
+    assert!(matches!(scan.end(), Step::Decided(Decision::Empty)));
+    assert_eq!(scan.held_frames(), 0);
+    let held = scan.into_held();
+    assert!(held.ended);
+    assert!(held.validator.is_none());
+}
+
+fn spoofed_trailers() -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", http::HeaderValue::from_static("1"));
+    trailers.insert(
+        "x_gateway_model_name",
+        http::HeaderValue::from_static("spoofed"),
+    );
+    trailers
+}
+
+#[test]
+fn trailers_end_the_scan_and_are_held_without_routing_headers() {
+    let mut scan = scan();
+    let _ = scan.push(Frame::data(Bytes::from_static(b"{\"model\":\"m\"")));
+    let _ = scan.push(Frame::data(Bytes::from_static(b"}")));
+    let _ = scan.push(Frame::trailers(spoofed_trailers()));
+    let held = scan.into_held();
+    assert!(held.ended);
+    let trailers = held
+        .frames
+        .back()
+        .and_then(|held| held.frame.trailers_ref())
+        .unwrap();
+    assert_eq!(trailers.len(), 1);
+    assert_eq!(trailers["x-checksum"], "1");
+}
+
+#[test]
+fn routing_headers_in_trailers_are_refused_under_reject() {
+    let counters = Arc::new(Counters::default());
+    let mut scan = Scan::new(
+        Limits::new(),
+        ClientHeaders::Reject,
+        Reservation::new(counters, u64::MAX),
+    );
+    let _ = scan.push(Frame::data(Bytes::from_static(b"{\"x\":1")));
+    assert!(matches!(
+        scan.push(Frame::trailers(spoofed_trailers())),
+        Step::Failed(Refusal::RoutingHeader(bbr_core::contract::MODEL_HEADER))
+    ));
+}

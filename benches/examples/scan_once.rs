@@ -1,0 +1,109 @@
+//! Runs one extraction of one generated body, for instruction counts under
+//! callgrind (stable on a shared machine where wall-clock time is not):
+//!
+//! ```text
+//! cargo build --profile bench -p bbr-benches --example scan_once
+//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='scan_once::timed' \
+//!     target/release/examples/scan_once bbr_reject prose 1MiB
+//! ```
+//!
+//! Arguments: `IMPL CLASS SIZE [ITERATIONS]`, with `IMPL` one of
+//! `bbr_reject`, `bbr_first_wins`, `bbr_reject_chunks16KiB`, `sonic_get`,
+//! `sonic_get_unchecked`, `serde_json_struct`; `CLASS` one of `chat`,
+//! `completions`, `prose`, `tools` (model last; `chat:first` and so on for
+//! the model first); `SIZE` `1KiB`, `16KiB`,
+//! `256KiB`, `1MiB`, `8MiB`. Only the calls inside `timed` are counted
+//! with the command above (the body is built outside it). Checks the
+//! answer and prints `IMPL CLASS SIZE ok`.
+
+use std::hint::black_box;
+use std::process::ExitCode;
+
+use bbr_benches::{BodySpec, Chunking, KIB, MIB, MODEL, Position, Shape, chunks};
+use bbr_core::{DuplicateKeys, Limits, ModelExtractor, Outcome, extract_model};
+use bytes::Bytes;
+
+const FIRST_WINS: Limits = Limits::new().with_duplicate_keys(DuplicateKeys::FirstWins);
+
+#[derive(serde::Deserialize)]
+struct OnlyModel<'a> {
+    #[serde(borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The measured part: `iterations` extractions; returns the last model.
+#[inline(never)]
+fn timed(implementation: &str, body: &Bytes, pieces: &[Bytes], iterations: u32) -> Option<String> {
+    use sonic_rs::JsonValueTrait as _;
+    let mut model = None;
+    for _ in 0..iterations {
+        model = match implementation {
+            "bbr_reject" => match extract_model(black_box(body), &Limits::new()) {
+                Ok(Outcome::Found(m)) => Some(m.as_str().to_owned()),
+                _ => None,
+            },
+            "bbr_first_wins" => match extract_model(black_box(body), &FIRST_WINS) {
+                Ok(Outcome::Found(m)) => Some(m.as_str().to_owned()),
+                _ => None,
+            },
+            "bbr_reject_chunks16KiB" => {
+                let mut extractor = ModelExtractor::new(Limits::new());
+                let fed = pieces.iter().try_for_each(|p| extractor.feed(p).map(drop));
+                match fed.and_then(|()| extractor.finish()) {
+                    Ok(Outcome::Found(m)) => Some(m.as_str().to_owned()),
+                    _ => None,
+                }
+            }
+            "sonic_get" => sonic_rs::get(black_box(body), ["model"])
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned)),
+            #[allow(unsafe_code)]
+            // SAFETY: generated bodies are valid JSON (checked in
+            // bbr-benches' tests); sonic-rs asks for nothing else.
+            "sonic_get_unchecked" => unsafe { sonic_rs::get_unchecked(black_box(body), ["model"]) }
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned)),
+            "serde_json_struct" => serde_json::from_slice::<OnlyModel<'_>>(black_box(body))
+                .ok()
+                .and_then(|m| m.model.map(|m| m.into_owned())),
+            _ => return None,
+        };
+    }
+    model
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [implementation, class, size, rest @ ..] = args.as_slice() else {
+        eprintln!("usage: scan_once IMPL CLASS SIZE [ITERATIONS]");
+        return ExitCode::from(64);
+    };
+    let (class, position) = match class.strip_suffix(":first") {
+        Some(class) => (class, Position::First),
+        None => (class.as_str(), Position::Last),
+    };
+    let Some(shape) = Shape::ALL.into_iter().find(|s| s.as_str() == class) else {
+        eprintln!("unknown class {class}");
+        return ExitCode::from(64);
+    };
+    let bytes = match size.as_str() {
+        "1KiB" => KIB,
+        "16KiB" => 16 * KIB,
+        "256KiB" => 256 * KIB,
+        "1MiB" => MIB,
+        "8MiB" => 8 * MIB,
+        _ => {
+            eprintln!("unknown size {size}");
+            return ExitCode::from(64);
+        }
+    };
+    let iterations = rest.first().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let body = BodySpec::new(shape, position, bytes).build();
+    let pieces = chunks(&body, Chunking::CHUNK_16K);
+    if timed(implementation, &body, &pieces, iterations).as_deref() != Some(MODEL) {
+        eprintln!("{implementation} did not find {MODEL} in {class} {size}");
+        return ExitCode::FAILURE;
+    }
+    println!("{implementation} {class} {size} ok");
+    ExitCode::SUCCESS
+}
