@@ -194,8 +194,10 @@
 //!   headers are refused, because the model server could read them
 //!   differently). The field whose name is exactly `model` is the model;
 //!   its content (up to the CRLF before the next delimiter) is checked by
-//!   [`validate_model_name`], the rules of a JSON `model` string (UTF-8, no
-//!   control characters, not empty, at most `max_model_len` bytes). A
+//!   [`validate_model_name`], the rules of a JSON `model` string (see
+//!   "What a model name is": spaces and tabs around it trimmed, UTF-8, no
+//!   control characters, not empty, at most `max_model_len` bytes). With
+//!   [`Limits::with_field`] the form field of that name is read instead. A
 //!   `model` part with a `filename` is [`ErrorKind::ModelNotAString`].
 //!   Other parts, files included, are skipped as they stream: the
 //!   delimiter search (memchr's `memmem`) carries at most the delimiter's
