@@ -319,7 +319,7 @@ impl Config {
             _ => OnMissingModel::PassThrough,
         };
         let plugins = self.plugins()?;
-        Ok(Settings::new(self.limits())
+        Ok(Settings::new(self.limits().with_field(plugins.field()))
             .on_missing(on_missing)
             .default_body_mode(self.body_mode()?)
             .routing(plugins.routing().clone()))

@@ -50,6 +50,9 @@ pub struct PluginNames {
     pub body_field: Option<String>,
     /// Name of the `base-model-to-header` instance, if configured.
     pub base_model: Option<String>,
+    /// The body field routed on: the `field` label of
+    /// `bbr_body_field_not_found_total` and `bbr_body_field_empty_total`.
+    pub field: String,
 }
 
 impl Default for PluginNames {
@@ -58,6 +61,7 @@ impl Default for PluginNames {
         Self {
             body_field: Some("body-field-to-header".to_owned()),
             base_model: Some("base-model-to-header".to_owned()),
+            field: "model".to_owned(),
         }
     }
 }
@@ -67,8 +71,9 @@ impl Default for PluginNames {
 pub struct Metrics {
     registry: Registry,
     success: Counter,
-    field_not_found: Family<Labels, Counter>,
-    field_empty: Family<Labels, Counter>,
+    field_not_found: Family<PluginLabels, Counter>,
+    field_empty: Family<PluginLabels, Counter>,
+    field_label: PluginLabels,
     outcomes: Family<Labels, Counter>,
     bytes_before_decision: Histogram,
     extraction_seconds: Histogram,
@@ -95,10 +100,15 @@ impl Metrics {
     ///
     /// ```
     /// use bbr_extproc::{Metrics, PluginNames};
-    /// let metrics = Metrics::for_plugins(PluginNames { body_field: Some("model-extractor".into()), base_model: None });
+    /// let metrics = Metrics::for_plugins(PluginNames {
+    ///     body_field: Some("model-extractor".into()),
+    ///     base_model: None,
+    ///     field: "prompt".into(),
+    /// });
     /// let text = metrics.encode();
     /// assert!(text.contains(r#"bbr_plugin_duration_seconds_count{extension_point="request",plugin_type="body-field-to-header",plugin_name="model-extractor"} 0"#));
     /// assert!(text.contains("bbr_info{"));
+    /// assert!(text.contains(r#"bbr_body_field_not_found_total{field="prompt"} 0"#));
     /// ```
     pub fn for_plugins(plugins: PluginNames) -> Self {
         let mut registry = Registry::with_prefix("bbr");
@@ -124,13 +134,13 @@ impl Metrics {
             "Request bodies processed without error (with or without a model)",
             success.clone(),
         );
-        let field_not_found = Family::<Labels, Counter>::default();
+        let field_not_found = Family::<PluginLabels, Counter>::default();
         registry.register(
             "body_field_not_found",
             "Request bodies without the field",
             field_not_found.clone(),
         );
-        let field_empty = Family::<Labels, Counter>::default();
+        let field_empty = Family::<PluginLabels, Counter>::default();
         registry.register(
             "body_field_empty",
             "Request bodies where the field is an empty string",
@@ -169,8 +179,9 @@ impl Metrics {
             unroutable_streams.clone(),
         );
         // The upstream series exist from the start, at zero.
-        let _ = field_not_found.get_or_create(&vec![("field", "model")]);
-        let _ = field_empty.get_or_create(&vec![("field", "model")]);
+        let field_label = vec![("field", plugins.field.clone())];
+        let _ = field_not_found.get_or_create(&field_label);
+        let _ = field_empty.get_or_create(&field_label);
         for labels in [
             plugin_labels("body-field-to-header", &plugins.body_field),
             plugin_labels("base-model-to-header", &plugins.base_model),
@@ -187,6 +198,7 @@ impl Metrics {
             success,
             field_not_found,
             field_empty,
+            field_label,
             outcomes,
             bytes_before_decision,
             extraction_seconds,
@@ -209,16 +221,12 @@ impl Metrics {
             }
             Verdict::Absent => {
                 self.success.inc();
-                self.field_not_found
-                    .get_or_create(&vec![("field", "model")])
-                    .inc();
+                self.field_not_found.get_or_create(&self.field_label).inc();
             }
             _ => {}
         }
         if report.empty_model {
-            self.field_empty
-                .get_or_create(&vec![("field", "model")])
-                .inc();
+            self.field_empty.get_or_create(&self.field_label).inc();
         }
         if report.unroutable_mode {
             self.unroutable_streams.inc();

@@ -7,11 +7,13 @@
 //!
 //! - `body-field-to-header` with parameters `{"fieldName": F, "headerName":
 //!   H}` (both required): the top-level string field `F` of the body goes
-//!   into header `H` (lower-cased). At most one instance (the core extracts
-//!   one field per body).
+//!   into header `H` (lower-cased), with every rule the core applies to
+//!   `model`. At most one instance (the core extracts one field per body).
 //! - `base-model-to-header` (no parameters): the base model of the `model`
 //!   field, from the adapter map (`--adapters`), goes into
-//!   `x-gateway-base-model-name`. At most one instance.
+//!   `x-gateway-base-model-name`. At most one instance; with a
+//!   `body-field-to-header` on another field than `model` it is refused
+//!   (that would take two fields per body).
 //!
 //! No plugin flags and no config: the upstream default, `model` into
 //! `X-Gateway-Model-Name` plus the base model. Anything else (an unknown
@@ -19,6 +21,7 @@
 //! config section bbr has no equivalent for) stops the start with an error
 //! that names the argument or the config entry.
 
+use bbr_core::{FieldName, InvalidFieldName};
 use serde::Deserialize;
 
 use crate::metrics::PluginNames;
@@ -82,14 +85,25 @@ pub enum PluginError {
         #[source]
         source: InvalidHeaderName,
     },
-    /// A field the core cannot extract.
-    #[error(
-        "{origin}: fieldName `{field}` is not supported: this build extracts only the top-level `model`"
-    )]
-    UnsupportedField {
+    /// A field name the core cannot route on.
+    #[error("{origin}: bad fieldName")]
+    FieldName {
         /// The argument or config entry.
         origin: String,
-        /// The field given.
+        /// Why.
+        #[source]
+        source: InvalidFieldName,
+    },
+    /// `base-model-to-header` (which looks up `model`) with
+    /// `body-field-to-header` on another field: the core extracts one
+    /// field per body.
+    #[error(
+        "{origin}: base-model-to-header looks up `model`, but body-field-to-header routes on `{field}`; bbr extracts one field per body, so this chain is not supported"
+    )]
+    BaseModelNeedsModel {
+        /// The argument or config entry.
+        origin: String,
+        /// The body-field-to-header field.
         field: String,
     },
     /// A second instance of a plugin type.
@@ -128,7 +142,7 @@ pub enum Plugin {
         /// Instance name.
         name: String,
         /// Top-level body field.
-        field: String,
+        field: FieldName,
         /// Header it goes into (lower case).
         header: String,
     },
@@ -154,7 +168,7 @@ pub enum Plugin {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginChain {
-    body_field: Option<(String, String)>,
+    body_field: Option<(String, FieldName)>,
     base_model: Option<String>,
     routing: RoutingHeaders,
 }
@@ -164,7 +178,7 @@ impl Default for PluginChain {
     /// base model; each instance named after its type.
     fn default() -> Self {
         Self {
-            body_field: Some((BODY_FIELD_TO_HEADER.to_owned(), "model".to_owned())),
+            body_field: Some((BODY_FIELD_TO_HEADER.to_owned(), FieldName::MODEL)),
             base_model: Some(BASE_MODEL_TO_HEADER.to_owned()),
             routing: RoutingHeaders::default(),
         }
@@ -183,13 +197,6 @@ struct BodyFieldParameters {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NoParameters {}
-
-/// The core's field support. The extractor reads the top-level `model`;
-/// until it takes a configurable field name, any other field is refused
-/// here, at start-up.
-fn supported_field(field: &str) -> bool {
-    field == "model"
-}
 
 impl PluginChain {
     /// From `--plugin` arguments; none gives [`PluginChain::default`].
@@ -242,12 +249,12 @@ impl PluginChain {
                         });
                     }
                 }
-                if !supported_field(&parameters.field_name) {
-                    return Err(PluginError::UnsupportedField {
+                let field = FieldName::new(&parameters.field_name).map_err(|source| {
+                    PluginError::FieldName {
                         origin: origin.to_owned(),
-                        field: parameters.field_name,
-                    });
-                }
+                        source,
+                    }
+                })?;
                 let routing = RoutingHeaders::new(Some(&parameters.header_name), false).map_err(
                     |source| PluginError::HeaderName {
                         origin: origin.to_owned(),
@@ -256,7 +263,7 @@ impl PluginChain {
                 )?;
                 Ok(Plugin::BodyFieldToHeader {
                     name: name.to_owned(),
-                    field: parameters.field_name,
+                    field,
                     header: routing.model().unwrap_or_default().to_owned(),
                 })
             }
@@ -308,6 +315,14 @@ impl PluginChain {
                     }
                 }
             }
+        }
+        if let (Some((_, field)), Some(_)) = (&body_field, &base_model)
+            && *field != FieldName::MODEL
+        {
+            return Err(PluginError::BaseModelNeedsModel {
+                origin: origin.to_owned(),
+                field: field.as_str().to_owned(),
+            });
         }
         let routing = RoutingHeaders::new(header.as_deref(), base_model.is_some())
             .expect("header names are validated when each plugin is parsed");
@@ -437,16 +452,20 @@ impl PluginChain {
         &self.routing
     }
 
-    /// The body field routed on, if a `body-field-to-header` is configured.
-    pub fn field(&self) -> Option<&str> {
-        self.body_field.as_ref().map(|(_, field)| field.as_str())
+    /// The body field extracted: the `body-field-to-header` field, else
+    /// `model` (what `base-model-to-header` looks up).
+    pub fn field(&self) -> FieldName {
+        self.body_field
+            .as_ref()
+            .map_or(FieldName::MODEL, |(_, field)| *field)
     }
 
-    /// The instance names, for `bbr_plugin_duration_seconds`.
+    /// The instance names and the field, as the metrics label them.
     pub fn names(&self) -> PluginNames {
         PluginNames {
             body_field: self.body_field.as_ref().map(|(name, _)| name.clone()),
             base_model: self.base_model.clone(),
+            field: self.field().as_str().to_owned(),
         }
     }
 }
@@ -530,12 +549,13 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(chart.routing(), PluginChain::default().routing());
-        assert_eq!(chart.field(), Some("model"));
+        assert_eq!(chart.field(), FieldName::MODEL);
         assert_eq!(
             chart.names(),
             PluginNames {
                 body_field: Some("model-extractor".into()),
-                base_model: Some("base-model-mapper".into())
+                base_model: Some("base-model-mapper".into()),
+                field: "model".into(),
             }
         );
         assert_eq!(flags(&[]).unwrap(), PluginChain::default());
@@ -551,7 +571,7 @@ mod tests {
         let chain = flags(&["base-model-to-header:b"]).unwrap();
         assert_eq!(chain.routing().model(), None);
         assert!(chain.routing().base_model());
-        assert_eq!(chain.field(), None);
+        assert_eq!(chain.field(), FieldName::MODEL);
     }
 
     #[test]
@@ -616,15 +636,29 @@ mod tests {
     }
 
     #[test]
-    fn fields_other_than_model_are_refused_until_the_core_supports_them() {
-        let message =
+    fn any_valid_top_level_field_is_routed_and_base_model_needs_model() {
+        let chain =
             flags(&[r#"body-field-to-header:x:{"fieldName":"prompt","headerName":"X-Foo"}"#])
+                .unwrap();
+        assert_eq!(chain.field().as_str(), "prompt");
+        assert_eq!(chain.names().field, "prompt");
+        assert_eq!(chain.routing().model(), Some("x-foo"));
+        let message =
+            flags(&[r#"body-field-to-header:x:{"fieldName":"a\"b","headerName":"X-Foo"}"#])
                 .unwrap_err()
                 .to_string();
+        assert!(message.contains("bad fieldName"), "{message}");
+        let message = flags(&[
+            r#"body-field-to-header:x:{"fieldName":"prompt","headerName":"X-Foo"}"#,
+            "base-model-to-header:b",
+        ])
+        .unwrap_err()
+        .to_string();
         assert!(
-            message.contains("fieldName `prompt` is not supported"),
+            message.contains("base-model-to-header looks up `model`"),
             "{message}"
         );
+        assert!(message.contains("base-model-to-header:b"), "{message}");
     }
 
     const PP_DEFAULT: &str = r#"
@@ -694,7 +728,7 @@ profiles:
             ),
             (
                 PP_DEFAULT.replace("fieldName: model", "fieldName: prompt"),
-                "fieldName `prompt`",
+                "base-model-to-header looks up `model`",
             ),
             (
                 format!("{PP_DEFAULT}featureGates: {{}}\n"),

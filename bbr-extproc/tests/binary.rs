@@ -41,11 +41,15 @@ struct Running {
 
 impl Running {
     fn start(extra: &[&str]) -> Self {
+        Self::start_with(&CHART_ARGS, extra)
+    }
+
+    fn start_with(plugins: &[&str], extra: &[&str]) -> Self {
         let (grpc, health, metrics) = (free_port(), free_port(), free_port());
         let log =
             std::env::temp_dir().join(format!("bbr-binary-{}-{grpc}.log", std::process::id()));
         let child = binary()
-            .args(CHART_ARGS)
+            .args(plugins)
             .arg(CHART_TRACING)
             .args([
                 format!("--grpc-port={grpc}"),
@@ -228,8 +232,10 @@ fn bad_plugin_arguments_stop_the_start_naming_the_argument() {
             &[
                 "--plugin",
                 r#"body-field-to-header:x:{"fieldName":"prompt","headerName":"X-Foo"}"#,
+                "--plugin",
+                "base-model-to-header:b",
             ],
-            "fieldName `prompt` is not supported",
+            "base-model-to-header looks up `model`",
         ),
         (
             &[
@@ -271,4 +277,83 @@ fn bare_numbers_for_durations_and_sizes_are_usage_errors() {
         assert_eq!(output.status.code(), Some(2), "{arg}: {stderr}");
         assert!(stderr.contains(expected), "{arg}: {stderr}");
     }
+}
+
+/// `body-field-to-header` on another field: `prompt` into `X-Foo`, routed
+/// by an Envoy whose routes match `x-foo`; the client's own `x-foo` never
+/// routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_field_to_header_routes_on_another_field_through_envoy() {
+    let mut running = Running::start_with(
+        &[
+            "--plugin",
+            r#"body-field-to-header:prompt-extractor:{"fieldName":"prompt","headerName":"X-Foo"}"#,
+        ],
+        &[],
+    );
+    running.wait_serving().await;
+    let template =
+        std::fs::read_to_string(workspace().join("deploy/envoy/bbr-full-duplex-tls.yaml"))
+            .expect("envoy config");
+    assert!(template.contains("- name: x-gateway-model-name"));
+    let config = std::env::temp_dir().join(format!("bbr-binary-x-foo-{}.yaml", std::process::id()));
+    std::fs::write(
+        &config,
+        template.replace("- name: x-gateway-model-name", "- name: x-foo"),
+    )
+    .expect("write config");
+    let upstreams = Upstreams::start().await;
+    let extproc = std::net::SocketAddr::from(([127, 0, 0, 1], running.grpc));
+    // An absolute path replaces the deploy/envoy directory.
+    let envoy = Envoy::start(
+        config.to_str().expect("utf-8 path"),
+        Some(extproc),
+        &upstreams,
+    );
+    let client = http1_client();
+    let cases = [
+        (
+            r#"{"model":"deepseek/vllm-deepseek-r1","prompt":"food-review-1"}"#,
+            &[][..],
+            "pool-llama",
+            Some("food-review-1"),
+        ),
+        (
+            r#"{"prompt":"ski-resorts","model":"food-review-1"}"#,
+            &[][..],
+            "pool-deepseek",
+            Some("ski-resorts"),
+        ),
+        (
+            r#"{"model":"ski-resorts"}"#,
+            &[("x-foo", "movie-critique")][..],
+            "default-pool",
+            None,
+        ),
+    ];
+    for (body, headers, pool, routed) in cases {
+        let answer = send(&client, post(&envoy.url("/v1/completions"), body, headers)).await;
+        assert_eq!(
+            answer.status,
+            200,
+            "{body}: {:?} / {}",
+            answer.body,
+            running.log_text()
+        );
+        assert_eq!(answer.json()["pool"], pool, "{body}");
+        let received = upstreams.take();
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0].header("x-foo"), routed, "{body}");
+        assert_eq!(received[0].header("x-gateway-model-name"), None, "{body}");
+    }
+    // A prompt that breaks the core's rules is refused like a bad model.
+    let answer = send(
+        &client,
+        post(&envoy.url("/v1/completions"), r#"{"prompt":""}"#, &[]),
+    )
+    .await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.json()["error"]["code"], "invalid_model");
+    drop(envoy);
+    let _ = std::fs::remove_file(&config);
 }
