@@ -16,6 +16,8 @@
 
 use bytes::Bytes;
 
+use crate::bounded::BoundedScan;
+
 use crate::simd::{self, Level};
 use crate::{DuplicateKeys, ErrorKind, ExtractError, Limits, Model, Outcome, Progress};
 
@@ -441,7 +443,7 @@ impl ModelExtractor {
         let was_decided = self.decision.is_some();
         let base = self.consumed;
         self.consumed = base.saturating_add(chunk.len() as u64);
-        if let Err(error) = self.feed_inner(chunk, base) {
+        if let Err(error) = self.feed_bounded(chunk, base) {
             self.error = Some(error.clone());
             return Err(error);
         }
@@ -451,42 +453,6 @@ impl ModelExtractor {
             Some(Outcome::Found(model)) => Progress::Found(model.clone()),
             Some(Outcome::Absent) => Progress::Absent,
         })
-    }
-
-    fn feed_inner(&mut self, chunk: &Bytes, base: u64) -> Result<(), ExtractError> {
-        let len = chunk.len();
-        let body_room = self.limits.max_body_bytes().saturating_sub(base);
-        let body_end = usize::try_from(body_room).map_or(len, |room| room.min(len));
-        let mut i = 0;
-        if self.decision.is_none() {
-            let scan_room = self.limits.max_scan_bytes().saturating_sub(base);
-            let scan_end = usize::try_from(scan_room).map_or(body_end, |room| room.min(body_end));
-            i = self.run(chunk, 0, scan_end, base)?;
-            if self.decision.is_none() && scan_end < len {
-                return Err(if scan_end == body_end {
-                    self.body_too_large()
-                } else {
-                    ExtractError::new(
-                        ErrorKind::ScanLimit {
-                            limit: self.limits.max_scan_bytes(),
-                        },
-                        base + scan_end as u64,
-                    )
-                });
-            }
-        }
-        if !self.halted && i < body_end {
-            self.run(chunk, i, body_end, base)?;
-        }
-        if body_end < len {
-            return Err(self.body_too_large());
-        }
-        Ok(())
-    }
-
-    fn body_too_large(&self) -> ExtractError {
-        let limit = self.limits.max_body_bytes();
-        ExtractError::new(ErrorKind::BodyTooLarge { limit }, limit)
     }
 
     /// Ends the body and returns the final verdict (found or absent), or the
@@ -1284,7 +1250,7 @@ impl Default for ModelExtractor {
 pub fn extract_model(body: &Bytes, limits: &Limits) -> Result<Outcome, ExtractError> {
     let mut extractor = ModelExtractor::new(*limits);
     extractor.consumed = body.len() as u64;
-    extractor.feed_inner(body, 0)?;
+    extractor.feed_bounded(body, 0)?;
     // Hand out the decision without the clones `feed` and `finish` make.
     let complete = extractor.state == State::Done;
     match limits.duplicate_keys() {
@@ -1295,6 +1261,31 @@ pub fn extract_model(body: &Bytes, limits: &Limits) -> Result<Outcome, ExtractEr
             Ok(extractor.decision.take().expect("checked"))
         }
         _ => extractor.finish(),
+    }
+}
+
+
+impl crate::bounded::BoundedScan for ModelExtractor {
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn decided(&self) -> bool {
+        self.decision.is_some()
+    }
+
+    fn halted(&self) -> bool {
+        self.halted
+    }
+
+    fn run_range(
+        &mut self,
+        chunk: &Bytes,
+        start: usize,
+        end: usize,
+        base: u64,
+    ) -> Result<usize, ExtractError> {
+        self.run(chunk, start, end, base)
     }
 }
 

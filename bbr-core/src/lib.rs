@@ -370,6 +370,7 @@
 #![deny(unsafe_code)]
 
 mod body;
+mod bounded;
 pub mod contract;
 pub mod encoding;
 mod error;

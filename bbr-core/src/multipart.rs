@@ -32,6 +32,8 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use memchr::memmem;
 
+use crate::bounded::BoundedScan;
+
 use crate::model_name::{HEAD_SLACK, check_prefix};
 use crate::{DuplicateKeys, ErrorKind, ExtractError, Limits, Model, Outcome, Progress};
 
@@ -572,7 +574,7 @@ impl MultipartExtractor {
         let was_decided = self.decision.is_some();
         let base = self.consumed;
         self.consumed = base.saturating_add(chunk.len() as u64);
-        if let Err(error) = self.feed_inner(chunk, base) {
+        if let Err(error) = self.feed_bounded(chunk, base) {
             self.error = Some(error.clone());
             return Err(error);
         }
@@ -616,42 +618,6 @@ impl MultipartExtractor {
             self.error = Some(error.clone());
         }
         verdict
-    }
-
-    fn feed_inner(&mut self, chunk: &Bytes, base: u64) -> Result<(), ExtractError> {
-        let len = chunk.len();
-        let body_room = self.limits.max_body_bytes().saturating_sub(base);
-        let body_end = usize::try_from(body_room).map_or(len, |room| room.min(len));
-        let mut i = 0;
-        if self.decision.is_none() {
-            let scan_room = self.limits.max_scan_bytes().saturating_sub(base);
-            let scan_end = usize::try_from(scan_room).map_or(body_end, |room| room.min(body_end));
-            i = self.run(chunk, 0, scan_end, base)?;
-            if self.decision.is_none() && scan_end < len {
-                return Err(if scan_end == body_end {
-                    self.body_too_large()
-                } else {
-                    ExtractError::new(
-                        ErrorKind::ScanLimit {
-                            limit: self.limits.max_scan_bytes(),
-                        },
-                        base + scan_end as u64,
-                    )
-                });
-            }
-        }
-        if !self.halted && i < body_end {
-            self.run(chunk, i, body_end, base)?;
-        }
-        if body_end < len {
-            return Err(self.body_too_large());
-        }
-        Ok(())
-    }
-
-    fn body_too_large(&self) -> ExtractError {
-        let limit = self.limits.max_body_bytes();
-        ExtractError::new(ErrorKind::BodyTooLarge { limit }, limit)
     }
 
     /// Runs the parser over `chunk[start..end]` (`chunk[0]` is at absolute
@@ -1010,6 +976,31 @@ fn parse_disposition(value: &[u8], field: &[u8]) -> Result<Disposition, usize> {
             has_filename,
         }),
         None => Err(0),
+    }
+}
+
+
+impl crate::bounded::BoundedScan for MultipartExtractor {
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn decided(&self) -> bool {
+        self.decision.is_some()
+    }
+
+    fn halted(&self) -> bool {
+        self.halted
+    }
+
+    fn run_range(
+        &mut self,
+        chunk: &Bytes,
+        start: usize,
+        end: usize,
+        base: u64,
+    ) -> Result<usize, ExtractError> {
+        self.run(chunk, start, end, base)
     }
 }
 
