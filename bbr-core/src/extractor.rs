@@ -1264,7 +1264,6 @@ pub fn extract_model(body: &Bytes, limits: &Limits) -> Result<Outcome, ExtractEr
     }
 }
 
-
 impl crate::bounded::BoundedScan for ModelExtractor {
     fn limits(&self) -> &Limits {
         &self.limits

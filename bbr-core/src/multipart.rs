@@ -979,7 +979,6 @@ fn parse_disposition(value: &[u8], field: &[u8]) -> Result<Disposition, usize> {
     }
 }
 
-
 impl crate::bounded::BoundedScan for MultipartExtractor {
     fn limits(&self) -> &Limits {
         &self.limits
