@@ -16,7 +16,9 @@ use bbr_core::{DuplicateKeys, Limits};
 use clap::{ArgAction, Parser};
 
 use crate::server::{ServerConfig, Tls};
-use crate::stream::{BodyMode, OnMissingModel, Settings};
+use bbr_core::contract::MissingModel;
+
+use crate::stream::{BodyMode, Settings};
 
 /// `bbr-extproc`: Envoy ext_proc server for body-based routing.
 #[derive(Debug, Clone, Parser)]
@@ -67,10 +69,10 @@ pub struct Config {
     #[arg(long, default_value = "reject")]
     pub duplicate_keys: DuplicateKeys,
     /// A valid body without `model`: forward without the header, or 400.
-    #[arg(long, value_enum, default_value_t = OnMissingModel::PassThrough)]
-    pub on_missing_model: OnMissingModel,
+    #[arg(long, default_value_t = MissingModel::Forward)]
+    pub on_missing_model: MissingModel,
     /// Body mode assumed when Envoy sends no `protocol_config` (Envoy < 1.33).
-    #[arg(long, value_enum, default_value_t = BodyMode::FullDuplexStreamed)]
+    #[arg(long, default_value_t = BodyMode::FullDuplexStreamed)]
     pub default_body_mode: BodyMode,
     /// Adapter map (upstream ConfigMap format): files or directories,
     /// repeatable, reloaded when they change.
@@ -147,7 +149,7 @@ impl Config {
     /// [`crate::run`] loads).
     pub fn settings(&self) -> Settings {
         Settings::new(self.limits())
-            .on_missing(self.on_missing_model)
+            .missing_model(self.on_missing_model)
             .default_body_mode(self.default_body_mode)
     }
 
@@ -307,7 +309,7 @@ mod tests {
         .expect("flags");
         assert_eq!(config.limits().max_scan_bytes(), 1024);
         assert_eq!(config.limits().duplicate_keys(), DuplicateKeys::LastWins);
-        assert_eq!(config.on_missing_model, OnMissingModel::Reject);
+        assert_eq!(config.on_missing_model, MissingModel::Reject);
         assert_eq!(config.default_body_mode, BodyMode::Buffered);
         assert_eq!(config.drain_delay, Duration::from_millis(250));
         assert!(Config::try_parse_from(["bbr-extproc", "--duplicate-keys=maybe"]).is_err());

@@ -18,7 +18,8 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use bbr_extproc::{MODEL_HEADER, Settings, StreamState};
+//! use bbr_core::contract::MODEL_HEADER;
+//! use bbr_extproc::{Settings, StreamState};
 //! use bbr_extproc::proto::envoy::service::ext_proc::v3::{
 //!     HttpBody, HttpHeaders, ProcessingRequest, processing_request::Request, processing_response::Response,
 //! };
@@ -51,6 +52,7 @@
 
 mod config;
 mod error;
+pub mod held;
 mod metrics;
 mod mutation;
 pub mod proto;
@@ -58,11 +60,12 @@ mod server;
 pub mod stream;
 
 pub use config::Config;
-pub use error::{Error, Rejection, StartError};
+pub use error::{Error, StartError, UnknownValue, immediate_response};
+pub use held::HeldBudget;
 pub use metrics::Metrics;
-pub use mutation::{BASE_MODEL_HEADER, MAX_CHUNK_BYTES, MODEL_HEADER, ROUTING_HEADERS};
+pub use mutation::MAX_CHUNK_BYTES;
 pub use server::{BbrExtProc, SERVICE_NAME, Server, ServerConfig, Tls, shutdown_signal};
-pub use stream::{BodyMode, OnMissingModel, Report, Settings, StreamState, Verdict};
+pub use stream::{BodyMode, Report, Settings, StreamState, UndecidedPrefix, Verdict};
 
 /// Runs the server as the binary does: binds, serves until `shutdown`, drains.
 pub async fn run(
