@@ -23,10 +23,16 @@
 //!   right header, or the request is refused with the right status, or the
 //!   forwarded frames are a prefix ended by the same error as the one-shot
 //!   verdict.
+//! - [`check_stream`]: the same split header after a setup byte; the body
+//!   as `request_body` messages through the bbr-extproc `StreamState` in
+//!   every body mode: no panic, chunk bytes forwarded in order, the
+//!   decision equals the core's.
 
 mod replay;
+mod stream;
 
 pub use replay::check_replay;
+pub use stream::check_stream;
 
 use std::fmt;
 
