@@ -11,12 +11,13 @@ use std::convert::Infallible;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use bbr_core::contract::{self, ClientHeaders, MissingModel, Refusal};
 use bbr_core::Limits;
+use bbr_core::contract::{self, ClientHeaders, MissingModel, Refusal};
+use bbr_extproc::Tls;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
-use support::{Envoy, ExtProc, Tls, Upstreams};
+use support::{Envoy, ExtProc, Upstreams};
 use tower::{Layer, ServiceExt};
 
 const MAX_SCAN: u64 = 4096;
@@ -76,11 +77,7 @@ fn rows() -> Vec<Row> {
     let scan = format!(r#"{{"messages":"{}","model":"m"}}"#, "x".repeat(5000));
     let body_over = format!(r#"{{"model":"m","pad":"{}"}}"#, "x".repeat(9000));
     let mut rows = vec![
-        post(
-            "model found",
-            chat,
-            Expect::Forward(Some("food-review-1")),
-        ),
+        post("model found", chat, Expect::Forward(Some("food-review-1"))),
         post(
             "model with spaces is routed trimmed",
             br#"{"model":"  food-review-1 "}"#,
@@ -120,12 +117,19 @@ fn rows() -> Vec<Row> {
     rows.push(Row {
         name: "body valid, no model (reject)",
         refusing: true,
-        ..post("", br#"{"prompt":"hello"}"#, Expect::Refuse(Refusal::MissingModel))
+        ..post(
+            "",
+            br#"{"prompt":"hello"}"#,
+            Expect::Refuse(Refusal::MissingModel),
+        )
     });
     rows.push(Row {
         name: "client-sent routing header (reject)",
         refusing: true,
-        headers: vec![("X-Gateway-Base-Model-Name", "meta-llama/Llama-3.1-8B-Instruct")],
+        headers: vec![(
+            "X-Gateway-Base-Model-Name",
+            "meta-llama/Llama-3.1-8B-Instruct",
+        )],
         ..post(
             "",
             chat,
@@ -174,13 +178,20 @@ fn request(row: &Row, uri: &str) -> Request<Full<Bytes>> {
         .expect("request")
 }
 
-async fn answered(response: Response<impl hyper::body::Body<Data = Bytes, Error: std::fmt::Debug>>) -> Seen {
+async fn answered(
+    response: Response<impl hyper::body::Body<Data = Bytes, Error: std::fmt::Debug>>,
+) -> Seen {
     let status = response.status().as_u16();
     let content_type = response
         .headers()
         .get(http::header::CONTENT_TYPE)
         .map(|v| v.to_str().expect("ascii").to_owned());
-    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     Seen::Answered {
         status,
         content_type,
@@ -189,26 +200,30 @@ async fn answered(response: Response<impl hyper::body::Body<Data = Bytes, Error:
 }
 
 fn header(headers: &http::HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).map(|v| v.to_str().expect("ascii").to_owned())
+    headers
+        .get(name)
+        .map(|v| v.to_str().expect("ascii").to_owned())
 }
 
 async fn through_tower(row: &Row) -> Seen {
     let (missing_model, client_headers) = policies(row.refusing);
     let forwarded: Arc<Mutex<Option<Seen>>> = Arc::default();
     let record = forwarded.clone();
-    let inner = tower::service_fn(move |request: Request<bbr_tower::ReplayBody<Full<Bytes>>>| {
-        let record = record.clone();
-        async move {
-            let (parts, body) = request.into_parts();
-            let body = body.collect().await.expect("forwarded body").to_bytes();
-            *record.lock().unwrap() = Some(Seen::Forwarded {
-                model: header(&parts.headers, contract::MODEL_HEADER),
-                base_model: header(&parts.headers, contract::BASE_MODEL_HEADER),
-                body,
-            });
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-        }
-    });
+    let inner = tower::service_fn(
+        move |request: Request<bbr_tower::ReplayBody<Full<Bytes>>>| {
+            let record = record.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await.expect("forwarded body").to_bytes();
+                *record.lock().unwrap() = Some(Seen::Forwarded {
+                    model: header(&parts.headers, contract::MODEL_HEADER),
+                    base_model: header(&parts.headers, contract::BASE_MODEL_HEADER),
+                    body,
+                });
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            }
+        },
+    );
     let service = bbr_tower::ModelRoutingLayer::new()
         .limits(limits())
         .missing_model(missing_model)
@@ -227,7 +242,12 @@ async fn through_tower(row: &Row) -> Seen {
 
 fn forwarded_by(upstreams: &Upstreams, row: &Row) -> Seen {
     let mut received = upstreams.take();
-    assert_eq!(received.len(), 1, "{}: one request reaches the upstream", row.name);
+    assert_eq!(
+        received.len(),
+        1,
+        "{}: one request reaches the upstream",
+        row.name
+    );
     let received = received.remove(0);
     assert_eq!(received.body_len, row.body.len(), "{}", row.name);
     assert_eq!(
@@ -245,11 +265,7 @@ fn forwarded_by(upstreams: &Upstreams, row: &Row) -> Seen {
     }
 }
 
-async fn through_http(
-    url: &str,
-    upstreams: &Upstreams,
-    row: &Row,
-) -> Seen {
+async fn through_http(url: &str, upstreams: &Upstreams, row: &Row) -> Seen {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let response = client
@@ -261,7 +277,11 @@ async fn through_http(
     if upstreams.received.lock().unwrap().is_empty() {
         return seen;
     }
-    assert_eq!(status, 200, "{}: the upstream's answer reaches the client", row.name);
+    assert_eq!(
+        status, 200,
+        "{}: the upstream's answer reaches the client",
+        row.name
+    );
     forwarded_by(upstreams, row)
 }
 
@@ -298,7 +318,11 @@ async fn every_row_gets_the_same_answer_from_every_adapter() {
     for refusing in [false, true] {
         gateways.push(start_gateway(&upstreams, refusing).await);
         let extproc = start_extproc(refusing).await;
-        envoys.push(Envoy::start("bbr-full-duplex.yaml", Some(extproc.grpc), &upstreams));
+        envoys.push(Envoy::start(
+            "bbr-full-duplex.yaml",
+            Some(extproc.grpc),
+            &upstreams,
+        ));
         extprocs.push(extproc);
     }
     let mut checked = 0;
@@ -307,7 +331,12 @@ async fn every_row_gets_the_same_answer_from_every_adapter() {
         let by_tower = through_tower(&row).await;
         let gateway_url = format!("http://{}/v1/chat/completions", gateways[config].addr);
         let by_gateway = through_http(&gateway_url, &upstreams, &row).await;
-        let by_envoy = through_http(&envoys[config].url("/v1/chat/completions"), &upstreams, &row).await;
+        let by_envoy = through_http(
+            &envoys[config].url("/v1/chat/completions"),
+            &upstreams,
+            &row,
+        )
+        .await;
 
         let expected = match &row.expect {
             Expect::Refuse(refusal) => Seen::Answered {
