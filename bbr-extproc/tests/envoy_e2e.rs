@@ -308,12 +308,27 @@ async fn bytes_held_over_the_global_cap_get_503_with_retry_after() {
     let settings = test_settings().max_held_bytes(64 << 10);
     let extproc = ExtProc::start(settings, Tls::Plaintext).await;
     let envoy = Envoy::start("bbr-full-duplex.yaml", Some(extproc.grpc), &upstreams);
-    let client = http1_client();
-    let big = format!(
-        r#"{{"messages":[{{"role":"user","content":"{}"}}],"model":"ski-resorts"}}"#,
-        "x".repeat(900 << 10)
+    // Streamed by the client so that Envoy cannot hand the whole body over
+    // in one message: the first chunk (no model yet) must be held.
+    let client = http2_client();
+    let (tx, body) = channel_body();
+    let request = Request::post(envoy.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("request");
+    let pending = tokio::spawn(async move { send(&client, request).await });
+    let first = format!(
+        r#"{{"messages":[{{"role":"user","content":"{}"#,
+        "x".repeat(200 << 10)
     );
-    let answer = send(&client, post(&envoy.url("/v1/chat/completions"), big, &[])).await;
+    tx.send(Frame::data(Bytes::from(first)))
+        .await
+        .expect("send data");
+    let answer = tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .expect("answered before the body was complete")
+        .expect("task");
+    drop(tx);
     assert_eq!(answer.status, 503, "{:?}", answer.body);
     assert_eq!(answer.retry_after.as_deref(), Some("1"));
     let json = answer.json();
@@ -322,7 +337,7 @@ async fn bytes_held_over_the_global_cap_get_503_with_retry_after() {
     assert!(json["error"]["param"].is_null());
     let small = r#"{"messages":[],"model":"ski-resorts"}"#;
     let answer = send(
-        &client,
+        &http1_client(),
         post(&envoy.url("/v1/chat/completions"), small, &[]),
     )
     .await;
