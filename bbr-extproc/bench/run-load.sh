@@ -64,7 +64,9 @@ RUST_LOG=warn "$BIN/bbr-extproc" --secure-serving=false --bind-address 127.0.0.1
 PIDS+=($!)
 wait_port "$STUB"; wait_port "$EXTPROC"; wait_port "$NOOP"
 
-start_envoy() { # config file, ext_proc port, setup name -> prints listen port
+# Runs in this shell, not in a `$(...)` subshell: a PID appended there
+# would never reach PIDS, and the cleanup trap would leave the Envoy running.
+start_envoy() { # config file, ext_proc port, setup name -> sets ENVOY_PORT
   local listen admin out="$WORK/$3.yaml"
   listen=$(free_port); admin=$(free_port)
   sed -e "s/\${LISTEN_PORT}/$listen/; s/\${ADMIN_PORT}/$admin/; s/\${EXTPROC_PORT}/$2/" \
@@ -74,12 +76,12 @@ start_envoy() { # config file, ext_proc port, setup name -> prints listen port
     >"$WORK/$3.log" 2>&1 &
   PIDS+=($!)
   wait_port "$listen"
-  echo "$listen"
+  ENVOY_PORT=$listen
 }
-HEADER_PORT=$(start_envoy header-only.yaml 0 header-only)
+start_envoy header-only.yaml 0 header-only; HEADER_PORT=$ENVOY_PORT
 # The same file for both processors; only the ext_proc port differs.
-NOOP_PORT=$(start_envoy bbr-full-duplex.yaml "$NOOP" noop)
-BBR_PORT=$(start_envoy bbr-full-duplex.yaml "$EXTPROC" bbr)
+start_envoy bbr-full-duplex.yaml "$NOOP" noop; NOOP_PORT=$ENVOY_PORT
+start_envoy bbr-full-duplex.yaml "$EXTPROC" bbr; BBR_PORT=$ENVOY_PORT
 
 # Chat bodies of exactly 1 KiB and 256 KiB.
 python3 - "$WORK" "$MODEL_POSITION" <<'PY'

@@ -23,8 +23,8 @@
 //! cargo run --release -p bbr-extproc --example noop_extproc -- --port 9002 --model ski-resorts
 //! ```
 
+use bbr_core::contract::MODEL_HEADER;
 use bbr_extproc::MAX_CHUNK_BYTES;
-use bbr_extproc::MODEL_HEADER;
 use bbr_extproc::proto::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, header_value_option,
 };

@@ -29,14 +29,14 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bbr_core::contract::MissingModel;
+use bbr_core::contract::{ClientHeaders, MissingModel};
 use bbr_core::{DuplicateKeys, Limits};
 use clap::{ArgAction, Parser};
 
 use crate::metrics_http::MetricsAuth;
 use crate::plugins::{PluginChain, PluginError};
 use crate::serve::{ServerConfig, Tls};
-use crate::stream::{BodyMode, OnMissingModel, Settings};
+use crate::stream::{BodyMode, Settings, UndecidedPrefix};
 
 /// `bbr-extproc`: Envoy ext_proc server for body-based routing.
 #[derive(Debug, Clone, Parser)]
@@ -152,6 +152,22 @@ pub struct Config {
     /// `full-duplex-streamed` (default), `streamed` or `buffered`.
     #[arg(long)]
     pub default_body_mode: Option<BodyMode>,
+    /// A client-sent `x-gateway-model-name` / `x-gateway-base-model-name`
+    /// (headers or request trailers): `strip` it, or `reject` with 400.
+    #[arg(long, default_value = "strip")]
+    pub client_headers: ClientHeaders,
+    /// A `BUFFERED_PARTIAL` prefix (Envoy's buffer limit reached) that does
+    /// not decide the model: `reject` with 413, or `forward` unrouted.
+    #[arg(long, default_value = "reject")]
+    pub undecided_prefix: UndecidedPrefix,
+    /// Longest time from the first body byte to the routing decision;
+    /// past it: 408.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub decision_deadline: Duration,
+    /// Cap on body bytes held before their decision, across all streams;
+    /// past it: 503 with `Retry-After`.
+    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    pub max_held_bytes: u64,
     /// Adapter map (upstream ConfigMap format): files or directories,
     /// repeatable, reloaded when they change.
     #[arg(long)]
@@ -314,14 +330,14 @@ impl Config {
     /// The per-stream policy (without the adapter map, which the server
     /// loads).
     pub fn settings(&self) -> Result<Settings, ConfigError> {
-        let on_missing = match self.on_missing_model {
-            MissingModel::Reject => OnMissingModel::Reject,
-            _ => OnMissingModel::PassThrough,
-        };
         let plugins = self.plugins()?;
         Ok(Settings::new(self.limits().with_field(plugins.field()))
-            .on_missing(on_missing)
+            .missing_model(self.on_missing_model)
+            .client_headers(self.client_headers)
             .default_body_mode(self.body_mode()?)
+            .undecided_prefix(self.undecided_prefix)
+            .decision_deadline(self.decision_deadline)
+            .max_held_bytes(self.max_held_bytes)
             .routing(plugins.routing().clone()))
     }
 
@@ -723,5 +739,44 @@ mod tests {
         );
         assert!(Config::try_parse_from(["bbr-extproc", "--max-scan-bytes=1024"]).is_err());
         assert!(Config::try_parse_from(["bbr-extproc", "--duplicate-keys=maybe"]).is_err());
+    }
+    #[test]
+    fn stream_policies_default_to_the_library_defaults_and_take_units() {
+        let defaults = Config::try_parse_from(["bbr-extproc"]).unwrap();
+        let settings = defaults.settings().unwrap();
+        assert_eq!(
+            settings.decision_deadline,
+            Settings::DEFAULT_DECISION_DEADLINE
+        );
+        assert_eq!(
+            settings.max_held_bytes,
+            crate::held::HeldBudget::DEFAULT_CAP
+        );
+        assert_eq!(settings.undecided_prefix, UndecidedPrefix::Reject);
+        assert_eq!(settings.client_headers, ClientHeaders::Strip);
+        let config = Config::try_parse_from([
+            "bbr-extproc",
+            "--decision-deadline=250ms",
+            "--max-held-bytes=64MiB",
+            "--undecided-prefix=forward",
+            "--client-headers=reject",
+        ])
+        .unwrap();
+        let settings = config.settings().unwrap();
+        assert_eq!(settings.decision_deadline, Duration::from_millis(250));
+        assert_eq!(settings.max_held_bytes, 64 << 20);
+        assert_eq!(settings.undecided_prefix, UndecidedPrefix::Forward);
+        assert_eq!(settings.client_headers, ClientHeaders::Reject);
+        for bad in [
+            "--decision-deadline=5",
+            "--max-held-bytes=1024",
+            "--undecided-prefix=maybe",
+            "--client-headers=keep",
+        ] {
+            assert!(
+                Config::try_parse_from(["bbr-extproc", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

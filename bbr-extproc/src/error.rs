@@ -2,92 +2,76 @@
 //! `ImmediateResponse` (what the HTTP client sees) or a gRPC status (what
 //! Envoy sees when the conversation itself is broken).
 
-use bbr_core::{ErrorClass, ExtractError};
+use bbr_core::contract::{JSON_CONTENT_TYPE, Refusal};
 use bytes::Bytes;
 
 use crate::proto::envoy::service::ext_proc::v3::{HeaderMutation, ImmediateResponse};
-use crate::proto::envoy::r#type::v3::{HttpStatus, StatusCode};
+use crate::proto::envoy::r#type::v3::HttpStatus;
 
-/// Why a request is refused with an HTTP error instead of being routed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Rejection {
-    /// The body could not be read (see [`ExtractError`]).
-    #[error("{0}")]
-    Extract(#[from] ExtractError),
-    /// The body is a valid object without a top-level `model`, and the
-    /// missing-model policy refuses such requests.
-    #[error("request body has no top-level \"model\"")]
-    MissingModel,
+/// The `ImmediateResponse` Envoy sends to the client instead of forwarding
+/// the request: the refusal's status, `content-type: application/json`,
+/// `retry-after` where [`Refusal::retry_after`] asks for one, and the
+/// OpenAI-shaped JSON body of [`Refusal::json_body`]. The only place an
+/// answer to the client is built.
+///
+/// ```
+/// use bbr_core::contract::Refusal;
+/// let answer = bbr_extproc::immediate_response(&Refusal::Overloaded);
+/// assert_eq!(answer.status.unwrap().code, 503);
+/// let headers = answer.headers.unwrap().set_headers;
+/// let names: Vec<&str> = headers.iter().map(|h| h.header.as_ref().unwrap().key.as_str()).collect();
+/// assert_eq!(names, ["content-type", "retry-after"]);
+/// assert_eq!(&headers[1].header.as_ref().unwrap().raw_value[..], b"1");
+/// assert_eq!(answer.body, Refusal::Overloaded.json_body());
+/// assert_eq!(answer.details, "bbr_overloaded");
+/// ```
+pub fn immediate_response(refusal: &Refusal) -> ImmediateResponse {
+    let mut set_headers = vec![crate::mutation::set_header(
+        "content-type",
+        Bytes::from_static(JSON_CONTENT_TYPE.as_bytes()),
+    )];
+    if let Some(seconds) = refusal.retry_after() {
+        set_headers.push(crate::mutation::set_header(
+            "retry-after",
+            Bytes::from(seconds.to_string()),
+        ));
+    }
+    ImmediateResponse {
+        // Envoy's `StatusCode` values are the HTTP status codes themselves.
+        status: Some(HttpStatus {
+            code: i32::from(refusal.status()),
+        }),
+        headers: Some(HeaderMutation {
+            set_headers,
+            remove_headers: Vec::new(),
+        }),
+        body: Bytes::from(refusal.json_body()),
+        grpc_status: None,
+        details: format!("bbr_{}", refusal.code()),
+    }
 }
 
-impl Rejection {
-    /// The HTTP status the client receives.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            Rejection::Extract(e) => match e.kind().class() {
-                ErrorClass::TooLarge => 413,
-                _ => 400,
-            },
-            Rejection::MissingModel => 400,
-        }
-    }
+/// A name given to a `FromStr` of this crate ([`BodyMode`](crate::BodyMode),
+/// [`UndecidedPrefix`](crate::UndecidedPrefix)) is not one of its values.
+///
+/// ```
+/// let err = "grpc".parse::<bbr_extproc::BodyMode>().unwrap_err();
+/// assert_eq!(err.to_string(), "unknown body mode `grpc` (expected full-duplex-streamed, streamed or buffered)");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{given}` (expected {expected})")]
+pub struct UnknownValue {
+    what: &'static str,
+    expected: &'static str,
+    given: Box<str>,
+}
 
-    /// The OpenAI-style error `code`: `invalid_json`, `invalid_model`,
-    /// `request_too_large` or `missing_model`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Rejection::Extract(e) => e.kind().class().code(),
-            Rejection::MissingModel => "missing_model",
-        }
-    }
-
-    /// The OpenAI-shaped JSON error body.
-    ///
-    /// ```
-    /// use bbr_extproc::Rejection;
-    /// let body: serde_json::Value = serde_json::from_slice(&Rejection::MissingModel.json_body()).unwrap();
-    /// assert_eq!(body["error"]["code"], "missing_model");
-    /// assert_eq!(body["error"]["param"], "model");
-    /// ```
-    pub fn json_body(&self) -> Bytes {
-        let message = match self {
-            Rejection::Extract(e) => format!("invalid request body: {e}"),
-            Rejection::MissingModel => self.to_string(),
-        };
-        let body = serde_json::json!({
-            "error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": "model",
-                "code": self.code(),
-            }
-        });
-        Bytes::from(body.to_string())
-    }
-
-    /// The `ImmediateResponse` Envoy sends to the client instead of
-    /// forwarding the request: status, `content-type: application/json` and
-    /// the JSON body.
-    pub fn immediate_response(&self) -> ImmediateResponse {
-        let status = match self.http_status() {
-            413 => StatusCode::PayloadTooLarge,
-            _ => StatusCode::BadRequest,
-        };
-        ImmediateResponse {
-            status: Some(HttpStatus {
-                code: status as i32,
-            }),
-            headers: Some(HeaderMutation {
-                set_headers: vec![crate::mutation::set_header(
-                    "content-type",
-                    Bytes::from_static(b"application/json"),
-                )],
-                remove_headers: Vec::new(),
-            }),
-            body: self.json_body(),
-            grpc_status: None,
-            details: format!("bbr_{}", self.code()),
+impl UnknownValue {
+    pub(crate) fn new(what: &'static str, expected: &'static str, given: &str) -> Self {
+        Self {
+            what,
+            expected,
+            given: given.into(),
         }
     }
 }

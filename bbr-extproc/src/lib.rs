@@ -15,14 +15,16 @@
 //!   flags) and `run`, the binary's entry point. Without it the crate is the
 //!   state machine and the tonic service only (no clap, tracing-subscriber,
 //!   rcgen or HTTP server).
-//! - [`proto`]: Envoy's ext_proc v3 types, compiled from vendored protos.
+//! - [`proto`]: Envoy's ext_proc v3 types, generated from vendored protos
+//!   (checked in under `src/generated/`).
 //!
 //! Envoy configurations for each body mode, as the end-to-end tests run
 //! them, are in `deploy/envoy/` of the repository.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use bbr_extproc::{MODEL_HEADER, Settings, StreamState};
+//! use bbr_core::contract::MODEL_HEADER;
+//! use bbr_extproc::{Settings, StreamState};
 //! use bbr_extproc::proto::envoy::service::ext_proc::v3::{
 //!     HttpBody, HttpHeaders, ProcessingRequest, processing_request::Request, processing_response::Response,
 //! };
@@ -56,6 +58,7 @@
 #[cfg(feature = "server")]
 mod config;
 mod error;
+pub mod held;
 #[cfg(feature = "server")]
 mod logging;
 mod metrics;
@@ -73,11 +76,12 @@ pub mod stream;
 
 #[cfg(feature = "server")]
 pub use config::{Config, ConfigError, LogLevel};
-pub use error::{Error, Rejection};
+pub use error::{Error, UnknownValue, immediate_response};
+pub use held::HeldBudget;
 pub use metrics::{BUILD_REF, COMMIT, Metrics, PluginNames};
 #[cfg(feature = "server")]
 pub use metrics_http::MetricsAuth;
-pub use mutation::{BASE_MODEL_HEADER, MAX_CHUNK_BYTES, MODEL_HEADER, ROUTING_HEADERS};
+pub use mutation::MAX_CHUNK_BYTES;
 #[cfg(feature = "server")]
 pub use plugins::{
     BASE_MODEL_TO_HEADER, BODY_FIELD_TO_HEADER, CONFIG_API_VERSION, CONFIG_KIND, Plugin,
@@ -87,4 +91,4 @@ pub use routing::{InvalidHeaderName, RoutingHeaders};
 #[cfg(feature = "server")]
 pub use serve::{Server, ServerConfig, StartError, Tls, run, shutdown_signal};
 pub use server::{BbrExtProc, SERVICE_NAME};
-pub use stream::{BodyMode, OnMissingModel, Report, Settings, StreamState, Verdict};
+pub use stream::{BodyMode, Report, Settings, StreamState, UndecidedPrefix, Verdict};

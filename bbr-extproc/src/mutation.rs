@@ -1,6 +1,7 @@
 //! Builders for every reply this server sends, each in exactly one place:
 //! the routing header mutation, and the headers, body, streamed-body and
-//! trailers responses for each direction.
+//! trailers responses for each direction. Header names come from
+//! [`bbr_core::contract`].
 
 use bytes::Bytes;
 
@@ -10,13 +11,6 @@ use crate::proto::envoy::service::ext_proc::v3::{
     ProcessingResponse, StreamedBodyResponse, TrailersResponse, body_mutation,
     processing_response::Response,
 };
-
-/// The header carrying the model name: `x-gateway-model-name`.
-pub const MODEL_HEADER: &str = "x-gateway-model-name";
-/// The header carrying the base model of a LoRA adapter: `x-gateway-base-model-name`.
-pub const BASE_MODEL_HEADER: &str = "x-gateway-base-model-name";
-/// The routing headers a client must never set itself.
-pub const ROUTING_HEADERS: [&str; 2] = [MODEL_HEADER, BASE_MODEL_HEADER];
 
 /// Largest body chunk sent back to Envoy in one message (the upstream BBR's
 /// `BodyByteLimit`: under the 64 KiB per-chunk limit some Envoy builds have).
@@ -71,9 +65,12 @@ pub(crate) fn body_reply(dir: Direction, common: Option<CommonResponse>) -> Proc
     })
 }
 
-pub(crate) fn trailers_reply(dir: Direction) -> ProcessingResponse {
+/// A trailers reply; `mutation` (removing client-sent routing headers from
+/// the request trailers) is left out when it changes nothing.
+pub(crate) fn trailers_reply(dir: Direction, mutation: HeaderMutation) -> ProcessingResponse {
+    let changes = !mutation.set_headers.is_empty() || !mutation.remove_headers.is_empty();
     let trailers = TrailersResponse {
-        header_mutation: None,
+        header_mutation: changes.then_some(mutation),
     };
     reply(match dir {
         Direction::Request => Response::RequestTrailers(trailers),

@@ -7,13 +7,22 @@
 //! receiver is the response stream. The task ends when Envoy closes its
 //! side, when the stream answered with an `ImmediateResponse`, or when the
 //! conversation is broken (then with a gRPC error status).
+//!
+//! The task also owns the stream's decision deadline: a timer armed when
+//! the state machine starts [awaiting its decision]
+//! (StreamState::awaiting_decision), dropped once it decided, and reported
+//! to it with [`StreamState::on_deadline`] when it fires. Every stream of
+//! one [`BbrExtProc`] holds its chunks in one [`HeldBudget`].
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::held::HeldBudget;
 use crate::metrics::Metrics;
 use crate::proto::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
 use crate::proto::envoy::service::ext_proc::v3::{ProcessingRequest, ProcessingResponse};
@@ -30,12 +39,32 @@ const REPLY_BUFFER: usize = 32;
 pub struct BbrExtProc {
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
+    budget: Arc<HeldBudget>,
+    decision_timeouts: Arc<AtomicU64>,
 }
 
 impl BbrExtProc {
-    /// A processor with these settings, recording into `metrics`.
+    /// A processor with these settings, recording into `metrics`; its
+    /// streams share one [`HeldBudget`] of `settings.max_held_bytes`.
     pub fn new(settings: Arc<Settings>, metrics: Arc<Metrics>) -> Self {
-        Self { settings, metrics }
+        let budget = Arc::new(HeldBudget::new(settings.max_held_bytes));
+        Self {
+            settings,
+            metrics,
+            budget,
+            decision_timeouts: Arc::default(),
+        }
+    }
+
+    /// The budget every stream holds its chunks in: bytes held now (a
+    /// gauge) and requests refused over the cap (a counter).
+    pub fn held_budget(&self) -> &Arc<HeldBudget> {
+        &self.budget
+    }
+
+    /// Requests refused because the decision deadline passed (a counter).
+    pub fn decision_timeouts(&self) -> u64 {
+        self.decision_timeouts.load(Ordering::Relaxed)
     }
 }
 
@@ -51,22 +80,41 @@ impl ExternalProcessor for BbrExtProc {
         let (tx, rx) = mpsc::channel(REPLY_BUFFER);
         let settings = self.settings.clone();
         let metrics = self.metrics.clone();
+        let budget = self.budget.clone();
+        let decision_timeouts = self.decision_timeouts.clone();
         let active = metrics.stream_started();
         tokio::spawn(async move {
             let _active = active;
-            let mut state = StreamState::new(settings);
+            let deadline = settings.decision_deadline;
+            let mut state = StreamState::with_budget(settings, budget);
             let mut out = Vec::new();
+            let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
             'stream: loop {
-                // Envoy ends side streams with RST_STREAM as often as with a
-                // clean half-close; both are a normal end here.
-                let Ok(Some(message)) = inbound.message().await else {
-                    break;
+                let message = match timer.as_mut() {
+                    Some(timer) => tokio::select! {
+                        message = inbound.message() => Some(message),
+                        () = timer.as_mut() => None,
+                    },
+                    None => Some(inbound.message().await),
                 };
-                if let Err(error) = state.on_request(message, &mut out) {
-                    tracing::warn!(%error, "ext_proc conversation broken");
-                    // The receiver may be gone already; nothing else to do.
-                    let _ = tx.send(Err(error.into())).await;
-                    break;
+                match message {
+                    None => {
+                        timer = None;
+                        if state.on_deadline(&mut out) {
+                            decision_timeouts.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Some(Ok(Some(message))) => {
+                        if let Err(error) = state.on_request(message, &mut out) {
+                            tracing::warn!(%error, "ext_proc conversation broken");
+                            // The receiver may be gone already; nothing else to do.
+                            let _ = tx.send(Err(error.into())).await;
+                            break;
+                        }
+                    }
+                    // Envoy ends side streams with RST_STREAM as often as
+                    // with a clean half-close; both are a normal end here.
+                    Some(_) => break,
                 }
                 for reply in out.drain(..) {
                     if tx.send(Ok(reply)).await.is_err() {
@@ -75,6 +123,12 @@ impl ExternalProcessor for BbrExtProc {
                 }
                 if state.is_finished() {
                     break;
+                }
+                if !state.awaiting_decision() {
+                    timer = None;
+                } else if timer.is_none() {
+                    // Armed right after the message with the first body byte.
+                    timer = Some(Box::pin(tokio::time::sleep(deadline)));
                 }
             }
             let report = state.report();

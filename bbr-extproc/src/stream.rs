@@ -9,10 +9,34 @@
 //! | `FULL_DUPLEX_STREAMED` | held until the model is decided, then sent with the routing mutation and `clear_route_cache` | the held chunks and every later chunk as `streamed_response` (≤ 62,000 bytes each, same buffers, no copy) |
 //! | `STREAMED` with `send_body_without_waiting_for_header_response` | held until decided, as above | one empty `BodyResponse` per chunk (Envoy keeps the bytes; nothing is echoed) |
 //! | `STREAMED` without it | sent at once (Envoy sends no body before it), so only spoofed headers are removed: the request cannot be routed by body; configure the flag | one empty `BodyResponse` per chunk |
-//! | `BUFFERED` (and `BUFFERED_PARTIAL`) | sent at once, empty | the one body message is the whole body; its reply carries the routing mutation and `clear_route_cache` |
+//! | `BUFFERED` | sent at once, empty | the one body message is the whole body; its reply carries the routing mutation and `clear_route_cache` |
+//! | `BUFFERED_PARTIAL` | sent at once, empty | the one body message is the whole body (`end_of_stream`) or a prefix of it (Envoy's buffer limit was reached); a prefix that decides (found or absent) routes like `BUFFERED`; one that does not is answered by [`UndecidedPrefix`]: 413 `request_too_large` (the default) or forwarded unrouted |
 //! | `NONE` | sent at once, spoofed headers removed | — |
 //!
-//! Trailers end the body like `end_of_stream` does. Response headers, body
+//! Trailers end the body like `end_of_stream` does; client-sent routing
+//! headers in the request trailers are removed in the trailers reply (or
+//! the request is refused under [`ClientHeaders::Reject`]), so an HTTP/2
+//! client cannot smuggle them to the upstream there either.
+//!
+//! # Hostile clients
+//!
+//! - A `content-length` over the body limit is refused (413) at the
+//!   request headers, before any body byte reaches the upstream.
+//! - Decision deadline ([`Settings::decision_deadline`], default 30 s): a
+//!   body whose model is not decided within it of its first byte (a slow
+//!   upload, model last) is refused with 408 `request_timeout`. The state
+//!   machine has no clock: the server arms a timer when
+//!   [`StreamState::awaiting_decision`] turns true and calls
+//!   [`StreamState::on_deadline`] when it fires.
+//! - Global cap ([`HeldBudget`], default [`HeldBudget::DEFAULT_CAP`]): the
+//!   chunks a full-duplex stream holds before its decision are reserved
+//!   from one budget per server; over it the request is refused with 503
+//!   and `Retry-After` instead of holding more. In `STREAMED` mode Envoy
+//!   holds the chunks itself and nothing is reserved here.
+//! - Many tiny `request_body` messages: held chunks under
+//!   [`COALESCE_BELOW`](crate::held::COALESCE_BELOW) bytes are copied into
+//!   shared buffers (see [`held`](crate::held)), so memory is bounded by the
+//!   bytes held, not by the number of messages. Response headers, body
 //! and trailers are answered at once and never held (in
 //! `FULL_DUPLEX_STREAMED` the response body is echoed as it comes).
 //!
@@ -21,8 +45,19 @@
 //! - A request whose body is empty (zero bytes, then end of stream or
 //!   trailers) is treated like a request without a body: forwarded untouched
 //!   (spoofed routing headers still removed), not a JSON error.
-//! - Client-sent `x-gateway-model-name` / `x-gateway-base-model-name` are
-//!   always removed or overwritten, whatever the outcome.
+//! - Client-sent `x-gateway-model-name` / `x-gateway-base-model-name`
+//!   (matched by [`contract::routing_header`], so `X_Gateway_Model_Name`
+//!   too) are always removed or overwritten, whatever the outcome, or the
+//!   request is refused under [`ClientHeaders::Reject`].
+//! - `BUFFERED_PARTIAL` prefix: the rest of the body never reaches this
+//!   server, so only the prefix is validated (under the `reject`
+//!   duplicate-key policy a second `model` after the prefix goes unseen),
+//!   and a prefix that does not decide cannot be told from a truncated
+//!   body. Refusing it (413, like a body that does not decide within the
+//!   scan limit) is the default because forwarding it sends the request to
+//!   the default route; [`UndecidedPrefix::Forward`] does that on purpose
+//!   (spoofed headers still removed). The model is never taken from an
+//!   unfinished value: the decision is the core's on the prefix.
 //! - The body is never changed, so `content-length` is left as the client
 //!   sent it (Envoy keeps it only with `allow_content_length_header: true`,
 //!   which the configs in `deploy/envoy/` set).
@@ -39,17 +74,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bbr_core::{Limits, Model, ModelExtractor, Outcome, Progress};
+use crate::held::{HeldBudget, HeldChunks};
+
+use bbr_core::contract::{self, BASE_MODEL_HEADER, ClientHeaders, MissingModel, Refusal};
+use bbr_core::{ErrorKind, ExtractError, Limits, Model, ModelExtractor, Outcome, Progress};
 use bytes::Bytes;
 
-use crate::error::{Error, Rejection};
+use crate::error::{Error, UnknownValue, immediate_response};
 use crate::mutation::{
-    self, BASE_MODEL_HEADER, Direction, MODEL_HEADER, ROUTING_HEADERS, body_reply, headers_reply,
-    immediate_reply, push_streamed, routing_common, trailers_reply,
+    self, Direction, body_reply, headers_reply, immediate_reply, push_streamed, routing_common,
+    trailers_reply,
 };
+use crate::proto::envoy::config::core::v3::HeaderMap;
 use crate::proto::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
 use crate::proto::envoy::service::ext_proc::v3::{
-    HeaderMutation, HttpBody, HttpHeaders, ProcessingRequest, ProcessingResponse,
+    HeaderMutation, HttpBody, HttpHeaders, HttpTrailers, ProcessingRequest, ProcessingResponse,
     processing_request::Request,
 };
 use bbr_adapters::AdapterStore;
@@ -58,7 +97,13 @@ use crate::routing::RoutingHeaders;
 
 /// How request bodies arrive when Envoy does not say (`protocol_config` is
 /// sent by Envoy ≥ 1.33 on the first message of each stream).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// ```
+/// use bbr_extproc::BodyMode;
+/// assert_eq!("buffered".parse::<BodyMode>().unwrap(), BodyMode::Buffered);
+/// assert_eq!(BodyMode::default().as_str(), "full-duplex-streamed");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum BodyMode {
     /// `FULL_DUPLEX_STREAMED`, what the upstream charts configure. The default.
@@ -74,9 +119,7 @@ impl BodyMode {
     /// Stable name: `full-duplex-streamed`, `streamed` or `buffered`.
     ///
     /// ```
-    /// use bbr_extproc::BodyMode;
-    /// assert_eq!("buffered".parse::<BodyMode>().unwrap(), BodyMode::Buffered);
-    /// assert_eq!(BodyMode::default().as_str(), "full-duplex-streamed");
+    /// assert_eq!(bbr_extproc::BodyMode::Streamed.as_str(), "streamed");
     /// ```
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -87,13 +130,8 @@ impl BodyMode {
     }
 }
 
-/// A body mode name given to `FromStr` is not one of [`BodyMode`]'s.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown body mode `{0}` (expected full-duplex-streamed, streamed or buffered)")]
-pub struct UnknownBodyMode(Box<str>);
-
 impl std::str::FromStr for BodyMode {
-    type Err = UnknownBodyMode;
+    type Err = UnknownValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         [
@@ -103,39 +141,135 @@ impl std::str::FromStr for BodyMode {
         ]
         .into_iter()
         .find(|mode| mode.as_str() == s)
-        .ok_or_else(|| UnknownBodyMode(s.into()))
+        .ok_or_else(|| {
+            UnknownValue::new("body mode", "full-duplex-streamed, streamed or buffered", s)
+        })
     }
 }
 
-/// What to do with a valid body that has no top-level `model`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+impl std::fmt::Display for BodyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to do with a `BUFFERED_PARTIAL` prefix (Envoy's buffer limit was
+/// reached before the end of the body) that does not decide the model.
+///
+/// ```
+/// use bbr_extproc::UndecidedPrefix;
+/// assert_eq!(UndecidedPrefix::default(), UndecidedPrefix::Reject);
+/// assert_eq!("forward".parse::<UndecidedPrefix>().unwrap().as_str(), "forward");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
-pub enum OnMissingModel {
-    /// Forward it without the model header. The default.
+pub enum UndecidedPrefix {
+    /// 413 `request_too_large`, as for a body that does not decide within
+    /// the scan limit. The default.
     #[default]
-    PassThrough,
-    /// Answer 400 with code `missing_model`.
     Reject,
+    /// Forward the request without the model header (default route).
+    Forward,
+}
+
+impl UndecidedPrefix {
+    /// Stable name: `reject` or `forward`.
+    ///
+    /// ```
+    /// assert_eq!(bbr_extproc::UndecidedPrefix::Reject.as_str(), "reject");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UndecidedPrefix::Reject => "reject",
+            UndecidedPrefix::Forward => "forward",
+        }
+    }
+}
+
+impl std::str::FromStr for UndecidedPrefix {
+    type Err = UnknownValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reject" => Ok(UndecidedPrefix::Reject),
+            "forward" => Ok(UndecidedPrefix::Forward),
+            _ => Err(UnknownValue::new(
+                "undecided-prefix policy",
+                "reject or forward",
+                s,
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for UndecidedPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Per-process policy shared by every stream.
-#[derive(Debug, Clone, Default)]
+///
+/// ```
+/// use bbr_core::contract::{ClientHeaders, MissingModel};
+/// use bbr_extproc::{BodyMode, Settings};
+/// let settings = Settings::default()
+///     .missing_model(MissingModel::Reject)
+///     .client_headers(ClientHeaders::Reject)
+///     .default_body_mode(BodyMode::Buffered);
+/// assert_eq!(settings.missing_model, MissingModel::Reject);
+/// ```
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Settings {
     /// Extraction limits and the duplicate-key policy.
     pub limits: Limits,
-    /// Missing-model policy.
-    pub on_missing: OnMissingModel,
+    /// Missing-model policy (default: forward).
+    pub missing_model: MissingModel,
+    /// Client-sent routing headers: strip (default) or refuse.
+    pub client_headers: ClientHeaders,
     /// Body mode assumed when Envoy sends no `protocol_config`.
     pub default_body_mode: BodyMode,
+    /// A `BUFFERED_PARTIAL` prefix without a decision: 413 (default) or forward.
+    pub undecided_prefix: UndecidedPrefix,
     /// Adapter map for `x-gateway-base-model-name`; `None` sets no base header.
     pub base_models: Option<AdapterStore>,
     /// The headers a decision sets (the plugin chain).
     pub routing: RoutingHeaders,
+    /// Time allowed from the first body byte to the routing decision
+    /// (default [`Settings::DEFAULT_DECISION_DEADLINE`]); past it: 408.
+    pub decision_deadline: Duration,
+    /// Cap on body bytes held across every stream of one server (default
+    /// [`HeldBudget::DEFAULT_CAP`]); past it: 503 with `Retry-After`.
+    pub max_held_bytes: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            missing_model: MissingModel::default(),
+            client_headers: ClientHeaders::default(),
+            default_body_mode: BodyMode::default(),
+            undecided_prefix: UndecidedPrefix::default(),
+            base_models: None,
+            routing: RoutingHeaders::default(),
+            decision_deadline: Self::DEFAULT_DECISION_DEADLINE,
+            max_held_bytes: HeldBudget::DEFAULT_CAP,
+        }
+    }
 }
 
 impl Settings {
+    /// 30 s from the first body byte to the decision.
+    pub const DEFAULT_DECISION_DEADLINE: Duration = Duration::from_secs(30);
+
     /// Default settings with these limits.
+    ///
+    /// ```
+    /// let settings = bbr_extproc::Settings::new(bbr_core::Limits::new().with_max_scan_bytes(1024));
+    /// assert_eq!(settings.limits.max_scan_bytes(), 1024);
+    /// ```
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
@@ -144,20 +278,84 @@ impl Settings {
     }
 
     /// Sets the missing-model policy.
+    ///
+    /// ```
+    /// # use bbr_core::contract::MissingModel;
+    /// assert_eq!(bbr_extproc::Settings::default().missing_model(MissingModel::Reject).missing_model, MissingModel::Reject);
+    /// ```
     #[must_use]
-    pub fn on_missing(mut self, policy: OnMissingModel) -> Self {
-        self.on_missing = policy;
+    pub fn missing_model(mut self, policy: MissingModel) -> Self {
+        self.missing_model = policy;
+        self
+    }
+
+    /// Sets the client-header policy.
+    ///
+    /// ```
+    /// # use bbr_core::contract::ClientHeaders;
+    /// assert_eq!(bbr_extproc::Settings::default().client_headers(ClientHeaders::Reject).client_headers, ClientHeaders::Reject);
+    /// ```
+    #[must_use]
+    pub fn client_headers(mut self, policy: ClientHeaders) -> Self {
+        self.client_headers = policy;
         self
     }
 
     /// Sets the body mode assumed without `protocol_config`.
+    ///
+    /// ```
+    /// # use bbr_extproc::BodyMode;
+    /// assert_eq!(bbr_extproc::Settings::default().default_body_mode(BodyMode::Streamed).default_body_mode, BodyMode::Streamed);
+    /// ```
     #[must_use]
     pub fn default_body_mode(mut self, mode: BodyMode) -> Self {
         self.default_body_mode = mode;
         self
     }
 
+    /// Sets the policy for a `BUFFERED_PARTIAL` prefix that does not decide.
+    ///
+    /// ```
+    /// # use bbr_extproc::UndecidedPrefix;
+    /// assert_eq!(bbr_extproc::Settings::default().undecided_prefix(UndecidedPrefix::Forward).undecided_prefix, UndecidedPrefix::Forward);
+    /// ```
+    #[must_use]
+    pub fn undecided_prefix(mut self, policy: UndecidedPrefix) -> Self {
+        self.undecided_prefix = policy;
+        self
+    }
+
+    /// Sets the decision deadline.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let settings = bbr_extproc::Settings::default().decision_deadline(Duration::from_secs(5));
+    /// assert_eq!(settings.decision_deadline, Duration::from_secs(5));
+    /// ```
+    #[must_use]
+    pub fn decision_deadline(mut self, deadline: Duration) -> Self {
+        self.decision_deadline = deadline;
+        self
+    }
+
+    /// Sets the cap on bytes held across all streams.
+    ///
+    /// ```
+    /// assert_eq!(bbr_extproc::Settings::default().max_held_bytes(1 << 20).max_held_bytes, 1 << 20);
+    /// ```
+    #[must_use]
+    pub fn max_held_bytes(mut self, cap: u64) -> Self {
+        self.max_held_bytes = cap;
+        self
+    }
+
     /// Sets the headers a decision sets.
+    ///
+    /// ```
+    /// let routing = bbr_extproc::RoutingHeaders::new(Some("x-model"), false).unwrap();
+    /// let settings = bbr_extproc::Settings::default().routing(routing);
+    /// assert_eq!(settings.routing.model(), Some("x-model"));
+    /// ```
     #[must_use]
     pub fn routing(mut self, routing: RoutingHeaders) -> Self {
         self.routing = routing;
@@ -165,6 +363,11 @@ impl Settings {
     }
 
     /// Sets the adapter map.
+    ///
+    /// ```
+    /// let store = bbr_adapters::AdapterStore::from_map(bbr_adapters::AdapterMap::new());
+    /// assert!(bbr_extproc::Settings::default().base_models(store).base_models.is_some());
+    /// ```
     #[must_use]
     pub fn base_models(mut self, map: AdapterStore) -> Self {
         self.base_models = Some(map);
@@ -183,11 +386,16 @@ pub enum Verdict {
     /// No body (GET, empty body, or a body mode that sends none).
     NoBody,
     /// Refused with an HTTP error.
-    Rejected(Rejection),
+    Rejected(Refusal),
 }
 
 impl Verdict {
     /// Stable label: `found`, `absent`, `no_body`, or the error code.
+    ///
+    /// ```
+    /// use bbr_extproc::Verdict;
+    /// assert_eq!(Verdict::Rejected(bbr_core::contract::Refusal::MissingModel).label(), "missing_model");
+    /// ```
     pub fn label(&self) -> &'static str {
         match self {
             Verdict::Found(_) => "found",
@@ -225,6 +433,7 @@ enum Mode {
     None,
     Streamed { early_body: bool },
     Buffered,
+    BufferedPartial,
     FullDuplex,
 }
 
@@ -233,7 +442,8 @@ impl Mode {
         match BodySendMode::try_from(raw) {
             Ok(BodySendMode::None) => Ok(Mode::None),
             Ok(BodySendMode::Streamed) => Ok(Mode::Streamed { early_body: false }),
-            Ok(BodySendMode::Buffered | BodySendMode::BufferedPartial) => Ok(Mode::Buffered),
+            Ok(BodySendMode::Buffered) => Ok(Mode::Buffered),
+            Ok(BodySendMode::BufferedPartial) => Ok(Mode::BufferedPartial),
             Ok(BodySendMode::FullDuplexStreamed) => Ok(Mode::FullDuplex),
             _ => Err(Error::UnsupportedBodyMode(raw)),
         }
@@ -261,8 +471,9 @@ enum Phase {
     Flowing,
     /// `BUFFERED`: headers answered, the whole body comes in one message.
     AwaitBuffered,
-    /// `BUFFERED` body answered; only trailers may follow.
-    BufferedDone,
+    /// Body answered (`BUFFERED`) or none coming (`NONE`); only trailers
+    /// may follow.
+    AwaitTrailers,
     /// Request side complete.
     Ended,
 }
@@ -274,7 +485,7 @@ impl Phase {
             Phase::Holding => "holding the headers reply",
             Phase::Flowing => "streaming the request body",
             Phase::AwaitBuffered => "awaiting the buffered body",
-            Phase::BufferedDone => "awaiting request trailers",
+            Phase::AwaitTrailers => "awaiting request trailers",
             Phase::Ended => "the request was complete",
         }
     }
@@ -305,29 +516,53 @@ pub struct StreamState {
     phase: Phase,
     mode: Mode,
     response_full_duplex: bool,
-    spoofed: [bool; 2],
+    /// Client-sent routing headers: (canonical name, name as sent).
+    spoofed: Vec<(&'static str, String)>,
     /// The client sent the configured model header (when it is not one of
-    /// the contract's routing headers).
-    spoofed_custom: bool,
+    /// the contract's routing headers), lower case.
+    spoofed_custom: Option<String>,
     /// The client's `content-length`: a sized body is known complete (and
     /// checked to its end) on the chunk that reaches it, before that chunk
     /// is forwarded, even if Envoy signals the end in a later message.
     content_length: Option<u64>,
     /// `finish()` was called: the end of the body was validated.
     body_checked: bool,
-    /// Full duplex: chunks held until the decision (`Bytes`, not copied).
-    held: Vec<(Bytes, bool)>,
+    /// Full duplex: chunks held until the decision.
+    held: HeldChunks,
+    /// Shared by every stream of a server; `reserved` is this stream's part.
+    budget: Arc<HeldBudget>,
+    reserved: u64,
+    /// A body byte arrived (the decision deadline runs from here).
+    body_started: bool,
     /// Streamed: body replies owed to Envoy (it holds the bytes itself).
     owed_replies: usize,
-    held_bytes: u64,
     decided: bool,
     finished: bool,
     report: Report,
 }
 
 impl StreamState {
-    /// A new stream.
+    /// A new stream with a budget of its own (`settings.max_held_bytes`).
+    ///
+    /// ```
+    /// let stream = bbr_extproc::StreamState::new(Default::default());
+    /// assert_eq!(stream.held_bytes(), 0);
+    /// ```
     pub fn new(settings: Arc<Settings>) -> Self {
+        let budget = Arc::new(HeldBudget::new(settings.max_held_bytes));
+        Self::with_budget(settings, budget)
+    }
+
+    /// A new stream holding its chunks in `budget`, shared with other streams.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use bbr_extproc::{HeldBudget, Settings, StreamState};
+    /// let budget = Arc::new(HeldBudget::new(1 << 20));
+    /// let stream = StreamState::with_budget(Arc::new(Settings::default()), budget.clone());
+    /// assert_eq!(budget.held(), stream.held_memory());
+    /// ```
+    pub fn with_budget(settings: Arc<Settings>, budget: Arc<HeldBudget>) -> Self {
         let extractor = ModelExtractor::new(settings.limits);
         Self {
             settings,
@@ -335,13 +570,15 @@ impl StreamState {
             phase: Phase::AwaitHeaders,
             mode: Mode::FullDuplex,
             response_full_duplex: false,
-            spoofed: [false; 2],
-            spoofed_custom: false,
+            spoofed: Vec::new(),
+            spoofed_custom: None,
             content_length: None,
             body_checked: false,
-            held: Vec::new(),
+            held: HeldChunks::default(),
+            budget,
+            reserved: 0,
+            body_started: false,
             owed_replies: 0,
-            held_bytes: 0,
             decided: false,
             finished: false,
             report: Report::default(),
@@ -357,12 +594,44 @@ impl StreamState {
     /// or body). After the end of the request body this is always false.
     pub fn is_holding(&self) -> bool {
         !self.finished
-            && (!self.held.is_empty() || self.owed_replies > 0 || self.phase == Phase::Holding)
+            && (self.held.pieces() > 0 || self.owed_replies > 0 || self.phase == Phase::Holding)
     }
 
-    /// Body bytes currently held by this stream (bounded by the scan limit).
+    /// Body bytes this process holds for the stream (full duplex, before
+    /// the decision; bounded by the scan limit).
     pub fn held_bytes(&self) -> u64 {
-        self.held_bytes
+        self.held.bytes()
+    }
+
+    /// Memory those bytes take (buffers and per-piece overhead included):
+    /// what is reserved from the [`HeldBudget`].
+    pub fn held_memory(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Held pieces (chunks of at least
+    /// [`COALESCE_BELOW`](crate::held::COALESCE_BELOW) bytes, and buffers of
+    /// smaller ones).
+    pub fn held_pieces(&self) -> usize {
+        self.held.pieces()
+    }
+
+    /// True from the first body byte until the decision: the decision
+    /// deadline runs.
+    pub fn awaiting_decision(&self) -> bool {
+        self.body_started && !self.decided && !self.finished
+    }
+
+    /// The decision deadline passed: refuses the request with 408 if it is
+    /// still [awaiting its decision](Self::awaiting_decision), and returns
+    /// whether it did.
+    pub fn on_deadline(&mut self, out: &mut Vec<ProcessingResponse>) -> bool {
+        if !self.awaiting_decision() {
+            return false;
+        }
+        let deadline = self.settings.decision_deadline;
+        self.reject(Refusal::DecisionTimeout { deadline }, out);
+        true
     }
 
     /// What happened so far.
@@ -406,7 +675,7 @@ impl StreamState {
                 self.on_request_headers(&headers, out)
             }
             Request::RequestBody(body) => self.on_request_body(body, out),
-            Request::RequestTrailers(_) => self.on_request_trailers(out),
+            Request::RequestTrailers(trailers) => self.on_request_trailers(&trailers, out),
             Request::ResponseHeaders(_) => {
                 out.push(headers_reply(Direction::Response, None));
                 Ok(())
@@ -420,7 +689,10 @@ impl StreamState {
                 Ok(())
             }
             Request::ResponseTrailers(_) => {
-                out.push(trailers_reply(Direction::Response));
+                out.push(trailers_reply(
+                    Direction::Response,
+                    HeaderMutation::default(),
+                ));
                 Ok(())
             }
         }
@@ -464,16 +736,10 @@ impl StreamState {
         if self.phase != Phase::AwaitHeaders {
             return Err(self.unexpected("request headers"));
         }
+        self.spoofed = routing_headers_in(&headers.headers);
+        self.spoofed_custom = self.custom_header_in(&headers.headers);
         if let Some(map) = &headers.headers {
             for header in &map.headers {
-                for (i, name) in ROUTING_HEADERS.iter().enumerate() {
-                    if header.key.eq_ignore_ascii_case(name) {
-                        self.spoofed[i] = true;
-                    }
-                }
-                if self.settings.routing.is_custom_model_header(&header.key) {
-                    self.spoofed_custom = true;
-                }
                 if header.key.eq_ignore_ascii_case("content-length") {
                     let value: &[u8] = if header.raw_value.is_empty() {
                         header.value.as_bytes()
@@ -486,13 +752,30 @@ impl StreamState {
                 }
             }
         }
+        if self.settings.client_headers == ClientHeaders::Reject
+            && let Some(canonical) = self.spoofed.first().map(|(canonical, _)| *canonical)
+        {
+            self.phase = Phase::Ended;
+            self.reject(Refusal::RoutingHeader(canonical), out);
+            return Ok(());
+        }
         if headers.end_of_stream {
             self.decide_without_body(out);
+            self.phase = Phase::Ended;
+            return Ok(());
+        }
+        let limit = self.settings.limits.max_body_bytes();
+        if self.content_length.is_some_and(|length| length > limit) {
+            // Refused before Envoy sends (or buffers) a single body byte.
+            self.phase = Phase::Ended;
+            let error = ExtractError::new(ErrorKind::BodyTooLarge { limit }, limit);
+            self.reject(error.into(), out);
             return Ok(());
         }
         match self.mode {
+            // No body comes; trailers may.
             Mode::None => self.decide_without_body(out),
-            Mode::Buffered => {
+            Mode::Buffered | Mode::BufferedPartial => {
                 out.push(headers_reply(Direction::Request, None));
                 self.phase = Phase::AwaitBuffered;
             }
@@ -518,7 +801,7 @@ impl StreamState {
             Direction::Request,
             routing_common(self.strip_spoofed()),
         ));
-        self.phase = Phase::Ended;
+        self.phase = Phase::AwaitTrailers;
     }
 
     fn on_request_body(
@@ -529,14 +812,15 @@ impl StreamState {
         match self.phase {
             Phase::AwaitBuffered => self.on_buffered_body(body, out),
             Phase::Holding | Phase::Flowing => self.on_streamed_body(body, out),
-            Phase::AwaitHeaders | Phase::BufferedDone | Phase::Ended => {
+            Phase::AwaitHeaders | Phase::AwaitTrailers | Phase::Ended => {
                 Err(self.unexpected("request body"))
             }
         }
     }
 
     /// `BUFFERED`: the one body message is the whole body (trailers may
-    /// still follow, so `end_of_stream` may be false).
+    /// still follow, so `end_of_stream` may be false). `BUFFERED_PARTIAL`
+    /// without `end_of_stream`: a prefix, decided from what it holds.
     fn on_buffered_body(
         &mut self,
         body: HttpBody,
@@ -545,7 +829,7 @@ impl StreamState {
         self.phase = if body.end_of_stream {
             Phase::Ended
         } else {
-            Phase::BufferedDone
+            Phase::AwaitTrailers
         };
         if body.body.is_empty() {
             self.decided = true;
@@ -556,14 +840,41 @@ impl StreamState {
             ));
             return Ok(());
         }
-        let result = self.feed(&body.body).and_then(|_| self.finish());
-        match result.and_then(|outcome| self.accept(outcome)) {
+        let result = if self.mode == Mode::BufferedPartial && !body.end_of_stream {
+            self.decide_prefix(&body.body)
+        } else {
+            self.feed(&body.body)
+                .and_then(|_| self.finish())
+                .and_then(|outcome| self.accept(outcome))
+        };
+        match result {
             Ok(mutation) => {
                 out.push(body_reply(Direction::Request, routing_common(mutation)));
             }
-            Err(rejection) => self.reject(rejection, out),
+            Err(refusal) => self.reject(refusal, out),
         }
         Ok(())
+    }
+
+    /// A `BUFFERED_PARTIAL` prefix: the core's decision on it, or the
+    /// [`UndecidedPrefix`] policy. Never `finish()`: the body goes on.
+    fn decide_prefix(&mut self, prefix: &Bytes) -> Result<HeaderMutation, Refusal> {
+        match self.feed(prefix)? {
+            Progress::Found(model) => self.accept(Outcome::Found(model)),
+            Progress::Absent => self.accept(Outcome::Absent),
+            _ => match self.settings.undecided_prefix {
+                UndecidedPrefix::Forward => {
+                    self.decided = true;
+                    self.report.bytes_before_decision = self.extractor.bytes_consumed();
+                    self.report.verdict = Some(Verdict::Absent);
+                    Ok(self.strip_spoofed())
+                }
+                UndecidedPrefix::Reject => {
+                    let length = self.extractor.bytes_consumed();
+                    Err(ExtractError::new(ErrorKind::ScanLimit { limit: length }, length).into())
+                }
+            },
+        }
     }
 
     /// `FULL_DUPLEX_STREAMED` and `STREAMED`.
@@ -577,9 +888,12 @@ impl StreamState {
             end_of_stream,
             ..
         } = body;
+        if !chunk.is_empty() {
+            self.body_started = true;
+        }
         let verdict = self.scan_chunk(&chunk, end_of_stream);
-        if let Err(rejection) = verdict {
-            self.reject(rejection, out);
+        if let Err(refusal) = verdict {
+            self.reject(refusal, out);
             return Ok(());
         }
         if end_of_stream {
@@ -588,28 +902,42 @@ impl StreamState {
         match verdict {
             Ok(Some(mutation)) => {
                 // Decided on this chunk: release everything in order.
-                self.hold(chunk, end_of_stream);
-                self.release(mutation, out);
+                self.release(mutation, Some((chunk, end_of_stream)), out);
             }
             Ok(None) if self.decided || self.phase == Phase::Flowing => {
                 self.forward(chunk, end_of_stream, out);
             }
-            Ok(None) => self.hold(chunk, end_of_stream),
+            Ok(None) => self.hold(chunk, out),
             Err(_) => unreachable!("handled above"),
         }
         Ok(())
     }
 
-    fn on_request_trailers(&mut self, out: &mut Vec<ProcessingResponse>) -> Result<(), Error> {
+    fn on_request_trailers(
+        &mut self,
+        trailers: &HttpTrailers,
+        out: &mut Vec<ProcessingResponse>,
+    ) -> Result<(), Error> {
+        if matches!(self.phase, Phase::AwaitHeaders | Phase::Ended) {
+            return Err(self.unexpected("request trailers"));
+        }
+        let smuggled = routing_headers_in(&trailers.trailers);
+        if self.settings.client_headers == ClientHeaders::Reject
+            && let Some(canonical) = smuggled.first().map(|(canonical, _)| *canonical)
+        {
+            self.phase = Phase::Ended;
+            self.reject(Refusal::RoutingHeader(canonical), out);
+            return Ok(());
+        }
         match self.phase {
             Phase::Holding | Phase::Flowing => {
                 self.phase = Phase::Ended;
                 match self.scan_end() {
-                    Err(rejection) => {
-                        self.reject(rejection, out);
+                    Err(refusal) => {
+                        self.reject(refusal, out);
                         return Ok(());
                     }
-                    Ok(Some(mutation)) => self.release(mutation, out),
+                    Ok(Some(mutation)) => self.release(mutation, None, out),
                     Ok(None) => {}
                 }
             }
@@ -623,10 +951,18 @@ impl StreamState {
                     routing_common(self.strip_spoofed()),
                 ));
             }
-            Phase::BufferedDone => self.phase = Phase::Ended,
-            Phase::AwaitHeaders | Phase::Ended => return Err(self.unexpected("request trailers")),
+            Phase::AwaitTrailers => self.phase = Phase::Ended,
+            Phase::AwaitHeaders | Phase::Ended => unreachable!("refused above"),
         }
-        out.push(trailers_reply(Direction::Request));
+        let mutation = HeaderMutation {
+            set_headers: Vec::new(),
+            remove_headers: smuggled
+                .into_iter()
+                .map(|(_, sent)| sent)
+                .chain(self.custom_header_in(&trailers.trailers))
+                .collect(),
+        };
+        out.push(trailers_reply(Direction::Request, mutation));
         Ok(())
     }
 
@@ -636,7 +972,7 @@ impl StreamState {
         &mut self,
         chunk: &Bytes,
         end_of_stream: bool,
-    ) -> Result<Option<HeaderMutation>, Rejection> {
+    ) -> Result<Option<HeaderMutation>, Refusal> {
         if self.body_checked && chunk.is_empty() {
             // The end of stream after a sized body was already checked.
             return Ok(None);
@@ -647,20 +983,6 @@ impl StreamState {
             Progress::Absent if !self.decided => Some(self.accept(Outcome::Absent)?),
             _ => None,
         };
-        if !self.decided {
-            // Memory per stream is bounded by the scan limit, whatever the
-            // duplicate-key policy.
-            let limit = self.settings.limits.max_scan_bytes();
-            if self.held_bytes + chunk.len() as u64 > limit
-                && !matches!(self.mode, Mode::Streamed { .. })
-            {
-                return Err(bbr_core::ExtractError::new(
-                    bbr_core::ErrorKind::ScanLimit { limit },
-                    self.extractor.bytes_consumed(),
-                )
-                .into());
-            }
-        }
         let complete = end_of_stream
             || self
                 .content_length
@@ -673,7 +995,7 @@ impl StreamState {
 
     /// End of the request body: the final verdict, or the validation of the
     /// tail after an earlier decision.
-    fn scan_end(&mut self) -> Result<Option<HeaderMutation>, Rejection> {
+    fn scan_end(&mut self) -> Result<Option<HeaderMutation>, Refusal> {
         if std::mem::replace(&mut self.body_checked, true) {
             return Ok(None);
         }
@@ -689,29 +1011,29 @@ impl StreamState {
         self.accept(outcome).map(Some)
     }
 
-    fn feed(&mut self, chunk: &Bytes) -> Result<Progress, Rejection> {
+    fn feed(&mut self, chunk: &Bytes) -> Result<Progress, Refusal> {
         let start = Instant::now();
         let result = self.extractor.feed(chunk);
         self.report.extract_time += start.elapsed();
         result.map_err(|e| self.note_error(e))
     }
 
-    fn finish(&mut self) -> Result<Outcome, Rejection> {
+    fn finish(&mut self) -> Result<Outcome, Refusal> {
         let start = Instant::now();
         let result = self.extractor.finish();
         self.report.extract_time += start.elapsed();
         result.map_err(|e| self.note_error(e))
     }
 
-    fn note_error(&mut self, error: bbr_core::ExtractError) -> Rejection {
-        if error.kind() == bbr_core::ErrorKind::EmptyModel {
+    fn note_error(&mut self, error: ExtractError) -> Refusal {
+        if error.kind() == ErrorKind::EmptyModel {
             self.report.empty_model = true;
         }
-        Rejection::Extract(error)
+        Refusal::Extract(error)
     }
 
     /// Takes the routing decision and builds its header mutation.
-    fn accept(&mut self, outcome: Outcome) -> Result<HeaderMutation, Rejection> {
+    fn accept(&mut self, outcome: Outcome) -> Result<HeaderMutation, Refusal> {
         self.decided = true;
         self.report.bytes_before_decision = self.extractor.bytes_consumed();
         match outcome {
@@ -722,8 +1044,8 @@ impl StreamState {
                 self.report.verdict = Some(Verdict::Found(model));
                 Ok(mutation)
             }
-            Outcome::Absent if self.settings.on_missing == OnMissingModel::Reject => {
-                Err(Rejection::MissingModel)
+            Outcome::Absent if self.settings.missing_model == MissingModel::Reject => {
+                Err(Refusal::MissingModel)
             }
             Outcome::Absent => {
                 self.report.verdict = Some(Verdict::Absent);
@@ -738,80 +1060,107 @@ impl StreamState {
         }
     }
 
+    /// Both headers come from the one name the core decided: this server
+    /// never trims or otherwise rewrites it.
     fn model_mutation(&self, model: &Model) -> HeaderMutation {
         let routing = &self.settings.routing;
         let mut set_headers = Vec::new();
-        let mut remove_headers = Vec::new();
-        match routing.model() {
-            Some(header) => {
-                set_headers.push(mutation::set_header(header, model.bytes().clone()));
-                if header != MODEL_HEADER && self.spoofed[0] {
-                    remove_headers.push(MODEL_HEADER.to_owned());
-                }
-            }
-            None if self.spoofed[0] => remove_headers.push(MODEL_HEADER.to_owned()),
-            None => {}
+        if let Some(header) = routing.model() {
+            set_headers.push(mutation::set_header(header, model.bytes().clone()));
         }
         let base = match &self.settings.base_models {
             Some(map) if routing.base_model() => map.lookup(model.as_str()),
             _ => None,
         };
-        match base {
-            Some(base) => set_headers.push(mutation::set_header(
+        if let Some(base) = base {
+            set_headers.push(mutation::set_header(
                 BASE_MODEL_HEADER,
                 Bytes::copy_from_slice(base.as_bytes()),
-            )),
-            None if self.spoofed[1] => remove_headers.push(BASE_MODEL_HEADER.to_owned()),
-            None => {}
+            ));
         }
-        HeaderMutation {
-            set_headers,
-            remove_headers,
-        }
+        let mut mutation = self.strip_spoofed();
+        // A header set here overwrites the client's value of that exact
+        // name; its other spellings (underscores) are still removed.
+        mutation.remove_headers.retain(|sent| {
+            !set_headers
+                .iter()
+                .any(|set| set.header.as_ref().is_some_and(|h| h.key == *sent))
+        });
+        mutation.set_headers = set_headers;
+        mutation
     }
 
+    /// Removes every client-sent routing header (and the configured model
+    /// header), by the name it was sent as.
     fn strip_spoofed(&self) -> HeaderMutation {
-        let custom = self
-            .settings
-            .routing
-            .model()
-            .filter(|_| self.spoofed_custom);
         HeaderMutation {
             set_headers: Vec::new(),
-            remove_headers: ROUTING_HEADERS
+            remove_headers: self
+                .spoofed
                 .iter()
-                .zip(self.spoofed)
-                .filter(|(_, sent)| *sent)
-                .map(|(name, _)| *name)
-                .chain(custom)
-                .map(str::to_owned)
+                .map(|(_, sent)| sent.clone())
+                .chain(self.spoofed_custom.clone())
                 .collect(),
         }
     }
 
-    fn hold(&mut self, chunk: Bytes, end_of_stream: bool) {
-        self.held_bytes += chunk.len() as u64;
-        match self.mode {
-            Mode::FullDuplex => self.held.push((chunk, end_of_stream)),
-            _ => self.owed_replies += 1,
+    /// The configured model header in `map` when it is not one of the
+    /// contract's routing headers (those are found by
+    /// [`routing_headers_in`]), lower case. Always stripped, never refused:
+    /// [`ClientHeaders::Reject`] is about the contract's headers.
+    fn custom_header_in(&self, map: &Option<HeaderMap>) -> Option<String> {
+        let routing = &self.settings.routing;
+        map.iter()
+            .flat_map(|map| &map.headers)
+            .find(|header| routing.is_custom_model_header(&header.key))
+            .map(|header| header.key.to_ascii_lowercase())
+    }
+
+    /// Holds an undecided chunk (never the end of the stream: the end
+    /// always decides), within the shared budget.
+    fn hold(&mut self, chunk: Bytes, out: &mut Vec<ProcessingResponse>) {
+        if self.mode != Mode::FullDuplex {
+            // Envoy holds the bytes; it is owed an empty reply.
+            self.owed_replies += 1;
+            return;
+        }
+        self.held.push(chunk);
+        let more = self.held.memory().saturating_sub(self.reserved);
+        if self.budget.try_reserve(more) {
+            self.reserved += more;
+        } else {
+            self.reject(Refusal::Overloaded, out);
         }
     }
 
-    /// Sends the held headers reply with `mutation`, then every held chunk.
-    fn release(&mut self, mutation: HeaderMutation, out: &mut Vec<ProcessingResponse>) {
+    fn release_budget(&mut self) {
+        self.budget.release(std::mem::take(&mut self.reserved));
+    }
+
+    /// Sends the held headers reply with `mutation`, every held chunk, then
+    /// the chunk that decided (not held, so never copied).
+    fn release(
+        &mut self,
+        mutation: HeaderMutation,
+        deciding: Option<(Bytes, bool)>,
+        out: &mut Vec<ProcessingResponse>,
+    ) {
         let common = routing_common(mutation);
         if self.report.unroutable_mode {
             // Headers already went upstream; nothing to mutate any more.
         } else {
             out.push(headers_reply(Direction::Request, common));
         }
-        for (chunk, end_of_stream) in std::mem::take(&mut self.held) {
-            push_streamed(out, Direction::Request, &chunk, end_of_stream);
+        for chunk in self.held.take() {
+            push_streamed(out, Direction::Request, &chunk, false);
         }
+        self.release_budget();
         for _ in 0..std::mem::take(&mut self.owed_replies) {
             out.push(body_reply(Direction::Request, None));
         }
-        self.held_bytes = 0;
+        if let Some((chunk, end_of_stream)) = deciding {
+            self.forward(chunk, end_of_stream, out);
+        }
         if self.phase == Phase::Holding {
             self.phase = Phase::Flowing;
         }
@@ -824,18 +1173,40 @@ impl StreamState {
         }
     }
 
-    fn reject(&mut self, rejection: Rejection, out: &mut Vec<ProcessingResponse>) {
+    fn reject(&mut self, refusal: Refusal, out: &mut Vec<ProcessingResponse>) {
         self.decided = true;
         if self.report.bytes_before_decision == 0 {
             self.report.bytes_before_decision = self.extractor.bytes_consumed();
         }
-        out.push(immediate_reply(rejection.immediate_response()));
-        self.report.verdict = Some(Verdict::Rejected(rejection));
-        self.held.clear();
+        out.push(immediate_reply(immediate_response(&refusal)));
+        self.report.verdict = Some(Verdict::Rejected(refusal));
+        drop(self.held.take());
+        self.release_budget();
         self.owed_replies = 0;
-        self.held_bytes = 0;
         self.finished = true;
     }
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        // A stream Envoy reset mid-body gives its bytes back too.
+        self.release_budget();
+    }
+}
+
+/// The routing headers in `map`: (canonical name, name as sent, lower case),
+/// each sent name once.
+fn routing_headers_in(map: &Option<HeaderMap>) -> Vec<(&'static str, String)> {
+    let mut found: Vec<(&'static str, String)> = Vec::new();
+    for header in map.iter().flat_map(|map| &map.headers) {
+        if let Some(canonical) = contract::routing_header(header.key.as_bytes()) {
+            let sent = header.key.to_ascii_lowercase();
+            if !found.iter().any(|(_, seen)| *seen == sent) {
+                found.push((canonical, sent));
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use bbr_adapters::{AdapterMap, AdapterStore};
+use bbr_core::contract::MODEL_HEADER;
 use bbr_core::{DuplicateKeys, Limits};
 use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
+use crate::held::HeldBudget;
 use crate::mutation::MAX_CHUNK_BYTES;
 use crate::proto::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use crate::proto::envoy::service::ext_proc::v3::{
@@ -536,7 +538,7 @@ fn missing_model_passes_through_without_a_header_by_default() {
 
 #[test]
 fn missing_model_is_400_when_the_policy_refuses() {
-    let settings = Arc::new(Settings::default().on_missing(OnMissingModel::Reject));
+    let settings = Arc::new(Settings::default().missing_model(MissingModel::Reject));
     let mut s = StreamState::new(settings);
     step(&mut s, post(BodySendMode::FullDuplexStreamed));
     let out = step(&mut s, body_msg(&b(r#"{"messages":[]}"#), true));
@@ -1015,5 +1017,449 @@ fn observability_mode_gets_no_replies_but_is_still_decided() {
     assert_eq!(
         s.report().verdict.as_ref().map(Verdict::label),
         Some("found")
+    );
+}
+
+// ------------------------------------------------------ buffered partial
+
+fn partial(settings: Arc<Settings>, body: &str, eos: bool) -> (Vec<Seen>, StreamState) {
+    let mut s = StreamState::new(settings);
+    let mut out = step(&mut s, post(BodySendMode::BufferedPartial));
+    out.extend(step(&mut s, body_msg(&b(body), eos)));
+    (out, s)
+}
+
+#[test]
+fn buffered_partial_prefix_that_holds_the_model_is_routed() {
+    // Envoy's buffer limit cut the body inside `messages`: a prefix, not a
+    // truncated body.
+    let (out, s) = partial(
+        settings(),
+        r#"{"model":"food-review-1","messages":[{"role":"user","content":"a long"#,
+        false,
+    );
+    assert_eq!(
+        out,
+        vec![
+            Seen::Headers(vec![], vec![], false),
+            Seen::Body(Some((model_set("food-review-1"), vec![], true))),
+        ]
+    );
+    assert!(!s.is_finished());
+    assert!(matches!(s.report().verdict, Some(Verdict::Found(_))));
+}
+
+#[test]
+fn buffered_partial_prefix_that_proves_absence_is_forwarded() {
+    let (out, s) = partial(settings(), r#"{"prompt":"x"}"#, false);
+    assert_eq!(out[1], Seen::Body(None));
+    assert_eq!(s.report().verdict, Some(Verdict::Absent));
+}
+
+#[test]
+fn buffered_partial_undecided_prefix_is_413_by_default_and_forwarded_by_policy() {
+    let prefix = r#"{"messages":[{"role":"user","content":"model last"#;
+    let (out, s) = partial(settings(), prefix, false);
+    let Some(Seen::Immediate(413, body)) = out.last() else {
+        panic!("expected 413, got {out:?}");
+    };
+    assert_eq!(body["error"]["code"], "request_too_large");
+    assert!(s.is_finished());
+
+    let forward = Arc::new(Settings::default().undecided_prefix(UndecidedPrefix::Forward));
+    let mut s = StreamState::new(forward);
+    step(
+        &mut s,
+        headers_msg(
+            BodySendMode::BufferedPartial,
+            false,
+            false,
+            &[(MODEL_HEADER, "spoof")],
+        ),
+    );
+    let out = step(&mut s, body_msg(&b(prefix), false));
+    assert_eq!(
+        out,
+        vec![Seen::Body(Some((
+            vec![],
+            vec![MODEL_HEADER.to_owned()],
+            true
+        )))]
+    );
+    assert_eq!(s.report().verdict, Some(Verdict::Absent));
+    assert!(!s.is_finished());
+}
+
+#[test]
+fn buffered_partial_whole_body_is_checked_to_its_end() {
+    let (out, _) = partial(settings(), r#"{"model":"a","messages":[]}"#, true);
+    assert_eq!(out[1], Seen::Body(Some((model_set("a"), vec![], true))));
+    let (out, _) = partial(settings(), r#"{"model":"a","messages":["#, true);
+    assert!(
+        matches!(&out[1], Seen::Immediate(400, body) if body["error"]["code"] == "invalid_json")
+    );
+}
+
+// ------------------------------------------------- client routing headers
+
+#[test]
+fn underscored_routing_headers_are_removed_by_the_name_they_were_sent_as() {
+    let mut s = StreamState::new(settings());
+    step(
+        &mut s,
+        headers_msg(
+            BodySendMode::FullDuplexStreamed,
+            true,
+            false,
+            &[
+                ("x_gateway_model_name", "evil"),
+                ("X_Gateway-Base_Model-Name", "evil-base"),
+                (MODEL_HEADER, "evil"),
+            ],
+        ),
+    );
+    let out = step(&mut s, body_msg(&b(r#"{"model":"a"}"#), true));
+    assert_eq!(
+        out[0],
+        Seen::Headers(
+            model_set("a"),
+            vec![
+                "x_gateway_model_name".to_owned(),
+                "x_gateway-base_model-name".to_owned(),
+            ],
+            true
+        )
+    );
+}
+
+#[test]
+fn routing_headers_are_refused_under_the_reject_policy() {
+    let reject = Arc::new(Settings::default().client_headers(ClientHeaders::Reject));
+    for name in ["X_Gateway_Base_Model_Name", BASE_MODEL_HEADER] {
+        let mut s = StreamState::new(reject.clone());
+        let out = step(
+            &mut s,
+            headers_msg(
+                BodySendMode::FullDuplexStreamed,
+                true,
+                false,
+                &[(name, "x")],
+            ),
+        );
+        let [Seen::Immediate(400, body)] = &out[..] else {
+            panic!("{name}: expected a 400, got {out:?}");
+        };
+        assert_eq!(body["error"]["code"], "routing_header_not_allowed");
+        assert_eq!(body["error"]["param"], BASE_MODEL_HEADER);
+        assert!(s.is_finished());
+        assert!(!s.is_holding());
+    }
+    let mut s = StreamState::new(reject);
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    let out = step(&mut s, body_msg(&b(r#"{"model":"a"}"#), true));
+    assert_eq!(out[0], Seen::Headers(model_set("a"), vec![], true));
+}
+
+#[test]
+fn every_refusal_is_answered_with_the_contract_status_type_and_body() {
+    let refusals = [
+        Refusal::MissingModel,
+        Refusal::RoutingHeader(MODEL_HEADER),
+        Refusal::BodyRead { offset: 3 },
+        Refusal::DecisionTimeout {
+            deadline: Duration::from_secs(30),
+        },
+        Refusal::Overloaded,
+        Refusal::Extract(ExtractError::new(ErrorKind::ScanLimit { limit: 8 }, 8)),
+    ];
+    for refusal in refusals {
+        let answer = immediate_response(&refusal);
+        assert_eq!(answer.status.unwrap().code, i32::from(refusal.status()));
+        assert_eq!(answer.body, refusal.json_body());
+        let headers: Vec<(String, Bytes)> = answer
+            .headers
+            .unwrap()
+            .set_headers
+            .into_iter()
+            .map(|h| {
+                let h = h.header.unwrap();
+                (h.key, h.raw_value)
+            })
+            .collect();
+        let mut expected = vec![(
+            "content-type".to_owned(),
+            Bytes::from_static(b"application/json"),
+        )];
+        if let Some(seconds) = refusal.retry_after() {
+            expected.push(("retry-after".to_owned(), Bytes::from(seconds.to_string())));
+        }
+        assert_eq!(headers, expected, "{refusal:?}");
+    }
+}
+
+// ------------------------------------------------------------- model name
+
+#[test]
+fn model_and_base_model_headers_come_from_the_name_the_core_decided() {
+    let store = with_adapters().base_models.clone().expect("a map");
+    for body in [
+        r#"{"model":" ski-resorts"}"#,
+        r#"{"model":"ski-resorts "}"#,
+        r#"{"model":"ski resorts"}"#,
+        r#"{"model":"\u0020movie-critique\t"}"#,
+    ] {
+        let core = match bbr_core::extract_model(&b(body), &Limits::new()) {
+            Ok(Outcome::Found(model)) => model,
+            other => {
+                // The core refuses it (for example a tab): so must we.
+                let (out, _) = outcome_of(Limits::new(), &[body]);
+                assert!(
+                    matches!(out.last(), Some(Seen::Immediate(400, _))),
+                    "{body}: {other:?}"
+                );
+                continue;
+            }
+        };
+        let mut s = StreamState::new(with_adapters());
+        step(&mut s, post(BodySendMode::FullDuplexStreamed));
+        let out = step(&mut s, body_msg(&b(body), true));
+        let Seen::Headers(set, _, true) = &out[0] else {
+            panic!("{body}: {out:?}");
+        };
+        let mut expected = model_set(core.as_str());
+        if let Some(base) = store.lookup(core.as_str()) {
+            expected.push((BASE_MODEL_HEADER.to_owned(), base.to_string()));
+        }
+        assert_eq!(*set, expected, "{body}");
+    }
+}
+
+// ---------------------------------------------------------- hostile clients
+
+fn trailers_with(headers: &[(&str, &str)]) -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(Request::RequestTrailers(HttpTrailers {
+            trailers: Some(HeaderMap {
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| HeaderValue {
+                        key: (*k).to_owned(),
+                        value: String::new(),
+                        raw_value: Bytes::copy_from_slice(v.as_bytes()),
+                    })
+                    .collect(),
+            }),
+        })),
+        ..ProcessingRequest::default()
+    }
+}
+
+fn trailers_removed(out: &[ProcessingResponse]) -> Vec<String> {
+    out.iter()
+        .find_map(|reply| match reply.response.as_ref()? {
+            processing_response::Response::RequestTrailers(t) => Some(
+                t.header_mutation
+                    .as_ref()
+                    .map(|m| m.remove_headers.clone())
+                    .unwrap_or_default(),
+            ),
+            _ => None,
+        })
+        .expect("a request trailers reply")
+}
+
+#[test]
+fn routing_headers_in_request_trailers_are_removed_in_every_mode() {
+    let smuggled = [
+        ("x-gateway-model-name", "evil"),
+        ("X_Gateway_Base_Model_Name", "evil-base"),
+        ("x-request-checksum", "kept"),
+    ];
+    for mode in [
+        BodySendMode::FullDuplexStreamed,
+        BodySendMode::Streamed,
+        BodySendMode::Buffered,
+        BodySendMode::None,
+    ] {
+        let mut s = StreamState::new(settings());
+        let mut out = Vec::new();
+        s.on_request(post(mode), &mut out).unwrap();
+        if mode != BodySendMode::None {
+            s.on_request(body_msg(&b(r#"{"model":"a"}"#), false), &mut out)
+                .unwrap();
+        }
+        let mut trailers_out = Vec::new();
+        s.on_request(trailers_with(&smuggled), &mut trailers_out)
+            .unwrap();
+        assert_eq!(
+            trailers_removed(&trailers_out),
+            vec![
+                "x-gateway-model-name".to_owned(),
+                "x_gateway_base_model_name".to_owned()
+            ],
+            "{mode:?}"
+        );
+        assert!(!s.is_holding(), "{mode:?}");
+    }
+    // Trailers without routing headers get a reply without a mutation.
+    let mut s = StreamState::new(settings());
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    let out = step(&mut s, trailers_with(&[("x-checksum", "1")]));
+    assert_eq!(out.last(), Some(&Seen::Trailers));
+}
+
+#[test]
+fn routing_headers_in_request_trailers_are_refused_under_the_reject_policy() {
+    let reject = Arc::new(Settings::default().client_headers(ClientHeaders::Reject));
+    let mut s = StreamState::new(reject);
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    let first = step(&mut s, body_msg(&b(r#"{"model":"a"}"#), false));
+    assert_eq!(first[0], Seen::Headers(model_set("a"), vec![], true));
+    let out = step(&mut s, trailers_with(&[("x-gateway-model-name", "evil")]));
+    let [Seen::Immediate(400, body)] = &out[..] else {
+        panic!("expected a 400, got {out:?}");
+    };
+    assert_eq!(body["error"]["code"], "routing_header_not_allowed");
+    assert!(s.is_finished());
+}
+
+#[test]
+fn content_length_over_the_body_limit_is_refused_at_the_headers() {
+    let limits = Limits::new().with_max_body_bytes(1000);
+    for mode in [
+        BodySendMode::FullDuplexStreamed,
+        BodySendMode::Streamed,
+        BodySendMode::Buffered,
+    ] {
+        let mut s = StreamState::new(Arc::new(Settings::new(limits)));
+        let out = step(
+            &mut s,
+            headers_msg(mode, true, false, &[("content-length", "1001")]),
+        );
+        let [Seen::Immediate(413, body)] = &out[..] else {
+            panic!("{mode:?}: expected a 413 at the headers, got {out:?}");
+        };
+        assert_eq!(body["error"]["code"], "request_too_large");
+        assert!(s.is_finished());
+        // At the limit: accepted, routed from the body.
+        let mut s = StreamState::new(Arc::new(Settings::new(limits)));
+        let out = step(
+            &mut s,
+            headers_msg(mode, true, false, &[("content-length", "1000")]),
+        );
+        assert!(!s.is_finished(), "{mode:?}: {out:?}");
+    }
+}
+
+#[test]
+fn the_deadline_refuses_an_undecided_body_with_408_and_nothing_else() {
+    let deadline = Duration::from_millis(1500);
+    let settings = Arc::new(Settings::default().decision_deadline(deadline));
+    let mut s = StreamState::new(settings.clone());
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    assert!(
+        !s.awaiting_decision(),
+        "the deadline runs from the first body byte"
+    );
+    let mut out = Vec::new();
+    assert!(!s.on_deadline(&mut out));
+    assert!(out.is_empty());
+    step(&mut s, body_msg(&Bytes::new(), false));
+    assert!(!s.awaiting_decision(), "an empty chunk is no body byte");
+    step(&mut s, body_msg(&b(r#"{"messages":["#), false));
+    assert!(s.awaiting_decision());
+    assert!(s.on_deadline(&mut out));
+    let seen = seen(&out);
+    let [Seen::Immediate(408, body)] = &seen[..] else {
+        panic!("expected a 408, got {seen:?}");
+    };
+    assert_eq!(body["error"]["code"], "request_timeout");
+    assert_eq!(
+        body["error"]["message"],
+        "no routing decision within 1500 ms of the first body byte"
+    );
+    assert!(s.is_finished() && !s.is_holding() && s.held_bytes() == 0);
+
+    // Decided: the deadline no longer applies.
+    let mut s = StreamState::new(settings);
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    step(&mut s, body_msg(&b(r#"{"model":"a","#), false));
+    assert!(!s.awaiting_decision());
+    let mut out = Vec::new();
+    assert!(!s.on_deadline(&mut out));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn the_global_cap_refuses_with_503_and_retry_after_and_is_given_back() {
+    let chunk = b(r#"{"messages":["aaaaaaaa"#);
+    let one = {
+        let mut s = StreamState::new(settings());
+        step(&mut s, post(BodySendMode::FullDuplexStreamed));
+        step(&mut s, body_msg(&chunk, false));
+        s.held_memory()
+    };
+    assert!(one >= chunk.len() as u64);
+    // Room for exactly two streams' chunks.
+    let budget = Arc::new(HeldBudget::new(2 * one));
+    let mut streams: Vec<StreamState> = (0..3)
+        .map(|_| StreamState::with_budget(settings(), budget.clone()))
+        .collect();
+    let mut outs = Vec::new();
+    for s in &mut streams {
+        step(s, post(BodySendMode::FullDuplexStreamed));
+        outs.push(step(s, body_msg(&chunk, false)));
+    }
+    assert!(outs[0].is_empty() && outs[1].is_empty(), "at the cap: held");
+    let [Seen::Immediate(503, body)] = &outs[2][..] else {
+        panic!("one past the cap: expected a 503, got {:?}", outs[2]);
+    };
+    assert_eq!(body["error"]["code"], "overloaded");
+    assert_eq!(body["error"]["type"], "server_error");
+    assert_eq!((budget.held(), budget.refused()), (2 * one, 1));
+    // A decision gives the bytes back; so does a stream dropped mid-body.
+    step(&mut streams[0], body_msg(&b(r#"],"model":"a"}"#), true));
+    assert_eq!(budget.held(), one);
+    streams.truncate(1);
+    assert_eq!(budget.held(), 0);
+}
+
+#[test]
+fn many_tiny_body_messages_hold_memory_bounded_by_the_bytes_not_the_messages() {
+    // As tonic decodes them, chunks are slices of one receive buffer.
+    let prefix = format!(r#"{{"messages":["{}"#, "x".repeat(200_000));
+    let receive_buffer = Bytes::from(prefix.clone().into_bytes());
+    let mut s = StreamState::new(settings());
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    for i in 0..receive_buffer.len() {
+        let out = step(&mut s, body_msg(&receive_buffer.slice(i..i + 1), false));
+        assert!(out.is_empty());
+    }
+    let bytes = receive_buffer.len() as u64;
+    assert_eq!(s.held_bytes(), bytes);
+    assert!(
+        s.held_memory() <= bytes + bytes / 4 + 4096,
+        "{} bytes held take {} bytes",
+        bytes,
+        s.held_memory()
+    );
+    assert!(s.held_pieces() <= 1 + receive_buffer.len() / 30_000);
+    // Nothing points into the receive buffer any more: it can be freed.
+    assert!(
+        receive_buffer.is_unique(),
+        "held chunks pin the receive buffer"
+    );
+    let out = step(&mut s, body_msg(&b(r#""],"model":"m"}"#), true));
+    let mut returned = Vec::new();
+    for seen in &out[1..] {
+        let Seen::Streamed(bytes, _) = seen else {
+            panic!("{seen:?}");
+        };
+        assert!(bytes.len() <= MAX_CHUNK_BYTES);
+        returned.extend_from_slice(bytes);
+    }
+    assert_eq!(
+        returned,
+        format!(r#"{prefix}"],"model":"m"}}"#).into_bytes()
     );
 }

@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use bbr_core::Limits;
 use bbr_core::contract::{self, ClientHeaders, MissingModel, Refusal};
+use bbr_extproc::Tls;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
-use support::{Envoy, ExtProc, Tls, Upstreams};
+use support::{Envoy, ExtProc, Upstreams};
 use tower::{Layer, ServiceExt};
 
 const MAX_SCAN: u64 = 4096;

@@ -182,28 +182,181 @@ async fn trailers_end_the_body(envoy: &Envoy, upstreams: &Upstreams) {
     );
 }
 
+/// HTTP/2 request trailers cannot carry the routing headers to the
+/// upstream: they are removed, other trailers pass.
+async fn trailers_cannot_carry_routing_headers(envoy: &Envoy, upstreams: &Upstreams) {
+    let client = http2_client();
+    let (tx, body) = channel_body();
+    let request = Request::post(envoy.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("request");
+    let pending = tokio::spawn(async move { send(&client, request).await });
+    let text = r#"{"model":"movie-critique","messages":[{"role":"user","content":"hi"}]}"#;
+    tx.send(Frame::data(Bytes::from_static(text.as_bytes())))
+        .await
+        .expect("send data");
+    let mut trailers = HeaderMap::new();
+    trailers.insert(SPOOF, "food-review-1".parse().expect("value"));
+    trailers.insert(
+        SPOOF_BASE,
+        "meta-llama/Llama-3.1-8B-Instruct".parse().expect("value"),
+    );
+    trailers.insert(
+        "x_gateway_model_name",
+        "food-review-1".parse().expect("value"),
+    );
+    trailers.insert("x-checksum", "abc".parse().expect("value"));
+    tx.send(Frame::trailers(trailers))
+        .await
+        .expect("send trailers");
+    drop(tx);
+    let answer = tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .expect("no hang")
+        .expect("task");
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.json()["pool"], "pool-deepseek");
+    let r = upstreams.take().pop().expect("received");
+    assert_eq!(r.header(SPOOF), Some("movie-critique"));
+    assert_eq!(
+        r.trailers,
+        vec![("x-checksum".to_owned(), "abc".to_owned())],
+        "routing headers smuggled in the trailers"
+    );
+}
+
+/// A `content-length` over the body limit is refused at the headers: the
+/// client gets 413 while it still holds the body, the upstream nothing.
+async fn oversized_content_length_is_refused_at_the_headers(envoy: &Envoy, upstreams: &Upstreams) {
+    let client = http1_client();
+    let (tx, body) = channel_body();
+    let request = Request::post(envoy.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("content-length", (13u64 << 20).to_string())
+        .body(body)
+        .expect("request");
+    let pending = tokio::spawn(async move { send(&client, request).await });
+    tx.send(Frame::data(Bytes::from_static(
+        br#"{"model":"food-review-1","#,
+    )))
+    .await
+    .expect("send data");
+    let answer = tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .expect("answered before the body was sent")
+        .expect("task");
+    drop(tx);
+    assert_eq!(answer.status, 413, "{:?}", answer.body);
+    assert_eq!(answer.json()["error"]["code"], "request_too_large");
+    assert!(upstreams.take().is_empty(), "the upstream got the request");
+}
+
 async fn contract_in_mode(file: &str) -> ExtProc {
     let (upstreams, extproc, envoy) = stack(file, Tls::Plaintext).await;
     reference_requests_reach_their_pool(&envoy, &upstreams).await;
     error_rows_reach_the_client(&envoy, &upstreams).await;
     spoofed_headers_get_and_missing_model(&envoy, &upstreams).await;
     trailers_end_the_body(&envoy, &upstreams).await;
+    trailers_cannot_carry_routing_headers(&envoy, &upstreams).await;
+    oversized_content_length_is_refused_at_the_headers(&envoy, &upstreams).await;
     extproc
+}
+
+/// A slow upload (model last, the rest never comes) is refused with 408
+/// once the decision deadline passed; nothing reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upload_is_refused_at_the_decision_deadline() {
+    let upstreams = Upstreams::start().await;
+    let settings = test_settings().decision_deadline(Duration::from_millis(300));
+    let extproc = ExtProc::start(settings, Tls::Plaintext).await;
+    let envoy = Envoy::start("bbr-full-duplex.yaml", Some(extproc.grpc), &upstreams);
+    let client = http2_client();
+    let (tx, body) = channel_body();
+    let request = Request::post(envoy.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("request");
+    let pending = tokio::spawn(async move { send(&client, request).await });
+    tx.send(Frame::data(Bytes::from_static(
+        br#"{"messages":[{"role":"user","#,
+    )))
+    .await
+    .expect("send data");
+    // The body never completes: only the deadline can answer.
+    let answer = tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .expect("answered by the deadline")
+        .expect("task");
+    drop(tx);
+    assert_eq!(answer.status, 408, "{:?}", answer.body);
+    assert_eq!(answer.content_type.as_deref(), Some("application/json"));
+    assert_eq!(answer.json()["error"]["code"], "request_timeout");
+    assert!(upstreams.take().is_empty());
+    let metrics = extproc.metrics_text().await;
+    assert!(
+        metrics.contains("bbr_request_outcomes_total{outcome=\"request_timeout\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// Over the global cap on held bytes: 503 with `Retry-After`; under it the
+/// same body is routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_held_over_the_global_cap_get_503_with_retry_after() {
+    let upstreams = Upstreams::start().await;
+    let settings = test_settings().max_held_bytes(64 << 10);
+    let extproc = ExtProc::start(settings, Tls::Plaintext).await;
+    let envoy = Envoy::start("bbr-full-duplex.yaml", Some(extproc.grpc), &upstreams);
+    // Streamed by the client so that Envoy cannot hand the whole body over
+    // in one message: the first chunk (no model yet) must be held.
+    let client = http2_client();
+    let (tx, body) = channel_body();
+    let request = Request::post(envoy.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("request");
+    let pending = tokio::spawn(async move { send(&client, request).await });
+    let first = format!(
+        r#"{{"messages":[{{"role":"user","content":"{}"#,
+        "x".repeat(200 << 10)
+    );
+    tx.send(Frame::data(Bytes::from(first)))
+        .await
+        .expect("send data");
+    let answer = tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .expect("answered before the body was complete")
+        .expect("task");
+    drop(tx);
+    assert_eq!(answer.status, 503, "{:?}", answer.body);
+    assert_eq!(answer.retry_after.as_deref(), Some("1"));
+    let json = answer.json();
+    assert_eq!(json["error"]["code"], "overloaded");
+    assert_eq!(json["error"]["type"], "server_error");
+    assert!(json["error"]["param"].is_null());
+    let small = r#"{"messages":[],"model":"ski-resorts"}"#;
+    let answer = send(
+        &http1_client(),
+        post(&envoy.url("/v1/chat/completions"), small, &[]),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_duplex_streamed_follows_the_contract() {
     let extproc = contract_in_mode("bbr-full-duplex.yaml").await;
     let expected = [
-        "bbr_success_total 12",
+        "bbr_success_total 13",
         "bbr_body_field_not_found_total{field=\"model\"} 1",
         "bbr_body_field_empty_total{field=\"model\"} 1",
-        "bbr_request_outcomes_total{outcome=\"found\"} 11",
+        "bbr_request_outcomes_total{outcome=\"found\"} 12",
         "bbr_request_outcomes_total{outcome=\"no_body\"} 1",
-        "bbr_request_outcomes_total{outcome=\"request_too_large\"} 2",
+        "bbr_request_outcomes_total{outcome=\"request_too_large\"} 3",
         "bbr_request_outcomes_total{outcome=\"invalid_json\"} 5",
         "bbr_request_outcomes_total{outcome=\"invalid_model\"} 6",
-        "bbr_extraction_duration_seconds_count 25",
+        "bbr_extraction_duration_seconds_count 27",
     ];
     // Envoy closes each ext_proc stream just after the response; the last
     // stream may still be recording.

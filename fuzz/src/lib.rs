@@ -23,6 +23,10 @@
 //!   right header, or the request is refused with the right status, or the
 //!   forwarded frames are a prefix ended by the same error as the one-shot
 //!   verdict.
+//! - [`check_stream`]: the same split header after a setup byte; the body
+//!   as `request_body` messages through the bbr-extproc `StreamState` in
+//!   every body mode: no panic, chunk bytes forwarded in order, the
+//!   decision equals the core's.
 
 //! - [`check_body`]: byte 0 picks a form or compressed content type and a
 //!   policy, then the split header; the verdict through `BodyExtractor`
@@ -30,9 +34,11 @@
 
 mod body;
 mod replay;
+mod stream;
 
 pub use body::check_body;
 pub use replay::check_replay;
+pub use stream::check_stream;
 
 use std::fmt;
 

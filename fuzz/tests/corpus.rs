@@ -5,7 +5,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use bbr_fuzz::{check_body, check_chunked, check_oneshot, check_replay};
+use bbr_fuzz::{check_body, check_chunked, check_oneshot, check_replay, check_stream};
 
 /// Files directly under `dir`, sorted; none when it does not exist.
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -74,6 +74,32 @@ fn body_chunked_corpus_passes() {
         count >= 8,
         "the body_chunked seed corpus is missing ({count} files)"
     );
+}
+
+fn stream_state_corpus_passes() {
+    let count = replay("stream_state", check_stream);
+    assert!(
+        count >= 10,
+        "the stream_state seed corpus is missing ({count} files)"
+    );
+}
+
+/// Every one-shot seed also goes through the ext_proc state machine in each
+/// of its eight setups, with and without trailers, in 7-byte chunks.
+#[test]
+fn oneshot_seeds_pass_the_stream_state_in_every_mode() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut failures = Vec::new();
+    for path in files(&root.join("corpus").join("extract_oneshot")) {
+        let body = std::fs::read(&path).expect("readable corpus file");
+        for setup in (0u8..8).chain(8..16) {
+            let data = [&[setup, 0x00, 0x06][..], &body].concat();
+            if catch_unwind(AssertUnwindSafe(|| check_stream(&data))).is_err() {
+                failures.push(format!("{} in setup {setup:#04x}", path.display()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "failing setups: {failures:#?}");
 }
 
 /// Every one-shot seed also goes through the chunked check with a few fixed

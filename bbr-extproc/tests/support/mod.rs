@@ -441,6 +441,7 @@ pub fn http2_client() -> Client<hyper_util::client::legacy::connect::HttpConnect
 pub struct Answer {
     pub status: u16,
     pub content_type: Option<String>,
+    pub retry_after: Option<String>,
     pub body: Bytes,
 }
 
@@ -460,10 +461,14 @@ pub async fn send(
         .expect("answered within 30 s")
         .expect("a response");
     let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let header = |name: hyper::header::HeaderName| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let content_type = header(hyper::header::CONTENT_TYPE);
+    let retry_after = header(hyper::header::RETRY_AFTER);
     let body = response
         .into_body()
         .collect()
@@ -473,6 +478,7 @@ pub async fn send(
     Answer {
         status,
         content_type,
+        retry_after,
         body,
     }
 }
