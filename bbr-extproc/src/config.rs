@@ -76,6 +76,10 @@ pub struct Config {
     /// repeatable, reloaded when they change.
     #[arg(long)]
     pub adapters: Vec<PathBuf>,
+    /// Where the adapter map comes from: `auto`, `files`, `kubernetes` or
+    /// `none` (see the `discovery` rules in the crate docs).
+    #[arg(long, value_enum, default_value_t = crate::AdaptersFrom::Auto)]
+    pub adapters_from: crate::AdaptersFrom,
     /// How often the adapter map is re-read.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub adapters_reload_interval: Duration,
@@ -171,7 +175,11 @@ impl Config {
             metrics_port: self.metrics_port,
             tls,
             settings: self.settings(),
-            adapters: self.adapters.clone(),
+            // `--adapters-from` other than files/auto ignores the paths.
+            adapters: match self.adapters_from {
+                crate::AdaptersFrom::Auto | crate::AdaptersFrom::Files => self.adapters.clone(),
+                _ => Vec::new(),
+            },
             adapters_reload_interval: self.adapters_reload_interval,
             max_grpc_message_bytes: self.max_grpc_message_bytes.unwrap_or(default_message),
             max_concurrent_streams: self.max_concurrent_streams,

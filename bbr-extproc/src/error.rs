@@ -169,4 +169,8 @@ pub enum StartError {
     /// Two listeners share a port.
     #[error("port conflict: {0}")]
     PortConflict(u16),
+    /// `--adapters-from=kubernetes` found no Kubernetes configuration.
+    #[cfg(feature = "kube")]
+    #[error("no Kubernetes API configuration (in-cluster, KUBECONFIG or ~/.kube/config)")]
+    Kubernetes(#[source] kube::Error),
 }

@@ -50,6 +50,7 @@
 //! ```
 
 mod config;
+mod discovery;
 mod error;
 mod metrics;
 mod mutation;
@@ -58,6 +59,7 @@ mod server;
 pub mod stream;
 
 pub use config::Config;
+pub use discovery::AdaptersFrom;
 pub use error::{Error, Rejection, StartError};
 pub use metrics::Metrics;
 pub use mutation::{BASE_MODEL_HEADER, MAX_CHUNK_BYTES, MODEL_HEADER, ROUTING_HEADERS};
@@ -73,7 +75,24 @@ pub async fn run(
     if !ignored.is_empty() {
         tracing::warn!(?ignored, "upstream flags accepted and ignored");
     }
-    let server = Server::bind(config.server_config()).await?;
+    let mut server_config = config.server_config();
+    // Held for as long as the server runs: it keeps the watch going.
+    #[cfg(feature = "kube")]
+    let _discovery = if config
+        .adapters_from
+        .uses_kubernetes(&config.adapters, &config.plugin)
+    {
+        Some(discovery::start_kubernetes(&mut server_config.settings).await?)
+    } else {
+        None
+    };
+    #[cfg(not(feature = "kube"))]
+    if config.adapters_from == AdaptersFrom::Kubernetes {
+        tracing::warn!(
+            "--adapters-from=kubernetes: built without the `kube` feature; no adapter map"
+        );
+    }
+    let server = Server::bind(server_config).await?;
     tracing::info!(
         grpc = %server.grpc_addr(),
         health = %server.health_addr(),
