@@ -1,28 +1,30 @@
 //! Where the adapter map comes from: mounted files, or the Kubernetes API
 //! (cargo feature `kube`, on by default), chosen by `--adapters-from`.
 //!
-//! | `--adapters-from` | the adapter map |
-//! | --- | --- |
-//! | `auto` (default) | the `--adapters` files when any are given; otherwise the Kubernetes API when the base-model plugin is on (no `--plugin` given, or one of type `base-model-to-header`, as the upstream chart passes) **and** the process runs in a cluster (`KUBERNETES_SERVICE_HOST` set) or `KUBECONFIG` is set; otherwise none |
-//! | `files` | only the `--adapters` files (none given: no base-model header) |
-//! | `kubernetes` | the Kubernetes API; a start-up error when no configuration is found (in-cluster service account, `KUBECONFIG`, `~/.kube/config`) |
-//! | `none` | no adapter map |
-//!
-//! From the API, ConfigMaps labelled
-//! `inference.networking.k8s.io/bbr-managed: "true"` are followed in the
-//! namespace named by the `NAMESPACE` environment variable (set by the
-//! upstream chart unless `multiNamespace`), in all namespaces when it is
-//! unset or empty; see `bbr_adapters::kube` for the rules (invalid or
-//! conflicting ConfigMaps are logged and skipped). Like the upstream binary,
-//! which waits for its ConfigMap cache, the server starts serving once the
-//! first complete list is in; until then the watcher retries with back-off
-//! and logs each failure, and health is not yet SERVING. `auto` never picks
-//! a `~/.kube/config` on its own, so a local run does not reach into
-//! whatever cluster the shell points at.
+//! The rules are on [`AdaptersFrom`].
 
 use clap::ValueEnum;
 
 /// The source of the adapter map (`--adapters-from`).
+///
+/// | `--adapters-from` | the adapter map |
+/// | --- | --- |
+/// | `auto` (default) | the `--adapters` files when any are given; otherwise the Kubernetes API when the base-model plugin is on (no `--plugin` given, or one of type `base-model-to-header`, as the upstream chart passes) **and** the process runs in a cluster (`KUBERNETES_SERVICE_HOST` set) or `KUBECONFIG` is set; otherwise none |
+/// | `files` | only the `--adapters` files (none given: no base-model header) |
+/// | `kubernetes` | the Kubernetes API; a start-up error when no configuration is found (in-cluster service account, `KUBECONFIG`, `~/.kube/config`) |
+/// | `none` | no adapter map |
+///
+/// From the API, ConfigMaps labelled
+/// `inference.networking.k8s.io/bbr-managed: "true"` are followed in the
+/// namespace named by the `NAMESPACE` environment variable (set by the
+/// upstream chart unless `multiNamespace`), in all namespaces when it is
+/// unset or empty; see `bbr_adapters::kube` for the rules (invalid or
+/// conflicting ConfigMaps are logged and skipped). Like the upstream binary,
+/// which waits for its ConfigMap cache, the server starts serving once the
+/// first complete list is in (the listeners open then); until then the
+/// watcher retries with back-off and logs each failure. `auto` never picks
+/// a `~/.kube/config` on its own, so a local run does not reach into
+/// whatever cluster the shell points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 #[non_exhaustive]
 pub enum AdaptersFrom {
@@ -44,6 +46,14 @@ const BASE_MODEL_PLUGIN: &str = "base-model-to-header";
 impl AdaptersFrom {
     /// True when this choice, with these flags and this environment, means
     /// the Kubernetes API.
+    ///
+    /// ```
+    /// use bbr_extproc::AdaptersFrom;
+    ///
+    /// assert!(AdaptersFrom::Kubernetes.uses_kubernetes(&[], &[]));
+    /// // Files given: `auto` reads them and never asks the API.
+    /// assert!(!AdaptersFrom::Auto.uses_kubernetes(&["adapters.yaml".into()], &[]));
+    /// ```
     pub fn uses_kubernetes(self, adapters: &[std::path::PathBuf], plugins: &[String]) -> bool {
         match self {
             Self::Kubernetes => true,
