@@ -114,7 +114,9 @@ fn body(model: &str, total: usize, model_first: bool) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bbr_then_a_second_full_duplex_processor_routes_every_size_byte_identical() {
     let upstreams = Upstreams::start().await;
-    let extproc = ExtProc::start(test_settings(), Tls::Plaintext).await;
+    // The default limits (32 MiB scan): the 8 MiB body with `model` last is
+    // decided at its end.
+    let extproc = ExtProc::start(bbr_extproc::Settings::default(), Tls::Plaintext).await;
     let noop = start_noop();
     let template = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
