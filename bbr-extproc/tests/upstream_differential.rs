@@ -412,10 +412,12 @@ async fn upstream_bbr_and_bbr_extproc_differ_only_as_documented() {
     // client-go names the program in its User-Agent; kube-rs sends none.
     for (client, is_upstream) in [("the upstream binary", true), ("bbr-extproc", false)] {
         let by_client = |r: &&String| r.contains("ua=bbr/") == is_upstream;
-        let list = requests
-            .iter()
-            .filter(by_client)
-            .any(|r| r.contains("/configmaps?") && !r.contains("watch=true"));
+        // client-go lists through a watch (`sendInitialEvents=true`, the
+        // WatchList feature); kube-rs lists, then watches.
+        let list = requests.iter().filter(by_client).any(|r| {
+            r.contains("/configmaps?")
+                && (!r.contains("watch=true") || r.contains("sendInitialEvents=true"))
+        });
         let watch = requests
             .iter()
             .filter(by_client)
