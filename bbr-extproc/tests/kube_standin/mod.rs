@@ -525,10 +525,10 @@ fn collection(
                 continue;
             }
             sent_rv = change.resource_version;
-            if let Some(event) = filter.event(&change) {
-                if tx.send(Ok(line(&event))).await.is_err() {
-                    return;
-                }
+            if let Some(event) = filter.event(&change)
+                && tx.send(Ok(line(&event))).await.is_err()
+            {
+                return;
             }
         }
     });
