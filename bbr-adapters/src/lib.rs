@@ -62,6 +62,10 @@
 //!
 //! Every file is read whole, up to [`MAX_FILE_BYTES`].
 //!
+//! With the cargo feature `kube`, [`kube::KubeDiscovery`] follows the
+//! labelled ConfigMaps through the Kubernetes API instead, live, like the
+//! upstream BBR (mounted directories stay the option that needs no RBAC).
+//!
 //! # Reloading
 //!
 //! [`AdapterStore`] holds the current snapshot behind an `ArcSwap`: lookups
@@ -94,6 +98,8 @@
 #![forbid(unsafe_code)]
 
 mod error;
+#[cfg(feature = "kube")]
+pub mod kube;
 mod map;
 mod source;
 mod store;

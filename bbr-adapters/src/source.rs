@@ -215,6 +215,12 @@ pub(crate) fn parse_manifest(text: &str, path: &Path) -> Result<Vec<ConfigMapDat
     Ok(out)
 }
 
+/// Parses one object (a ConfigMap from the Kubernetes API); `origin` names it.
+#[cfg(feature = "kube")]
+pub(crate) fn parse_object(value: &Value, origin: &Origin) -> Result<ConfigMapData, LoadError> {
+    parse_config_map(value, origin)
+}
+
 fn visit_object(
     value: &Value,
     origin: &Origin,

@@ -168,6 +168,30 @@ impl AdapterStore {
         }
     }
 
+    /// Swaps in a map built from another source (the Kubernetes API), as a
+    /// successful reload. `error` becomes [`last_error`](Self::last_error)
+    /// (what that source skipped); `new_failures` is added to
+    /// [`failed_reload_count`](Self::failed_reload_count).
+    #[cfg(feature = "kube")]
+    pub(crate) fn publish(
+        &self,
+        map: AdapterMap,
+        error: Option<Arc<LoadError>>,
+        new_failures: u64,
+    ) {
+        let mut state = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.shared.current.store(Arc::new(map));
+        self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .failed_reloads
+            .fetch_add(new_failures, Ordering::Relaxed);
+        state.last_error = error;
+    }
+
     /// Successful reloads that swapped in a new map (the initial load is not counted).
     pub fn reload_count(&self) -> u64 {
         self.shared.reloads.load(Ordering::Relaxed)

@@ -51,7 +51,9 @@ struct Args {
     /// ext_proc port on 127.0.0.1 (0: any free port, printed on stderr).
     #[arg(long, default_value_t = 9002)]
     port: u16,
-    /// Value set in `x-gateway-model-name` on every request.
+    /// Value set in `x-gateway-model-name` on every request. Empty: no
+    /// header mutation at all (a processor behind BBR, in the endpoint
+    /// picker's position, that leaves the route alone).
     #[arg(long, default_value = "ski-resorts")]
     model: String,
 }
@@ -131,6 +133,9 @@ impl ExternalProcessor for NoopExtProc {
 /// Sets the model header and asks Envoy to recompute the route, as
 /// bbr-extproc's headers reply does once it knows the model.
 fn route_to(model: &Bytes) -> CommonResponse {
+    if model.is_empty() {
+        return CommonResponse::default();
+    }
     CommonResponse {
         header_mutation: Some(HeaderMutation {
             set_headers: vec![HeaderValueOption {

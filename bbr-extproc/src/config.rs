@@ -33,6 +33,7 @@ use bbr_core::contract::{ClientHeaders, MissingModel};
 use bbr_core::{DuplicateKeys, Limits};
 use clap::{ArgAction, Parser};
 
+use crate::discovery::AdaptersFrom;
 use crate::metrics_http::MetricsAuth;
 use crate::plugins::{PluginChain, PluginError};
 use crate::serve::{ServerConfig, Tls};
@@ -172,6 +173,10 @@ pub struct Config {
     /// repeatable, reloaded when they change.
     #[arg(long)]
     pub adapters: Vec<PathBuf>,
+    /// Where the adapter map comes from: `auto`, `files`, `kubernetes` or
+    /// `none` (see `AdaptersFrom`).
+    #[arg(long, default_value = "auto")]
+    pub adapters_from: AdaptersFrom,
     /// How often the adapter map is re-read.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub adapters_reload_interval: Duration,
@@ -385,8 +390,14 @@ impl Config {
         config.health_port = self.grpc_health_port;
         config.metrics_port = self.metrics_port;
         config.tls = tls;
-        if plugins.routing().base_model() {
+        let from_files = matches!(self.adapters_from, AdaptersFrom::Auto | AdaptersFrom::Files);
+        if plugins.routing().base_model() && from_files {
             config.adapters = self.adapters.clone();
+        } else if !from_files && !self.adapters.is_empty() {
+            tracing::warn!(
+                adapters_from = %self.adapters_from,
+                "--adapters given but ignored: the adapter map does not come from files"
+            );
         } else if !self.adapters.is_empty() {
             tracing::warn!(
                 "--adapters given but the plugin chain has no base-model-to-header: no base-model header is set"

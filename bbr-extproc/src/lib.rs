@@ -57,6 +57,8 @@
 
 #[cfg(feature = "server")]
 mod config;
+#[cfg(feature = "server")]
+mod discovery;
 mod error;
 pub mod held;
 #[cfg(feature = "server")]
@@ -76,6 +78,8 @@ pub mod stream;
 
 #[cfg(feature = "server")]
 pub use config::{Config, ConfigError, LogLevel};
+#[cfg(feature = "server")]
+pub use discovery::AdaptersFrom;
 pub use error::{Error, UnknownValue, immediate_response};
 pub use held::HeldBudget;
 pub use metrics::{BUILD_REF, COMMIT, Metrics, PluginNames};

@@ -392,7 +392,25 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
-    let server = Server::bind(config.server_config()?).await?;
+    #[allow(unused_mut)]
+    let mut server_config = config.server_config()?;
+    // Held for as long as the server runs: it keeps the watch going.
+    #[cfg(feature = "kube")]
+    let _discovery = if config
+        .adapters_from
+        .uses_kubernetes(&config.adapters, config.plugins()?.routing().base_model())
+    {
+        Some(crate::discovery::start_kubernetes(&mut server_config.settings).await?)
+    } else {
+        None
+    };
+    #[cfg(not(feature = "kube"))]
+    if config.adapters_from == crate::AdaptersFrom::Kubernetes {
+        tracing::warn!(
+            "--adapters-from=kubernetes: built without the `kube` feature; no adapter map"
+        );
+    }
+    let server = Server::bind(server_config).await?;
     tracing::info!(
         grpc = %server.grpc_addr(),
         health = %server.health_addr(),
@@ -445,6 +463,10 @@ pub enum StartError {
     /// Two listeners share a port.
     #[error("port conflict: {0}")]
     PortConflict(u16),
+    /// `--adapters-from=kubernetes` found no Kubernetes configuration.
+    #[cfg(feature = "kube")]
+    #[error("no Kubernetes API configuration (in-cluster, KUBECONFIG or ~/.kube/config)")]
+    Kubernetes(#[source] kube::Error),
     /// The flags or config cannot run.
     #[error("invalid configuration")]
     Config(#[from] crate::config::ConfigError),

@@ -36,9 +36,10 @@
 //! - Many tiny `request_body` messages: held chunks under
 //!   [`COALESCE_BELOW`](crate::held::COALESCE_BELOW) bytes are copied into
 //!   shared buffers (see [`held`](crate::held)), so memory is bounded by the
-//!   bytes held, not by the number of messages. Response headers, body
-//! and trailers are answered at once and never held (in
-//! `FULL_DUPLEX_STREAMED` the response body is echoed as it comes).
+//!   bytes held, not by the number of messages.
+//!
+//! Response headers, body and trailers are answered at once and never held
+//! (in `FULL_DUPLEX_STREAMED` the response body is echoed as it comes).
 //!
 //! # Decisions where the spec is silent
 //!
