@@ -9,7 +9,7 @@
 //! - a held chunk of at least [`COALESCE_BELOW`] bytes is kept as it is
 //!   (no copy);
 //! - a smaller one is copied into an open buffer of at most
-//!   [`MAX_CHUNK_BYTES`](crate::MAX_CHUNK_BYTES), which is sealed when the
+//!   [`MAX_CHUNK_BYTES`], which is sealed when the
 //!   next small chunk would not fit or a large chunk comes; so the memory
 //!   held is the bytes held plus at most one partly filled buffer and
 //!   [`PIECE_OVERHEAD`] per piece. Chunks that arrive after the decision are
