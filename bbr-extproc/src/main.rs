@@ -12,27 +12,15 @@ use clap::Parser;
 async fn main() -> ExitCode {
     let config = bbr_extproc::Config::parse();
     config.init_logging();
-    let server_config = match config.server_config() {
-        Ok(server_config) => server_config,
-        Err(error) => {
-            eprintln!("bbr-extproc: {}", chain(&error));
-            return ExitCode::from(2);
-        }
-    };
     config.log_inert_flags();
-    let started = async {
-        let server = bbr_extproc::Server::bind(server_config).await?;
-        tracing::info!(
-            grpc = %server.grpc_addr(),
-            health = %server.health_addr(),
-            metrics = %server.metrics_addr(),
-            secure = config.secure_serving,
-            "listening"
-        );
-        server.serve(bbr_extproc::shutdown_signal()).await
-    };
-    match started.await {
+    // `run` builds the server configuration (flags that cannot run exit 2),
+    // starts the adapter source `--adapters-from` names, binds and serves.
+    match bbr_extproc::run(config, bbr_extproc::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error @ bbr_extproc::StartError::Config(_)) => {
+            eprintln!("bbr-extproc: {}", chain(&error));
+            ExitCode::from(2)
+        }
         Err(error) => {
             eprintln!("bbr-extproc: {}", chain(&error));
             ExitCode::FAILURE
