@@ -47,6 +47,26 @@ pub const ROUTING_HEADERS: [&str; 2] = [MODEL_HEADER, BASE_MODEL_HEADER];
 /// The `content-type` of every error body.
 pub const JSON_CONTENT_TYPE: &str = "application/json";
 
+/// Default decision deadline of every adapter: the time from the first body
+/// byte to the decision (past it: 408 `request_timeout`). A slow upload
+/// otherwise holds its connection and its buffered prefix forever.
+///
+/// ```
+/// assert_eq!(bbr_core::contract::DEFAULT_DECISION_DEADLINE.as_secs(), 30);
+/// ```
+pub const DEFAULT_DECISION_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Default global cap of every adapter on the body bytes held before the
+/// decision, summed over all in-flight requests (past it: 503 `overloaded`
+/// with `Retry-After`): 512 MiB, sixteen requests each at the default
+/// 32 MiB scan limit, and half the chart's default 1 GiB memory limit.
+///
+/// ```
+/// use bbr_core::{Limits, contract::DEFAULT_MAX_HELD_BYTES};
+/// assert_eq!(DEFAULT_MAX_HELD_BYTES, 16 * Limits::new().max_scan_bytes() as u64);
+/// ```
+pub const DEFAULT_MAX_HELD_BYTES: u64 = 512 << 20;
+
 /// The routing header that `name` denotes, if any.
 ///
 /// Case-insensitive, and `_` counts as `-`: CGI- and WSGI-style upstreams

@@ -58,8 +58,10 @@ impl Default for HeldBudget {
 }
 
 impl HeldBudget {
-    /// 512 MiB: sixteen streams each at the default 32 MiB scan limit.
-    pub const DEFAULT_CAP: u64 = 512 << 20;
+    /// 512 MiB: the contract's
+    /// [`DEFAULT_MAX_HELD_BYTES`](bbr_core::contract::DEFAULT_MAX_HELD_BYTES),
+    /// shared with the tower layer.
+    pub const DEFAULT_CAP: u64 = bbr_core::contract::DEFAULT_MAX_HELD_BYTES;
 
     /// A budget of `cap` bytes.
     ///

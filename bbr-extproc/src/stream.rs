@@ -263,7 +263,7 @@ impl Default for Settings {
 
 impl Settings {
     /// 30 s from the first body byte to the decision.
-    pub const DEFAULT_DECISION_DEADLINE: Duration = Duration::from_secs(30);
+    pub const DEFAULT_DECISION_DEADLINE: Duration = bbr_core::contract::DEFAULT_DECISION_DEADLINE;
 
     /// Default settings with these limits.
     ///

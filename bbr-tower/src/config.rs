@@ -10,11 +10,13 @@ use bbr_core::contract::{ClientHeaders, MissingModel};
 use crate::base_model::BaseModels;
 use crate::counters::Counters;
 
-/// Default decision deadline: 30 s from the first body byte.
-pub const DEFAULT_DECISION_DEADLINE: Duration = Duration::from_secs(30);
+/// Default decision deadline: 30 s from the first body byte (the contract's,
+/// shared with bbr-extproc).
+pub use bbr_core::contract::DEFAULT_DECISION_DEADLINE;
 
-/// Default global cap on the bytes held by all requests of a layer: 256 MiB.
-pub const DEFAULT_MAX_HELD_BYTES: u64 = 256 << 20;
+/// Default global cap on the bytes held by all requests of a layer: 512 MiB
+/// (the contract's, shared with bbr-extproc).
+pub use bbr_core::contract::DEFAULT_MAX_HELD_BYTES;
 
 /// Default drain budget of a refused upload, in bytes: 1 MiB.
 pub const DEFAULT_DRAIN_MAX_BYTES: u64 = 1 << 20;

@@ -23,7 +23,7 @@ use crate::service::ModelRouting;
 /// | [`client_headers`](Self::client_headers) | [`ClientHeaders::Strip`] |
 /// | [`base_models`](Self::base_models) (or `adapters`, feature `adapters`) | none: no base model header |
 /// | [`decision_deadline`](Self::decision_deadline) | 30 s from the first body byte ([`DEFAULT_DECISION_DEADLINE`](crate::DEFAULT_DECISION_DEADLINE)) |
-/// | [`max_held_bytes`](Self::max_held_bytes) | 256 MiB across all requests of the layer ([`DEFAULT_MAX_HELD_BYTES`](crate::DEFAULT_MAX_HELD_BYTES)) |
+/// | [`max_held_bytes`](Self::max_held_bytes) | 512 MiB across all requests of the layer ([`DEFAULT_MAX_HELD_BYTES`](crate::DEFAULT_MAX_HELD_BYTES)) |
 /// | [`drain_max_bytes`](Self::drain_max_bytes) | 1 MiB ([`DEFAULT_DRAIN_MAX_BYTES`](crate::DEFAULT_DRAIN_MAX_BYTES)) |
 /// | [`drain_timeout`](Self::drain_timeout) | 2 s ([`DEFAULT_DRAIN_TIMEOUT`](crate::DEFAULT_DRAIN_TIMEOUT)) |
 ///

@@ -54,7 +54,7 @@
 //! | no decision within `max_scan_bytes`, body over `max_body_bytes` (also from `content-length`, before reading) | 413 `request_too_large` |
 //! | the body fails before the decision (client reset, half-closed upload) | 400 `invalid_request_body` |
 //! | no decision within the decision deadline (30 s from the first body byte) | 408 `request_timeout` |
-//! | the bytes held by all requests would pass the global cap (256 MiB) | 503 `overloaded`, `Retry-After: 1` |
+//! | the bytes held by all requests would pass the global cap (512 MiB) | 503 `overloaded`, `Retry-After: 1` |
 //! | a client-sent routing header, any case, `-` or `_` (`X_Gateway_Model_Name`), in the head or in trailers | removed ([`ClientHeaders::Strip`](bbr_core::contract::ClientHeaders::Strip), the default); 400 `routing_header_not_allowed` with [`ClientHeaders::Reject`](bbr_core::contract::ClientHeaders::Reject) |
 //!
 //! The content type is not needed to read a body as JSON. Model names are
@@ -109,7 +109,7 @@
 //! the allocation behind a large `Bytes` belongs to the server that made it.
 //!
 //! Across requests, all requests of a layer share one cap
-//! ([`ModelRoutingLayer::max_held_bytes`], 256 MiB by default): a request
+//! ([`ModelRoutingLayer::max_held_bytes`], 512 MiB by default): a request
 //! whose next frame would take the total over it is refused with 503 and
 //! `Retry-After`, never an out-of-memory. A slow upload is refused with 408
 //! once the decision deadline ([`ModelRoutingLayer::decision_deadline`],
