@@ -343,7 +343,12 @@ impl BodyExtractor {
                 Inner::NotDecoded(_) => unreachable!("a body not decoded has no decoder"),
             };
             if matches!(step, Progress::Found(_) | Progress::Absent) {
-                progress = step;
+                // Offsets in the decoded body say nothing about the
+                // forwarded (encoded) bytes.
+                progress = match step {
+                    Progress::Found(model) => Progress::Found(model.without_json_span()),
+                    other => other,
+                };
                 halted = first_wins;
             }
             Ok(!halted)
@@ -386,11 +391,17 @@ impl BodyExtractor {
         if let (Some(decoder), false) = (&mut self.decoder, self.halted) {
             decoder.finish()?;
         }
-        match &mut self.inner {
+        let outcome = match &mut self.inner {
             Inner::Json(extractor) => extractor.finish(),
             Inner::Multipart(extractor) => extractor.finish(),
             Inner::NotDecoded(_) => Ok(Outcome::Absent),
-        }
+        }?;
+        Ok(match outcome {
+            Outcome::Found(model) if self.decoder.is_some() => {
+                Outcome::Found(model.without_json_span())
+            }
+            other => other,
+        })
     }
 }
 

@@ -534,7 +534,7 @@ impl ModelExtractor {
                 }
                 State::Start => match b {
                     b'{' if !self.reference && self.limits.max_depth() > 0 => {
-                        i = self.model_first(chunk, i, end);
+                        i = self.model_first(chunk, i, end, base);
                         if self.halted {
                             return Ok(i);
                         }
@@ -651,7 +651,7 @@ impl ModelExtractor {
     /// first key, escapes, whitespace, a chunk boundary, a limit) changes
     /// nothing and leaves the body to the general path from `i` (the `{`),
     /// so errors and offsets are unaffected.
-    fn model_first(&mut self, chunk: &Bytes, i: usize, end: usize) -> usize {
+    fn model_first(&mut self, chunk: &Bytes, i: usize, end: usize, base: u64) -> usize {
         let bytes = &chunk[..end];
         let field = self.limits.field().as_bytes();
         let key_end = i + 2 + field.len();
@@ -680,7 +680,8 @@ impl ModelExtractor {
         self.containers.set(0, true);
         self.depth = 1;
         self.state = State::AfterValue;
-        let model = Model::new_unchecked_utf8(chunk.slice(from + first..from + last + 1), true);
+        let model = Model::new_unchecked_utf8(chunk.slice(from + first..from + last + 1), true)
+            .with_json_span(base + from as u64 - 1..base + (from + len + 1) as u64);
         match self.limits.duplicate_keys() {
             DuplicateKeys::LastWins => self.candidate = Some(Ok(model)),
             policy => {
@@ -825,7 +826,7 @@ impl ModelExtractor {
                     let at = base + i as u64;
                     match b {
                         b'"' => {
-                            self.end_string(kind, chunk, i)?;
+                            self.end_string(kind, chunk, i, at)?;
                             return Ok(i + 1);
                         }
                         b'\\' => {
@@ -1182,8 +1183,14 @@ impl ModelExtractor {
         };
     }
 
-    /// The closing quote of a string at chunk index `i`.
-    fn end_string(&mut self, kind: StrKind, chunk: &Bytes, i: usize) -> Result<(), ExtractError> {
+    /// The closing quote of a string at chunk index `i` (absolute offset `at`).
+    fn end_string(
+        &mut self,
+        kind: StrKind,
+        chunk: &Bytes,
+        i: usize,
+        at: u64,
+    ) -> Result<(), ExtractError> {
         match kind {
             StrKind::Key => self.state = State::Colon,
             StrKind::Value => self.state = State::AfterValue,
@@ -1215,7 +1222,8 @@ impl ModelExtractor {
                         name.drain(..lead);
                         Model::new_unchecked_utf8(Bytes::from(name), false)
                     }
-                };
+                }
+                .with_json_span(self.model_start..at + 1);
                 if self.limits.duplicate_keys() == DuplicateKeys::LastWins {
                     self.candidate = Some(Ok(model));
                 } else {

@@ -380,6 +380,7 @@ mod model;
 mod model_name;
 pub mod multipart;
 mod progress;
+pub mod rewrite;
 mod scan;
 mod simd;
 

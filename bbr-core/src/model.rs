@@ -1,5 +1,7 @@
 //! The extracted model name.
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 /// A validated model name: non-empty UTF-8 without control characters, at
@@ -22,13 +24,33 @@ use bytes::Bytes;
 pub struct Model {
     bytes: Bytes,
     shared: bool,
+    /// The JSON string token the name was read from, in the bytes fed to
+    /// the extractor (opening quote to one past the closing quote).
+    json_span: Option<Range<u64>>,
 }
 
 impl Model {
     /// Wraps bytes already checked to be a valid model (crate-internal).
     pub(crate) fn new_unchecked_utf8(bytes: Bytes, shared: bool) -> Self {
         debug_assert!(std::str::from_utf8(&bytes).is_ok());
-        Self { bytes, shared }
+        Self {
+            bytes,
+            shared,
+            json_span: None,
+        }
+    }
+
+    /// Records where the JSON string token of the value lies (crate-internal).
+    pub(crate) fn with_json_span(mut self, span: Range<u64>) -> Self {
+        self.json_span = Some(span);
+        self
+    }
+
+    /// Forgets the span: it is not in the bytes the adapter forwards
+    /// (a decoded body) or not a JSON token (a form field).
+    pub(crate) fn without_json_span(mut self) -> Self {
+        self.json_span = None;
+        self
     }
 
     /// The model as text.
@@ -81,6 +103,31 @@ impl Model {
     /// ```
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
+    }
+
+    /// Where the JSON string token of the value lies in the body, as
+    /// absolute byte offsets: from its opening quote to one past its
+    /// closing quote, escapes and the spaces around the name included
+    /// (`{"model":" m"}` gives `9..14`). This is exactly what
+    /// [`rewrite`](crate::rewrite) replaces.
+    ///
+    /// `Some` for a model read by [`ModelExtractor`](crate::ModelExtractor)
+    /// (under last-wins, the last value's token), and by
+    /// [`BodyExtractor`](crate::BodyExtractor) from a plain JSON body;
+    /// `None` when the offsets are not those of the forwarded bytes (a
+    /// compressed body: they are in the decoded one) or the value is not a
+    /// JSON token (a `multipart/form-data` field). Equality ignores it.
+    ///
+    /// ```
+    /// use bbr_core::{extract_model, Limits};
+    /// use bytes::Bytes;
+    /// let body = Bytes::from_static(br#"{"stream":true,"model":"a\u0062"}"#);
+    /// let outcome = extract_model(&body, &Limits::new()).unwrap();
+    /// let span = outcome.model().unwrap().json_span().unwrap();
+    /// assert_eq!(&body[span.start as usize..span.end as usize], br#""a\u0062""#);
+    /// ```
+    pub fn json_span(&self) -> Option<Range<u64>> {
+        self.json_span.clone()
     }
 
     /// True when the value points into the caller's chunk (no copy was made).

@@ -31,13 +31,19 @@
 //! - [`check_body`]: byte 0 picks a form or compressed content type and a
 //!   policy, then the split header; the verdict through `BodyExtractor`
 //!   must not depend on the cuts.
+//! - [`check_splice`]: a target length byte and the target, then the split
+//!   header; the found model's token replaced by the target through the
+//!   `bbr_core::rewrite` splicer: only that token changes, serde_json
+//!   agrees, and untouched bytes are slices of the input.
 
 mod body;
 mod replay;
+mod splice;
 mod stream;
 
 pub use body::check_body;
 pub use replay::check_replay;
+pub use splice::check_splice;
 pub use stream::check_stream;
 
 use std::fmt;

@@ -5,7 +5,9 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use bbr_fuzz::{check_body, check_chunked, check_oneshot, check_replay, check_stream};
+use bbr_fuzz::{
+    check_body, check_chunked, check_oneshot, check_replay, check_splice, check_stream,
+};
 
 /// Files directly under `dir`, sorted; none when it does not exist.
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -74,6 +76,34 @@ fn body_chunked_corpus_passes() {
         count >= 8,
         "the body_chunked seed corpus is missing ({count} files)"
     );
+}
+
+#[test]
+fn splice_chunked_corpus_passes() {
+    let count = replay("splice_chunked", check_splice);
+    assert!(
+        count >= 8,
+        "the splice_chunked seed corpus is missing ({count} files)"
+    );
+}
+
+/// Every one-shot seed also goes through the splicer, in 1-byte and
+/// 7-byte chunks, with a target that needs escaping.
+#[test]
+fn oneshot_seeds_pass_the_splicer() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut failures = Vec::new();
+    for path in files(&root.join("corpus").join("extract_oneshot")) {
+        let body = std::fs::read(&path).expect("readable corpus file");
+        for header in [&b"\x80\x00"[..], b"\x00\x06"] {
+            let target = b"a\"\n\xc3\xa9\\";
+            let data = [&[target.len() as u8][..], target, header, &body].concat();
+            if catch_unwind(AssertUnwindSafe(|| check_splice(&data))).is_err() {
+                failures.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(failures.is_empty(), "failing seeds: {failures:#?}");
 }
 
 fn stream_state_corpus_passes() {

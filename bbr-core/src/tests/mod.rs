@@ -3,5 +3,6 @@
 mod harness;
 mod oracle;
 mod prop;
+mod rewrite;
 mod seeds;
 mod zero_copy;
