@@ -182,4 +182,72 @@ pub enum LoadError {
         /// Where the name is declared as a base model.
         base_model_origin: Origin,
     },
+    /// An `InferenceModelRewrite` document is not a usable rule set.
+    #[error("{origin}: invalid InferenceModelRewrite")]
+    Rewrite {
+        /// Where (the document, and the resource's name when it has one).
+        origin: Origin,
+        /// What is wrong with it.
+        #[source]
+        problem: RewriteProblem,
+    },
+}
+
+/// What is wrong with an `InferenceModelRewrite` document (see
+/// [`rewrite`](crate::rewrite)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RewriteProblem {
+    /// `apiVersion` is not `inference.networking.x-k8s.io/v1alpha2`.
+    #[error("unsupported apiVersion {0:?} (expected inference.networking.x-k8s.io/v1alpha2)")]
+    UnsupportedApiVersion(String),
+    /// The document does not have the resource's shape (a missing
+    /// `spec.rules`, a field of the wrong type).
+    #[error("not an InferenceModelRewrite")]
+    Shape(#[source] YamlError),
+    /// A match's `model.type` is not `Exact` (the only type the CRD has).
+    #[error("rule {rule}: match type {kind:?} is not supported (only Exact)")]
+    UnsupportedMatchType {
+        /// Index of the rule in `spec.rules`.
+        rule: usize,
+        /// The type given.
+        kind: String,
+    },
+    /// A match's `model.value` is empty or not a valid model name.
+    #[error("rule {rule}: match value {value:?} is not a valid model name")]
+    InvalidMatch {
+        /// Index of the rule in `spec.rules`.
+        rule: usize,
+        /// The value given.
+        value: String,
+    },
+    /// A rule without targets.
+    #[error("rule {rule}: no targets")]
+    NoTargets {
+        /// Index of the rule in `spec.rules`.
+        rule: usize,
+    },
+    /// A target's `modelRewrite` is not a valid model name (empty, spaces
+    /// around it, a control character, longer than 256 bytes).
+    #[error("rule {rule}: modelRewrite {target:?} is not a valid model name")]
+    InvalidTarget {
+        /// Index of the rule in `spec.rules`.
+        rule: usize,
+        /// The value given.
+        target: String,
+    },
+    /// Some targets of a rule have a weight and others do not.
+    #[error("rule {rule}: weights must be set on every target or on none")]
+    PartialWeights {
+        /// Index of the rule in `spec.rules`.
+        rule: usize,
+    },
+    /// A weight outside 1..=1000000.
+    #[error("rule {rule}: weight {weight} is outside 1..=1000000")]
+    WeightOutOfRange {
+        /// Index of the rule in `spec.rules`.
+        rule: usize,
+        /// The weight given.
+        weight: i64,
+    },
 }

@@ -66,6 +66,12 @@
 //! labelled ConfigMaps through the Kubernetes API instead, live, like the
 //! upstream BBR (mounted directories stay the option that needs no RBAC).
 //!
+//! # Model rewrites
+//!
+//! [`rewrite`] reads `InferenceModelRewrite` resources (aliases and
+//! weighted rewrites of the requested model) from the same kinds of paths,
+//! reloaded by the same machinery.
+//!
 //! # Reloading
 //!
 //! [`AdapterStore`] holds the current snapshot behind an `ArcSwap`: lookups
@@ -101,10 +107,11 @@ mod error;
 #[cfg(feature = "kube")]
 pub mod kube;
 mod map;
+pub mod rewrite;
 mod source;
 mod store;
 
-pub use error::{LoadError, Origin, YamlError};
+pub use error::{LoadError, Origin, RewriteProblem, YamlError};
 pub use map::{AdapterMap, AdapterMapBuilder};
 pub use store::{AdapterStore, Reload, ReloadWatcher};
 

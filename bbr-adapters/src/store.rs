@@ -33,12 +33,40 @@ use crate::source::{self, SourceFile};
 /// ```
 #[derive(Debug, Clone)]
 pub struct AdapterStore {
-    shared: Arc<Shared>,
+    inner: Reloading<AdapterMap>,
+}
+
+/// What a reloading store holds: built from the collected source files.
+/// One reload machinery (polling, byte comparison, swap on success) for
+/// the adapter map and the model rewrite rules.
+pub(crate) trait Snapshot: std::fmt::Debug + Send + Sync + Sized + 'static {
+    /// Builds a snapshot from every file read below the configured paths.
+    fn build(files: &[SourceFile]) -> Result<Self, LoadError>;
+}
+
+impl Snapshot for AdapterMap {
+    fn build(files: &[SourceFile]) -> Result<Self, LoadError> {
+        build(files)
+    }
+}
+
+/// The current `T` behind an `ArcSwap`, reloaded from its paths.
+#[derive(Debug)]
+pub(crate) struct Reloading<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for Reloading<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
 }
 
 #[derive(Debug)]
-struct Shared {
-    current: ArcSwap<AdapterMap>,
+struct Shared<T> {
+    current: ArcSwap<T>,
     paths: Vec<PathBuf>,
     reloads: AtomicU64,
     failed_reloads: AtomicU64,
@@ -78,20 +106,8 @@ impl AdapterStore {
         I: IntoIterator<Item = P>,
         P: AsRef<Path>,
     {
-        let paths: Vec<PathBuf> = paths.into_iter().map(|p| p.as_ref().to_owned()).collect();
-        let files = read_all(&paths)?;
-        let map = build(&files)?;
         Ok(Self {
-            shared: Arc::new(Shared {
-                current: ArcSwap::from_pointee(map),
-                paths,
-                reloads: AtomicU64::new(0),
-                failed_reloads: AtomicU64::new(0),
-                state: Mutex::new(ReloadState {
-                    last_attempt: Some(Attempt::Read(files)),
-                    last_error: None,
-                }),
-            }),
+            inner: Reloading::load(paths)?,
         })
     }
 
@@ -99,13 +115,7 @@ impl AdapterStore {
     /// always [`Reload::Unchanged`]).
     pub fn from_map(map: AdapterMap) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                current: ArcSwap::from_pointee(map),
-                paths: Vec::new(),
-                reloads: AtomicU64::new(0),
-                failed_reloads: AtomicU64::new(0),
-                state: Mutex::new(ReloadState::default()),
-            }),
+            inner: Reloading::fixed(map),
         }
     }
 
@@ -113,18 +123,18 @@ impl AdapterStore {
     /// [`AdapterMap::lookup`]). Lock-free.
     #[inline]
     pub fn lookup(&self, model: &str) -> Option<Arc<str>> {
-        self.shared.current.load().lookup_shared(model)
+        self.inner.shared.current.load().lookup_shared(model)
     }
 
     /// The current map. Holding it keeps that snapshot alive; later reloads
     /// do not change it.
     pub fn snapshot(&self) -> Arc<AdapterMap> {
-        self.shared.current.load_full()
+        self.inner.snapshot()
     }
 
     /// The configured paths.
     pub fn paths(&self) -> &[PathBuf] {
-        &self.shared.paths
+        self.inner.paths()
     }
 
     /// Re-reads the paths now. Swaps in the new map when the content changed
@@ -132,40 +142,7 @@ impl AdapterStore {
     /// otherwise. An error is returned again, but counted only once, while
     /// the files stay the same.
     pub fn reload(&self) -> Result<Reload, Arc<LoadError>> {
-        if self.shared.paths.is_empty() {
-            return Ok(Reload::Unchanged);
-        }
-        let mut state = self
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let read = read_all(&self.shared.paths);
-        let attempt = match &read {
-            Ok(files) => Attempt::Read(files.clone()),
-            Err(error) => Attempt::ReadFailed(error_chain(error)),
-        };
-        if state.last_attempt.as_ref() == Some(&attempt) {
-            return match &state.last_error {
-                Some(error) => Err(error.clone()),
-                None => Ok(Reload::Unchanged),
-            };
-        }
-        state.last_attempt = Some(attempt);
-        match read.and_then(|files| build(&files)) {
-            Ok(map) => {
-                self.shared.current.store(Arc::new(map));
-                self.shared.reloads.fetch_add(1, Ordering::Relaxed);
-                state.last_error = None;
-                Ok(Reload::Swapped)
-            }
-            Err(error) => {
-                let error = Arc::new(error);
-                self.shared.failed_reloads.fetch_add(1, Ordering::Relaxed);
-                state.last_error = Some(error.clone());
-                Err(error)
-            }
-        }
+        self.inner.reload()
     }
 
     /// Swaps in a map built from another source (the Kubernetes API), as a
@@ -179,38 +156,23 @@ impl AdapterStore {
         error: Option<Arc<LoadError>>,
         new_failures: u64,
     ) {
-        let mut state = self
-            .shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.shared.current.store(Arc::new(map));
-        self.shared.reloads.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .failed_reloads
-            .fetch_add(new_failures, Ordering::Relaxed);
-        state.last_error = error;
+        self.inner.publish(map, error, new_failures);
     }
 
     /// Successful reloads that swapped in a new map (the initial load is not counted).
     pub fn reload_count(&self) -> u64 {
-        self.shared.reloads.load(Ordering::Relaxed)
+        self.inner.reload_count()
     }
 
     /// Reloads that failed (each distinct failing content counted once).
     pub fn failed_reload_count(&self) -> u64 {
-        self.shared.failed_reloads.load(Ordering::Relaxed)
+        self.inner.failed_reload_count()
     }
 
     /// The error of the latest reload attempt, or `None` once a reload
     /// succeeds (or when none failed).
     pub fn last_error(&self) -> Option<Arc<LoadError>> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .last_error
-            .clone()
+        self.inner.last_error()
     }
 
     /// Starts a std thread that calls [`reload`](Self::reload) every
@@ -247,7 +209,131 @@ impl AdapterStore {
     /// // The thread ended: its callback (and sender) are gone.
     /// while polls.recv().is_ok() {}
     /// ```
-    pub fn watch_with<F>(
+    pub fn watch_with<F>(&self, interval: Duration, on_poll: F) -> std::io::Result<ReloadWatcher>
+    where
+        F: FnMut(&Result<Reload, Arc<LoadError>>) + Send + 'static,
+    {
+        self.inner.watch_with(interval, on_poll)
+    }
+}
+
+impl<T: Snapshot> Reloading<T> {
+    pub(crate) fn load<I, P>(paths: I) -> Result<Self, LoadError>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<Path>,
+    {
+        let paths: Vec<PathBuf> = paths.into_iter().map(|p| p.as_ref().to_owned()).collect();
+        let files = read_all(&paths)?;
+        let map = T::build(&files)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(map),
+                paths,
+                reloads: AtomicU64::new(0),
+                failed_reloads: AtomicU64::new(0),
+                state: Mutex::new(ReloadState {
+                    last_attempt: Some(Attempt::Read(files)),
+                    last_error: None,
+                }),
+            }),
+        })
+    }
+
+    pub(crate) fn fixed(map: T) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(map),
+                paths: Vec::new(),
+                reloads: AtomicU64::new(0),
+                failed_reloads: AtomicU64::new(0),
+                state: Mutex::new(ReloadState::default()),
+            }),
+        }
+    }
+
+    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<T>> {
+        self.shared.current.load()
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<T> {
+        self.shared.current.load_full()
+    }
+
+    pub(crate) fn paths(&self) -> &[PathBuf] {
+        &self.shared.paths
+    }
+
+    pub(crate) fn reload(&self) -> Result<Reload, Arc<LoadError>> {
+        if self.shared.paths.is_empty() {
+            return Ok(Reload::Unchanged);
+        }
+        let mut state = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let read = read_all(&self.shared.paths);
+        let attempt = match &read {
+            Ok(files) => Attempt::Read(files.clone()),
+            Err(error) => Attempt::ReadFailed(error_chain(error)),
+        };
+        if state.last_attempt.as_ref() == Some(&attempt) {
+            return match &state.last_error {
+                Some(error) => Err(error.clone()),
+                None => Ok(Reload::Unchanged),
+            };
+        }
+        state.last_attempt = Some(attempt);
+        match read.and_then(|files| T::build(&files)) {
+            Ok(map) => {
+                self.shared.current.store(Arc::new(map));
+                self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+                state.last_error = None;
+                Ok(Reload::Swapped)
+            }
+            Err(error) => {
+                let error = Arc::new(error);
+                self.shared.failed_reloads.fetch_add(1, Ordering::Relaxed);
+                state.last_error = Some(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    #[cfg(feature = "kube")]
+    pub(crate) fn publish(&self, map: T, error: Option<Arc<LoadError>>, new_failures: u64) {
+        let mut state = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.shared.current.store(Arc::new(map));
+        self.shared.reloads.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .failed_reloads
+            .fetch_add(new_failures, Ordering::Relaxed);
+        state.last_error = error;
+    }
+
+    pub(crate) fn reload_count(&self) -> u64 {
+        self.shared.reloads.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn failed_reload_count(&self) -> u64 {
+        self.shared.failed_reloads.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn last_error(&self) -> Option<Arc<LoadError>> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .last_error
+            .clone()
+    }
+
+    pub(crate) fn watch_with<F>(
         &self,
         interval: Duration,
         mut on_poll: F,
