@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use bbr_core::ModelExtractor;
+use bbr_core::BodyExtractor;
 use bbr_core::contract::{ClientHeaders, Refusal};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -57,7 +57,9 @@ pub struct ReplayBody<B> {
     reservation: Option<Reservation>,
     /// The client's body; `None` once it ended, failed or was handed off.
     inner: Option<B>,
-    validator: Option<ModelExtractor>,
+    validator: Option<BodyExtractor>,
+    /// Reserved for the validator's decoders (a compressed body).
+    decoder_cost: u64,
     /// `Some` when the layer guards the trailers.
     client_headers: Option<ClientHeaders>,
     handoff: Option<Handoff<B>>,
@@ -75,6 +77,7 @@ impl<B> ReplayBody<B> {
             reservation: None,
             inner: Some(inner),
             validator: None,
+            decoder_cost: 0,
             client_headers: None,
             handoff: None,
             counters: None,
@@ -104,6 +107,7 @@ impl<B> ReplayBody<B> {
             reservation: Some(held.reservation),
             inner: (!held.ended).then_some(inner),
             validator: held.validator,
+            decoder_cost: held.decoder_cost,
             client_headers: Some(client_headers),
             handoff,
             counters: Some(counters),
@@ -121,7 +125,7 @@ impl<B> ReplayBody<B> {
     where
         B: Body,
     {
-        self.validator = None;
+        self.drop_validator();
         if let Some(inner) = self.inner.take()
             && !inner.is_end_stream()
             && let Some(handoff) = &self.handoff
@@ -138,9 +142,19 @@ impl<B> ReplayBody<B> {
     /// The client's body ended: the last check of the rest.
     fn finish(&mut self) -> Result<(), Refusal> {
         self.inner = None;
-        match self.validator.take() {
-            Some(mut validator) => validator.finish().map(drop).map_err(Refusal::from),
+        let finished = match self.validator.as_mut() {
+            Some(validator) => validator.finish().map(drop).map_err(Refusal::from),
             None => Ok(()),
+        };
+        self.drop_validator();
+        finished
+    }
+
+    /// Frees the validator and gives back what its decoders were accounted.
+    fn drop_validator(&mut self) {
+        self.validator = None;
+        if let Some(reservation) = self.reservation.as_mut() {
+            reservation.shrink(std::mem::take(&mut self.decoder_cost));
         }
     }
 }

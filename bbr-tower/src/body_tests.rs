@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bbr_core::contract::{ClientHeaders, MODEL_HEADER, Refusal};
-use bbr_core::{ErrorKind, Limits};
+use bbr_core::{BodyExtractor, ErrorKind, Limits};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
@@ -85,7 +85,7 @@ fn replay_with(
 ) -> (ReplayBody<StrictBody>, Arc<Counters>, Handoff<StrictBody>) {
     let counters = Arc::new(Counters::default());
     let mut scan = Scan::new(
-        Limits::new(),
+        BodyExtractor::for_content(None, None, Limits::new()),
         client_headers,
         Reservation::new(counters.clone(), u64::MAX),
     );

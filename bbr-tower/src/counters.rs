@@ -136,8 +136,9 @@ impl RoutingStats {
         self.counters.absent.load(Ordering::Relaxed)
     }
 
-    /// Requests forwarded without reading the body (no body, empty body,
-    /// `multipart/form-data`).
+    /// Requests forwarded without reading the body (no body, empty body).
+    /// A body whose `Content-Encoding` is not decoded is counted as
+    /// [`absent`](Self::absent).
     pub fn unread(&self) -> u64 {
         self.counters.unread.load(Ordering::Relaxed)
     }
@@ -167,7 +168,7 @@ impl RoutingStats {
 
     /// The most memory any one request had held before its decision, as the
     /// layer accounts it: held bytes plus a fixed overhead per held frame
-    /// (see the crate docs, "Memory").
+    /// and the decoders of a compressed body (see the crate docs, "Memory").
     pub fn held_bytes_peak(&self) -> u64 {
         self.counters.held_peak.load(Ordering::Relaxed)
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use bbr_core::contract::{BASE_MODEL_HEADER, MODEL_HEADER, MissingModel, Refusal};
-use bbr_core::{ErrorKind, ExtractError};
+use bbr_core::{BodyExtractor, ErrorKind, ExtractError};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body::Body;
@@ -101,10 +101,15 @@ where
     S: Service<Request<ReplayBody<B>>>,
     B: Body<Data = Bytes> + Unpin,
 {
-    pub(crate) fn reading(service: S, request: Request<B>, config: Arc<Config>) -> Self {
+    pub(crate) fn reading(
+        service: S,
+        request: Request<B>,
+        extractor: BodyExtractor,
+        config: Arc<Config>,
+    ) -> Self {
         let (parts, body) = request.into_parts();
         let reservation = Reservation::new(config.counters.clone(), config.max_held_bytes);
-        let scan = Scan::new(config.limits, config.client_headers, reservation);
+        let scan = Scan::new(extractor, config.client_headers, reservation);
         Self {
             state: State::Reading {
                 reading: Some(Reading {

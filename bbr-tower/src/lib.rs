@@ -1,5 +1,6 @@
 //! Tower middleware for Body-Based Routing: reads the top-level `model` of a
-//! JSON request body, sets `X-Gateway-Model-Name` (and
+//! JSON request body (or the `model` field of a `multipart/form-data`
+//! upload, plain or compressed), sets `X-Gateway-Model-Name` (and
 //! `X-Gateway-Base-Model-Name` from an adapter map), and forwards the body
 //! unchanged, so ordinary header-based routes can pick the pool of model
 //! servers.
@@ -48,7 +49,14 @@
 //! | model found | forwarded with the header (and the base model header when the [`BaseModels`] lookup knows the name), plus the [`ModelName`] (and [`BaseModelName`]) extension |
 //! | valid object without `model` | forwarded without the header; 400 `missing_model` with [`MissingModel::Reject`](bbr_core::contract::MissingModel::Reject) |
 //! | no body (GET, `content-length: 0`, a body that ends without a byte) | forwarded untouched, body not read |
-//! | `multipart/form-data` | forwarded untouched without the header (form fields are not read yet); routing headers in its trailers are still removed |
+//! | `multipart/form-data` (audio transcriptions and translations, image edits) | the `model` form field, before or after the file, decides as in JSON: the rows above and below apply; the form is forwarded untouched |
+//! | form malformed (no boundary, bad delimiter, part without a name, no closing boundary, truncated) | 400 `invalid_json` |
+//! | form part headers over 8 KiB or 16 lines ([`PartLimits`](bbr_core::multipart::PartLimits)) | 400 `invalid_json` |
+//! | a second `model` field (under the default `Reject`) | 400 `invalid_model` |
+//! | `Content-Encoding` `gzip`, `deflate`, `br`, `zstd` (or two of them) | decoded for the decision only: the compressed bytes are forwarded; decoded bytes count against `max_scan_bytes` / `max_body_bytes`, raw bytes against `max_body_bytes` |
+//! | compressed stream corrupt or truncated | 400 `invalid_json` |
+//! | decoded more than 100 times the encoded bytes (past 1 MiB), or a brotli/zstd window over 8 MiB ([`DecodeLimits`](bbr_core::encoding::DecodeLimits)) | 413 `request_too_large` |
+//! | a `Content-Encoding` not decoded (unknown, more than two, or its feature off) | body not read: forwarded without the header; 400 `missing_model` with [`MissingModel::Reject`](bbr_core::contract::MissingModel::Reject) |
 //! | not JSON, truncated, top-level not an object, too deep | 400 `invalid_json` |
 //! | model not a string, empty, control characters, too long, duplicate | 400 `invalid_model` |
 //! | no decision within `max_scan_bytes`, body over `max_body_bytes` (also from `content-length`, before reading) | 413 `request_too_large` |
@@ -57,14 +65,18 @@
 //! | the bytes held by all requests would pass the global cap (512 MiB) | 503 `overloaded`, `Retry-After: 1` |
 //! | a client-sent routing header, any case, `-` or `_` (`X_Gateway_Model_Name`), in the head or in trailers | removed ([`ClientHeaders::Strip`](bbr_core::contract::ClientHeaders::Strip), the default); 400 `routing_header_not_allowed` with [`ClientHeaders::Reject`](bbr_core::contract::ClientHeaders::Reject) |
 //!
-//! The content type is not needed to read a body as JSON. Model names are
+//! The content type is not needed to read a body as JSON: every body that
+//! is not `multipart/form-data` is read as JSON. Model names are
 //! what the core's extractor returns; the base model lookup gets exactly
 //! that name (no trimming of its own).
 //!
 //! # How the body is read and forwarded
 //!
-//! The layer polls body frames only until the extractor
-//! ([`bbr_core::ModelExtractor`]) decides, holding them, then calls the
+//! The layer picks the extractor from the request's `content-type` and
+//! `content-encoding` ([`bbr_core::BodyExtractor::for_content`]: JSON or a
+//! form, behind a streaming decoder when compressed), polls body frames only
+//! until it decides, holding them (the client's frames as they came,
+//! compressed bytes stay compressed), then calls the
 //! inner service at once, with a [`ReplayBody`]: the held bytes first, then
 //! the rest of the client's body as it arrives, trailers included. When
 //! `model` comes early, the inner service runs (and can open the upstream
@@ -77,7 +89,8 @@
 //!
 //! After the decision the rest of the body is still checked as it streams
 //! through, without holding it: under the default `Reject` it must stay
-//! valid JSON with no second top-level `model`, and under every policy it
+//! valid JSON (a well-formed form, a valid compressed stream) with no second
+//! `model`, and under every policy it
 //! must fit `max_body_bytes`. A violation ends the forwarded body with a
 //! [`BodyViolation`] error instead of the offending frame, so a proxy aborts
 //! the upstream request, and is counted ([`RoutingStats::body_violations`]).
@@ -101,6 +114,12 @@
 //! - the model value is sliced from the client's frame before any copy
 //!   (the header and [`ModelName`] share it; while they live they keep that
 //!   one frame's buffer alive); nothing is copied after the decision.
+//!   A plain JSON body allocates nothing for its extraction.
+//! - a compressed body also holds its decoders, accounted against the global
+//!   cap from its first byte until it is no longer decoded: 64 KiB per gzip
+//!   or deflate stage, the window cap (8 MiB by default) per brotli or zstd
+//!   stage. Decoded bytes are never held: they go through the extractor and
+//!   are dropped (a model found in them is a slice of one decoded piece).
 //!
 //! Held frames therefore cost at most `max_scan_bytes × (1 + FRAME_OVERHEAD
 //! / 4 KiB)` plus one buffer per request ([`RoutingStats::held_bytes_peak`];
@@ -120,6 +139,12 @@
 //!
 //! # Feature flags
 //!
+//! - `gzip`, `br`, `zstd` (all on by default): the `Content-Encoding`
+//!   decoders, each forwarding to `bbr-core`'s (`gzip` brings `deflate` too;
+//!   `gzip` and `br` are pure Rust, `zstd` builds libzstd, C). With
+//!   `default-features = false` a build pays only for the decoders it
+//!   enables; a coding that is not built is a body not decoded (forwarded
+//!   unrouted, or the missing-model refusal), never a 400.
 //! - `adapters` (off by default): `ModelRoutingLayer::adapters` and
 //!   `AdapterBaseModels`, the [`BaseModels`] lookup over `bbr-adapters`'
 //!   reloading ConfigMap store (which brings a YAML parser). Without it,
@@ -156,6 +181,14 @@
 //!   is left to the server's own idle timeouts.
 //! - A body that ends without a single byte (chunked, no `content-length`)
 //!   is treated like no body: forwarded untouched.
+//! - A `Content-Encoding` that is not decoded is known from the head: the
+//!   body is not read at all (counted as [`RoutingStats::absent`]), or,
+//!   under `MissingModel::Reject`, refused with 400 `missing_model` and the
+//!   upload drained.
+//! - Several `Content-Encoding` fields are one list, in order (RFC 9110);
+//!   only the first `Content-Type` field is read.
+//! - Under first-wins a compressed body is decoded only up to the
+//!   decision; its raw bytes still count against `max_body_bytes`.
 //! - Routing headers in trailers read before the decision are removed (or
 //!   refused with 400) like those in the head; in trailers after the
 //!   decision they are removed, or, under `ClientHeaders::Reject`, end the

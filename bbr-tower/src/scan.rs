@@ -20,11 +20,14 @@
 //!   `max_scan_bytes × (1 + FRAME_OVERHEAD / COPY_BELOW)` plus one
 //!   coalescing buffer and the first frames' overhead; tiny frames no
 //!   longer cost ~100 bytes of bookkeeping per byte.
+//! - A compressed body also reserves its decoders' state at its first data
+//!   frame ([`decoder_cost`]), held until the body is no longer decoded.
 
 use std::collections::VecDeque;
 
 use bbr_core::contract::{ClientHeaders, Refusal};
-use bbr_core::{Limits, Model, ModelExtractor, Outcome, Progress};
+use bbr_core::encoding::{Coding, DecodeLimits};
+use bbr_core::{BodyExtractor, Model, Outcome, Progress};
 use bytes::{Bytes, BytesMut};
 use http_body::Frame;
 
@@ -45,6 +48,25 @@ pub const COALESCE_BYTES: usize = 16 << 10;
 /// frame itself (the `Bytes` handle, or a trailers map's fixed part).
 pub const FRAME_OVERHEAD: u64 = size_of::<HeldFrame>() as u64;
 
+/// What the decoders of one compressed body are accounted as against the
+/// global cap: 64 KiB per gzip or deflate stage (its 32 KiB window and the
+/// inflate state), the window cap ([`DecodeLimits::max_window`], 8 MiB by
+/// default) per brotli or zstd stage, whose window the stream chooses.
+/// Nothing for a plain body.
+pub(crate) fn decoder_cost(extractor: &BodyExtractor) -> u64 {
+    decoding_cost(extractor.encoding().codings(), extractor.decode_limits())
+}
+
+fn decoding_cost(codings: &[Coding], limits: &DecodeLimits) -> u64 {
+    codings
+        .iter()
+        .map(|coding| match coding {
+            Coding::Gzip | Coding::Deflate => 64 << 10,
+            _ => limits.max_window(),
+        })
+        .sum()
+}
+
 /// A held frame and what it costs against the global cap.
 #[derive(Debug)]
 pub(crate) struct HeldFrame {
@@ -55,7 +77,10 @@ pub(crate) struct HeldFrame {
 /// Frames read before the decision, and the extractor reading them.
 #[derive(Debug)]
 pub(crate) struct Scan {
-    extractor: ModelExtractor,
+    extractor: BodyExtractor,
+    /// Reserved for the decoders at the first data frame (0 until then,
+    /// and for a plain body).
+    decoder_cost: u64,
     held: VecDeque<HeldFrame>,
     held_bytes: u64,
     data_frames: usize,
@@ -98,17 +123,22 @@ pub(crate) struct Held {
     pub(crate) ended: bool,
     /// The extractor, to keep validating the rest of the body; `None` when
     /// the body already ended and was finished.
-    pub(crate) validator: Option<ModelExtractor>,
+    pub(crate) validator: Option<BodyExtractor>,
+    /// Reserved for the validator's decoders: given back when it is done.
+    pub(crate) decoder_cost: u64,
 }
 
 impl Scan {
+    /// A scan reading the body with `extractor` (chosen from the request's
+    /// `content-type` and `content-encoding`).
     pub(crate) fn new(
-        limits: Limits,
+        extractor: BodyExtractor,
         client_headers: ClientHeaders,
         reservation: Reservation,
     ) -> Self {
         Self {
-            extractor: ModelExtractor::new(limits),
+            extractor,
+            decoder_cost: 0,
             held: VecDeque::new(),
             held_bytes: 0,
             data_frames: 0,
@@ -145,6 +175,13 @@ impl Scan {
     pub(crate) fn push(&mut self, frame: Frame<Bytes>) -> Step {
         match frame.into_data() {
             Ok(data) => {
+                if self.decoder_cost == 0 && !data.is_empty() {
+                    let cost = decoder_cost(&self.extractor);
+                    if cost > 0 && !self.reservation.try_grow(cost) {
+                        return Step::Failed(Refusal::Overloaded);
+                    }
+                    self.decoder_cost = cost;
+                }
                 let progress = self.extractor.feed(&data);
                 if let Err(refusal) = self.hold(data) {
                     return Step::Failed(refusal);
@@ -244,7 +281,15 @@ impl Scan {
 
     pub(crate) fn into_held(mut self) -> Held {
         self.flush();
+        let decoder_cost = if self.ended {
+            // Nothing left to decode.
+            self.reservation.shrink(self.decoder_cost);
+            0
+        } else {
+            self.decoder_cost
+        };
         Held {
+            decoder_cost,
             frames: self.held,
             bytes: self.held_bytes,
             reservation: self.reservation,

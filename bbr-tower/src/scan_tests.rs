@@ -2,11 +2,12 @@ use std::sync::Arc;
 
 use super::*;
 use crate::counters::{Counters, RoutingStats};
+use bbr_core::Limits;
 
 fn scan_with_cap(cap: u64) -> (Scan, RoutingStats) {
     let counters = Arc::new(Counters::default());
     let scan = Scan::new(
-        Limits::new(),
+        BodyExtractor::for_content(None, None, Limits::new()),
         ClientHeaders::Strip,
         Reservation::new(counters.clone(), cap),
     );
@@ -110,7 +111,7 @@ fn the_global_cap_refuses_the_frame_that_would_pass_it_and_frees_on_drop() {
     // A second request on the same layer: one byte past the cap is refused,
     // exactly at the cap fits.
     let mut other = Scan::new(
-        Limits::new(),
+        BodyExtractor::for_content(None, None, Limits::new()),
         ClientHeaders::Strip,
         Reservation::new(scan.reservation.counters().clone(), cap),
     );
@@ -178,7 +179,7 @@ fn trailers_end_the_scan_and_are_held_without_routing_headers() {
 fn routing_headers_in_trailers_are_refused_under_reject() {
     let counters = Arc::new(Counters::default());
     let mut scan = Scan::new(
-        Limits::new(),
+        BodyExtractor::for_content(None, None, Limits::new()),
         ClientHeaders::Reject,
         Reservation::new(counters, u64::MAX),
     );

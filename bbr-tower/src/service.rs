@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bbr_core::contract::Refusal;
-use bbr_core::{ErrorKind, ExtractError};
+use bbr_core::contract::{MissingModel, Refusal};
+use bbr_core::{BodyExtractor, BodyKind, ErrorKind, ExtractError, Limits};
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body::Body;
 use tower_service::Service;
 
@@ -17,6 +17,7 @@ use crate::counters::RoutingStats;
 use crate::error::BoxError;
 use crate::future::ResponseFuture;
 use crate::headers::guard_routing_headers;
+use crate::trace::debug_event;
 
 /// Routes requests by the top-level `model` of their JSON body: see the
 /// [crate docs](crate). Built by [`ModelRoutingLayer`](crate::ModelRoutingLayer).
@@ -116,30 +117,58 @@ where
             let error = ExtractError::new(ErrorKind::BodyTooLarge { limit: max_body }, max_body);
             return ResponseFuture::refused(&Refusal::Extract(error), None, config);
         }
+        let extractor = body_extractor(request.headers(), config.limits);
+        if matches!(extractor.kind(), BodyKind::NotDecoded(_)) {
+            // An encoding that is not decoded may be valid traffic: the
+            // missing-model way, without reading the body.
+            debug_event!(kind = ?extractor.kind(), "content encoding not decoded");
+            if matches!(config.missing_model, MissingModel::Forward) {
+                config.counters.record_absent(0);
+                let counters = config.counters.clone();
+                let client_headers = config.client_headers;
+                let request =
+                    request.map(|body| ReplayBody::unread(body, client_headers, counters));
+                return ResponseFuture::called(self.inner.call(request));
+            }
+            config.counters.record_refused(0);
+            return ResponseFuture::refused(
+                &Refusal::MissingModel,
+                Some(request.into_body()),
+                config,
+            );
+        }
         // The standard tower step: the ready service goes into the future,
         // a fresh clone stays here for the next `poll_ready`.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::reading(ready, request, config.clone())
+        ResponseFuture::reading(ready, request, extractor, config.clone())
     }
 }
 
-/// False for requests that cannot carry a JSON model: no body, an empty
-/// `content-length`, or a `multipart/form-data` upload (not read yet).
+/// False for requests that cannot carry a model: no body, or an empty
+/// `content-length`.
 fn needs_reading<B: Body>(request: &Request<B>) -> bool {
-    if request.body().is_end_stream() || content_length(request.headers()) == Some(0) {
-        return false;
+    !request.body().is_end_stream() && content_length(request.headers()) != Some(0)
+}
+
+/// The extractor for this request's `content-type` (its first field) and
+/// `content-encoding` (every field, in order: several are one list).
+fn body_extractor(headers: &HeaderMap, limits: Limits) -> BodyExtractor {
+    let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+    let mut encodings = headers.get_all(header::CONTENT_ENCODING).iter();
+    let first = encodings.next().map(HeaderValue::as_bytes);
+    match encodings.next() {
+        None => BodyExtractor::for_content(content_type, first, limits),
+        // Rare: only then is the list joined (and allocated).
+        Some(second) => {
+            let mut joined = first.unwrap_or_default().to_vec();
+            for value in std::iter::once(second).chain(encodings) {
+                joined.push(b',');
+                joined.extend_from_slice(value.as_bytes());
+            }
+            BodyExtractor::for_content(content_type, Some(&joined), limits)
+        }
     }
-    !request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .trim_start()
-                .get(..19)
-                .is_some_and(|prefix| prefix.eq_ignore_ascii_case("multipart/form-data"))
-        })
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

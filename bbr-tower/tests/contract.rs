@@ -7,7 +7,7 @@ use bbr_core::Limits;
 use bbr_core::contract::{ClientHeaders, MissingModel};
 use bbr_tower::ModelRoutingLayer;
 use bytes::Bytes;
-use common::{Recorder, TestServer, oneshot, sha256};
+use common::{AUDIO, Recorder, TestServer, brotli, form, gzip, oneshot, sha256, zstd};
 use http::{Method, Request};
 use http_body_util::Full;
 
@@ -113,6 +113,32 @@ const UNROUTED: Expect = Expect::Forwarded {
 
 fn refused(status: u16, code: &'static str) -> Expect {
     Expect::Refused { status, code }
+}
+
+const FORM: &[(&str, &str)] = &[("content-type", "multipart/form-data; boundary=x")];
+
+/// A gzip body whose deflate data is garbage after the header.
+fn corrupt_gzip() -> Vec<u8> {
+    let mut body = gzip(br#"{"model":"food-review-1","messages":[]}"#);
+    for byte in &mut body[10..20] {
+        *byte ^= 0xa5;
+    }
+    body
+}
+
+/// 8 MiB of spaces before the model in about 8 KiB: past the default
+/// expansion ratio (100) once the ratio floor (1 MiB) is decoded.
+fn gzip_bomb() -> Vec<u8> {
+    let mut body = b"{\"pad\":\"".to_vec();
+    body.resize(8 << 20, b' ');
+    body.extend_from_slice(b"\",\"model\":\"m\"}");
+    gzip(&body)
+}
+
+/// `expect` when this build decodes the encoding, else the row of a body
+/// not decoded: forwarded unrouted.
+fn decoded(built: bool, expect: Expect) -> Expect {
+    if built { expect } else { UNROUTED }
 }
 
 fn cases() -> Vec<Case> {
@@ -246,13 +272,148 @@ fn cases() -> Vec<Case> {
                 refused(413, "request_too_large"),
             )
         },
-        // multipart
+        // multipart/form-data: the `model` field, before or after the file
         Case {
-            headers: &[("content-type", "multipart/form-data; boundary=x")],
+            headers: FORM,
             ..case(
-                "multipart is forwarded without the header",
-                "--x\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n--x--\r\n",
+                "multipart model before the file",
+                form(&[("model", b"whisper-1"), ("file", AUDIO)]),
+                found("whisper-1", None),
+            )
+        },
+        Case {
+            headers: FORM,
+            ..case(
+                "multipart model after the file",
+                form(&[
+                    ("file", AUDIO),
+                    ("language", b"en"),
+                    ("model", b"food-review-1"),
+                ]),
+                found("food-review-1", Some(LLAMA)),
+            )
+        },
+        Case {
+            headers: FORM,
+            ..case(
+                "multipart without a model field",
+                form(&[("file", AUDIO)]),
                 UNROUTED,
+            )
+        },
+        Case {
+            setup: Setup::RejectMissing,
+            headers: FORM,
+            ..case(
+                "multipart without a model field refused when configured",
+                form(&[("file", AUDIO)]),
+                refused(400, "missing_model"),
+            )
+        },
+        Case {
+            headers: FORM,
+            ..case(
+                "multipart with two model fields",
+                form(&[("model", b"a"), ("file", AUDIO), ("model", b"b")]),
+                refused(400, "invalid_model"),
+            )
+        },
+        Case {
+            headers: FORM,
+            ..case(
+                "multipart without its closing boundary",
+                form(&[("model", b"a"), ("file", AUDIO)])
+                    .strip_suffix(b"--x--\r\n")
+                    .unwrap(),
+                refused(400, "invalid_json"),
+            )
+        },
+        Case {
+            headers: &[("content-type", "multipart/form-data")],
+            ..case(
+                "multipart without a boundary",
+                form(&[("model", b"a")]),
+                refused(400, "invalid_json"),
+            )
+        },
+        // compressed bodies: decoded for the decision, forwarded compressed
+        Case {
+            headers: &[("content-encoding", "gzip")],
+            ..case(
+                "gzip body",
+                gzip(br#"{"messages":[],"model":"food-review-1"}"#),
+                decoded(cfg!(feature = "gzip"), found("food-review-1", Some(LLAMA))),
+            )
+        },
+        Case {
+            headers: &[("content-encoding", "zstd")],
+            ..case(
+                "zstd body",
+                zstd(br#"{"model":"ski-resorts","messages":[]}"#),
+                decoded(cfg!(feature = "zstd"), found("ski-resorts", Some(DEEPSEEK))),
+            )
+        },
+        Case {
+            headers: &[("content-encoding", "br")],
+            ..case(
+                "br body",
+                brotli(br#"{"model":"other-model"}"#),
+                decoded(cfg!(feature = "br"), found("other-model", None)),
+            )
+        },
+        Case {
+            headers: &[("content-encoding", "gzip"), ("content-encoding", "zstd")],
+            ..case(
+                "gzip then zstd, in two header fields",
+                zstd(&gzip(br#"{"model":"other-model"}"#)),
+                decoded(
+                    cfg!(feature = "gzip") && cfg!(feature = "zstd"),
+                    found("other-model", None),
+                ),
+            )
+        },
+        Case {
+            headers: &[
+                ("content-encoding", "gzip"),
+                ("content-type", "multipart/form-data; boundary=x"),
+            ],
+            ..case(
+                "gzip multipart body",
+                gzip(&form(&[("file", AUDIO), ("model", b"whisper-1")])),
+                decoded(cfg!(feature = "gzip"), found("whisper-1", None)),
+            )
+        },
+        Case {
+            headers: &[("content-encoding", "compress")],
+            ..case(
+                "unknown encoding is forwarded unrouted",
+                &b"\x1f\x9d\x90"[..],
+                UNROUTED,
+            )
+        },
+        Case {
+            setup: Setup::RejectMissing,
+            headers: &[("content-encoding", "compress")],
+            ..case(
+                "unknown encoding refused as a missing model when configured",
+                &b"\x1f\x9d\x90"[..],
+                refused(400, "missing_model"),
+            )
+        },
+        Case {
+            headers: &[("content-encoding", "gzip")],
+            ..case(
+                "corrupt gzip body",
+                corrupt_gzip(),
+                decoded(cfg!(feature = "gzip"), refused(400, "invalid_json")),
+            )
+        },
+        Case {
+            headers: &[("content-encoding", "gzip")],
+            ..case(
+                "gzip bomb",
+                gzip_bomb(),
+                decoded(cfg!(feature = "gzip"), refused(413, "request_too_large")),
             )
         },
         // spoofed routing headers

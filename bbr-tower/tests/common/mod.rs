@@ -470,3 +470,41 @@ impl TestServer {
         .expect("request timed out")
     }
 }
+
+/// A file with bytes that look like a delimiter without being one.
+pub const AUDIO: &[u8] = b"RIFF\0\x01\r\n--\r\n-x\n--x\r--y\r\n\xff\xfe";
+
+/// A hand-written form (boundary `x`); the `file` field has a filename.
+pub fn form(fields: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(b"--x\r\nContent-Disposition: form-data; name=\"");
+        body.extend_from_slice(name.as_bytes());
+        body.push(b'"');
+        if *name == "file" {
+            body.extend_from_slice(b"; filename=\"a.wav\"\r\nContent-Type: audio/wav");
+        }
+        body.extend_from_slice(b"\r\n\r\n");
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"--x--\r\n");
+    body
+}
+
+pub fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(body).unwrap();
+    encoder.finish().unwrap()
+}
+
+pub fn zstd(body: &[u8]) -> Vec<u8> {
+    zstd::encode_all(body, 3).unwrap()
+}
+
+pub fn brotli(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    brotli::BrotliCompress(&mut &body[..], &mut out, &Default::default()).unwrap();
+    out
+}
