@@ -41,6 +41,17 @@ pub const MODEL_HEADER: &str = "x-gateway-model-name";
 /// The header carrying the base model of an adapter (from the adapter map).
 pub const BASE_MODEL_HEADER: &str = "x-gateway-base-model-name";
 
+/// The header carrying the model name the client asked for, when a model
+/// rewrite rule may apply (for logs and metrics; routing uses
+/// [`MODEL_HEADER`], the rewritten name). Adapters with rewrites configured
+/// set it on every request with a model and never pass a client's own
+/// value on.
+///
+/// ```
+/// assert_eq!(bbr_core::contract::REQUESTED_MODEL_HEADER, "x-gateway-requested-model-name");
+/// ```
+pub const REQUESTED_MODEL_HEADER: &str = "x-gateway-requested-model-name";
+
 /// Every header the gateway sets for routing; a client never sets them.
 pub const ROUTING_HEADERS: [&str; 2] = [MODEL_HEADER, BASE_MODEL_HEADER];
 

@@ -40,6 +40,36 @@ impl Model {
         }
     }
 
+    /// A model from a name given by configuration (a rewrite target, say),
+    /// checked by the rules of a body's model ([`validate_model_name`]);
+    /// a name with spaces or tabs around it is refused as well (it would
+    /// not be the name the body carries), as `model_control_char` at the
+    /// first of them. Not shared, no span.
+    ///
+    /// ```
+    /// use bbr_core::{Limits, Model};
+    /// assert_eq!(Model::from_name("food-review-2", &Limits::new()).unwrap().as_str(), "food-review-2");
+    /// assert!(Model::from_name(" padded", &Limits::new()).is_err());
+    /// assert!(Model::from_name("", &Limits::new()).is_err());
+    /// ```
+    ///
+    /// [`validate_model_name`]: crate::validate_model_name
+    pub fn from_name(name: &str, limits: &crate::Limits) -> Result<Self, crate::ExtractError> {
+        let trimmed = crate::validate_model_name(name.as_bytes(), limits)?;
+        if trimmed.len() != name.len() {
+            let padded_front = name.starts_with([' ', '\t']);
+            let at = if padded_front { 0 } else { trimmed.len() };
+            return Err(crate::ExtractError::new(
+                crate::ErrorKind::ModelControlChar,
+                at as u64,
+            ));
+        }
+        Ok(Self::new_unchecked_utf8(
+            Bytes::copy_from_slice(name.as_bytes()),
+            false,
+        ))
+    }
+
     /// Records where the JSON string token of the value lies (crate-internal).
     pub(crate) fn with_json_span(mut self, span: Range<u64>) -> Self {
         self.json_span = Some(span);

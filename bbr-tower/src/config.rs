@@ -37,6 +37,8 @@ pub(crate) struct Config {
     pub(crate) missing_model: MissingModel,
     pub(crate) client_headers: ClientHeaders,
     pub(crate) base_models: Option<Arc<dyn BaseModels>>,
+    #[cfg(feature = "adapters")]
+    pub(crate) rewrites: Option<bbr_adapters::rewrite::RewritePicker>,
     pub(crate) decision_deadline: Duration,
     pub(crate) max_held_bytes: u64,
     pub(crate) drain: DrainBudget,
@@ -50,6 +52,8 @@ impl Default for Config {
             missing_model: MissingModel::default(),
             client_headers: ClientHeaders::default(),
             base_models: None,
+            #[cfg(feature = "adapters")]
+            rewrites: None,
             decision_deadline: DEFAULT_DECISION_DEADLINE,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             drain: DrainBudget {

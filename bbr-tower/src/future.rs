@@ -228,14 +228,40 @@ where
     let failed_body = matches!(decision, Err(Refusal::BodyRead { .. }));
     let ended = scan.ended();
     match decision.and_then(|decision| apply_decision(decision, &mut parts, &config, &scan)) {
-        Ok(()) => {
+        Ok(rewrite) => {
             let handoff = (!ended).then(|| Arc::new(Mutex::new(None)));
-            let body = ReplayBody::replay(
-                scan.into_held(),
-                body,
-                config.client_headers,
-                handoff.clone(),
-            );
+            #[cfg_attr(not(feature = "adapters"), allow(unused_mut))]
+            let mut held = scan.into_held();
+            #[cfg(feature = "adapters")]
+            if let Some(mut rewrite) = rewrite {
+                let original = held.bytes;
+                // The span lies in the held frames (the decision was made
+                // by its closing quote) and was checked by the extractor:
+                // a splice error would be a bug, and the held frames would
+                // be half spliced; refuse rather than forward that.
+                if crate::rewrite::splice_held(&mut held, &mut rewrite.splicer).is_err() {
+                    return refuse(
+                        ExtractError::new(ErrorKind::InvalidJson, original).into(),
+                        &config,
+                        0,
+                        true,
+                        body,
+                    );
+                }
+                let length = parts
+                    .headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+                if let Some(length) = length {
+                    parts.headers.insert(
+                        http::header::CONTENT_LENGTH,
+                        HeaderValue::from(rewrite.splicer.spliced_len(length)),
+                    );
+                }
+            }
+            #[cfg(not(feature = "adapters"))]
+            let () = rewrite;
+            let body = ReplayBody::replay(held, body, config.client_headers, handoff.clone());
             State::Calling {
                 future: service.call(Request::from_parts(parts, body)),
                 handoff,
@@ -243,21 +269,51 @@ where
             }
         }
         Err(refusal) => {
-            config.counters.record_refused(held_cost);
-            if matches!(refusal, Refusal::DecisionTimeout { .. }) {
-                config.counters.record_decision_timeout();
-            }
-            debug_event!(code = refusal.code(), held_cost, error = %refusal, "request refused");
             // Free what was held before draining.
             drop(scan);
-            let rest = (!failed_body && !ended && !body.is_end_stream()).then_some(body);
-            State::Answering {
-                answer: Some(Answer::Refused(refusal_response(&refusal))),
-                drain: rest.map(|body| Drain::new(body, config.drain)),
-            }
+            refuse(refusal, &config, held_cost, !failed_body && !ended, body)
         }
     }
 }
+
+/// The refusal state: the answer, and the rest of the upload drained when
+/// `drain` (the body can still be read).
+fn refuse<S, B>(
+    refusal: Refusal,
+    config: &Config,
+    held_cost: u64,
+    drain: bool,
+    body: B,
+) -> State<S, B, S::Future, S::Response>
+where
+    S: Service<Request<ReplayBody<B>>>,
+    B: Body<Data = Bytes> + Unpin,
+{
+    config.counters.record_refused(held_cost);
+    if matches!(refusal, Refusal::DecisionTimeout { .. }) {
+        config.counters.record_decision_timeout();
+    }
+    debug_event!(code = refusal.code(), held_cost, error = %refusal, "request refused");
+    let rest = (drain && !body.is_end_stream()).then_some(body);
+    State::Answering {
+        answer: Some(Answer::Refused(refusal_response(&refusal))),
+        drain: rest.map(|body| Drain::new(body, config.drain)),
+    }
+}
+
+/// The rewrite decided with the headers (feature `adapters`), if any.
+#[cfg(feature = "adapters")]
+type MaybeRewrite = Option<crate::rewrite::Rewrite>;
+#[cfg(not(feature = "adapters"))]
+type MaybeRewrite = ();
+#[cfg(feature = "adapters")]
+const NO_REWRITE: MaybeRewrite = None;
+#[cfg(not(feature = "adapters"))]
+const NO_REWRITE: MaybeRewrite = ();
+
+#[cfg(feature = "adapters")]
+const REQUESTED_MODEL: HeaderName =
+    HeaderName::from_static(bbr_core::contract::REQUESTED_MODEL_HEADER);
 
 /// Polls frames into the scan until it decides, fails, or runs out of time.
 fn poll_decision<S, B>(
@@ -333,10 +389,35 @@ fn apply_decision(
     parts: &mut http::request::Parts,
     config: &Config,
     scan: &Scan,
-) -> Result<(), Refusal> {
+) -> Result<MaybeRewrite, Refusal> {
     let held_cost = scan.held_cost();
+    #[cfg_attr(not(feature = "adapters"), allow(unused_mut, clippy::let_unit_value))]
+    let mut rewrite = NO_REWRITE;
+    #[cfg(feature = "adapters")]
+    if config.rewrites.is_some() {
+        // Only the layer says what was requested.
+        parts.headers.remove(REQUESTED_MODEL);
+    }
     match decision {
-        Decision::Found(model) => {
+        #[cfg_attr(not(feature = "adapters"), allow(unused_mut))]
+        Decision::Found(mut model) => {
+            #[cfg(feature = "adapters")]
+            if let Some(picker) = &config.rewrites {
+                let requested =
+                    HeaderValue::from_maybe_shared(model.bytes().clone()).map_err(|_| {
+                        ExtractError::new(ErrorKind::ModelControlChar, scan.held_bytes())
+                    })?;
+                parts.headers.insert(REQUESTED_MODEL, requested);
+                if let Some(picked) = crate::rewrite::pick(picker, &model, &parts.headers) {
+                    debug_event!(
+                        requested = model.as_str(),
+                        target = picked.target.as_str(),
+                        "model rewritten"
+                    );
+                    model = picked.target.clone();
+                    rewrite = Some(picked);
+                }
+            }
             // Shares the model's bytes (often a slice of the client's frame).
             // The extractor refuses every byte a header value cannot carry,
             // so this does not fail; if it ever did, the model is refused.
@@ -356,18 +437,18 @@ fn apply_decision(
             debug_event!(model = model.as_str(), held_cost, "model found");
             parts.extensions.insert(ModelName::new(model));
             config.counters.record_found(held_cost);
-            Ok(())
+            Ok(rewrite)
         }
         Decision::Absent => match config.missing_model {
             MissingModel::Forward => {
                 config.counters.record_absent(held_cost);
-                Ok(())
+                Ok(rewrite)
             }
             _ => Err(Refusal::MissingModel),
         },
         Decision::Empty => {
             config.counters.record_unread();
-            Ok(())
+            Ok(rewrite)
         }
     }
 }

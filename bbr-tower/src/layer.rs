@@ -107,6 +107,53 @@ impl ModelRoutingLayer {
         self.base_models(crate::AdapterBaseModels::new(adapters))
     }
 
+    /// Rewrites the requested model by these `InferenceModelRewrite` rules
+    /// (feature `adapters`; reloads are seen at once). When a rule matches,
+    /// the inner service gets the body with only the `model` token
+    /// replaced by the picked target, `content-length` corrected,
+    /// `x-gateway-model-name` (and the base model header) from the target,
+    /// and the requested name in
+    /// [`REQUESTED_MODEL_HEADER`](bbr_core::contract::REQUESTED_MODEL_HEADER);
+    /// with rewrites configured that header is set for every request with a
+    /// model and a client's own value never passes. A compressed body or a
+    /// form field is not rewritten (it is routed as requested), nor is a
+    /// refused body.
+    ///
+    /// ```
+    /// use bbr_adapters::rewrite::{RewritePicker, RewriteRules, RewriteStore};
+    /// use bbr_core::contract::{MODEL_HEADER, REQUESTED_MODEL_HEADER};
+    /// use bbr_tower::{ModelRoutingLayer, ReplayBody};
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// let rules = RewriteRules::from_yaml_str(
+    ///     "kind: InferenceModelRewrite\nspec: {rules: [{matches: [{model: {value: gpt-4o}}], targets: [{modelRewrite: llama-3}]}]}",
+    ///     "inline",
+    /// )?;
+    /// let layer = ModelRoutingLayer::new().model_rewrites(RewritePicker::new(RewriteStore::from_rules(rules)));
+    /// let service = layer.layer(service_fn(|request: http::Request<ReplayBody<Full<bytes::Bytes>>>| async move {
+    ///     let (parts, body) = request.into_parts();
+    ///     assert_eq!(parts.headers[MODEL_HEADER], "llama-3");
+    ///     assert_eq!(parts.headers[REQUESTED_MODEL_HEADER], "gpt-4o");
+    ///     assert_eq!(parts.headers[http::header::CONTENT_LENGTH], "28");
+    ///     let body = body.collect().await.unwrap().to_bytes();
+    ///     assert_eq!(&body[..], br#"{"model":"llama-3","n":1}   "#);
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    /// }));
+    /// let request = http::Request::post("/v1/chat/completions")
+    ///     .header(http::header::CONTENT_LENGTH, "27")
+    ///     .body(Full::new(bytes::Bytes::from_static(br#"{"model":"gpt-4o","n":1}   "#)))?;
+    /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+    /// service.oneshot(request).await.unwrap();
+    /// # });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "adapters")]
+    pub fn model_rewrites(mut self, picker: bbr_adapters::rewrite::RewritePicker) -> Self {
+        self.config_mut().rewrites = Some(picker);
+        self
+    }
+
     /// Time allowed from the first body byte to the routing decision; past
     /// it the request is refused with 408 `request_timeout`. A slow upload
     /// cannot hold a connection and its buffers forever. `Duration::MAX`

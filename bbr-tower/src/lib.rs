@@ -211,6 +211,8 @@ mod extension;
 mod future;
 mod headers;
 mod layer;
+#[cfg(feature = "adapters")]
+mod rewrite;
 mod scan;
 mod service;
 mod trace;
