@@ -90,6 +90,8 @@ pub(crate) enum RequestError {
     BodyTooLarge { limit: usize },
     /// The body could not be read from the connection.
     BodyRead,
+    /// A `Content-Encoding` the simulator does not decode (the reason).
+    UnsupportedEncoding(String),
     /// `X-Return-Error` asked for this status.
     Requested(StatusCode),
     /// `X-Return-Error` was not an integer status.
@@ -186,6 +188,10 @@ impl From<RequestError> for ApiError {
             E::BodyTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("Request body is larger than the limit of {limit} bytes"),
+            ),
+            E::UnsupportedEncoding(reason) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Unsupported Content-Encoding: {reason}"),
             ),
             E::BodyRead => (
                 StatusCode::BAD_REQUEST,

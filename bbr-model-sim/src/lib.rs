@@ -11,6 +11,14 @@
 //!   `usage`, honouring `max_tokens` / `max_completion_tokens`; errors with
 //!   the simulator's body, e.g. 404
 //!   ``{"error":{"message":"The model `X` does not exist.","type":"NotFoundError","param":null,"code":404}}``;
+//!   a body compressed with `Content-Encoding` `gzip`, `deflate`, `br` or
+//!   `zstd` (or two of them) is decoded first (415 for another coding);
+//! - `POST /v1/audio/transcriptions`, `/v1/audio/translations` (`{"text":
+//!   ...}`) and `/v1/images/edits` (`{"created", "data": [{"b64_json"}]}`):
+//!   the `multipart/form-data` form is parsed as it streams; the answer also
+//!   names the `model` field and gives `file` (the first file part's `name`,
+//!   `bytes`, `sha256`) and `body` (the whole form's `bytes`, `sha256`), so a
+//!   test proves a gateway forwarded the upload byte for byte;
 //! - `GET /v1/models` (base model, then LoRAs with `parent`), `/health`,
 //!   `/health/ready`, `/ready`, `/metrics` (vLLM gauge names);
 //! - `POST /v1/load_lora_adapter`, `/v1/unload_lora_adapter`;
@@ -67,6 +75,13 @@
 //! - `prompt` must be a string (arrays of prompts are not simulated).
 //! - The request body limit is the simulator's 4 MiB default
 //!   ([`SimConfig::max_request_body_bytes`]); larger bodies get 413.
+//! - Form uploads are not held: files are hashed as they stream, so the
+//!   4 MiB body limit does not apply to them; text fields are held, 64 KiB
+//!   each at most (400 past it). A form without a `model` field, or with two,
+//!   is a 400; an unknown model a 404, as for completions.
+//! - The [`Observer`] records a compressed body as received (its hash is
+//!   the compressed bytes'), and counts each form's `model` field the moment
+//!   it is read ([`Observer::form_models_seen`]), before the file.
 //! - The replica headers are on every answer, not only completions.
 //! - `vllm:lora_requests_info` keeps the latest 32 label sets (the
 //!   simulator never drops old ones).
@@ -74,6 +89,7 @@
 mod api;
 mod config;
 mod error;
+mod form;
 mod generate;
 mod metrics;
 mod observe;

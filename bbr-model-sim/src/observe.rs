@@ -46,8 +46,12 @@ impl RecordedRequest {
 /// );
 /// ```
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lowercase hex of a digest.
+pub(crate) fn hex(digest: &[u8]) -> String {
+    let mut hex = String::with_capacity(2 * digest.len());
     for byte in digest {
         write!(hex, "{byte:02x}").expect("writing to a String cannot fail");
     }
@@ -60,6 +64,9 @@ struct Inner {
     received: AtomicU64,
     completions: AtomicU64,
     recent: Mutex<VecDeque<RecordedRequest>>,
+    /// `model` fields of forms read so far (sent when each is complete,
+    /// before the rest of its form is read).
+    form_models: tokio::sync::watch::Sender<u64>,
 }
 
 /// Counters and the most recent requests of one server (cheap to clone;
@@ -82,6 +89,7 @@ impl Observer {
                 received: AtomicU64::new(0),
                 completions: AtomicU64::new(0),
                 recent: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+                form_models: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -96,19 +104,60 @@ impl Observer {
         model: Option<String>,
         completion: bool,
     ) -> u64 {
-        let sequence = self.inner.received.fetch_add(1, Ordering::Relaxed) + 1;
         if completion {
             self.inner.completions.fetch_add(1, Ordering::Relaxed);
         }
-        if self.inner.capacity > 0 {
+        let digest = (self.inner.capacity > 0).then(|| sha256_hex(body));
+        self.keep(method, path, headers, body.len() as u64, digest, model)
+    }
+
+    /// Records one upload whose body was hashed as it streamed.
+    pub(crate) fn record_digest(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body_len: u64,
+        body_sha256: String,
+        model: Option<String>,
+    ) -> u64 {
+        self.keep(method, path, headers, body_len, Some(body_sha256), model)
+    }
+
+    /// A form's `model` field was read (the rest of the form may still be
+    /// arriving).
+    pub(crate) fn form_model_seen(&self) {
+        self.inner.form_models.send_modify(|count| *count += 1);
+    }
+
+    /// Counts the `model` fields of forms read so far, the moment each is
+    /// complete, before the rest of its form (the file) is read: a test can
+    /// wait for it while its upload is still going.
+    pub fn form_models_seen(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.form_models.subscribe()
+    }
+
+    fn keep(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body_len: u64,
+        body_sha256: Option<String>,
+        model: Option<String>,
+    ) -> u64 {
+        let sequence = self.inner.received.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.inner.capacity > 0
+            && let Some(body_sha256) = body_sha256
+        {
             let record = RecordedRequest {
                 sequence,
                 method: method.clone(),
                 path: path.to_owned(),
                 headers: headers.clone(),
                 model,
-                body_len: body.len(),
-                body_sha256: sha256_hex(body),
+                body_len: body_len as usize,
+                body_sha256,
             };
             let mut recent = self
                 .inner

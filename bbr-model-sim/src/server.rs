@@ -18,12 +18,15 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use bbr_core::encoding::{ContentEncoding, DecodeLimits, Decoder};
+
 use crate::api::{
     ChatChoice, ChatChunkChoice, ChatMessage, ChatRequest, Delta, Envelope, LoraAdapterRequest,
     ModelCard, ModelList, TextChoice, TextRequest, Usage,
 };
 use crate::config::{FailureType, LoraModule, Mode, SimConfig};
 use crate::error::RequestError;
+use crate::form;
 use crate::generate::{self, Generated, Rng};
 use crate::metrics::{self, Counters};
 use crate::observe::Observer;
@@ -132,7 +135,7 @@ impl SimState {
 
     /// What the answer's `model` says and which LoRA slot (if any) the
     /// request needs; `None` for a name this server does not serve.
-    fn resolve(&self, model: &str) -> Option<(String, Option<String>)> {
+    pub(crate) fn resolve(&self, model: &str) -> Option<(String, Option<String>)> {
         if self.config.is_served_name(model) {
             return Some((self.config.display_name().to_owned(), None));
         }
@@ -189,6 +192,9 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(text_completions))
+        .route("/v1/audio/transcriptions", post(form::transcriptions))
+        .route("/v1/audio/translations", post(form::translations))
+        .route("/v1/images/edits", post(form::image_edits))
         .route("/v1/models", get(models))
         .route("/v1/load_lora_adapter", post(load_lora))
         .route("/v1/unload_lora_adapter", post(unload_lora))
@@ -237,7 +243,7 @@ async fn metrics_text(State(sim): State<Arc<SimState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body)
 }
 
-fn unix_seconds() -> u64 {
+pub(crate) fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -283,7 +289,7 @@ async fn models(State(sim): State<Arc<SimState>>, request: Request) -> Response 
     })
 }
 
-fn json_response<T: Serialize>(value: &T) -> Response {
+pub(crate) fn json_response<T: Serialize>(value: &T) -> Response {
     let body = serde_json::to_vec(value).expect("response types always serialize");
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -322,6 +328,49 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
         Some(buffer) => buffer.freeze(),
         None => first.unwrap_or_default(),
     })
+}
+
+/// The body decoded by its `Content-Encoding` (`gzip`, `deflate`, `br`,
+/// `zstd`, or a list of two), at most `limit` decoded bytes; a plain body
+/// as it is.
+fn decode_body<'a>(
+    headers: &HeaderMap,
+    body: &'a Bytes,
+    limit: usize,
+) -> Result<Cow<'a, [u8]>, RequestError> {
+    let mut encodings = headers.get_all(header::CONTENT_ENCODING).iter().peekable();
+    if encodings.peek().is_none() {
+        return Ok(Cow::Borrowed(body));
+    }
+    let joined = encodings
+        .map(|value| value.as_bytes())
+        .collect::<Vec<_>>()
+        .join(&b","[..]);
+    let encoding = ContentEncoding::parse(&joined)
+        .map_err(|reason| RequestError::UnsupportedEncoding(reason.to_string()))?;
+    if encoding.is_identity() {
+        return Ok(Cow::Borrowed(body));
+    }
+    // The simulator trusts its client: no expansion ratio, only the limit.
+    let limits = DecodeLimits::new().with_max_ratio(u32::MAX);
+    let mut decoder = Decoder::new(encoding, limits);
+    let mut decoded = Vec::new();
+    let corrupt = |_| RequestError::Parse("the compressed body is corrupt or truncated".to_owned());
+    let mut too_large = false;
+    decoder
+        .decode(body, &mut |piece| {
+            too_large = decoded.len() + piece.len() > limit;
+            if !too_large {
+                decoded.extend_from_slice(piece);
+            }
+            Ok(!too_large)
+        })
+        .map_err(corrupt)?;
+    if too_large {
+        return Err(RequestError::BodyTooLarge { limit });
+    }
+    decoder.finish().map_err(corrupt)?;
+    Ok(Cow::Owned(decoded))
 }
 
 /// The parts of a completion request both endpoints share.
@@ -471,7 +520,12 @@ async fn complete(
             return Err(error);
         }
     };
-    let job = parse_job(chat, &body, sim.config.mode);
+    // The observer records the body as received (compressed or not).
+    let decoded = decode_body(&parts.headers, &body, sim.config.max_request_body_bytes);
+    let job = match &decoded {
+        Ok(decoded) => parse_job(chat, decoded, sim.config.mode),
+        Err(error) => Err(error.clone()),
+    };
     let model = job.as_ref().ok().map(|job| job.model.clone());
     sim.observer.record(
         &parts.method,
