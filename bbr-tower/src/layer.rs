@@ -123,30 +123,34 @@ impl ModelRoutingLayer {
     /// use bbr_adapters::rewrite::{RewritePicker, RewriteRules, RewriteStore};
     /// use bbr_core::contract::{MODEL_HEADER, REQUESTED_MODEL_HEADER};
     /// use bbr_tower::{ModelRoutingLayer, ReplayBody};
+    /// use bytes::Bytes;
+    /// use http::{Request, Response};
     /// use http_body_util::{BodyExt, Full};
     /// use tower::{Layer, ServiceExt, service_fn};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     /// let rules = RewriteRules::from_yaml_str(
     ///     "kind: InferenceModelRewrite\nspec: {rules: [{matches: [{model: {value: gpt-4o}}], targets: [{modelRewrite: llama-3}]}]}",
     ///     "inline",
     /// )?;
-    /// let layer = ModelRoutingLayer::new().model_rewrites(RewritePicker::new(RewriteStore::from_rules(rules)));
-    /// let service = layer.layer(service_fn(|request: http::Request<ReplayBody<Full<bytes::Bytes>>>| async move {
+    /// let picker = RewritePicker::new(RewriteStore::from_rules(rules));
+    /// let layer = ModelRoutingLayer::new().model_rewrites(picker);
+    /// let service = layer.layer(service_fn(|request: Request<ReplayBody<Full<Bytes>>>| async move {
     ///     let (parts, body) = request.into_parts();
     ///     assert_eq!(parts.headers[MODEL_HEADER], "llama-3");
     ///     assert_eq!(parts.headers[REQUESTED_MODEL_HEADER], "gpt-4o");
     ///     assert_eq!(parts.headers[http::header::CONTENT_LENGTH], "28");
     ///     let body = body.collect().await.unwrap().to_bytes();
-    ///     assert_eq!(&body[..], br#"{"model":"llama-3","n":1}   "#);
-    ///     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    ///     Ok::<_, std::convert::Infallible>(Response::new(Full::new(body)))
     /// }));
-    /// let request = http::Request::post("/v1/chat/completions")
+    /// let request = Request::post("/v1/chat/completions")
     ///     .header(http::header::CONTENT_LENGTH, "27")
-    ///     .body(Full::new(bytes::Bytes::from_static(br#"{"model":"gpt-4o","n":1}   "#)))?;
-    /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
-    /// service.oneshot(request).await.unwrap();
-    /// # });
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    ///     .body(Full::new(Bytes::from_static(br#"{"model":"gpt-4o","n":1}   "#)))?;
+    /// let body = service.oneshot(request).await?.into_body().collect().await?.to_bytes();
+    /// assert_eq!(&body[..], br#"{"model":"llama-3","n":1}   "#);
+    /// # Ok(())
+    /// # }
     /// ```
     #[cfg(feature = "adapters")]
     pub fn model_rewrites(mut self, picker: bbr_adapters::rewrite::RewritePicker) -> Self {
