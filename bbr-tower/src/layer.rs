@@ -117,7 +117,10 @@ impl ModelRoutingLayer {
     /// with rewrites configured that header is set for every request with a
     /// model and a client's own value never passes. A compressed body or a
     /// form field is not rewritten (it is routed as requested), nor is a
-    /// refused body.
+    /// refused body. The response is passed on unchanged: its `model`
+    /// field names the model that served it (the target), as the upstream
+    /// gateways do; restoring the client's name would mean rewriting every
+    /// response, SSE events included.
     ///
     /// ```
     /// use bbr_adapters::rewrite::{RewritePicker, RewriteRules, RewriteStore};

@@ -21,7 +21,20 @@
 //! announced one.
 //!
 //! `cargo bench -p bbr-benches --bench rewrite -- --warm-up-time 1
-//! --measurement-time 3` takes about a minute.
+//! --measurement-time 3` takes about a minute. On the shared 2-core
+//! machine (busy with other builds; medians):
+//!
+//! | body | `extract` | `extract_splice` | `splice` | `serde_json_reserialise` |
+//! | --- | --- | --- | --- | --- |
+//! | prose 1 KiB, model first | 1.42 µs | 1.26 µs | 0.69 µs | 12.9 µs |
+//! | prose 1 KiB, model last | 1.66 µs | 3.09 µs | 0.77 µs | 12.4 µs |
+//! | prose 1 MiB, model first | 2.13 ms | 2.29 ms | 8.1 µs | 25.8 ms |
+//! | prose 1 MiB, model last | 2.95 ms | 3.04 ms | 7.7 µs | 16.5 ms |
+//!
+//! The splice costs well under a microsecond per 1 KiB request and
+//! ~8 µs per 1 MiB (64 chunks: one piece list entry each); the
+//! extraction the layer does anyway dominates; re-serialising costs 5–11
+//! times the whole extraction.
 
 use std::hint::black_box;
 
