@@ -208,3 +208,60 @@ async fn a_compressed_body_is_routed_as_requested_and_forwarded_untouched() {
         Some(sent.len().to_string().as_str())
     );
 }
+
+#[tokio::test]
+async fn a_reload_changes_the_weights_between_requests_and_none_is_lost() {
+    let dir = std::env::temp_dir().join(format!("bbr-tower-rewrite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rules.yaml");
+    let rules = |one: u32, two: u32| {
+        format!(
+            "kind: InferenceModelRewrite\nspec:\n  rules:\n  - matches: [{{model: {{value: food-review}}}}]\n    targets: [{{modelRewrite: food-review-1, weight: {one}}}, {{modelRewrite: food-review-2, weight: {two}}}]\n"
+        )
+    };
+    std::fs::write(&file, rules(1_000_000, 1)).unwrap();
+    let store = RewriteStore::load([&file]).unwrap();
+    let layer = ModelRoutingLayer::new().model_rewrites(RewritePicker::new(store.clone()));
+    let recorder = Recorder::default();
+    let service = recorder.service::<Full<Bytes>>(&layer);
+    // Requests in flight on their own tasks while the rules change.
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        if i == 100 {
+            std::fs::write(&file, rules(1, 1_000_000)).unwrap();
+            store.reload().unwrap();
+        }
+        let service = service.clone();
+        let task = tokio::spawn(async move {
+            use tower::ServiceExt;
+            let response = service
+                .oneshot(request(br#"{"model":"food-review"}"#))
+                .await
+                .unwrap();
+            response.headers()["x-seen-model"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        });
+        tasks.push(task);
+        tokio::task::yield_now().await;
+    }
+    let mut targets = Vec::new();
+    for task in tasks {
+        targets.push(task.await.unwrap());
+    }
+    assert_eq!(targets.len(), 200);
+    assert_eq!(recorder.count(), 200, "every request reached the service");
+    // A request decided before the swap may still be in flight; the
+    // weights make each side almost certain: one in a million.
+    let before = targets[..90]
+        .iter()
+        .filter(|t| *t == "food-review-1")
+        .count();
+    let after = targets[110..]
+        .iter()
+        .filter(|t| *t == "food-review-2")
+        .count();
+    assert!(before >= 89 && after >= 89, "{before} {after}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
