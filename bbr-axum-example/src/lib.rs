@@ -1,7 +1,10 @@
 //! An OpenAI-compatible gateway on axum that routes by the body's `model`.
 //!
 //! The body-based routing layer (`bbr-tower`) reads the top-level `model`
-//! of each request body as it streams in and sets `X-Gateway-Model-Name`
+//! of each request body as it streams in (the `model` field of a
+//! `multipart/form-data` upload such as `/v1/audio/transcriptions`; a body
+//! compressed with `Content-Encoding` gzip, deflate, br or zstd is decoded
+//! for that and forwarded as sent) and sets `X-Gateway-Model-Name`
 //! (and `X-Gateway-Base-Model-Name` with an adapter map). Ordinary header
 //! routes — the same ones a Kubernetes `HTTPRoute` holds — then pick a pool
 //! of model servers, and the request streams through to the least busy

@@ -253,11 +253,11 @@ async fn missing_model_is_forwarded_without_header_or_refused() {
         answer.json()["error"]["message"],
         "The request body names no model and no route serves it."
     );
-    // A multipart upload is not read as JSON: forwarded without the header.
+    // A form without a `model` field: forwarded without the header.
     let multipart = Request::post("/v1/audio/transcriptions")
         .header("content-type", "multipart/form-data; boundary=x")
         .body(common::full(
-            "--x\r\ncontent-disposition: form-data; name=\"model\"\r\n\r\nski-resorts\r\n--x--\r\n",
+            "--x\r\ncontent-disposition: form-data; name=\"language\"\r\n\r\nen\r\n--x--\r\n",
         ))
         .unwrap();
     send(gateway.addr, multipart)

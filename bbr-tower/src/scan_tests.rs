@@ -189,3 +189,40 @@ fn routing_headers_in_trailers_are_refused_under_reject() {
         Step::Failed(Refusal::RoutingHeader(bbr_core::contract::MODEL_HEADER))
     ));
 }
+
+#[cfg(feature = "gzip")]
+#[test]
+fn a_compressed_body_reserves_its_decoder_at_the_first_byte_until_it_is_decoded() {
+    // `{"model":"m"}` gzipped.
+    let gzipped = Bytes::from_static(&[
+        0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 3, 0xab, 0x56, 0xca, 0xcd, 0x4f, 0x49, 0xcd, 0x51, 0xb2,
+        0x52, 0xca, 0x55, 0xaa, 0x05, 0x00, 0x9b, 0x6c, 0xba, 0xaa, 0x0d, 0x00, 0x00, 0x00,
+    ]);
+    let decoder = 64 << 10;
+    for (split_at, ended) in [(gzipped.len(), true), (12, false)] {
+        let counters = Arc::new(Counters::default());
+        let stats = RoutingStats::new(counters.clone());
+        let mut scan = Scan::new(
+            BodyExtractor::for_content(None, Some(b"gzip"), Limits::new()),
+            ClientHeaders::Strip,
+            Reservation::new(counters, u64::MAX),
+        );
+        assert_eq!(stats.held_bytes(), 0, "nothing before the first byte");
+        let step = scan.push(Frame::data(gzipped.slice(..split_at)));
+        let frame = split_at as u64 + FRAME_OVERHEAD;
+        assert_eq!(stats.held_bytes(), decoder + frame);
+        if ended {
+            assert!(matches!(step, Step::Decided(Decision::Found(_))));
+            assert!(matches!(scan.end(), Step::Decided(Decision::Found(_))));
+            // Nothing left to decode: only the frame stays held.
+            let held = scan.into_held();
+            assert_eq!((stats.held_bytes(), held.decoder_cost), (frame, 0));
+        } else {
+            // Undecided: the validator keeps decoding after the decision.
+            assert!(matches!(step, Step::NeedMore));
+            let held = scan.into_held();
+            assert_eq!(held.decoder_cost, decoder);
+            assert!(held.validator.is_some());
+        }
+    }
+}

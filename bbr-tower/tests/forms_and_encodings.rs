@@ -5,7 +5,7 @@
 
 mod common;
 
-use bbr_tower::{FRAME_OVERHEAD, ModelRoutingLayer};
+use bbr_tower::ModelRoutingLayer;
 use bytes::Bytes;
 use common::{
     AUDIO, FramesBody, Recorder, TEST_TIMEOUT, TestServer, brotli, channel_body, form, gzip,
@@ -263,6 +263,7 @@ async fn forms_and_gzip_over_a_real_socket() {
 #[cfg(feature = "gzip")]
 #[tokio::test]
 async fn a_gzip_body_reserves_its_decoder_against_the_global_cap_at_and_one_past() {
+    use bbr_tower::FRAME_OVERHEAD;
     let upload = &uploads()[2];
     assert_eq!(upload.content_encoding, Some("gzip"));
     // One frame: the decoder (64 KiB) and the frame with its overhead.

@@ -47,6 +47,7 @@
 //! `loadgen` binary, used for the proxy load benchmarks.
 
 pub mod loadgen;
+pub mod soak;
 
 use bytes::Bytes;
 
@@ -768,14 +769,14 @@ fn base64_image(rng: &mut SplitMix64, len: usize) -> String {
 
 /// Small fixed-seed generator (SplitMix64): deterministic across platforms.
 #[derive(Debug, Clone)]
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(u64);
 
 impl SplitMix64 {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed)
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -784,11 +785,11 @@ impl SplitMix64 {
     }
 
     /// Uniform-enough in `0..n` for test data.
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 
-    fn range(&mut self, low: usize, high: usize) -> usize {
+    pub(crate) fn range(&mut self, low: usize, high: usize) -> usize {
         low + self.below(high - low)
     }
 }

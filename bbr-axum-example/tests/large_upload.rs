@@ -1,0 +1,269 @@
+//! A 256 MiB form upload through the gateway binary (its own process, so
+//! its memory is measured alone) to a simulated model server in the test
+//! process. The upload is generated and hashed as it is sent; nothing holds
+//! 256 MiB in the test.
+//!
+//! - `model` first: the server reads the field while the client is still
+//!   sending (the client waits for it after 1 MiB), and the gateway's peak
+//!   RSS (`VmHWM`) grows by a few MiB at most.
+//! - `model` last: the gateway must hold the body until the field (the
+//!   scan limit is raised past the upload for that); the file arrives byte
+//!   for byte and the peak RSS grows by the held body and little more: it is
+//!   held once, never copied.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bbr_model_sim::SimConfig;
+use bytes::Bytes;
+use http::Request;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use sha2::{Digest, Sha256};
+
+const FILE_BYTES: u64 = 256 << 20;
+const CHUNK: usize = 64 << 10;
+const BOUNDARY: &str = "large-upload-boundary";
+const DEADLINE: Duration = Duration::from_secs(120);
+const MIB: u64 = 1 << 20;
+
+/// The gateway binary, configured to route `whisper-1` to `sim`.
+struct GatewayProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl GatewayProcess {
+    fn start(sim: SocketAddr, scan_limit: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("bbr-large-{}-{scan_limit}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("gateway.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "pools:\n  - name: asr\n    endpoints: [{sim}]\nroutes:\n  - {{name: a, pool: asr, matches: [{{model: whisper-1}}]}}\n\
+                 bbr: {{max_scan_bytes: {scan_limit}, max_body_bytes: 512MiB}}\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bbr-axum-example"))
+            .args(["--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the gateway binary starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("a banner").unwrap();
+        let addr = first
+            .strip_prefix("bbr gateway listening on http://")
+            .unwrap_or_else(|| panic!("unexpected banner {first}"))
+            .parse()
+            .unwrap();
+        // Keep reading the banner so the gateway never blocks on stdout.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, addr }
+    }
+
+    /// `VmHWM` (peak resident set) of the gateway process, in bytes.
+    fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn part_head(name: &str, filename: Option<&str>) -> Vec<u8> {
+    let mut head = Vec::new();
+    write!(
+        head,
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\""
+    )
+    .unwrap();
+    if let Some(filename) = filename {
+        write!(head, "; filename=\"{filename}\"\r\nContent-Type: audio/wav").unwrap();
+    }
+    head.extend_from_slice(b"\r\n\r\n");
+    head
+}
+
+/// The `i`-th chunk of the generated file: every byte value, no delimiter.
+fn file_chunk(i: u64) -> Bytes {
+    Bytes::from(
+        (0..CHUNK as u64)
+            .map(|j| ((i * CHUNK as u64 + j).wrapping_mul(2_654_435_761) >> 11) as u8 | 0x80)
+            .collect::<Vec<u8>>(),
+    )
+}
+
+type Sender = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::convert::Infallible>>;
+
+/// What one upload did.
+struct Upload {
+    answer: serde_json::Value,
+    file_sha256: String,
+    /// File bytes sent when the server had read the `model` field (model
+    /// first only).
+    sent_when_model_seen: Option<u64>,
+}
+
+async fn upload(gateway: SocketAddr, sim: &bbr_model_sim::SimHandle, model_first: bool) -> Upload {
+    let model_part = [part_head("model", None), b"whisper-1\r\n".to_vec()].concat();
+    let file_head = part_head("file", Some("long.wav"));
+    let tail = format!("--{BOUNDARY}--\r\n").into_bytes();
+    let length =
+        model_part.len() as u64 + file_head.len() as u64 + FILE_BYTES + 2 + tail.len() as u64;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let body = StreamBody::new(tokio_stream_from(rx));
+    let request = Request::post(format!("http://{gateway}/v1/audio/transcriptions"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .header("content-length", length)
+        .body(body)
+        .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let response = tokio::spawn(async move {
+        let response = client.request(request).await.expect("an answer");
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
+    });
+    let mut seen = sim.observer().form_models_seen();
+    let send = |tx: &Sender, bytes: Vec<u8>| {
+        let tx = tx.clone();
+        async move { tx.send(Ok(Frame::data(Bytes::from(bytes)))).await.unwrap() }
+    };
+    let mut hash = Sha256::new();
+    let mut sent_when_model_seen = None;
+    if model_first {
+        send(&tx, model_part.clone()).await;
+    }
+    send(&tx, file_head).await;
+    for i in 0..FILE_BYTES / CHUNK as u64 {
+        let chunk = file_chunk(i);
+        hash.update(&chunk);
+        tx.send(Ok(Frame::data(chunk))).await.unwrap();
+        if model_first && (i + 1) * CHUNK as u64 == MIB {
+            // The rest is sent only once the server read the field.
+            tokio::time::timeout(DEADLINE, seen.changed())
+                .await
+                .expect("the model field reached the server while the upload went on")
+                .unwrap();
+            sent_when_model_seen = Some(MIB);
+        }
+    }
+    send(&tx, b"\r\n".to_vec()).await;
+    if !model_first {
+        send(&tx, model_part).await;
+    }
+    send(&tx, tail).await;
+    drop(tx);
+    let (status, body) = tokio::time::timeout(DEADLINE, response)
+        .await
+        .expect("answer in time")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    Upload {
+        answer: serde_json::from_slice(&body).unwrap(),
+        file_sha256: hex(&hash.finalize()),
+        sent_when_model_seen,
+    }
+}
+
+fn tokio_stream_from<T>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A small upload first, so the baseline includes the gateway's warm-up
+/// allocations (connection pools, buffers).
+async fn warm_up(gateway: SocketAddr) {
+    let body = [
+        part_head("model", None),
+        b"whisper-1\r\n".to_vec(),
+        part_head("file", Some("a.wav")),
+        b"RIFF\r\n".to_vec(),
+        format!("--{BOUNDARY}--\r\n").into_bytes(),
+    ]
+    .concat();
+    let request = Request::post(format!("http://{gateway}/v1/audio/transcriptions"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(http_body_util::Full::new(Bytes::from(body)))
+        .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_first_reaches_the_server_mid_upload_with_a_few_mib_of_gateway_memory() {
+    let sim = bbr_model_sim::spawn(SimConfig::new("whisper-1"))
+        .await
+        .unwrap();
+    let gateway = GatewayProcess::start(sim.addr(), "32MiB");
+    warm_up(gateway.addr).await;
+    let before = gateway.peak_rss();
+    let upload = upload(gateway.addr, &sim, true).await;
+    let grown = gateway.peak_rss().saturating_sub(before);
+    eprintln!(
+        "model first: gateway VmHWM {} MiB before, grew by {} KiB",
+        before / MIB,
+        grown / 1024
+    );
+    assert_eq!(upload.sent_when_model_seen, Some(MIB));
+    assert_eq!(upload.answer["model"], "whisper-1");
+    assert_eq!(upload.answer["file"]["bytes"], FILE_BYTES);
+    assert_eq!(upload.answer["file"]["sha256"], upload.file_sha256);
+    assert!(
+        grown <= 8 * MIB,
+        "the gateway's peak RSS grew by {grown} bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_last_is_forwarded_byte_identical_holding_the_body_once() {
+    let sim = bbr_model_sim::spawn(SimConfig::new("whisper-1"))
+        .await
+        .unwrap();
+    let gateway = GatewayProcess::start(sim.addr(), "300MiB");
+    warm_up(gateway.addr).await;
+    let before = gateway.peak_rss();
+    let upload = upload(gateway.addr, &sim, false).await;
+    let grown = gateway.peak_rss().saturating_sub(before);
+    eprintln!(
+        "model last: gateway VmHWM {} MiB before, grew by {} MiB",
+        before / MIB,
+        grown / MIB
+    );
+    assert_eq!(upload.answer["model"], "whisper-1");
+    assert_eq!(upload.answer["file"]["bytes"], FILE_BYTES);
+    assert_eq!(upload.answer["file"]["sha256"], upload.file_sha256);
+    assert!(
+        grown <= FILE_BYTES + 16 * MIB,
+        "the gateway's peak RSS grew by {grown} bytes for a {FILE_BYTES}-byte body"
+    );
+}
