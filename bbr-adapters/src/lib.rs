@@ -62,7 +62,7 @@
 //!
 //! Every file is read whole, up to [`MAX_FILE_BYTES`].
 //!
-//! With the cargo feature `kube`, [`kube::KubeDiscovery`] follows the
+//! With the cargo feature `kube`, `kube::KubeDiscovery` follows the
 //! labelled ConfigMaps through the Kubernetes API instead, live, like the
 //! upstream BBR (mounted directories stay the option that needs no RBAC).
 //!
