@@ -1897,12 +1897,15 @@ fn zstd(data: &[u8]) -> Bytes {
     Bytes::from(zstd::bulk::compress(data, 3).expect("zstd"))
 }
 
+/// An encoder of one coding.
+type Encoder = fn(&[u8]) -> Bytes;
+
 /// Every coding built, with its encoder.
-fn codings() -> Vec<(&'static str, fn(&[u8]) -> Bytes)> {
+fn codings() -> Vec<(&'static str, Encoder)> {
     #[allow(unused_mut)]
-    let mut list: Vec<(&'static str, fn(&[u8]) -> Bytes)> = Vec::new();
+    let mut list: Vec<(&'static str, Encoder)> = Vec::new();
     #[cfg(feature = "flate2")]
-    list.extend([("gzip", gzip as fn(&[u8]) -> Bytes), ("deflate", deflate)]);
+    list.extend([("gzip", gzip as Encoder), ("deflate", deflate)]);
     #[cfg(feature = "brotli")]
     list.push(("br", brotli));
     #[cfg(feature = "zstd")]

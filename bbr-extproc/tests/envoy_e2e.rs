@@ -728,8 +728,8 @@ async fn uploads_and_compressed_bodies(envoy: &Envoy, upstreams: &Upstreams, mod
     }
     let chat =
         r#"{"messages":[{"role":"user","content":"Is the soup good?"}],"model":"movie-critique"}"#;
-    let encoders: [(&str, fn(&[u8]) -> Vec<u8>); 3] =
-        [("gzip", gzip), ("br", brotli), ("zstd", zstd)];
+    type Encoder = fn(&[u8]) -> Vec<u8>;
+    let encoders: [(&str, Encoder); 3] = [("gzip", gzip), ("br", brotli), ("zstd", zstd)];
     for (coding, encode) in encoders {
         let body = Bytes::from(encode(chat.as_bytes()));
         let answer = send(
