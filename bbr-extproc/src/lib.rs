@@ -6,6 +6,25 @@
 //! header routes pick the pool. A drop-in for the upstream BBR image: same
 //! flags, ports and metric names.
 //!
+//! Beyond JSON, the same streaming rules route `multipart/form-data`
+//! uploads by their `model` form field (audio transcriptions, image edits)
+//! and compressed bodies (`content-encoding` gzip, deflate, br, zstd),
+//! chosen per request from its `content-type` and `content-encoding` with
+//! [`bbr_core::BodyExtractor`]; the bytes go upstream as the client sent
+//! them. See [`stream`] for the rules and limits.
+//!
+//! # Cargo features
+//!
+//! - `server` (default): the binary's parts, below.
+//! - `kube` (default): `--adapters-from=kubernetes`.
+//! - `flate2`, `brotli`, `zstd` (default): one request-body decoder each,
+//!   forwarded to bbr-core's features: gzip and deflate (miniz_oxide, pure
+//!   Rust), br (brotli-decompressor, pure Rust), zstd (libzstd, C; the
+//!   fastest measured, see bbr-core's docs for the numbers). A library user
+//!   (`default-features = false`) opts in; without a decoder its encoding
+//!   is not read and the request is forwarded unrouted (or refused by the
+//!   missing-model policy), never answered 400.
+//!
 //! - [`StreamState`]: the synchronous per-stream state machine, one per
 //!   HTTP request; all the protocol logic, per body mode (see [`stream`]).
 //! - [`BbrExtProc`]: the tonic `ExternalProcessor` service around it.

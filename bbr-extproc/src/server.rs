@@ -134,7 +134,7 @@ impl ExternalProcessor for BbrExtProc {
             let report = state.report();
             if let Some(verdict) = &report.verdict {
                 tracing::debug!(outcome = verdict.label(), model = ?report_model(verdict),
-                    bytes = report.bytes_before_decision, "request decided");
+                    body = ?report.body_kind, bytes = report.bytes_before_decision, "request decided");
             }
             metrics.record(report);
         });

@@ -13,6 +13,40 @@
 //! | `BUFFERED_PARTIAL` | sent at once, empty | the one body message is the whole body (`end_of_stream`) or a prefix of it (Envoy's buffer limit was reached); a prefix that decides (found or absent) routes like `BUFFERED`; one that does not is answered by [`UndecidedPrefix`]: 413 `request_too_large` (the default) or forwarded unrouted |
 //! | `NONE` | sent at once, spoofed headers removed | — |
 //!
+//! # What a body is read as
+//!
+//! The request headers message gives `content-type` and
+//! `content-encoding` (from `raw_value`, or `value` when that is empty);
+//! [`BodyExtractor::for_content`] picks the extractor, in every body mode:
+//!
+//! - `multipart/form-data; boundary=...` (quoted or not): the `model` form
+//!   field, wherever it is in the form (uploads to
+//!   `/v1/audio/transcriptions`, `/v1/audio/translations`,
+//!   `/v1/images/edits`). File parts are skipped as they stream; with the
+//!   field first the decision comes before the file, with it last the
+//!   file's bytes are held (full duplex) until then, within the scan
+//!   limit and the [`HeldBudget`] like any undecided body. Under the
+//!   `reject` duplicate-key policy the rest is still checked: a second
+//!   `model` field (400 `invalid_model`), a missing closing boundary or
+//!   malformed framing (400 `invalid_json`). Part header limits:
+//!   [`Settings::part_limits`] (400 past them).
+//! - Anything else: a JSON object, as before.
+//! - `content-encoding: gzip`, `deflate`, `br`, `zstd`, or a list of two
+//!   (several fields are one list): decoded as it streams into the
+//!   extractor, while the original compressed bytes go upstream, never
+//!   changed. Decoded bytes count against the scan and body limits, raw
+//!   bytes against the body limit (and `content-length` at the headers);
+//!   [`Settings::decode_limits`] bounds the expansion ratio and the
+//!   decoder window (a bomb is 413 `request_too_large` after about 1 MiB
+//!   of decoding). A corrupt or truncated stream is 400 `invalid_json`.
+//!   [`Report::bytes_before_decision`] counts raw (compressed) bytes.
+//! - An encoding that is not decoded (unknown, more than two codings, or
+//!   one whose cargo feature is off: `flate2` for gzip and deflate,
+//!   `brotli`, `zstd`) is not read: the first body chunk decides "no
+//!   model", so the request is forwarded unrouted (spoofed headers still
+//!   removed) or refused by [`MissingModel::Reject`], never a 400.
+//! - Should a client send two `content-type` fields, the first is used.
+//!
 //! Trailers end the body like `end_of_stream` does; client-sent routing
 //! headers in the request trailers are removed in the trailers reply (or
 //! the request is refused under [`ClientHeaders::Reject`]), so an HTTP/2
@@ -78,7 +112,11 @@ use std::time::{Duration, Instant};
 use crate::held::{HeldBudget, HeldChunks};
 
 use bbr_core::contract::{self, BASE_MODEL_HEADER, ClientHeaders, MissingModel, Refusal};
-use bbr_core::{ErrorKind, ExtractError, Limits, Model, ModelExtractor, Outcome, Progress};
+use bbr_core::encoding::DecodeLimits;
+use bbr_core::multipart::PartLimits;
+use bbr_core::{
+    BodyExtractor, BodyKind, ErrorKind, ExtractError, Limits, Model, Outcome, Progress,
+};
 use bytes::Bytes;
 
 use crate::error::{Error, UnknownValue, immediate_response};
@@ -86,7 +124,7 @@ use crate::mutation::{
     self, Direction, body_reply, headers_reply, immediate_reply, push_streamed, routing_common,
     trailers_reply,
 };
-use crate::proto::envoy::config::core::v3::HeaderMap;
+use crate::proto::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use crate::proto::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
 use crate::proto::envoy::service::ext_proc::v3::{
     HeaderMutation, HttpBody, HttpHeaders, HttpTrailers, ProcessingRequest, ProcessingResponse,
@@ -243,6 +281,12 @@ pub struct Settings {
     /// Cap on body bytes held across every stream of one server (default
     /// [`HeldBudget::DEFAULT_CAP`]); past it: 503 with `Retry-After`.
     pub max_held_bytes: u64,
+    /// Bounds on decoding a compressed body (expansion ratio, decoder
+    /// window; defaults [`DecodeLimits::new`]); past them: 413.
+    pub decode_limits: DecodeLimits,
+    /// Bounds on a `multipart/form-data` part's headers (defaults
+    /// [`PartLimits::new`]); past them: 400.
+    pub part_limits: PartLimits,
 }
 
 impl Default for Settings {
@@ -257,6 +301,8 @@ impl Default for Settings {
             routing: RoutingHeaders::default(),
             decision_deadline: Self::DEFAULT_DECISION_DEADLINE,
             max_held_bytes: HeldBudget::DEFAULT_CAP,
+            decode_limits: DecodeLimits::new(),
+            part_limits: PartLimits::new(),
         }
     }
 }
@@ -350,6 +396,32 @@ impl Settings {
         self
     }
 
+    /// Sets the decoding limits for compressed bodies.
+    ///
+    /// ```
+    /// use bbr_core::encoding::DecodeLimits;
+    /// let settings = bbr_extproc::Settings::default().decode_limits(DecodeLimits::new().with_max_ratio(20));
+    /// assert_eq!(settings.decode_limits.max_ratio(), 20);
+    /// ```
+    #[must_use]
+    pub fn decode_limits(mut self, limits: DecodeLimits) -> Self {
+        self.decode_limits = limits;
+        self
+    }
+
+    /// Sets the part header limits for `multipart/form-data` bodies.
+    ///
+    /// ```
+    /// use bbr_core::multipart::PartLimits;
+    /// let settings = bbr_extproc::Settings::default().part_limits(PartLimits::new().with_max_headers(4));
+    /// assert_eq!(settings.part_limits, PartLimits::new().with_max_headers(4));
+    /// ```
+    #[must_use]
+    pub fn part_limits(mut self, limits: PartLimits) -> Self {
+        self.part_limits = limits;
+        self
+    }
+
     /// Sets the headers a decision sets.
     ///
     /// ```
@@ -427,6 +499,9 @@ pub struct Report {
     /// `send_body_without_waiting_for_header_response`, so it could not be
     /// routed by body.
     pub unroutable_mode: bool,
+    /// How the body was read, from the request's `content-type` and
+    /// `content-encoding` (`None` before the request headers).
+    pub body_kind: Option<BodyKind>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -513,7 +588,8 @@ impl Phase {
 #[derive(Debug)]
 pub struct StreamState {
     settings: Arc<Settings>,
-    extractor: ModelExtractor,
+    /// Chosen again from the request headers' content headers.
+    extractor: BodyExtractor,
     phase: Phase,
     mode: Mode,
     response_full_duplex: bool,
@@ -564,7 +640,7 @@ impl StreamState {
     /// assert_eq!(budget.held(), stream.held_memory());
     /// ```
     pub fn with_budget(settings: Arc<Settings>, budget: Arc<HeldBudget>) -> Self {
-        let extractor = ModelExtractor::new(settings.limits);
+        let extractor = BodyExtractor::for_content(None, None, settings.limits);
         Self {
             settings,
             extractor,
@@ -739,20 +815,36 @@ impl StreamState {
         }
         self.spoofed = routing_headers_in(&headers.headers);
         self.spoofed_custom = self.custom_header_in(&headers.headers);
-        if let Some(map) = &headers.headers {
-            for header in &map.headers {
-                if header.key.eq_ignore_ascii_case("content-length") {
-                    let value: &[u8] = if header.raw_value.is_empty() {
-                        header.value.as_bytes()
-                    } else {
-                        &header.raw_value
-                    };
-                    self.content_length = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.trim().parse().ok());
+        let mut content_type: Option<&[u8]> = None;
+        let mut content_encoding: Vec<u8> = Vec::new();
+        let mut encoded = false;
+        for header in headers.headers.iter().flat_map(|map| &map.headers) {
+            let key = header.key.as_str();
+            if key.eq_ignore_ascii_case("content-length") {
+                self.content_length = std::str::from_utf8(header_value(header))
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok());
+            } else if key.eq_ignore_ascii_case("content-type") {
+                // The first one, should a client send two.
+                content_type.get_or_insert(header_value(header));
+            } else if key.eq_ignore_ascii_case("content-encoding") {
+                // Several fields are one list (RFC 9110 section 5.3).
+                if encoded {
+                    content_encoding.push(b',');
                 }
+                encoded = true;
+                content_encoding.extend_from_slice(header_value(header));
             }
         }
+        let settings = &self.settings;
+        self.extractor = BodyExtractor::for_content(
+            content_type,
+            encoded.then_some(&content_encoding[..]),
+            settings.limits,
+        )
+        .with_decode_limits(settings.decode_limits)
+        .with_part_limits(settings.part_limits);
+        self.report.body_kind = Some(self.extractor.kind());
         if self.settings.client_headers == ClientHeaders::Reject
             && let Some(canonical) = self.spoofed.first().map(|(canonical, _)| *canonical)
         {
@@ -978,7 +1070,13 @@ impl StreamState {
             // The end of stream after a sized body was already checked.
             return Ok(None);
         }
-        let progress = self.feed(chunk)?;
+        // An empty chunk says nothing (and an encoding not decoded would
+        // take it for a body without a model).
+        let progress = if chunk.is_empty() {
+            Progress::NeedMore
+        } else {
+            self.feed(chunk)?
+        };
         let mut decision = match progress {
             Progress::Found(model) if !self.decided => Some(self.accept(Outcome::Found(model))?),
             Progress::Absent if !self.decided => Some(self.accept(Outcome::Absent)?),
@@ -1192,6 +1290,16 @@ impl Drop for StreamState {
     fn drop(&mut self) {
         // A stream Envoy reset mid-body gives its bytes back too.
         self.release_budget();
+    }
+}
+
+/// A header's value as sent: Envoy puts it in `raw_value`, older versions
+/// in `value`.
+fn header_value(header: &HeaderValue) -> &[u8] {
+    if header.raw_value.is_empty() {
+        header.value.as_bytes()
+    } else {
+        &header.raw_value
     }
 }
 

@@ -1463,3 +1463,745 @@ fn many_tiny_body_messages_hold_memory_bounded_by_the_bytes_not_the_messages() {
         format!(r#"{prefix}"],"model":"m"}}"#).into_bytes()
     );
 }
+
+// ------------------------------------ forms and compressed bodies (issue 12)
+
+/// Request headers of an upload: `content-type` (and `content-encoding`
+/// fields, one per entry) as Envoy sends them, in `raw_value`.
+fn content_headers(
+    mode: BodySendMode,
+    content_type: &str,
+    encodings: &[&str],
+    extra: &[(&str, &str)],
+) -> ProcessingRequest {
+    let mut list = vec![
+        (":method", "POST"),
+        (":path", "/v1/audio/transcriptions"),
+        ("content-type", content_type),
+    ];
+    list.extend(encodings.iter().map(|e| ("content-encoding", *e)));
+    list.extend_from_slice(extra);
+    let mut request = headers_msg(mode, true, false, &[]);
+    let Some(Request::RequestHeaders(headers)) = &mut request.request else {
+        unreachable!()
+    };
+    headers.headers = Some(HeaderMap {
+        headers: list
+            .iter()
+            .map(|(k, v)| HeaderValue {
+                key: (*k).to_owned(),
+                value: String::new(),
+                raw_value: Bytes::copy_from_slice(v.as_bytes()),
+            })
+            .collect(),
+    });
+    request
+}
+
+/// Sends `body` in messages of `chunk` bytes (the last one with
+/// `end_of_stream`; `BUFFERED`: one message), returns every reply.
+fn send_body(
+    settings: Arc<Settings>,
+    headers: ProcessingRequest,
+    body: &Bytes,
+    chunk: usize,
+) -> (Vec<Seen>, StreamState) {
+    let buffered = matches!(
+        &headers.protocol_config,
+        Some(config) if config.request_body_mode == BodySendMode::Buffered as i32
+    );
+    let mut s = StreamState::new(settings);
+    let mut out = step(&mut s, headers);
+    let chunks: Vec<Bytes> = if buffered {
+        vec![body.clone()]
+    } else {
+        (0..body.len())
+            .step_by(chunk)
+            .map(|start| body.slice(start..(start + chunk).min(body.len())))
+            .collect()
+    };
+    for (i, piece) in chunks.iter().enumerate() {
+        if s.is_finished() {
+            break;
+        }
+        out.extend(step(&mut s, body_msg(piece, i + 1 == chunks.len())));
+    }
+    (out, s)
+}
+
+fn forwarded(out: &[Seen]) -> Vec<u8> {
+    out.iter()
+        .filter_map(|s| match s {
+            Seen::Streamed(bytes, _) => Some(bytes.to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// The routing decision of a reply list: the model header set by the
+/// first headers (or buffered body) reply that clears the route cache.
+fn routed(out: &[Seen]) -> Option<Option<String>> {
+    out.iter().find_map(|s| match s {
+        Seen::Headers(set, _, true) | Seen::Body(Some((set, _, true))) => Some(
+            set.iter()
+                .find(|(k, _)| k == MODEL_HEADER)
+                .map(|(_, v)| v.clone()),
+        ),
+        _ => None,
+    })
+}
+
+const BOUNDARY: &str = "----bbr7MA4YWxkTrZu0gW";
+
+/// A transcription upload as curl `-F` sends it: `fields` in order, then
+/// the close delimiter (unless `close` is false). A `None` value is the
+/// file part.
+fn form(boundary: &str, fields: &[(&str, Option<&str>)], close: bool) -> Bytes {
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match value {
+            Some(value) => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                    .as_bytes(),
+            ),
+            None => {
+                body.extend_from_slice(
+                    format!(
+                        "Content-Disposition: form-data; name=\"{name}\"; filename=\"a.wav\"\r\n\
+                         Content-Type: audio/wav\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+                body.extend_from_slice(&audio(boundary));
+                body.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    if close {
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    }
+    Bytes::from(body)
+}
+
+/// File content that looks like the start of a delimiter in places (the
+/// search must carry it across chunk ends) and holds every byte value.
+fn audio(boundary: &str) -> Vec<u8> {
+    let mut file = b"RIFF\0\0\0\0WAVEfmt ".to_vec();
+    file.extend(0..=255u8);
+    file.extend_from_slice(format!("\r\n--{}", &boundary[..boundary.len() - 1]).as_bytes());
+    file.extend_from_slice(b"\r\n-\r\n--\r");
+    file.extend(0..=255u8);
+    file
+}
+
+fn form_type(boundary: &str, quoted: bool) -> String {
+    if quoted {
+        format!("multipart/form-data; boundary=\"{boundary}\"")
+    } else {
+        format!("multipart/form-data; boundary={boundary}")
+    }
+}
+
+#[test]
+fn a_form_upload_is_routed_by_its_model_field_at_every_chunking_with_the_bytes_untouched() {
+    let model_first = [("model", Some("whisper-1")), ("file", None)];
+    let model_last = [
+        ("file", None),
+        ("language", Some("en")),
+        ("model", Some("whisper-1")),
+    ];
+    for (fields, quoted) in [(&model_first[..], false), (&model_last[..], true)] {
+        let body = form(BOUNDARY, fields, true);
+        let content_type = form_type(BOUNDARY, quoted);
+        for chunk in 1..=64 {
+            let context = format!("{fields:?}, quoted {quoted}, {chunk}-byte chunks");
+            let headers =
+                content_headers(BodySendMode::FullDuplexStreamed, &content_type, &[], &[]);
+            let (out, s) = send_body(settings(), headers, &body, chunk);
+            assert_eq!(
+                out[0],
+                Seen::Headers(model_set("whisper-1"), vec![], true),
+                "{context}"
+            );
+            assert_eq!(forwarded(&out), &body[..], "{context}");
+            assert!(!s.is_holding() && !s.is_finished(), "{context}");
+            assert_eq!(s.report().body_kind, Some(BodyKind::Multipart));
+
+            // STREAMED with the early body: Envoy keeps the bytes, one
+            // empty reply per chunk, the headers reply first.
+            let headers = content_headers(BodySendMode::Streamed, &content_type, &[], &[]);
+            let (out, s) = send_body(settings(), headers, &body, chunk);
+            assert_eq!(
+                out[0],
+                Seen::Headers(model_set("whisper-1"), vec![], true),
+                "{context}"
+            );
+            assert_eq!(out.len(), 1 + body.len().div_ceil(chunk), "{context}");
+            assert!(out[1..].iter().all(|s| *s == Seen::Body(None)), "{context}");
+            assert!(!s.is_holding(), "{context}");
+        }
+        let headers = content_headers(BodySendMode::Buffered, &content_type, &[], &[]);
+        let (out, _) = send_body(settings(), headers, &body, body.len());
+        assert_eq!(
+            out,
+            vec![
+                Seen::Headers(vec![], vec![], false),
+                Seen::Body(Some((model_set("whisper-1"), vec![], true))),
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_form_with_the_model_first_is_decided_before_the_file_arrives() {
+    let body = form(
+        BOUNDARY,
+        &[("model", Some("whisper-1")), ("file", None)],
+        true,
+    );
+    let file_at = body
+        .windows(8)
+        .position(|w| w == b"RIFF\0\0\0\0")
+        .expect("the file");
+    let headers = content_headers(
+        BodySendMode::FullDuplexStreamed,
+        &form_type(BOUNDARY, false),
+        &[],
+        &[],
+    );
+    let mut s = StreamState::new(settings());
+    step(&mut s, headers);
+    let out = step(&mut s, body_msg(&body.slice(..file_at), false));
+    assert_eq!(out[0], Seen::Headers(model_set("whisper-1"), vec![], true));
+    assert!(!s.awaiting_decision());
+    assert!(s.report().bytes_before_decision <= file_at as u64);
+}
+
+#[test]
+fn a_second_model_field_under_reject_is_refused_at_every_chunking() {
+    let body = form(
+        BOUNDARY,
+        &[
+            ("model", Some("whisper-1")),
+            ("file", None),
+            ("model", Some("other")),
+        ],
+        true,
+    );
+    for chunk in 1..=64 {
+        let headers = content_headers(
+            BodySendMode::FullDuplexStreamed,
+            &form_type(BOUNDARY, false),
+            &[],
+            &[],
+        );
+        let (out, s) = send_body(settings(), headers, &body, chunk);
+        assert_eq!(out[0], Seen::Headers(model_set("whisper-1"), vec![], true));
+        let Some(Seen::Immediate(400, error)) = out.last() else {
+            panic!("{chunk}: expected a 400 last, got {out:?}");
+        };
+        assert_eq!(error["error"]["code"], "invalid_model", "{chunk}");
+        assert!(body.starts_with(&forwarded(&out)), "{chunk}");
+        assert!(s.is_finished());
+    }
+    // First-wins does not read on.
+    let limits = Limits::new().with_duplicate_keys(DuplicateKeys::FirstWins);
+    let headers = content_headers(
+        BodySendMode::FullDuplexStreamed,
+        &form_type(BOUNDARY, false),
+        &[],
+        &[],
+    );
+    let (out, s) = send_body(Arc::new(Settings::new(limits)), headers, &body, 7);
+    assert_eq!(forwarded(&out), &body[..]);
+    assert!(!s.is_finished());
+}
+
+#[test]
+fn a_form_without_its_closing_boundary_is_refused_at_every_chunking() {
+    for fields in [
+        &[("model", Some("whisper-1")), ("file", None)][..],
+        &[("file", None), ("model", Some("whisper-1"))][..],
+    ] {
+        let body = form(BOUNDARY, fields, false);
+        for chunk in 1..=64 {
+            let headers = content_headers(
+                BodySendMode::FullDuplexStreamed,
+                &form_type(BOUNDARY, true),
+                &[],
+                &[],
+            );
+            let (out, s) = send_body(settings(), headers, &body, chunk);
+            let Some(Seen::Immediate(400, error)) = out.last() else {
+                panic!("{chunk}: expected a 400 last, got {out:?}");
+            };
+            assert_eq!(error["error"]["code"], "invalid_json", "{fields:?} {chunk}");
+            assert!(s.is_finished());
+            assert!(!s.is_holding());
+        }
+    }
+}
+
+#[test]
+fn a_form_without_a_model_field_follows_the_missing_model_policy() {
+    let body = form(BOUNDARY, &[("file", None), ("language", Some("en"))], true);
+    let content_type = form_type(BOUNDARY, false);
+    let headers = content_headers(
+        BodySendMode::FullDuplexStreamed,
+        &content_type,
+        &[],
+        &[(MODEL_HEADER, "spoof")],
+    );
+    let (out, s) = send_body(settings(), headers, &body, 13);
+    assert_eq!(
+        out[0],
+        Seen::Headers(vec![], vec![MODEL_HEADER.to_owned()], true)
+    );
+    assert_eq!(forwarded(&out), &body[..]);
+    assert_eq!(s.report().verdict, Some(Verdict::Absent));
+
+    let reject = Arc::new(Settings::default().missing_model(MissingModel::Reject));
+    let headers = content_headers(BodySendMode::FullDuplexStreamed, &content_type, &[], &[]);
+    let (out, _) = send_body(reject, headers, &body, 13);
+    assert!(
+        matches!(out.last(), Some(Seen::Immediate(400, e)) if e["error"]["code"] == "missing_model"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_form_without_a_boundary_is_refused_not_forwarded() {
+    let body = form(BOUNDARY, &[("model", Some("whisper-1"))], true);
+    let headers = content_headers(
+        BodySendMode::FullDuplexStreamed,
+        "multipart/form-data",
+        &[],
+        &[],
+    );
+    let (out, _) = send_body(settings(), headers, &body, 64);
+    assert!(
+        matches!(&out[..], [Seen::Immediate(400, e)] if e["error"]["code"] == "invalid_json"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn part_limits_come_from_the_settings() {
+    // Two part header lines: at a limit of two accepted, of one refused.
+    let body = form(BOUNDARY, &[("file", None), ("model", Some("m"))], true);
+    for (max, routed_as) in [(2, Some(Some("m".to_owned()))), (1, None)] {
+        let settings = Settings::default().part_limits(PartLimits::new().with_max_headers(max));
+        let headers = content_headers(
+            BodySendMode::FullDuplexStreamed,
+            &form_type(BOUNDARY, false),
+            &[],
+            &[],
+        );
+        let (out, _) = send_body(Arc::new(settings), headers, &body, 64);
+        assert_eq!(routed(&out), routed_as, "max_headers {max}: {out:?}");
+        if routed_as.is_none() {
+            assert!(
+                matches!(&out[..], [Seen::Immediate(400, e)] if e["error"]["code"] == "invalid_json"),
+                "{out:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn buffered_partial_prefix_of_a_form_is_routed_when_the_field_comes_first() {
+    let first = form(
+        BOUNDARY,
+        &[("model", Some("whisper-1")), ("file", None)],
+        true,
+    );
+    let last = form(
+        BOUNDARY,
+        &[("file", None), ("model", Some("whisper-1"))],
+        true,
+    );
+    for (body, expected) in [(&first, Some(Some("whisper-1".to_owned()))), (&last, None)] {
+        let mut s = StreamState::new(settings());
+        step(
+            &mut s,
+            content_headers(
+                BodySendMode::BufferedPartial,
+                &form_type(BOUNDARY, false),
+                &[],
+                &[],
+            ),
+        );
+        // Envoy's buffer limit cut the upload inside the file.
+        let out = step(&mut s, body_msg(&body.slice(..body.len() - 200), false));
+        assert_eq!(routed(&out), expected, "{out:?}");
+        if expected.is_none() {
+            assert!(
+                matches!(&out[..], [Seen::Immediate(413, _)]),
+                "an undecided prefix: {out:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn content_headers_are_read_from_value_as_well_as_raw_value_and_in_any_case() {
+    let body = form(BOUNDARY, &[("model", Some("whisper-1"))], true);
+    let mut headers = content_headers(BodySendMode::FullDuplexStreamed, "x", &[], &[]);
+    let Some(Request::RequestHeaders(h)) = &mut headers.request else {
+        unreachable!()
+    };
+    let map = h.headers.as_mut().expect("headers");
+    map.headers.retain(|h| h.key != "content-type");
+    map.headers.push(HeaderValue {
+        key: "Content-Type".to_owned(),
+        value: form_type(BOUNDARY, true),
+        raw_value: Bytes::new(),
+    });
+    let (out, s) = send_body(settings(), headers, &body, 5);
+    assert_eq!(out[0], Seen::Headers(model_set("whisper-1"), vec![], true));
+    assert_eq!(s.report().body_kind, Some(BodyKind::Multipart));
+}
+
+// ------------------------------------------------------ compressed bodies
+
+const CHAT: &str = r#"{"messages":[{"role":"user","content":"Review this place: the soup was cold and the service slow."}],"max_tokens":32,"model":"food-review-1"}"#;
+
+#[cfg(feature = "flate2")]
+fn gzip(data: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).expect("gzip");
+    Bytes::from(encoder.finish().expect("gzip"))
+}
+
+#[cfg(feature = "flate2")]
+fn deflate(data: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).expect("deflate");
+    Bytes::from(encoder.finish().expect("deflate"))
+}
+
+#[cfg(feature = "brotli")]
+fn brotli(data: &[u8]) -> Bytes {
+    let mut out = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams::default();
+    brotli::BrotliCompress(&mut &data[..], &mut out, &params).expect("brotli");
+    Bytes::from(out)
+}
+
+#[cfg(feature = "zstd")]
+fn zstd(data: &[u8]) -> Bytes {
+    Bytes::from(zstd::bulk::compress(data, 3).expect("zstd"))
+}
+
+/// An encoder of one coding.
+type Encoder = fn(&[u8]) -> Bytes;
+
+/// Every coding built, with its encoder.
+fn codings() -> Vec<(&'static str, Encoder)> {
+    #[allow(unused_mut)]
+    let mut list: Vec<(&'static str, Encoder)> = Vec::new();
+    #[cfg(feature = "flate2")]
+    list.extend([("gzip", gzip as Encoder), ("deflate", deflate)]);
+    #[cfg(feature = "brotli")]
+    list.push(("br", brotli));
+    #[cfg(feature = "zstd")]
+    list.push(("zstd", zstd));
+    list
+}
+
+#[test]
+fn a_compressed_body_is_routed_at_every_chunking_and_forwarded_compressed() {
+    for (coding, encode) in codings() {
+        let body = encode(CHAT.as_bytes());
+        for chunk in 1..=64 {
+            let context = format!("{coding}, {chunk}-byte chunks");
+            let headers = content_headers(
+                BodySendMode::FullDuplexStreamed,
+                "application/json",
+                &[coding],
+                &[],
+            );
+            let (out, s) = send_body(settings(), headers, &body, chunk);
+            assert_eq!(
+                out[0],
+                Seen::Headers(model_set("food-review-1"), vec![], true),
+                "{context}"
+            );
+            assert_eq!(forwarded(&out), &body[..], "{context}: bytes changed");
+            assert!(!s.is_holding() && !s.is_finished(), "{context}");
+            assert_eq!(s.report().body_kind, Some(BodyKind::Json));
+        }
+        for mode in [BodySendMode::Buffered, BodySendMode::BufferedPartial] {
+            let headers = content_headers(mode, "application/json", &[coding], &[]);
+            let (out, _) = send_body(settings(), headers, &body, body.len());
+            assert_eq!(
+                out[1],
+                Seen::Body(Some((model_set("food-review-1"), vec![], true))),
+                "{coding} {mode:?}"
+            );
+        }
+    }
+}
+
+#[cfg(all(feature = "flate2", feature = "brotli"))]
+#[test]
+fn two_content_encoding_fields_are_one_list_decoded_in_reverse_order() {
+    // `content-encoding: gzip` then `content-encoding: br`: gzip was
+    // applied first, so br is undone first.
+    let body = brotli(&gzip(CHAT.as_bytes()));
+    for chunk in [1, 9, 64] {
+        let headers = content_headers(
+            BodySendMode::FullDuplexStreamed,
+            "application/json",
+            &["gzip", "br"],
+            &[],
+        );
+        let (out, _) = send_body(settings(), headers, &body, chunk);
+        assert_eq!(
+            out[0],
+            Seen::Headers(model_set("food-review-1"), vec![], true)
+        );
+        assert_eq!(forwarded(&out), &body[..]);
+    }
+}
+
+#[cfg(feature = "flate2")]
+#[test]
+fn a_gzip_form_upload_is_routed_by_its_field() {
+    let plain = form(
+        BOUNDARY,
+        &[("file", None), ("model", Some("whisper-1"))],
+        true,
+    );
+    let body = gzip(&plain);
+    for chunk in 1..=64 {
+        let headers = content_headers(
+            BodySendMode::FullDuplexStreamed,
+            &form_type(BOUNDARY, true),
+            &["gzip"],
+            &[],
+        );
+        let (out, _) = send_body(settings(), headers, &body, chunk);
+        assert_eq!(out[0], Seen::Headers(model_set("whisper-1"), vec![], true));
+        assert_eq!(forwarded(&out), &body[..], "{chunk}");
+    }
+}
+
+/// `{` and `len` spaces: valid JSON as far as it goes, compressing ~1000:1.
+fn blank_object(len: usize) -> Vec<u8> {
+    let mut body = vec![b' '; len];
+    body[0] = b'{';
+    body
+}
+
+#[test]
+fn a_decompression_bomb_is_413_with_little_held() {
+    for (coding, encode) in codings() {
+        let body = encode(&blank_object(16 << 20));
+        assert!(body.len() < 64 << 10, "{coding}: {} bytes", body.len());
+        let headers = content_headers(
+            BodySendMode::FullDuplexStreamed,
+            "application/json",
+            &[coding],
+            &[],
+        );
+        let mut s = StreamState::new(settings());
+        step(&mut s, headers);
+        let mut out = Vec::new();
+        let mut most_held = 0;
+        for piece in body.chunks(1024) {
+            out.extend(step(
+                &mut s,
+                body_msg(&Bytes::copy_from_slice(piece), false),
+            ));
+            most_held = most_held.max(s.held_bytes());
+            if s.is_finished() {
+                break;
+            }
+        }
+        let [Seen::Immediate(413, error)] = &out[..] else {
+            panic!("{coding}: expected only a 413, got {out:?}");
+        };
+        assert_eq!(error["error"]["code"], "request_too_large", "{coding}");
+        assert!(s.is_finished());
+        assert_eq!(s.held_memory(), 0, "{coding}: the budget is given back");
+        // Refused by the ratio after ~1 MiB decoded: a few KiB read.
+        assert!(most_held < 32 << 10, "{coding}: {most_held} bytes held");
+    }
+}
+
+#[test]
+fn decode_limits_come_from_the_settings() {
+    // A highly compressible 1 MiB body: refused at a max ratio of 2 past
+    // a 64 KiB floor, routed when the ratio allowed is huge.
+    let mut plain = br#"{"model":"m","pad":""#.to_vec();
+    plain.extend(std::iter::repeat_n(b'a', 1 << 20));
+    plain.extend_from_slice(br#""}"#);
+    for (coding, encode) in codings() {
+        let body = encode(&plain);
+        for (ratio, expected_status) in [(1_000_000, None), (2, Some(413))] {
+            let limits = DecodeLimits::new()
+                .with_max_ratio(ratio)
+                .with_ratio_floor(64 << 10);
+            let headers = content_headers(
+                BodySendMode::FullDuplexStreamed,
+                "application/json",
+                &[coding],
+                &[],
+            );
+            let settings = Arc::new(Settings::default().decode_limits(limits));
+            let (out, _) = send_body(settings, headers, &body, 4096);
+            let status = out.iter().find_map(|s| match s {
+                Seen::Immediate(status, _) => Some(*status),
+                _ => None,
+            });
+            assert_eq!(status, expected_status, "{coding}, ratio {ratio}");
+        }
+    }
+}
+
+#[test]
+fn corrupt_and_truncated_compressed_bodies_are_400() {
+    for (coding, encode) in codings() {
+        let body = encode(CHAT.as_bytes());
+        let truncated = body.slice(..body.len() - 4);
+        let mut corrupt = body.to_vec();
+        corrupt[body.len() / 2] ^= 0x55;
+        for (what, bytes) in [("truncated", truncated), ("corrupt", Bytes::from(corrupt))] {
+            let headers = content_headers(
+                BodySendMode::FullDuplexStreamed,
+                "application/json",
+                &[coding],
+                &[],
+            );
+            let (out, s) = send_body(settings(), headers, &bytes, 16);
+            let Some(Seen::Immediate(400, error)) = out.last() else {
+                panic!("{coding} {what}: expected a 400 last, got {out:?}");
+            };
+            assert_eq!(error["error"]["code"], "invalid_json", "{coding} {what}");
+            assert!(s.is_finished());
+        }
+    }
+}
+
+#[cfg(feature = "flate2")]
+#[test]
+fn a_sized_compressed_body_is_checked_to_its_end_before_its_last_chunk_is_forwarded() {
+    // A gzip body whose CRC is wrong, with a content-length: the chunk
+    // that completes it is checked first, so the upstream never gets the
+    // whole (bad) body.
+    let mut body = gzip(CHAT.as_bytes()).to_vec();
+    let crc_at = body.len() - 8;
+    body[crc_at] ^= 1;
+    let body = Bytes::from(body);
+    let length = body.len().to_string();
+    let headers = content_headers(
+        BodySendMode::FullDuplexStreamed,
+        "application/json",
+        &["gzip"],
+        &[("content-length", &length)],
+    );
+    let mut s = StreamState::new(settings());
+    step(&mut s, headers);
+    let (head, tail) = (body.slice(..body.len() - 8), body.slice(body.len() - 8..));
+    let mut out = step(&mut s, body_msg(&head, false));
+    assert_eq!(
+        out[0],
+        Seen::Headers(model_set("food-review-1"), vec![], true)
+    );
+    out.extend(step(&mut s, body_msg(&tail, false)));
+    assert!(
+        matches!(out.last(), Some(Seen::Immediate(400, _))),
+        "{out:?}"
+    );
+    assert_eq!(forwarded(&out), &head[..], "the last chunk was held back");
+}
+
+#[test]
+fn an_encoding_not_decoded_is_forwarded_unrouted_or_refused_as_missing_model() {
+    // Unknown, three codings, and those whose feature is off.
+    let undecoded: Vec<&str> = ["compress", "gzip, gzip, gzip"]
+        .into_iter()
+        .chain(cfg!(not(feature = "zstd")).then_some("zstd"))
+        .chain(cfg!(not(feature = "flate2")).then_some("gzip"))
+        .collect();
+    let body = Bytes::from_static(b"\x1f\x9d\x90{\"model\":\"not-read\"}");
+    for encoding in undecoded {
+        for mode in [
+            BodySendMode::FullDuplexStreamed,
+            BodySendMode::Streamed,
+            BodySendMode::Buffered,
+        ] {
+            let headers = content_headers(
+                mode,
+                "application/json",
+                &[encoding],
+                &[(MODEL_HEADER, "spoof")],
+            );
+            let (out, s) = send_body(settings(), headers, &body, 3);
+            assert_eq!(
+                routed(&out),
+                Some(None),
+                "{encoding} {mode:?}: no model header: {out:?}"
+            );
+            assert!(!out.iter().any(|s| matches!(s, Seen::Immediate(..))));
+            assert_eq!(s.report().verdict, Some(Verdict::Absent));
+            assert!(matches!(
+                s.report().body_kind,
+                Some(BodyKind::NotDecoded(_))
+            ));
+            if mode == BodySendMode::FullDuplexStreamed {
+                // Decided on the first chunk: nothing held.
+                assert_eq!(
+                    out[0],
+                    Seen::Headers(vec![], vec![MODEL_HEADER.to_owned()], true)
+                );
+                assert_eq!(forwarded(&out), &body[..]);
+            }
+        }
+        let reject = Arc::new(Settings::default().missing_model(MissingModel::Reject));
+        let headers = content_headers(
+            BodySendMode::FullDuplexStreamed,
+            "application/json",
+            &[encoding],
+            &[],
+        );
+        let (out, _) = send_body(reject, headers, &body, 3);
+        assert!(
+            matches!(&out[..], [Seen::Immediate(400, e)] if e["error"]["code"] == "missing_model"),
+            "{encoding}: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_body_in_an_encoding_not_decoded_is_no_body_not_a_missing_model() {
+    let reject = Arc::new(Settings::default().missing_model(MissingModel::Reject));
+    for trailers in [false, true] {
+        let mut s = StreamState::new(reject.clone());
+        step(
+            &mut s,
+            content_headers(
+                BodySendMode::FullDuplexStreamed,
+                "application/json",
+                &["compress"],
+                &[],
+            ),
+        );
+        let mut out = step(&mut s, body_msg(&Bytes::new(), false));
+        if trailers {
+            out.extend(step(&mut s, trailers_msg()));
+        } else {
+            out.extend(step(&mut s, body_msg(&Bytes::new(), true)));
+        }
+        assert!(
+            !out.iter().any(|s| matches!(s, Seen::Immediate(..))),
+            "{out:?}"
+        );
+        assert_eq!(s.report().verdict, Some(Verdict::NoBody));
+    }
+}

@@ -598,3 +598,312 @@ async fn health_is_serving_when_ready_and_not_serving_while_draining() {
         .expect("task")
         .expect("clean exit");
 }
+
+// ------------------------------------ uploads and compressed bodies (issue 12)
+
+const BOUNDARY: &str = "------------------------bbrE2e4f1c";
+
+/// Random audio-like bytes (every byte value, CRLFs and dashes included).
+fn audio_file(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut file = b"RIFF\0\0\0\0WAVEfmt ".to_vec();
+    file.extend((0..len).map(|_| rng.random::<u8>()));
+    file.extend_from_slice(format!("\r\n--{}\r\n", &BOUNDARY[..20]).as_bytes());
+    file
+}
+
+/// A form as curl `-F` builds it; `model` before or after the file.
+fn upload(model: &str, file: &[u8], model_first: bool) -> Bytes {
+    let field = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{model}\r\n"
+    );
+    let mut body = Vec::new();
+    if model_first {
+        body.extend_from_slice(field.as_bytes());
+    }
+    body.extend_from_slice(
+        format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"speech.wav\"\r\nContent-Type: audio/wav\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(b"\r\n");
+    if !model_first {
+        body.extend_from_slice(field.as_bytes());
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    Bytes::from(body)
+}
+
+fn request_with(url: &str, body: Bytes, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::post(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(full(body)).expect("request")
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+fn brotli(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams::default();
+    brotli::BrotliCompress(&mut &data[..], &mut out, &params).expect("brotli");
+    out
+}
+
+fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::bulk::compress(data, 3).expect("zstd")
+}
+
+/// Form uploads (model first and last) and compressed JSON bodies through
+/// one Envoy: routed by what the body says, and the upstream gets the
+/// client's bytes exactly (the file inside the form; the compressed bytes,
+/// still compressed, with their `content-encoding`).
+async fn uploads_and_compressed_bodies(envoy: &Envoy, upstreams: &Upstreams, mode: &str) {
+    let client = http1_client();
+    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+    for (model_first, model, pool) in [
+        (true, "food-review-1", "pool-llama"),
+        (false, "ski-resorts", "pool-deepseek"),
+    ] {
+        let file = audio_file(300 << 10, u64::from(model_first));
+        let body = upload(model, &file, model_first);
+        let answer = send(
+            &client,
+            request_with(
+                &envoy.url("/v1/audio/transcriptions"),
+                body.clone(),
+                &[("content-type", &content_type)],
+            ),
+        )
+        .await;
+        let context = format!("{mode}: form, model first {model_first}");
+        assert_eq!(answer.status, 200, "{context}: {:?}", answer.body);
+        assert_eq!(answer.json()["pool"], pool, "{context}");
+        let r = upstreams.take().pop().expect("received");
+        assert_eq!(r.header(SPOOF), Some(model), "{context}");
+        assert_eq!(r.path, "/v1/audio/transcriptions");
+        assert_eq!(r.body_sha256, sha256(&body), "{context}: the form changed");
+        let at = r
+            .body
+            .windows(file.len())
+            .position(|w| w == &file[..])
+            .unwrap_or_else(|| panic!("{context}: the file is not in the forwarded form"));
+        assert!(at > 0, "{context}");
+    }
+
+    // An encoding bbr does not decode: forwarded unrouted, untouched.
+    let body = Bytes::from_static(b"\x1f\x9d\x90not decoded");
+    let answer = send(
+        &client,
+        request_with(
+            &envoy.url("/v1/chat/completions"),
+            body.clone(),
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "compress"),
+                (SPOOF, "food-review-1"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{mode} compress: {:?}", answer.body);
+    assert_eq!(answer.json()["pool"], "default-pool");
+    let r = upstreams.take().pop().expect("received");
+    assert_eq!((r.header(SPOOF), &r.body[..]), (None, &body[..]));
+
+    if !cfg!(all(
+        feature = "flate2",
+        feature = "brotli",
+        feature = "zstd"
+    )) {
+        return;
+    }
+    let chat =
+        r#"{"messages":[{"role":"user","content":"Is the soup good?"}],"model":"movie-critique"}"#;
+    type Encoder = fn(&[u8]) -> Vec<u8>;
+    let encoders: [(&str, Encoder); 3] = [("gzip", gzip), ("br", brotli), ("zstd", zstd)];
+    for (coding, encode) in encoders {
+        let body = Bytes::from(encode(chat.as_bytes()));
+        let answer = send(
+            &client,
+            request_with(
+                &envoy.url("/v1/chat/completions"),
+                body.clone(),
+                &[
+                    ("content-type", "application/json"),
+                    ("content-encoding", coding),
+                ],
+            ),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{mode} {coding}: {:?}", answer.body);
+        assert_eq!(answer.json()["pool"], "pool-deepseek", "{mode} {coding}");
+        let r = upstreams.take().pop().expect("received");
+        assert_eq!(r.header(SPOOF), Some("movie-critique"));
+        assert_eq!(r.header("content-encoding"), Some(coding));
+        assert_eq!(
+            &r.body[..],
+            &body[..],
+            "{mode} {coding}: not the bytes sent"
+        );
+    }
+
+    // A bomb: `{` and 16 MiB of spaces in ~16 KiB of gzip.
+    let mut blank = vec![b' '; 16 << 20];
+    blank[0] = b'{';
+    let bomb = Bytes::from(gzip(&blank));
+    drop(blank);
+    let answer = send(
+        &client,
+        request_with(
+            &envoy.url("/v1/chat/completions"),
+            bomb,
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, 413, "{mode} bomb: {:?}", answer.body);
+    assert_eq!(answer.content_type.as_deref(), Some("application/json"));
+    let json = answer.json();
+    assert_eq!(json["error"]["code"], "request_too_large");
+    assert_eq!(json["error"]["type"], "invalid_request_error");
+    assert!(
+        upstreams.take().is_empty(),
+        "{mode}: the bomb reached a pool"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_and_compressed_bodies_are_routed_in_every_body_mode() {
+    for file in [
+        "bbr-full-duplex.yaml",
+        "bbr-streamed.yaml",
+        "bbr-buffered.yaml",
+    ] {
+        let (upstreams, _extproc, envoy) = stack(file, Tls::Plaintext).await;
+        uploads_and_compressed_bodies(&envoy, &upstreams, file).await;
+    }
+}
+
+/// The model field first: the upstream gets the request while the client
+/// is still sending the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_with_the_model_first_reaches_the_upstream_before_the_file_is_sent() {
+    let (upstreams, _extproc, envoy) = stack("bbr-full-duplex.yaml", Tls::Plaintext).await;
+    let file = audio_file(4 << 20, 3);
+    let body = upload("food-review-1", &file, true);
+    let (tx, request_body) = channel_body();
+    let request = Request::post(envoy.url("/v1/audio/transcriptions"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary=\"{BOUNDARY}\""),
+        )
+        .header("content-length", body.len().to_string())
+        .body(request_body)
+        .expect("request");
+    let client = http1_client();
+    let pending = tokio::spawn(async move { send(&client, request).await });
+    let headers_at_upstream = upstreams.headers_arrived.notified();
+    let half = body.len() / 2;
+    for piece in body.slice(..half).chunks(64 << 10) {
+        tx.send(Frame::data(Bytes::copy_from_slice(piece)))
+            .await
+            .expect("send");
+    }
+    tokio::time::timeout(Duration::from_secs(10), headers_at_upstream)
+        .await
+        .expect("the upstream saw the upload while the client still held half the file");
+    for piece in body.slice(half..).chunks(64 << 10) {
+        tx.send(Frame::data(Bytes::copy_from_slice(piece)))
+            .await
+            .expect("send");
+    }
+    drop(tx);
+    let answer = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .expect("no hang")
+        .expect("task");
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.json()["pool"], "pool-llama");
+    assert_eq!(answer.json()["sha256"], sha256(&body));
+}
+
+/// The official OpenAI Python client's `audio.transcriptions.create`
+/// through Envoy and bbr-extproc: routed by its `model` form field, the
+/// file's bytes in the form the upstream got, the client reads the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_python_client_transcription_is_routed_by_the_form_field() {
+    let python = workspace().join(".venv/bin/python");
+    let has_openai = std::process::Command::new(&python)
+        .args(["-c", "import openai"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !has_openai {
+        eprintln!(
+            "SKIPPED openai_python_client_transcription_is_routed_by_the_form_field: \
+             the `openai` module is not in {} (run `bash scripts/install-tools`)",
+            python.display()
+        );
+        return;
+    }
+    let (upstreams, _extproc, envoy) = stack("bbr-full-duplex.yaml", Tls::Plaintext).await;
+    let dir = std::env::temp_dir().join(format!("bbr-e2e-openai-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("speech.wav");
+    let file = audio_file(200 << 10, 11);
+    std::fs::write(&path, &file).expect("write the file");
+    let script = "import sys, openai\n\
+        client = openai.OpenAI(base_url=sys.argv[1], api_key='not-checked', max_retries=0)\n\
+        with open(sys.argv[2], 'rb') as f:\n\
+        \x20   result = client.audio.transcriptions.create(model='ski-resorts', file=f)\n\
+        print(result.text)\n";
+    let base_url = envoy.url("/v1");
+    let output = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            std::process::Command::new(python)
+                .args(["-c", script, &base_url])
+                .arg(&path)
+                .output()
+                .expect("run python")
+        }
+    })
+    .await
+    .expect("task");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        output.status.success(),
+        "the client failed: {} / envoy: {}",
+        String::from_utf8_lossy(&output.stderr),
+        envoy.log_text()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "transcribed by pool-deepseek"
+    );
+    let r = upstreams.take().pop().expect("received");
+    assert_eq!(r.path, "/v1/audio/transcriptions");
+    assert_eq!(r.header(SPOOF), Some("ski-resorts"));
+    assert!(
+        r.header("content-type")
+            .is_some_and(|t| t.starts_with("multipart/form-data")),
+        "{:?}",
+        r.headers
+    );
+    assert!(
+        r.body.windows(file.len()).any(|w| w == &file[..]),
+        "the file's bytes are not in the form the upstream got"
+    );
+}

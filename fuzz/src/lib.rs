@@ -25,8 +25,10 @@
 //!   verdict.
 //! - [`check_stream`]: the same split header after a setup byte; the body
 //!   as `request_body` messages through the bbr-extproc `StreamState` in
-//!   every body mode: no panic, chunk bytes forwarded in order, the
-//!   decision equals the core's.
+//!   every body mode, with the content headers bits 2–4 of the split
+//!   header pick (none, forms, gzip, zstd, br, a gzip form, an encoding not
+//!   decoded): no panic, chunk bytes forwarded in order, the decision
+//!   equals the core's `BodyExtractor` on the whole body.
 
 //! - [`check_body`]: byte 0 picks a form or compressed content type and a
 //!   policy, then the split header; the verdict through `BodyExtractor`

@@ -106,10 +106,11 @@ fn oneshot_seeds_pass_the_splicer() {
     assert!(failures.is_empty(), "failing seeds: {failures:#?}");
 }
 
+#[test]
 fn stream_state_corpus_passes() {
     let count = replay("stream_state", check_stream);
     assert!(
-        count >= 10,
+        count >= 25,
         "the stream_state seed corpus is missing ({count} files)"
     );
 }
@@ -126,6 +127,30 @@ fn oneshot_seeds_pass_the_stream_state_in_every_mode() {
             let data = [&[setup, 0x00, 0x06][..], &body].concat();
             if catch_unwind(AssertUnwindSafe(|| check_stream(&data))).is_err() {
                 failures.push(format!("{} in setup {setup:#04x}", path.display()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "failing setups: {failures:#?}");
+}
+
+/// Every one-shot seed also goes through the ext_proc state machine under
+/// each content header of the stream check (forms, codings, one not
+/// decoded), in full duplex and buffered, in 7-byte chunks.
+#[test]
+fn oneshot_seeds_pass_the_stream_state_under_every_content_header() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut failures = Vec::new();
+    for path in files(&root.join("corpus").join("extract_oneshot")) {
+        let body = std::fs::read(&path).expect("readable corpus file");
+        for content in 1u8..8 {
+            for setup in [0x00, 0x03] {
+                let data = [&[setup, content << 2, 0x06][..], &body].concat();
+                if catch_unwind(AssertUnwindSafe(|| check_stream(&data))).is_err() {
+                    failures.push(format!(
+                        "{} in setup {setup:#04x}, content {content}",
+                        path.display()
+                    ));
+                }
             }
         }
     }

@@ -79,6 +79,8 @@ pub struct Received {
     pub headers: HashMap<String, Vec<String>>,
     pub body_len: usize,
     pub body_sha256: String,
+    /// The body as received (to find an uploaded file in it).
+    pub body: Bytes,
     pub trailers: Vec<(String, String)>,
 }
 
@@ -189,6 +191,7 @@ async fn serve_upstream(
                             headers,
                             body_len: body.len(),
                             body_sha256: sha256(&body),
+                            body,
                             trailers,
                         };
                         let reply = serde_json::json!({
@@ -197,6 +200,8 @@ async fn serve_upstream(
                             "sha256": record.body_sha256,
                             "model": record.header("x-gateway-model-name"),
                             "base": record.header("x-gateway-base-model-name"),
+                            // What an OpenAI client reads from a transcription.
+                            "text": format!("transcribed by {pool}"),
                         });
                         received.lock().expect("lock").push(record);
                         let mut response = Response::new(Full::new(Bytes::from(reply.to_string())));
