@@ -193,11 +193,14 @@ mod tests {
     use crate::proto::envoy::service::ext_proc::v3::{HeadersResponse, HttpHeaders};
     use crate::stream::Verdict;
 
+    /// Each ended span: (base model, decided).
+    type Ended = Arc<Mutex<Vec<(Option<String>, bool)>>>;
+
     #[derive(Debug, Default)]
     struct Recording {
-        ended: Arc<Mutex<Vec<(Option<String>, bool)>>>,
+        ended: Ended,
     }
-    struct RecordingSpan(Arc<Mutex<Vec<(Option<String>, bool)>>>);
+    struct RecordingSpan(Ended);
     impl StreamTracer for Recording {
         fn start(&self, request_headers: &HeaderMap) -> Box<dyn StreamSpan> {
             assert_eq!(request_headers.headers[0].key, "traceparent");
