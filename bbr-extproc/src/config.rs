@@ -21,7 +21,7 @@
 //! | `--zap-stacktrace-level` | accepted and validated (`info`, `error`, `panic`); no effect: Rust logs have no stack traces |
 //! | `--metrics-endpoint-auth` (true) | `/metrics` needs `Authorization: Bearer <token>` matching `--metrics-auth-token-file`; without that file every scrape is refused (401). See `MetricsAuth` |
 //! | `--enable-pprof` (true) | accepted; no effect: there is no Go runtime to profile and bbr turns no profiling on (the upstream turns on block and mutex profiling at rate 1). Use `perf` on the process |
-//! | `--tracing` (true) | accepted; this build exports no spans (see the crate README) |
+//! | `--tracing` (true) | one OpenTelemetry span per request exported over OTLP/gRPC through the `OTEL_*` env the upstream chart sets, a child of the request's `traceparent`, whose context is passed to the upstream (feature `otlp`; see the crate README). Without `OTEL_TRACES_EXPORTER=otlp` or an OTLP endpoint variable nothing is exported (upstream prints spans on stdout there) |
 //! | `--plugin type:name[:json]` | parsed for real, see `PluginChain` |
 //! | `--config-file`, `--config-text` | the successor's `PayloadProcessorConfig`, the subset covering these plugins; `--config-text` wins when both are set, as upstream; either with `--plugin` is refused |
 
@@ -124,7 +124,8 @@ pub struct Config {
     #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1,
           require_equals = true, default_missing_value = "true")]
     pub enable_pprof: bool,
-    /// OpenTelemetry spans per request (see the crate README).
+    /// One OpenTelemetry span per request, exported over OTLP through the
+    /// `OTEL_*` environment (see the crate README).
     #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1,
           require_equals = true, default_missing_value = "true")]
     pub tracing: bool,
@@ -448,9 +449,6 @@ impl Config {
     pub fn log_inert_flags(&self) {
         if self.enable_pprof {
             tracing::debug!("--enable-pprof: no effect (no Go runtime to profile)");
-        }
-        if self.tracing {
-            tracing::info!("--tracing: this build exports no spans");
         }
         if self.zap_stacktrace_level.is_some() {
             tracing::debug!("--zap-stacktrace-level: no effect (no stack traces in logs)");

@@ -86,6 +86,8 @@ mod metrics;
 #[cfg(feature = "server")]
 mod metrics_http;
 mod mutation;
+#[cfg(feature = "otlp")]
+mod otel;
 #[cfg(feature = "server")]
 mod plugins;
 pub mod proto;
@@ -94,6 +96,7 @@ mod routing;
 mod serve;
 mod server;
 pub mod stream;
+mod stream_trace;
 
 #[cfg(feature = "server")]
 pub use config::{Config, ConfigError, LogLevel};
@@ -105,6 +108,8 @@ pub use metrics::{BUILD_REF, COMMIT, Metrics, PluginNames};
 #[cfg(feature = "server")]
 pub use metrics_http::MetricsAuth;
 pub use mutation::MAX_CHUNK_BYTES;
+#[cfg(feature = "otlp")]
+pub use otel::{DEFAULT_SERVICE_NAME, TracingError};
 #[cfg(feature = "server")]
 pub use plugins::{
     BASE_MODEL_TO_HEADER, BODY_FIELD_TO_HEADER, CONFIG_API_VERSION, CONFIG_KIND, Plugin,
@@ -115,3 +120,4 @@ pub use routing::{InvalidHeaderName, RoutingHeaders};
 pub use serve::{Server, ServerConfig, StartError, Tls, run, shutdown_signal};
 pub use server::{BbrExtProc, SERVICE_NAME};
 pub use stream::{BodyMode, Report, Settings, StreamState, UndecidedPrefix, Verdict};
+pub use stream_trace::{StreamEnd, StreamSpan, StreamTracer};

@@ -31,6 +31,7 @@ use crate::metrics_http::{self, MetricsAuth};
 use crate::proto::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 use crate::server::BbrExtProc;
 use crate::stream::Settings;
+use crate::stream_trace::StreamTracer;
 
 /// How the ext_proc port is secured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +84,8 @@ pub struct ServerConfig {
     pub metrics_auth: MetricsAuth,
     /// The metrics registry the service records into.
     pub metrics: Arc<Metrics>,
+    /// One span per stream (`--tracing`); `None`: no spans.
+    pub stream_tracer: Option<Arc<dyn StreamTracer>>,
 }
 
 impl ServerConfig {
@@ -104,6 +107,7 @@ impl ServerConfig {
             grace_period: Duration::from_secs(5),
             metrics_auth: MetricsAuth::Open,
             metrics: Arc::new(Metrics::new()),
+            stream_tracer: None,
         }
     }
 }
@@ -209,12 +213,13 @@ impl Server {
         let (reporter, status) = watch::channel(ServingStatus::NotServing);
         let health_service = HealthServer::new(AnyServiceHealth(status));
 
-        let processor = ExternalProcessorServer::new(BbrExtProc::new(
-            Arc::new(config.settings.clone()),
-            metrics.clone(),
-        ))
-        .max_decoding_message_size(config.max_grpc_message_bytes)
-        .max_encoding_message_size(config.max_grpc_message_bytes);
+        let mut service = BbrExtProc::new(Arc::new(config.settings.clone()), metrics.clone());
+        if let Some(tracer) = &config.stream_tracer {
+            service = service.with_stream_tracer(tracer.clone());
+        }
+        let processor = ExternalProcessorServer::new(service)
+            .max_decoding_message_size(config.max_grpc_message_bytes)
+            .max_encoding_message_size(config.max_grpc_message_bytes);
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -410,6 +415,23 @@ pub async fn run(
             "--adapters-from=kubernetes: built without the `kube` feature; no adapter map"
         );
     }
+    #[cfg(feature = "otlp")]
+    let tracing_export = if config.tracing {
+        let env = crate::otel::TraceEnv::read(|name| std::env::var(name).ok());
+        crate::otel::Tracing::start(&env)?
+    } else {
+        None
+    };
+    #[cfg(feature = "otlp")]
+    if let Some(export) = &tracing_export {
+        server_config.stream_tracer = Some(export.tracer.clone());
+    }
+    #[cfg(not(feature = "otlp"))]
+    if config.tracing {
+        tracing::warn!(
+            "--tracing: built without the `otlp` feature; this build exports no spans (pass --tracing=false to silence this)"
+        );
+    }
     let server = Server::bind(server_config).await?;
     tracing::info!(
         grpc = %server.grpc_addr(),
@@ -418,7 +440,13 @@ pub async fn run(
         secure = config.secure_serving,
         "listening"
     );
-    server.serve(shutdown).await
+    let served = server.serve(shutdown).await;
+    // The spans of the last requests leave before the process does.
+    #[cfg(feature = "otlp")]
+    if let Some(export) = tracing_export {
+        export.shutdown().await;
+    }
+    served
 }
 
 /// Errors while starting the server (binding ports, TLS material).
@@ -467,6 +495,10 @@ pub enum StartError {
     #[cfg(feature = "kube")]
     #[error("no Kubernetes API configuration (in-cluster, KUBECONFIG or ~/.kube/config)")]
     Kubernetes(#[source] kube::Error),
+    /// `--tracing`: the OTLP exporter could not be built.
+    #[cfg(feature = "otlp")]
+    #[error("--tracing")]
+    Tracing(#[from] crate::otel::TracingError),
     /// The flags or config cannot run.
     #[error("invalid configuration")]
     Config(#[from] crate::config::ConfigError),

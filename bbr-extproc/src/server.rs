@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::proto::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
 use crate::proto::envoy::service::ext_proc::v3::{ProcessingRequest, ProcessingResponse};
 use crate::stream::{Settings, StreamState};
+use crate::stream_trace::{StreamTrace, StreamTracer};
 
 /// The gRPC service name reported by health checks.
 pub const SERVICE_NAME: &str = "envoy.service.ext_proc.v3.ExternalProcessor";
@@ -41,6 +42,7 @@ pub struct BbrExtProc {
     metrics: Arc<Metrics>,
     budget: Arc<HeldBudget>,
     decision_timeouts: Arc<AtomicU64>,
+    tracer: Option<Arc<dyn StreamTracer>>,
 }
 
 impl BbrExtProc {
@@ -53,7 +55,14 @@ impl BbrExtProc {
             metrics,
             budget,
             decision_timeouts: Arc::default(),
+            tracer: None,
         }
+    }
+
+    /// Opens one span per stream with `tracer` (see [`StreamTracer`]).
+    pub fn with_stream_tracer(mut self, tracer: Arc<dyn StreamTracer>) -> Self {
+        self.tracer = Some(tracer);
+        self
     }
 
     /// The budget every stream holds its chunks in: bytes held now (a
@@ -83,6 +92,7 @@ impl ExternalProcessor for BbrExtProc {
         let budget = self.budget.clone();
         let decision_timeouts = self.decision_timeouts.clone();
         let active = metrics.stream_started();
+        let mut trace = StreamTrace::new(self.tracer.clone());
         tokio::spawn(async move {
             let _active = active;
             let deadline = settings.decision_deadline;
@@ -105,6 +115,7 @@ impl ExternalProcessor for BbrExtProc {
                         }
                     }
                     Some(Ok(Some(message))) => {
+                        trace.on_message(&message);
                         if let Err(error) = state.on_request(message, &mut out) {
                             tracing::warn!(%error, "ext_proc conversation broken");
                             // The receiver may be gone already; nothing else to do.
@@ -116,6 +127,7 @@ impl ExternalProcessor for BbrExtProc {
                     // with a clean half-close; both are a normal end here.
                     Some(_) => break,
                 }
+                trace.on_replies(&mut out, state.report());
                 for reply in out.drain(..) {
                     if tx.send(Ok(reply)).await.is_err() {
                         break 'stream;
@@ -136,6 +148,7 @@ impl ExternalProcessor for BbrExtProc {
                 tracing::debug!(outcome = verdict.label(), model = ?report_model(verdict),
                     body = ?report.body_kind, bytes = report.bytes_before_decision, "request decided");
             }
+            trace.finish(report);
             metrics.record(report);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
