@@ -330,13 +330,7 @@ impl Extractor for EnvoyHeaders<'_> {
             .headers
             .iter()
             .find(|header| header.key.eq_ignore_ascii_case(key))
-            .and_then(|header| {
-                if header.raw_value.is_empty() {
-                    Some(header.value.as_str())
-                } else {
-                    std::str::from_utf8(&header.raw_value).ok()
-                }
-            })
+            .and_then(|header| std::str::from_utf8(crate::stream::header_value(header)).ok())
     }
 
     fn keys(&self) -> Vec<&str> {

@@ -1295,7 +1295,7 @@ impl Drop for StreamState {
 
 /// A header's value as sent: Envoy puts it in `raw_value`, older versions
 /// in `value`.
-fn header_value(header: &HeaderValue) -> &[u8] {
+pub(crate) fn header_value(header: &HeaderValue) -> &[u8] {
     if header.raw_value.is_empty() {
         header.value.as_bytes()
     } else {

@@ -752,19 +752,16 @@ pub async fn run(config: &Config) -> Result<Report, SoakError> {
             latencies.push(sent.latency);
         }
     }
-    latencies.sort_unstable();
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or_default()
-    };
+    // Nearest rank, as the load generator reports it.
+    let (p50, p99) = crate::loadgen::Latency::from_samples(&mut latencies)
+        .map(|latency| (latency.p50, latency.p99))
+        .unwrap_or_default();
     Ok(Report {
         sent: all.len() as u64,
         refused,
         verdicts,
-        p50: percentile(0.50),
-        p99: percentile(0.99),
+        p50,
+        p99,
         bytes,
         elapsed,
         memory: config
