@@ -34,6 +34,12 @@ pub(crate) fn apply(router: Router, config: &Config, adapters: Option<AdapterSto
         .limits(config.bbr.limits())
         .missing_model(config.bbr.missing_model)
         .client_headers(config.bbr.client_headers);
+    if let Some(threshold) = config.bbr.spool_threshold {
+        // A late `model` (a form field after the file) costs disk, not memory.
+        layer = layer
+            .spool(bbr_core::spool::SpoolConfig::new().with_memory_threshold(threshold))
+            .max_spooled_bytes(config.bbr.max_spooled_bytes);
+    }
     if let Some(adapters) = adapters {
         layer = layer.adapters(adapters);
     }

@@ -366,6 +366,14 @@
 //! | `zstd` | on | `Content-Encoding: zstd` (libzstd through zstd-safe; builds C) |
 //!
 //! A coding whose feature is off is [`BodyKind::NotDecoded`].
+//!
+//! # Disk spool
+//!
+//! [`spool`] (std only, no feature) is the synchronous state machine an
+//! adapter uses to hold what it must hold before a late decision on disk
+//! instead of in memory: a per-request memory threshold, batched writes to
+//! an anonymous temp file, reads back in order. The adapter runs its blocking
+//! file I/O off its event loop.
 // `unsafe` only in `simd` (SIMD intrinsics behind run-time detection).
 #![deny(unsafe_code)]
 
@@ -383,6 +391,7 @@ mod progress;
 pub mod rewrite;
 mod scan;
 mod simd;
+pub mod spool;
 
 pub use body::{BodyExtractor, BodyKind};
 pub use contract::UnknownPolicy;

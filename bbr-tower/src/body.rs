@@ -10,15 +10,17 @@ use std::task::{Context, Poll, ready};
 
 use bbr_core::BodyExtractor;
 use bbr_core::contract::{ClientHeaders, Refusal};
+use bbr_core::spool::{SPOOL_READ_BYTES, SpoolError, SpoolFile};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::blocking::Blocking;
 use crate::counters::{Counters, Reservation};
 use crate::error::{BodyViolation, BoxError};
 use crate::error_body::ErrorBody;
 use crate::headers::guard_routing_headers;
-use crate::scan::{Held, HeldFrame};
+use crate::scan::{Held, HeldFrame, HeldSpool};
 
 /// Where a [`ReplayBody`] leaves the rest of a client upload after a
 /// violation, for the layer's response future to drain once the inner
@@ -45,6 +47,14 @@ pub(crate) type Handoff<B> = Arc<Mutex<Option<B>>>;
 /// flight is left to the layer, which drains it (within its drain budget)
 /// after the inner service answered.
 ///
+/// With the layer's disk spool (feature `spool`), the bytes that went to
+/// disk are read back in order after the frames held in memory before
+/// them, in chunks of at most
+/// [`SPOOL_READ_BYTES`](bbr_core::spool::SPOOL_READ_BYTES) (fresh buffers:
+/// the one copy back from disk), one read ahead on tokio's blocking pool; a
+/// read error ends the body with that error (a
+/// [`SpoolError`](bbr_core::spool::SpoolError)).
+///
 /// `size_hint` adds the held bytes to the client body's hint;
 /// `is_end_stream` is true only when nothing is held and the client's body
 /// ended and passed its final check.
@@ -55,6 +65,9 @@ pub struct ReplayBody<B> {
     held: VecDeque<HeldFrame>,
     held_bytes: u64,
     reservation: Option<Reservation>,
+    /// The spooled bytes, replayed once `before_spool` held frames are out.
+    spool: Option<SpoolReplay>,
+    before_spool: usize,
     /// The client's body; `None` once it ended, failed or was handed off.
     inner: Option<B>,
     validator: Option<BodyExtractor>,
@@ -75,6 +88,8 @@ impl<B> ReplayBody<B> {
             held: VecDeque::new(),
             held_bytes: 0,
             reservation: None,
+            spool: None,
+            before_spool: 0,
             inner: Some(inner),
             validator: None,
             decoder_cost: 0,
@@ -101,10 +116,13 @@ impl<B> ReplayBody<B> {
         handoff: Option<Handoff<B>>,
     ) -> Self {
         let counters = held.reservation.counters().clone();
+        let before_spool = held.spool.as_ref().map_or(0, |spool| spool.at);
         Self {
             held: held.frames,
             held_bytes: held.bytes,
             reservation: Some(held.reservation),
+            spool: held.spool.map(SpoolReplay::new),
+            before_spool,
             inner: (!held.ended).then_some(inner),
             validator: held.validator,
             decoder_cost: held.decoder_cost,
@@ -125,6 +143,20 @@ impl<B> ReplayBody<B> {
     where
         B: Body,
     {
+        self.hand_off();
+        if let Some(counters) = &self.counters {
+            counters.record_violation();
+        }
+        crate::trace::debug_event!(code = refusal.code(), error = %refusal, "request body violation");
+        Poll::Ready(Some(Err(Box::new(BodyViolation::new(refusal)))))
+    }
+
+    /// Stops checking, and leaves the rest of the client's upload to the
+    /// layer to be drained.
+    fn hand_off(&mut self)
+    where
+        B: Body,
+    {
         self.drop_validator();
         if let Some(inner) = self.inner.take()
             && !inner.is_end_stream()
@@ -132,11 +164,6 @@ impl<B> ReplayBody<B> {
         {
             *handoff.lock().unwrap_or_else(PoisonError::into_inner) = Some(inner);
         }
-        if let Some(counters) = &self.counters {
-            counters.record_violation();
-        }
-        crate::trace::debug_event!(code = refusal.code(), error = %refusal, "request body violation");
-        Poll::Ready(Some(Err(Box::new(BodyViolation::new(refusal)))))
     }
 
     /// The client's body ended: the last check of the rest.
@@ -172,7 +199,25 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if this.before_spool == 0
+            && let Some(spool) = this.spool.as_mut()
+        {
+            match ready!(spool.poll_next(cx)) {
+                Some(Ok(data)) => {
+                    this.held_bytes -= data.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                None => this.spool = None,
+                Some(Err(error)) => {
+                    this.spool = None;
+                    this.held.clear();
+                    this.hand_off();
+                    return Poll::Ready(Some(Err(error)));
+                }
+            }
+        }
         if let Some(held) = this.held.pop_front() {
+            this.before_spool = this.before_spool.saturating_sub(1);
             if let Some(data) = held.frame.data_ref() {
                 this.held_bytes -= data.len() as u64;
             }
@@ -235,6 +280,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         self.held.is_empty()
+            && self.spool.is_none()
             && self
                 .inner
                 .as_ref()
@@ -252,6 +298,64 @@ where
             hint.set_upper(upper.saturating_add(self.held_bytes));
         }
         hint
+    }
+}
+
+/// Reads a [`HeldSpool`] back in order, one read ahead.
+#[derive(Debug)]
+struct SpoolReplay {
+    /// The file, when no read holds it.
+    file: Option<SpoolFile>,
+    read: Option<Blocking<(SpoolFile, SpoolRead)>>,
+    /// Given back as the bytes are handed out; in full when dropped.
+    disk: Reservation,
+}
+
+type SpoolRead = Result<Option<Bytes>, SpoolError>;
+
+impl SpoolReplay {
+    fn new(spool: HeldSpool) -> Self {
+        let mut replay = Self {
+            file: Some(spool.file),
+            read: None,
+            disk: spool.disk,
+        };
+        replay.read_ahead();
+        replay
+    }
+
+    /// Starts the next read when the file is idle and not finished.
+    fn read_ahead(&mut self) {
+        if let Some(mut file) = self.file.take_if(|file| file.remaining() > 0) {
+            self.read = Some(crate::blocking::spawn(move || {
+                let read = file.read_chunk(SPOOL_READ_BYTES);
+                (file, read)
+            }));
+        }
+    }
+
+    /// The next spooled bytes; `None` once all were read.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        let Some(read) = self.read.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let done = ready!(read.poll(cx));
+        self.read = None;
+        let Some((file, read)) = done else {
+            return Poll::Ready(Some(Err(Box::new(SpoolError::Read(
+                std::io::Error::other("the spool read did not finish"),
+            )))));
+        };
+        match read {
+            Ok(Some(data)) => {
+                self.disk.shrink(data.len() as u64);
+                self.file = Some(file);
+                self.read_ahead();
+                Poll::Ready(Some(Ok(data)))
+            }
+            Ok(None) => Poll::Ready(None),
+            Err(error) => Poll::Ready(Some(Err(Box::new(error)))),
+        }
     }
 }
 

@@ -18,6 +18,14 @@ pub use bbr_core::contract::DEFAULT_DECISION_DEADLINE;
 /// (the contract's, shared with bbr-extproc).
 pub use bbr_core::contract::DEFAULT_MAX_HELD_BYTES;
 
+/// Default cap on the bytes spooled to disk by all requests of a layer
+/// (feature `spool`): 4 GiB.
+pub use bbr_core::spool::DEFAULT_MAX_SPOOLED_BYTES;
+
+/// Default bytes of one request held in memory before the rest goes to the
+/// spool (feature `spool`): 4 MiB.
+pub use bbr_core::spool::DEFAULT_SPOOL_THRESHOLD;
+
 /// Default drain budget of a refused upload, in bytes: 1 MiB.
 pub const DEFAULT_DRAIN_MAX_BYTES: u64 = 1 << 20;
 
@@ -41,6 +49,9 @@ pub(crate) struct Config {
     pub(crate) rewrites: Option<bbr_adapters::rewrite::RewritePicker>,
     pub(crate) decision_deadline: Duration,
     pub(crate) max_held_bytes: u64,
+    /// Set only through the `spool` feature's builder.
+    pub(crate) spool: Option<bbr_core::spool::SpoolConfig>,
+    pub(crate) max_spooled_bytes: u64,
     pub(crate) drain: DrainBudget,
     pub(crate) counters: Arc<Counters>,
 }
@@ -56,6 +67,8 @@ impl Default for Config {
             rewrites: None,
             decision_deadline: DEFAULT_DECISION_DEADLINE,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+            spool: None,
+            max_spooled_bytes: DEFAULT_MAX_SPOOLED_BYTES,
             drain: DrainBudget {
                 max_bytes: DEFAULT_DRAIN_MAX_BYTES,
                 timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -74,6 +87,8 @@ impl std::fmt::Debug for Config {
             .field("base_models", &self.base_models.is_some())
             .field("decision_deadline", &self.decision_deadline)
             .field("max_held_bytes", &self.max_held_bytes)
+            .field("spool", &self.spool)
+            .field("max_spooled_bytes", &self.max_spooled_bytes)
             .field("drain", &self.drain)
             .finish_non_exhaustive()
     }

@@ -17,6 +17,11 @@ pub(crate) struct Counters {
     /// Bytes held right now by every request of the layer (the global cap
     /// applies to this).
     held_now: AtomicU64,
+    /// Bytes spooled to disk right now by every request of the layer (the
+    /// disk cap applies to this).
+    spooled_now: AtomicU64,
+    /// Requests that spooled anything.
+    spooled_requests: AtomicU64,
 }
 
 impl Counters {
@@ -47,36 +52,62 @@ impl Counters {
         self.violations.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn record_spooling(&self) {
+        self.spooled_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     #[cfg(test)]
     pub(crate) fn violations_for_tests(&self) -> u64 {
         self.violations.load(Ordering::Relaxed)
     }
 }
 
-/// What one request holds against the layer's global cap. Released as the
-/// held frames are handed out, and in full when dropped.
+/// What one request holds against one of the layer's global caps (memory,
+/// or disk for the spool). Released as the held bytes are handed out, and
+/// in full when dropped.
 #[derive(Debug)]
 pub(crate) struct Reservation {
     counters: Arc<Counters>,
     cap: u64,
     bytes: u64,
+    disk: bool,
 }
 
 impl Reservation {
+    /// Against the memory cap.
     pub(crate) fn new(counters: Arc<Counters>, cap: u64) -> Self {
         Self {
             counters,
             cap,
             bytes: 0,
+            disk: false,
+        }
+    }
+
+    /// Against the disk cap of the spool.
+    pub(crate) fn disk(counters: Arc<Counters>, cap: u64) -> Self {
+        Self {
+            counters,
+            cap,
+            bytes: 0,
+            disk: true,
+        }
+    }
+
+    fn now(&self) -> &AtomicU64 {
+        if self.disk {
+            &self.counters.spooled_now
+        } else {
+            &self.counters.held_now
         }
     }
 
     /// Reserves `bytes` more, or returns false (and counts an overload)
     /// when that would take all requests together over the cap.
     pub(crate) fn try_grow(&mut self, bytes: u64) -> bool {
-        let before = self.counters.held_now.fetch_add(bytes, Ordering::Relaxed);
+        let before = self.now().fetch_add(bytes, Ordering::Relaxed);
         if before.saturating_add(bytes) > self.cap {
-            self.counters.held_now.fetch_sub(bytes, Ordering::Relaxed);
+            self.now().fetch_sub(bytes, Ordering::Relaxed);
             self.counters.overloaded.fetch_add(1, Ordering::Relaxed);
             return false;
         }
@@ -88,7 +119,7 @@ impl Reservation {
     pub(crate) fn shrink(&mut self, bytes: u64) {
         let bytes = bytes.min(self.bytes);
         self.bytes -= bytes;
-        self.counters.held_now.fetch_sub(bytes, Ordering::Relaxed);
+        self.now().fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Bytes reserved now.
@@ -103,9 +134,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.counters
-            .held_now
-            .fetch_sub(self.bytes, Ordering::Relaxed);
+        self.now().fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -156,7 +185,8 @@ impl RoutingStats {
     }
 
     /// Requests refused with 503 because the bytes held across all requests
-    /// would have gone over the global cap.
+    /// would have gone over the global cap, or the bytes spooled over the
+    /// disk cap (feature `spool`), or the spool could not write.
     pub fn overloaded(&self) -> u64 {
         self.counters.overloaded.load(Ordering::Relaxed)
     }
@@ -177,5 +207,18 @@ impl RoutingStats {
     /// the same way; the global cap applies to it.
     pub fn held_bytes(&self) -> u64 {
         self.counters.held_now.load(Ordering::Relaxed)
+    }
+
+    /// Bytes spooled to disk right now by all requests of the layer
+    /// (feature `spool`); the disk cap
+    /// ([`ModelRoutingLayer::max_spooled_bytes`](crate::ModelRoutingLayer)) applies to it.
+    pub fn spooled_bytes(&self) -> u64 {
+        self.counters.spooled_now.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose held bytes passed the spool's memory threshold and
+    /// went (partly) to disk.
+    pub fn spooled_requests(&self) -> u64 {
+        self.counters.spooled_requests.load(Ordering::Relaxed)
     }
 }

@@ -14,6 +14,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use crate::blocking::Blocking;
 use crate::body::{Handoff, ReplayBody, ResponseBody};
 use crate::config::Config;
 use crate::counters::Reservation;
@@ -49,6 +50,10 @@ struct Reading<S, B> {
     /// Started at the first body byte.
     deadline: Option<Deadline>,
     config: Arc<Config>,
+    /// The spool write that runs (at most one per request).
+    write: Option<Blocking<bbr_core::spool::SpoolWritten>>,
+    /// A decision made while a spool write ran: it waits for the write.
+    decided: Option<Result<Decision, Refusal>>,
 }
 
 /// What goes out once a drain is over.
@@ -109,7 +114,11 @@ where
     ) -> Self {
         let (parts, body) = request.into_parts();
         let reservation = Reservation::new(config.counters.clone(), config.max_held_bytes);
-        let scan = Scan::new(extractor, config.client_headers, reservation);
+        let mut scan = Scan::new(extractor, config.client_headers, reservation);
+        if let Some(spool) = &config.spool {
+            let disk = Reservation::disk(config.counters.clone(), config.max_spooled_bytes);
+            scan = scan.with_spool(bbr_core::spool::Spool::new(spool.clone()), disk);
+        }
         Self {
             state: State::Reading {
                 reading: Some(Reading {
@@ -119,6 +128,8 @@ where
                     scan,
                     deadline: None,
                     config,
+                    write: None,
+                    decided: None,
                 }),
             },
         }
@@ -315,7 +326,9 @@ const NO_REWRITE: MaybeRewrite = ();
 const REQUESTED_MODEL: HeaderName =
     HeaderName::from_static(bbr_core::contract::REQUESTED_MODEL_HEADER);
 
-/// Polls frames into the scan until it decides, fails, or runs out of time.
+/// Polls frames into the scan until it decides, fails, or runs out of time;
+/// runs the scan's spool writes meanwhile, one at a time, and waits for the
+/// one running before it answers a decision (the file is then complete).
 fn poll_decision<S, B>(
     cx: &mut Context<'_>,
     reading: &mut Reading<S, B>,
@@ -329,18 +342,51 @@ where
         scan,
         deadline,
         config,
+        write,
+        decided,
         ..
     } = reading;
+    let timeout = |deadline: &mut Option<Deadline>, cx: &mut Context<'_>| {
+        deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.poll_expired(cx))
+            .then_some(Refusal::DecisionTimeout {
+                deadline: config.decision_deadline,
+            })
+    };
     for _ in 0..FRAMES_PER_POLL {
+        if let Some(running) = write.as_mut()
+            && let Poll::Ready(done) = running.poll(cx)
+        {
+            *write = None;
+            if let Err(refusal) = scan.write_done(done) {
+                return Poll::Ready(Err(refusal));
+            }
+        }
+        // After the decision the chunks not written stay in memory.
+        if write.is_none()
+            && decided.is_none()
+            && let Some(job) = scan.next_write()
+        {
+            *write = Some(crate::blocking::spawn(move || job.run()));
+            // Polled at the top, which registers the waker.
+            continue;
+        }
+        if write.is_some() && (decided.is_some() || scan.must_wait()) {
+            // Woken by the write (polled above).
+            if let Some(refusal) = timeout(deadline, cx) {
+                return Poll::Ready(Err(refusal));
+            }
+            return Poll::Pending;
+        }
+        if let Some(decision) = decided.take() {
+            return Poll::Ready(decision);
+        }
         let polled = match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Ready(polled) => polled,
             Poll::Pending => {
-                if let Some(deadline) = deadline
-                    && deadline.poll_expired(cx)
-                {
-                    return Poll::Ready(Err(Refusal::DecisionTimeout {
-                        deadline: config.decision_deadline,
-                    }));
+                if let Some(refusal) = timeout(deadline, cx) {
+                    return Poll::Ready(Err(refusal));
                 }
                 return Poll::Pending;
             }
@@ -374,7 +420,10 @@ where
                 {
                     return Poll::Ready(Err(refusal));
                 }
-                return Poll::Ready(Ok(decision));
+                if write.is_none() {
+                    return Poll::Ready(Ok(decision));
+                }
+                *decided = Some(Ok(decision));
             }
             Step::Failed(refusal) => return Poll::Ready(Err(refusal)),
         }
@@ -408,7 +457,12 @@ fn apply_decision(
                         ExtractError::new(ErrorKind::ModelControlChar, scan.held_bytes())
                     })?;
                 parts.headers.insert(REQUESTED_MODEL, requested);
-                if let Some(picked) = crate::rewrite::pick(picker, &model, &parts.headers) {
+                // A spooled body is forwarded as it came (its token may be
+                // on disk): routed as requested, like a form or a
+                // compressed body.
+                if scan.spooled_bytes() == 0
+                    && let Some(picked) = crate::rewrite::pick(picker, &model, &parts.headers)
+                {
                     debug_event!(
                         requested = model.as_str(),
                         target = picked.target.as_str(),

@@ -24,6 +24,8 @@ use crate::service::ModelRouting;
 /// | [`base_models`](Self::base_models) (or `adapters`, feature `adapters`) | none: no base model header |
 /// | [`decision_deadline`](Self::decision_deadline) | 30 s from the first body byte ([`DEFAULT_DECISION_DEADLINE`](crate::DEFAULT_DECISION_DEADLINE)) |
 /// | [`max_held_bytes`](Self::max_held_bytes) | 512 MiB across all requests of the layer ([`DEFAULT_MAX_HELD_BYTES`](crate::DEFAULT_MAX_HELD_BYTES)) |
+/// | `spool` (feature `spool`) | off: held bytes stay in memory; with a [`SpoolConfig`](bbr_core::spool::SpoolConfig), past 4 MiB per request ([`DEFAULT_SPOOL_THRESHOLD`](crate::DEFAULT_SPOOL_THRESHOLD)) they go to a temp file in the OS temp dir |
+/// | `max_spooled_bytes` (feature `spool`) | 4 GiB across all requests of the layer ([`DEFAULT_MAX_SPOOLED_BYTES`](crate::DEFAULT_MAX_SPOOLED_BYTES)) |
 /// | [`drain_max_bytes`](Self::drain_max_bytes) | 1 MiB ([`DEFAULT_DRAIN_MAX_BYTES`](crate::DEFAULT_DRAIN_MAX_BYTES)) |
 /// | [`drain_timeout`](Self::drain_timeout) | 2 s ([`DEFAULT_DRAIN_TIMEOUT`](crate::DEFAULT_DRAIN_TIMEOUT)) |
 ///
@@ -176,6 +178,54 @@ impl ModelRoutingLayer {
     /// refused with 503 `overloaded` and `Retry-After`.
     pub fn max_held_bytes(mut self, bytes: u64) -> Self {
         self.config_mut().max_held_bytes = bytes;
+        self
+    }
+
+    /// Holds what a request must hold before its decision on disk past
+    /// `config`'s memory threshold (feature `spool`): see the crate docs,
+    /// "Disk spool". The spool's file I/O runs on tokio's blocking pool, so
+    /// the service must run inside a tokio runtime (hyper and axum servers
+    /// do).
+    ///
+    /// ```
+    /// use bbr_core::spool::SpoolConfig;
+    /// use bbr_tower::{ModelRoutingLayer, ReplayBody};
+    /// use bytes::Bytes;
+    /// use http::{Request, Response};
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let layer = ModelRoutingLayer::new().spool(SpoolConfig::new().with_memory_threshold(4));
+    /// let stats = layer.stats();
+    /// let service = layer.layer(service_fn(|request: Request<ReplayBody<Full<Bytes>>>| async move {
+    ///     let body = request.into_body().collect().await?.to_bytes();
+    ///     Ok::<_, bbr_tower::BoxError>(Response::new(Full::new(body)))
+    /// }));
+    /// let body = r#"{"messages":[],"model":"m"}"#;
+    /// let request = Request::post("/").body(Full::new(Bytes::from(body)))?;
+    /// let response = service.oneshot(request).await?;
+    /// assert_eq!(response.into_body().collect().await?.to_bytes(), body);
+    /// assert_eq!((stats.spooled_requests(), stats.spooled_bytes()), (1, 0));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "spool")]
+    pub fn spool(mut self, config: bbr_core::spool::SpoolConfig) -> Self {
+        self.config_mut().spool = Some(config);
+        self
+    }
+
+    /// Cap on the bytes spooled to disk by all requests of this layer and
+    /// its clones together (feature `spool`), as in
+    /// [`RoutingStats::spooled_bytes`]. A request whose next spooled frame
+    /// would go over it is refused with 503 `overloaded` and `Retry-After`,
+    /// as for the memory cap: spooled bytes count against this cap, not
+    /// against [`max_held_bytes`](Self::max_held_bytes).
+    #[cfg(feature = "spool")]
+    pub fn max_spooled_bytes(mut self, bytes: u64) -> Self {
+        self.config_mut().max_spooled_bytes = bytes;
         self
     }
 

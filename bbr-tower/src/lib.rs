@@ -200,6 +200,7 @@
 #![forbid(unsafe_code)]
 
 mod base_model;
+mod blocking;
 mod body;
 mod config;
 mod counters;
@@ -223,7 +224,7 @@ pub use base_model::BaseModels;
 pub use body::{ReplayBody, ResponseBody};
 pub use config::{
     DEFAULT_DECISION_DEADLINE, DEFAULT_DRAIN_MAX_BYTES, DEFAULT_DRAIN_TIMEOUT,
-    DEFAULT_MAX_HELD_BYTES,
+    DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_SPOOLED_BYTES, DEFAULT_SPOOL_THRESHOLD,
 };
 pub use counters::RoutingStats;
 pub use error::{BodyViolation, BoxError};

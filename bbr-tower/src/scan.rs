@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 
 use bbr_core::contract::{ClientHeaders, Refusal};
 use bbr_core::encoding::{Coding, DecodeLimits};
+use bbr_core::spool::{Hold, Spool, SpoolFile, SpoolWrite, SpoolWritten};
 use bbr_core::{BodyExtractor, Model, Outcome, Progress};
 use bytes::{Bytes, BytesMut};
 use http_body::Frame;
@@ -89,6 +90,32 @@ pub(crate) struct Scan {
     reservation: Reservation,
     client_headers: ClientHeaders,
     ended: bool,
+    /// The disk spool (feature `spool`), when configured.
+    spool: Option<Spooling>,
+}
+
+/// A scan's spool and its accounting.
+#[derive(Debug)]
+struct Spooling {
+    spool: Spool,
+    /// Bytes handed to the spool, against the disk cap.
+    disk: Reservation,
+    /// Memory reserved for the spool's chunks not yet written.
+    memory_cost: u64,
+    /// Held frames that come before the spooled bytes.
+    at: usize,
+    /// Trailers read while spooling: they come after everything spooled.
+    trailers: Option<HeldFrame>,
+}
+
+/// The spooled part of a held body: the file, and where it goes.
+#[derive(Debug)]
+pub(crate) struct HeldSpool {
+    /// Held frames handed out before the file's bytes.
+    pub(crate) at: usize,
+    pub(crate) file: SpoolFile,
+    /// The file's bytes, against the disk cap; shrunk as they are read.
+    pub(crate) disk: Reservation,
 }
 
 /// What the scan knows after a frame.
@@ -126,6 +153,8 @@ pub(crate) struct Held {
     pub(crate) validator: Option<BodyExtractor>,
     /// Reserved for the validator's decoders: given back when it is done.
     pub(crate) decoder_cost: u64,
+    /// The bytes that went to disk, replayed after the first `at` frames.
+    pub(crate) spool: Option<HeldSpool>,
 }
 
 impl Scan {
@@ -146,9 +175,104 @@ impl Scan {
             reservation,
             client_headers,
             ended: false,
+            spool: None,
         }
     }
 
+    /// Holds what passes the spool's memory threshold on disk, against the
+    /// disk cap `disk`.
+    pub(crate) fn with_spool(mut self, spool: Spool, disk: Reservation) -> Self {
+        self.spool = Some(Spooling {
+            spool,
+            disk,
+            memory_cost: 0,
+            at: 0,
+            trailers: None,
+        });
+        self
+    }
+
+    /// The next spool write to run (when none runs and chunks wait).
+    pub(crate) fn next_write(&mut self) -> Option<SpoolWrite> {
+        self.spool.as_mut()?.spool.next_write()
+    }
+
+    /// A spool write ran; `None` when it could not finish. A failed write
+    /// refuses the request like an overload: the gateway cannot hold it.
+    pub(crate) fn write_done(&mut self, done: Option<SpoolWritten>) -> Result<(), Refusal> {
+        let Some(spooling) = self.spool.as_mut() else {
+            return Ok(());
+        };
+        let Some(done) = done else {
+            return Err(Refusal::Overloaded);
+        };
+        if let Err(error) = spooling.spool.write_done(done) {
+            crate::trace::debug_event!(error = %error, "spool write failed");
+            let _ = &error;
+            return Err(Refusal::Overloaded);
+        }
+        self.sync_spool_cost()
+    }
+
+    /// True when the scan should wait for the running write before reading
+    /// more (the spool's back-pressure).
+    pub(crate) fn must_wait(&self) -> bool {
+        self.spool
+            .as_ref()
+            .is_some_and(|spooling| spooling.spool.must_wait())
+    }
+
+    /// Bytes handed to the spool so far.
+    #[cfg_attr(not(any(feature = "adapters", test)), allow(dead_code))]
+    pub(crate) fn spooled_bytes(&self) -> u64 {
+        self.spool
+            .as_ref()
+            .map_or(0, |spooling| spooling.spool.taken_bytes())
+    }
+
+    /// Keeps the memory reservation of the spool's waiting chunks exact.
+    fn sync_spool_cost(&mut self) -> Result<(), Refusal> {
+        let Some(spooling) = self.spool.as_mut() else {
+            return Ok(());
+        };
+        let cost = spooling.spool.memory_cost();
+        if cost > spooling.memory_cost {
+            if !self.reservation.try_grow(cost - spooling.memory_cost) {
+                return Err(Refusal::Overloaded);
+            }
+        } else {
+            self.reservation.shrink(spooling.memory_cost - cost);
+        }
+        spooling.memory_cost = cost;
+        Ok(())
+    }
+
+    /// Hands `data` to the spool when it goes to disk; gives it back when
+    /// it stays in memory.
+    fn spool(&mut self, data: Bytes) -> Result<Option<Bytes>, Refusal> {
+        let Some(spooling) = self.spool.as_mut() else {
+            return Ok(Some(data));
+        };
+        if !spooling.spool.would_spool(data.len()) {
+            return Ok(match spooling.spool.hold(data) {
+                Hold::Memory(data) => Some(data),
+                Hold::Spooled => None,
+            });
+        }
+        if !spooling.spool.is_spooling() {
+            self.flush();
+            let spooling = self.spool.as_mut().expect("checked above");
+            spooling.at = self.held.len();
+            self.reservation.counters().record_spooling();
+        }
+        let spooling = self.spool.as_mut().expect("checked above");
+        if !spooling.disk.try_grow(data.len() as u64) {
+            return Err(Refusal::Overloaded);
+        }
+        let _ = spooling.spool.hold(data);
+        self.sync_spool_cost()?;
+        Ok(None)
+    }
     /// Body bytes read so far.
     pub(crate) fn held_bytes(&self) -> u64 {
         self.held_bytes
@@ -205,10 +329,16 @@ impl Scan {
                 if !self.reservation.try_grow(FRAME_OVERHEAD) {
                     return Step::Failed(Refusal::Overloaded);
                 }
-                self.held.push_back(HeldFrame {
+                let held = HeldFrame {
                     frame: Frame::trailers(trailers),
                     cost: FRAME_OVERHEAD,
-                });
+                };
+                match self.spool.as_mut() {
+                    Some(spooling) if spooling.spool.is_spooling() => {
+                        spooling.trailers = Some(held);
+                    }
+                    _ => self.held.push_back(held),
+                }
                 self.end()
             }
         }
@@ -222,6 +352,9 @@ impl Scan {
         if data.is_empty() {
             return Ok(());
         }
+        let Some(data) = self.spool(data)? else {
+            return Ok(());
+        };
         if self.data_frames <= ZERO_COPY_FRAMES || data.len() >= COPY_BELOW {
             self.flush();
             let cost = data.len() as u64 + FRAME_OVERHEAD;
@@ -279,8 +412,43 @@ impl Scan {
         }
     }
 
+    /// What the scan held, for the replay body.
+    ///
+    /// # Panics
+    ///
+    /// If a spool write is still running: the caller waits for it first.
     pub(crate) fn into_held(mut self) -> Held {
         self.flush();
+        let spool = self.spool.take().and_then(|spooling| {
+            let Spooling {
+                spool,
+                mut disk,
+                memory_cost,
+                at,
+                trailers,
+            } = spooling;
+            let written = spool.spooled_bytes();
+            let (file, rest) = spool.into_parts();
+            // The chunks not written stay in memory, after the file, with
+            // the memory already reserved for them (the first carries the
+            // slack of a coalescing buffer) ...
+            let mut slack = memory_cost - rest.iter().map(|c| c.len() as u64).sum::<u64>();
+            for chunk in rest {
+                let cost = chunk.len() as u64 + std::mem::take(&mut slack);
+                self.held.push_back(HeldFrame {
+                    frame: Frame::data(chunk),
+                    cost,
+                });
+            }
+            if slack > 0 {
+                self.reservation.shrink(slack);
+            }
+            self.held.extend(trailers);
+            // ... and no longer count against the disk cap.
+            disk.shrink(disk.bytes() - written);
+            let file = file?;
+            Some(HeldSpool { at, file, disk })
+        });
         let decoder_cost = if self.ended {
             // Nothing left to decode.
             self.reservation.shrink(self.decoder_cost);
@@ -295,6 +463,7 @@ impl Scan {
             reservation: self.reservation,
             ended: self.ended,
             validator: (!self.ended).then_some(self.extractor),
+            spool,
         }
     }
 }

@@ -226,3 +226,100 @@ fn a_compressed_body_reserves_its_decoder_at_the_first_byte_until_it_is_decoded(
         }
     }
 }
+
+fn spooling_scan(threshold: u64, disk_cap: u64) -> (Scan, RoutingStats) {
+    let (scan, stats) = scan_with_cap(u64::MAX);
+    let disk = Reservation::disk(scan.reservation.counters().clone(), disk_cap);
+    let spool = Spool::new(bbr_core::spool::SpoolConfig::new().with_memory_threshold(threshold));
+    (scan.with_spool(spool, disk), stats)
+}
+
+/// Runs the scan's pending spool writes in place (the layer runs them on
+/// the blocking pool).
+fn write_all(scan: &mut Scan) {
+    while let Some(job) = scan.next_write() {
+        scan.write_done(Some(job.run())).unwrap();
+    }
+}
+
+#[test]
+fn past_the_threshold_frames_go_to_the_spool_and_come_back_between_memory_and_the_rest() {
+    let (mut scan, stats) = spooling_scan(8, u64::MAX);
+    let first = Bytes::from_static(br#"{"a":1,"#);
+    assert!(matches!(
+        scan.push(Frame::data(first.clone())),
+        Step::NeedMore
+    ));
+    assert_eq!(scan.spooled_bytes(), 0);
+    for piece in [&br#""b":"#[..], br#""xyz","#] {
+        assert!(matches!(
+            scan.push(Frame::data(Bytes::from_static(piece))),
+            Step::NeedMore
+        ));
+    }
+    // Two frames spooled, written; the deciding frame waits in memory.
+    write_all(&mut scan);
+    assert!(matches!(
+        scan.push(Frame::data(Bytes::from_static(br#""model":"m"}"#))),
+        Step::Decided(Decision::Found(_))
+    ));
+    assert_eq!(scan.spooled_bytes(), 4 + 6 + 12);
+    assert_eq!(stats.spooled_requests(), 1);
+    let mut held = scan.into_held();
+    // The unwritten frame no longer counts on disk.
+    assert_eq!(stats.spooled_bytes(), 10);
+    let spool = held.spool.as_mut().expect("spooled");
+    assert_eq!(spool.at, 1);
+    assert_eq!(
+        &spool.file.read_chunk(64).unwrap().unwrap()[..],
+        br#""b":"xyz","#
+    );
+    let frames = data_frames(&held);
+    assert_eq!(frames.len(), 2);
+    // Held in memory as it came.
+    assert_eq!(frames[0].as_ptr(), first.as_ptr());
+    assert_eq!(&frames[1][..], br#""model":"m"}"#);
+}
+
+#[test]
+fn trailers_read_while_spooling_come_after_the_spooled_bytes() {
+    let (mut scan, _) = spooling_scan(0, u64::MAX);
+    scan.push(Frame::data(Bytes::from_static(br#"{"model":"#)));
+    write_all(&mut scan);
+    scan.push(Frame::data(Bytes::from_static(br#""m""#)));
+    assert!(matches!(
+        scan.push(Frame::trailers(http::HeaderMap::new())),
+        Step::Failed(_)
+    ));
+    let (mut scan, _) = spooling_scan(0, u64::MAX);
+    scan.push(Frame::data(Bytes::from_static(br#"{"x":1"#)));
+    write_all(&mut scan);
+    scan.push(Frame::data(Bytes::from_static(br#"}"#)));
+    assert!(matches!(
+        scan.push(Frame::trailers(http::HeaderMap::new())),
+        Step::Decided(Decision::Absent)
+    ));
+    let held = scan.into_held();
+    assert_eq!(held.spool.as_ref().map(|spool| spool.at), Some(0));
+    assert_eq!(held.frames.len(), 2);
+    assert!(held.frames[0].frame.is_data());
+    assert!(held.frames[1].frame.is_trailers());
+}
+
+#[test]
+fn the_disk_cap_refuses_the_frame_that_would_pass_it() {
+    let (mut scan, stats) = spooling_scan(2, 5);
+    scan.push(Frame::data(Bytes::from_static(b"{ ")));
+    assert!(matches!(
+        scan.push(Frame::data(Bytes::from_static(b"     "))),
+        Step::NeedMore
+    ));
+    assert_eq!(stats.spooled_bytes(), 5);
+    assert!(matches!(
+        scan.push(Frame::data(Bytes::from_static(b" "))),
+        Step::Failed(Refusal::Overloaded)
+    ));
+    assert_eq!(stats.overloaded(), 1);
+    drop(scan);
+    assert_eq!((stats.spooled_bytes(), stats.held_bytes()), (0, 0));
+}

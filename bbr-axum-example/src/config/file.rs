@@ -103,6 +103,11 @@ pub struct BbrOptions {
     pub missing_model: MissingModel,
     /// Client-sent routing header policy.
     pub client_headers: ClientHeaders,
+    /// Held bytes of one request past this go to a temp file (in `$TMPDIR`);
+    /// `None` (`spool: false`) keeps everything in memory.
+    pub spool_threshold: Option<u64>,
+    /// Cap on the bytes spooled by all requests together (503 past it).
+    pub max_spooled_bytes: u64,
 }
 
 impl Default for BbrOptions {
@@ -116,6 +121,8 @@ impl Default for BbrOptions {
             duplicate_keys: limits.duplicate_keys(),
             missing_model: MissingModel::default(),
             client_headers: ClientHeaders::default(),
+            spool_threshold: Some(bbr_tower::DEFAULT_SPOOL_THRESHOLD),
+            max_spooled_bytes: bbr_tower::DEFAULT_MAX_SPOOLED_BYTES,
         }
     }
 }
@@ -219,6 +226,11 @@ pub(super) struct RawBbr {
     missing_model: Option<MissingModel>,
     #[serde(default, deserialize_with = "units::opt_from_str")]
     client_headers: Option<ClientHeaders>,
+    spool: Option<bool>,
+    #[serde(default, deserialize_with = "units::opt_bytes")]
+    spool_threshold: Option<u64>,
+    #[serde(default, deserialize_with = "units::opt_bytes")]
+    max_spooled_bytes: Option<u64>,
 }
 
 impl RawBbr {
@@ -232,6 +244,11 @@ impl RawBbr {
             duplicate_keys: self.duplicate_keys.unwrap_or(d.duplicate_keys),
             missing_model: self.missing_model.unwrap_or(d.missing_model),
             client_headers: self.client_headers.unwrap_or(d.client_headers),
+            spool_threshold: match self.spool {
+                Some(false) => None,
+                _ => self.spool_threshold.or(d.spool_threshold),
+            },
+            max_spooled_bytes: self.max_spooled_bytes.unwrap_or(d.max_spooled_bytes),
         }
     }
 }

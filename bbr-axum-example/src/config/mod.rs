@@ -35,6 +35,9 @@
 //!   duplicate_keys: reject          # reject | first-wins | last-wins
 //!   missing_model: forward          # forward | reject
 //!   client_headers: strip           # strip | reject (a client-sent X-Gateway-* header)
+//!   spool: true                     # held bytes past spool_threshold go to a temp file ($TMPDIR)
+//!   spool_threshold: 4MiB           # per request, in memory before the spool
+//!   max_spooled_bytes: 4GiB         # all requests together; 503 overloaded past it
 //! adapters:                         # adapter map (ConfigMap files or directories)
 //!   paths: [/etc/bbr/adapters]
 //! proxy:

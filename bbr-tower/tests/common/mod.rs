@@ -508,3 +508,8 @@ pub fn brotli(body: &[u8]) -> Vec<u8> {
     brotli::BrotliCompress(&mut &body[..], &mut out, &Default::default()).unwrap();
     out
 }
+
+/// The SHA-256 of `bytes`, as `Seen::sha256` holds it.
+pub fn sha256_bytes(bytes: &[u8]) -> Vec<u8> {
+    Sha256::digest(bytes).to_vec()
+}
