@@ -670,6 +670,50 @@ mod tests {
         assert!(matches!(error, Err(SpoolError::Create { dir, .. }) if dir == missing));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any body, any chunking, any threshold, writes run at any points:
+        /// memory, then the file, then what was not written, is the body.
+        #[test]
+        fn memory_then_file_then_rest_is_the_body(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40_000),
+            cuts in proptest::collection::vec(1usize..9000, 1..64),
+            writes in proptest::collection::vec(proptest::prelude::any::<bool>(), 1..64),
+            threshold in 0u64..50_000,
+            read in 1usize..70_000,
+        ) {
+            let mut spool = Spool::new(SpoolConfig::new().with_memory_threshold(threshold));
+            let mut memory = Vec::new();
+            let mut rest = &body[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let take = cuts[i % cuts.len()].min(rest.len());
+                if let Hold::Memory(bytes) = spool.hold(Bytes::copy_from_slice(&rest[..take])) {
+                    proptest::prop_assert!(spool.taken_bytes() == 0);
+                    memory.extend_from_slice(&bytes);
+                }
+                rest = &rest[take..];
+                if writes[i % writes.len()]
+                    && let Some(job) = spool.next_write()
+                {
+                    spool.write_done(job.run()).unwrap();
+                }
+                i += 1;
+            }
+            proptest::prop_assert!(memory.len() as u64 <= threshold);
+            proptest::prop_assert_eq!(spool.taken_bytes(), (body.len() - memory.len()) as u64);
+            let (file, pending) = spool.into_parts();
+            let mut all = memory;
+            if let Some(mut file) = file {
+                all.extend(read_all(&mut file, read));
+            }
+            for piece in pending {
+                all.extend_from_slice(&piece);
+            }
+            proptest::prop_assert_eq!(all, body);
+        }
+    }
+
     #[cfg(unix)]
     #[test]
     fn the_file_is_unlinked_at_creation() {

@@ -30,6 +30,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bbr_core::contract::{ClientHeaders, MissingModel};
+use bbr_core::encoding::DecodeLimits;
+use bbr_core::multipart::PartLimits;
 use bbr_core::{DuplicateKeys, Limits};
 use clap::{ArgAction, Parser};
 
@@ -170,6 +172,28 @@ pub struct Config {
     /// past it: 503 with `Retry-After`.
     #[arg(long, default_value = "512MiB", value_parser = parse_size)]
     pub max_held_bytes: u64,
+
+    // Decoding and form limits (bbr_core::encoding::DecodeLimits,
+    // bbr_core::multipart::PartLimits); each default is the core's.
+    /// Compressed bodies: most decoded bytes per encoded byte, checked once
+    /// more than `--decode-ratio-floor` is decoded; past it: 413.
+    #[arg(long, default_value_t = DecodeLimits::DEFAULT_MAX_RATIO)]
+    pub max_decode_ratio: u32,
+    /// Compressed bodies: decoded bytes before the ratio is checked.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub decode_ratio_floor: u64,
+    /// Compressed bodies: largest decoder window a zstd or brotli stream
+    /// may ask for (exactly it is accepted); past it: 413.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    pub max_decode_window: u64,
+    /// `multipart/form-data`: longest header block of one part (CRLFs and
+    /// the empty line included); past it: 400.
+    #[arg(long, default_value = "8KiB", value_parser = parse_size)]
+    pub max_part_header_bytes: u64,
+    /// `multipart/form-data`: most header lines in one part (a plain
+    /// number); past it: 400.
+    #[arg(long, default_value_t = PartLimits::DEFAULT_MAX_HEADERS)]
+    pub max_part_headers: usize,
     /// Adapter map (upstream ConfigMap format): files or directories,
     /// repeatable, reloaded when they change.
     #[arg(long)]
@@ -344,7 +368,26 @@ impl Config {
             .undecided_prefix(self.undecided_prefix)
             .decision_deadline(self.decision_deadline)
             .max_held_bytes(self.max_held_bytes)
+            .decode_limits(self.decode_limits())
+            .part_limits(self.part_limits())
             .routing(plugins.routing().clone()))
+    }
+
+    /// The bounds on decoding a compressed body, from the flags.
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits::new()
+            .with_max_ratio(self.max_decode_ratio)
+            .with_ratio_floor(self.decode_ratio_floor)
+            .with_max_window(self.max_decode_window)
+    }
+
+    /// The bounds on a form part's headers, from the flags.
+    pub fn part_limits(&self) -> PartLimits {
+        PartLimits::new()
+            .with_max_header_bytes(
+                usize::try_from(self.max_part_header_bytes).unwrap_or(usize::MAX),
+            )
+            .with_max_headers(self.max_part_headers)
     }
 
     /// Who may scrape `/metrics`.
@@ -787,5 +830,192 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// The verdict of `body` (of `content_type`, `content_encoding`) fed
+    /// whole under the flags `args`: the model, or the refusal's status.
+    fn verdict(
+        args: &[&str],
+        content_type: &[u8],
+        content_encoding: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<Option<String>, u16> {
+        let config =
+            Config::try_parse_from(std::iter::once("bbr-extproc").chain(args.iter().copied()))
+                .unwrap();
+        let settings = config.settings().unwrap();
+        let mut extractor = bbr_core::BodyExtractor::for_content(
+            Some(content_type),
+            content_encoding,
+            settings.limits,
+        )
+        .with_decode_limits(settings.decode_limits)
+        .with_part_limits(settings.part_limits);
+        let refused =
+            |error: bbr_core::ExtractError| bbr_core::contract::Refusal::from(error).status();
+        extractor
+            .feed(&bytes::Bytes::copy_from_slice(body))
+            .map_err(refused)?;
+        let outcome = extractor.finish().map_err(refused)?;
+        Ok(outcome.model().map(|model| model.as_str().to_owned()))
+    }
+
+    const FORM: &[u8] = b"multipart/form-data; boundary=b";
+
+    /// A form: a file part with two header lines, then `model`.
+    fn form() -> Vec<u8> {
+        b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF\r\n--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--b--\r\n".to_vec()
+    }
+
+    #[test]
+    fn decode_and_part_flags_default_to_the_core_defaults() {
+        let config = Config::try_parse_from(["bbr-extproc"]).unwrap();
+        let settings = config.settings().unwrap();
+        assert_eq!(settings.decode_limits, DecodeLimits::new());
+        assert_eq!(settings.part_limits, PartLimits::new());
+        assert_eq!(
+            DecodeLimits::new().ratio_floor(),
+            parse_size("1MiB").unwrap()
+        );
+        assert_eq!(
+            DecodeLimits::new().max_window(),
+            parse_size("8MiB").unwrap()
+        );
+        assert_eq!(
+            PartLimits::new().max_header_bytes() as u64,
+            parse_size("8KiB").unwrap()
+        );
+        for bad in [
+            "--decode-ratio-floor=1024",
+            "--max-decode-window=8",
+            "--max-part-header-bytes=512",
+            "--max-part-headers=two",
+            "--max-decode-ratio=-1",
+        ] {
+            assert!(
+                Config::try_parse_from(["bbr-extproc", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_part_headers_at_the_limit_and_one_past() {
+        let routed = Ok(Some("whisper-1".to_owned()));
+        assert_eq!(
+            verdict(&["--max-part-headers=2"], FORM, None, &form()),
+            routed
+        );
+        assert_eq!(
+            verdict(&["--max-part-headers=1"], FORM, None, &form()),
+            Err(400)
+        );
+    }
+
+    #[test]
+    fn max_part_header_bytes_at_the_limit_and_one_past() {
+        // The file part's header block: its two lines and the empty line.
+        let block = "Content-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n".len();
+        let at = format!("--max-part-header-bytes={block}B");
+        let past = format!("--max-part-header-bytes={}B", block - 1);
+        assert_eq!(
+            verdict(&[&at], FORM, None, &form()),
+            Ok(Some("whisper-1".to_owned()))
+        );
+        assert_eq!(verdict(&[&past], FORM, None, &form()), Err(400));
+    }
+
+    /// A JSON body with `model` last, highly compressible, gzip-encoded.
+    fn gzip_model_last() -> (Vec<u8>, Vec<u8>) {
+        use std::io::Write;
+        let mut plain = br#"{"pad":""#.to_vec();
+        plain.extend(std::iter::repeat_n(b'a', 64 << 10));
+        plain.extend_from_slice(br#"","model":"m"}"#);
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&plain).unwrap();
+        (plain, encoder.finish().unwrap())
+    }
+
+    #[cfg(feature = "flate2")]
+    #[test]
+    fn decode_ratio_floor_at_the_limit_and_one_past() {
+        // With a ratio of 1, the ratio is checked only past the floor.
+        let (plain, gzip) = gzip_model_last();
+        let floor = |bytes: usize| format!("--decode-ratio-floor={bytes}B");
+        let json = b"application/json";
+        let m = Ok(Some("m".to_owned()));
+        let at = floor(plain.len());
+        let past = floor(plain.len() - 1);
+        assert_eq!(
+            verdict(&["--max-decode-ratio=1", &at], json, Some(b"gzip"), &gzip),
+            m
+        );
+        assert_eq!(
+            verdict(&["--max-decode-ratio=1", &past], json, Some(b"gzip"), &gzip),
+            Err(413)
+        );
+    }
+
+    /// The least value in `lo..=hi` that `accepts`, which must be
+    /// monotone (refused below some value, accepted from it on).
+    fn least_accepted(mut lo: u64, mut hi: u64, accepts: impl Fn(u64) -> bool) -> u64 {
+        assert!(accepts(hi) && !accepts(lo));
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if accepts(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        hi
+    }
+
+    #[cfg(feature = "flate2")]
+    #[test]
+    fn max_decode_ratio_at_the_limit_and_one_past() {
+        // The highest ratio a body reaches depends on how its decoder
+        // consumes input: find the least `--max-decode-ratio` that accepts
+        // it; exactly it is accepted and one less refused with 413 (a
+        // flag that did not reach the decoder would find no such value).
+        let (_, gzip) = gzip_model_last();
+        let json = b"application/json";
+        let floor = "--decode-ratio-floor=0B";
+        let run = |r: u64| {
+            verdict(
+                &[floor, &format!("--max-decode-ratio={r}")],
+                json,
+                Some(b"gzip"),
+                &gzip,
+            )
+        };
+        let least = least_accepted(1, 1_000_000, |r| run(r).is_ok());
+        assert_eq!(run(least), Ok(Some("m".to_owned())));
+        assert_eq!(run(least - 1), Err(413));
+        assert!(
+            least > u64::from(DecodeLimits::DEFAULT_MAX_RATIO),
+            "a bomb-like body"
+        );
+    }
+
+    #[cfg(feature = "zstd")]
+    #[test]
+    fn max_decode_window_at_the_limit_and_one_past() {
+        let (plain, _) = gzip_model_last();
+        let zstd = zstd::bulk::compress(&plain, 3).unwrap();
+        let json = b"application/json";
+        let run = |w: u64| {
+            verdict(
+                &[&format!("--max-decode-window={w}B")],
+                json,
+                Some(b"zstd"),
+                &zstd,
+            )
+        };
+        let least = least_accepted(1, 8 << 20, |w| run(w).is_ok());
+        assert_eq!(run(least), Ok(Some("m".to_owned())));
+        assert_eq!(run(least - 1), Err(413));
+        // The frame's window covers the body it decodes.
+        assert!(least >= plain.len() as u64 / 2, "{least}");
     }
 }

@@ -19,6 +19,29 @@
 //! stream of a server; a stream whose reservation would exceed the cap is
 //! refused with `503` and `Retry-After` ([`Refusal::Overloaded`]).
 //!
+//! # Who holds the bytes before the decision, per body mode
+//!
+//! - `FULL_DUPLEX_STREAMED`: bbr-extproc, here. Envoy passes each chunk on
+//!   as it arrives and forwards nothing upstream until the replies come, so
+//!   a `model` that comes late (a form field after the file) costs
+//!   bbr-extproc the bytes before it, within `--max-scan-bytes` per request
+//!   and `--max-held-bytes` across streams. The disk spool of the tower
+//!   layer (`bbr_core::spool`) is not applied here yet: a 256 MiB upload
+//!   with `model` last needs `--max-scan-bytes` of at least 256 MiB and
+//!   holds it in this process's memory (once, never copied).
+//! - `STREAMED` (with `send_body_without_waiting_for_header_response`):
+//!   Envoy. Each chunk gets an empty reply at once and nothing is reserved
+//!   here; Envoy keeps the chunks in its own request buffer until the
+//!   headers reply, bounded by its buffer limits
+//!   (`per_connection_buffer_limit_bytes` of the listener, 1 MiB by
+//!   default, and its flow control watermarks). What Envoy does when the
+//!   bytes before the field pass that limit was not measured here.
+//! - `BUFFERED` / `BUFFERED_PARTIAL`: Envoy buffers the body (up to
+//!   `per_connection_buffer_limit_bytes`; past it `BUFFERED` is Envoy's own
+//!   413 and `BUFFERED_PARTIAL` sends the prefix) and sends it in one
+//!   message; bbr-extproc reads that message and holds nothing across
+//!   messages.
+//!
 //! [`Refusal::Overloaded`]: bbr_core::contract::Refusal::Overloaded
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -63,6 +63,7 @@
 //! | the body fails before the decision (client reset, half-closed upload) | 400 `invalid_request_body` |
 //! | no decision within the decision deadline (30 s from the first body byte) | 408 `request_timeout` |
 //! | the bytes held by all requests would pass the global cap (512 MiB) | 503 `overloaded`, `Retry-After: 1` |
+//! | with the spool (feature `spool`): the bytes spooled by all requests would pass the disk cap (4 GiB), or the spool file cannot be created or written | 503 `overloaded`, `Retry-After: 1` |
 //! | a client-sent routing header, any case, `-` or `_` (`X_Gateway_Model_Name`), in the head or in trailers | removed ([`ClientHeaders::Strip`](bbr_core::contract::ClientHeaders::Strip), the default); 400 `routing_header_not_allowed` with [`ClientHeaders::Reject`](bbr_core::contract::ClientHeaders::Reject) |
 //!
 //! The content type is not needed to read a body as JSON: every body that
@@ -127,6 +128,56 @@
 //! 1-, 7- and 64-byte chunkings). A frame held as is counts its own length:
 //! the allocation behind a large `Bytes` belongs to the server that made it.
 //!
+//! # Disk spool
+//!
+//! With the feature `spool` and `ModelRoutingLayer::spool`, a request
+//! that must hold more than the spool's memory threshold before its
+//! decision (4 MiB by default, [`DEFAULT_SPOOL_THRESHOLD`]; a `model` form
+//! field after a large file, a chat body with `model` after its images)
+//! holds the rest on disk:
+//!
+//! - the frames up to the threshold are held in memory as above (the same
+//!   `Bytes`, zero-copy); the frame that would pass it and every later one
+//!   before the decision go to one anonymous temp file per request, created
+//!   in the configured directory (the OS temp dir by default) and unlinked
+//!   at once on Unix (removed on drop elsewhere), so nothing outlives the
+//!   request or the process;
+//! - writes run on tokio's blocking pool, one at a time per request; while
+//!   one runs, the next frames gather (tiny ones coalesced into 64 KiB
+//!   buffers), and once 64 KiB waits behind a running write the layer stops
+//!   reading the client until it finishes: per request memory stays about
+//!   the threshold plus two writes. Waiting frames count against the memory
+//!   cap until written;
+//! - spooled bytes count against a separate disk cap shared by all requests
+//!   of the layer (`ModelRoutingLayer::max_spooled_bytes`, 4 GiB by
+//!   default, [`DEFAULT_MAX_SPOOLED_BYTES`]), not against the memory cap. A
+//!   frame that would take them over it refuses the request with 503
+//!   `overloaded` and `Retry-After`, like the memory cap (the disk is shared
+//!   too, and frees as other requests finish); so does a spool file that
+//!   cannot be created or written (a full disk). `max_scan_bytes` still
+//!   bounds each request (413);
+//! - at the decision the layer waits for the running write, then calls the
+//!   inner service. The [`ReplayBody`] hands out the frames held in memory,
+//!   then the file's bytes in order, read on the blocking pool in chunks of
+//!   [`SPOOL_READ_BYTES`](bbr_core::spool::SPOOL_READ_BYTES) (256 KiB) with
+//!   one read ahead, then the frames that were still waiting for their
+//!   write, the trailers, and the rest of the client's body. The bytes are
+//!   identical and in order; frame boundaries of the spooled part are not
+//!   kept (HTTP does not carry them);
+//! - copies: a spooled byte is copied to the file and once back from it
+//!   into a fresh buffer; a spooled frame under 4 KiB is also copied into a
+//!   coalescing buffer first. Nothing held in memory is copied, as without
+//!   the spool.
+//! - A body that spooled is not rewritten by
+//!   `ModelRoutingLayer::model_rewrites` (its token may be on disk): it is
+//!   routed as requested, like a form or a compressed body.
+//!
+//! The spool needs a tokio runtime (hyper and axum servers run in one).
+//! [`RoutingStats::spooled_requests`] and [`RoutingStats::spooled_bytes`]
+//! count it. The example gateway enables it by default: a 256 MiB form
+//! upload with `model` last grows its peak RSS by about 7 MiB (265 MiB
+//! without the spool).
+//!
 //! Across requests, all requests of a layer share one cap
 //! ([`ModelRoutingLayer::max_held_bytes`], 512 MiB by default): a request
 //! whose next frame would take the total over it is refused with 503 and
@@ -149,6 +200,10 @@
 //!   `AdapterBaseModels`, the [`BaseModels`] lookup over `bbr-adapters`'
 //!   reloading ConfigMap store (which brings a YAML parser). Without it,
 //!   implement [`BaseModels`] or use a `HashMap<String, BaseModelName>`.
+//! - `spool` (off by default): `ModelRoutingLayer::spool` and
+//!   `ModelRoutingLayer::max_spooled_bytes`, the disk spool above. It
+//!   turns on tokio's `rt` (already a dependency) for `spawn_blocking`;
+//!   without it nothing of the spool is built into the layer's paths.
 //! - `tracing` (off by default): `debug` events for each decision (model,
 //!   bytes held), refusal (code, offset) and body violation (code, offset).
 //!   Nothing from the body is logged except the model name.

@@ -22,6 +22,13 @@
 //!   longer cost ~100 bytes of bookkeeping per byte.
 //! - A compressed body also reserves its decoders' state at its first data
 //!   frame ([`decoder_cost`]), held until the body is no longer decoded.
+//! - With a spool (feature `spool`), the data frame that would take the
+//!   held body bytes past its memory threshold, and every later one, go to
+//!   the [`Spool`] instead of the queue; their memory is accounted (as the
+//!   spool reports it) until their write ran, their bytes against the disk
+//!   cap. The queue remembers where the spooled bytes go (`HeldSpool::at`);
+//!   frames not yet written at the decision, and trailers read while
+//!   spooling, follow them.
 
 use std::collections::VecDeque;
 
