@@ -11,7 +11,8 @@
 //! eight bytes at a time to the next quote, backslash, control or non-ASCII
 //! byte (one pass, in vectorizable 64-byte blocks on long runs), and
 //! validates escapes and non-ASCII characters in place (the rules of
-//! `std::str::from_utf8`); the reference mode ([`ModelExtractor::new_reference`]) steps byte by byte and
+//! `std::str::from_utf8`), and reads everything below the top level in one
+//! tight loop (`nested.rs`); the reference mode ([`ModelExtractor::new_reference`]) steps byte by byte and
 //! exists so tests can check the fast paths against it.
 
 use bytes::Bytes;
@@ -20,6 +21,8 @@ use crate::bounded::BoundedScan;
 
 use crate::simd::{self, Level};
 use crate::{DuplicateKeys, ErrorKind, ExtractError, Limits, Model, Outcome, Progress};
+
+mod nested;
 
 /// `key_match` value once the key can no longer be the field name.
 const KEY_MISMATCH: u8 = u8::MAX;
@@ -109,6 +112,21 @@ enum State {
     Lit { lit: u8, idx: u8 },
     /// After the root object: only whitespace may follow.
     Done,
+}
+
+impl State {
+    /// Between tokens: not inside a string, number or literal.
+    const fn is_structural(self) -> bool {
+        matches!(
+            self,
+            State::Value
+                | State::ArrFirst
+                | State::ObjFirst
+                | State::ObjKey
+                | State::Colon
+                | State::AfterValue
+        )
+    }
 }
 
 /// Where the bytes of the model value are.
@@ -387,7 +405,7 @@ impl ModelExtractor {
     }
 
     /// The byte-at-a-time reference implementation of the same state
-    /// machine, without the fast paths for strings and the model-first prefix. Slower; used by
+    /// machine, without the fast paths for strings, nested values and the model-first prefix. Slower; used by
     /// tests as a second oracle for the fast paths.
     ///
     /// ```
@@ -514,6 +532,15 @@ impl ModelExtractor {
         let mut i = start;
         let invalid = |i: usize| ExtractError::new(ErrorKind::InvalidJson, base + i as u64);
         while i < end {
+            // Below the top level: the tight loop (`nested.rs`), which
+            // leaves what it does not take to the match below.
+            if self.depth >= 2 && !self.reference && self.state.is_structural() {
+                let next = self.skip_nested(bytes, i, base);
+                if next != i {
+                    i = next;
+                    continue;
+                }
+            }
             let b = bytes[i];
             match self.state {
                 State::Str(_)
