@@ -139,5 +139,9 @@ values = {l.split()[0]: float(l.split()[1]) for l in text.splitlines() if l.star
 total, count = values.get("bbr_extraction_duration_seconds_sum", 0.0), values.get("bbr_extraction_duration_seconds_count", 0.0)
 if count:
     print(f"bbr-extproc extraction time: {total / count * 1e6:.1f} µs per request on average over {count:.0f} requests (bbr_extraction_duration_seconds)")
+    # The mean hides the shape: how many calls stayed within each bucket.
+    buckets = sorted((float(k.split('le="')[1].rstrip('"}')), v) for k, v in values.items()
+                     if k.startswith("bbr_extraction_duration_seconds_bucket") and "+Inf" not in k)
+    print("within: " + ", ".join(f"{le * 1e6:g} µs {v / count:.0%}" for le, v in buckets if le <= 1e-3))
 PY
 cat "$OUT"
