@@ -270,6 +270,26 @@ fn first_special(bytes: &[u8]) -> usize {
     i
 }
 
+/// Length of `span` without a UTF-8 sequence cut by its end: the index of
+/// that sequence's lead byte, or `span.len()` when the last sequence is
+/// complete (or not a sequence at all: the validator judges it).
+fn complete_prefix(span: &[u8]) -> usize {
+    let len = span.len();
+    for back in 1..=len.min(4) {
+        let b = span[len - back];
+        if b & 0xc0 != 0x80 {
+            let need = match b {
+                0xc0..=0xdf => 2,
+                0xe0..=0xef => 3,
+                0xf0..=0xf7 => 4,
+                _ => 1,
+            };
+            return if need > back { len - back } else { len };
+        }
+    }
+    len
+}
+
 /// Length of the leading run of bytes that can go into a model unchanged:
 /// printable ASCII other than `"` and `\`.
 fn plain_model_run(bytes: &[u8]) -> usize {
@@ -998,11 +1018,26 @@ impl ModelExtractor {
             break;
         }
         let stop = simd::skip(self.level, bytes, i);
-        let span = &bytes[i..stop.at];
-        if stop.non_ascii && simdutf8::basic::from_utf8(span).is_err() {
-            // Rare: std says exactly where the bad or cut sequence starts.
-            let valid = std::str::from_utf8(span).map_or_else(|e| e.valid_up_to(), str::len);
-            return Ok(i + valid);
+        if stop.non_ascii {
+            let span = &bytes[i..stop.at];
+            // A sequence cut by the chunk end is left to the byte path,
+            // which carries it over: validating it here would fail and
+            // cost a second pass over the span once per chunk.
+            let whole = if stop.at == bytes.len() {
+                complete_prefix(span)
+            } else {
+                span.len()
+            };
+            let span = &span[..whole];
+            if simdutf8::basic::from_utf8(span).is_err() {
+                // Rare: where the bad sequence starts (std's answer).
+                let valid =
+                    simdutf8::compat::from_utf8(span).map_or_else(|e| e.valid_up_to(), str::len);
+                return Ok(i + valid);
+            }
+            if whole < stop.at - i {
+                return Ok(i + whole);
+            }
         }
         match bytes.get(stop.at) {
             Some(&b) if b < 0x20 => Err(ExtractError::new(
@@ -1325,7 +1360,27 @@ impl crate::bounded::BoundedScan for ModelExtractor {
 
 #[cfg(test)]
 mod scan_tests {
-    use super::first_special;
+    use super::{complete_prefix, first_special};
+
+    #[test]
+    fn a_sequence_cut_by_the_end_is_left_out() {
+        for (span, len) in [
+            (&b""[..], 0),
+            (b"abc", 3),
+            (b"a\xc3\xa9", 3),
+            (b"a\xc3", 1),
+            (b"a\xe6\x97", 1),
+            (b"a\xe6\x97\xa5", 4),
+            (b"a\xf0\x9f\x98", 1),
+            (b"a\xf0\x9f\x98\x80", 5),
+            // Not sequences: left to the validator, which reports them.
+            (b"a\x80", 2),
+            (b"a\xff", 2),
+            (b"\x80\x80\x80\x80\x80", 5),
+        ] {
+            assert_eq!(complete_prefix(span), len, "{span:?}");
+        }
+    }
 
     /// The bytes a string cannot skip, one at a time.
     fn naive(bytes: &[u8]) -> usize {

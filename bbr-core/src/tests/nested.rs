@@ -105,3 +105,36 @@ fn the_depth_limit_holds_inside_nested_values() {
         }
     }
 }
+
+/// Dense non-ASCII strings longer than a block, cut anywhere (sequences
+/// split by the chunk end go to the byte path and carry over), with a
+/// defect at several places: the same verdict and offset as the reference.
+#[test]
+fn dense_non_ascii_strings_across_chunks() {
+    let text = "日本語é😀ß".repeat(12);
+    for defect in [
+        None,
+        Some(&b"\xff"[..]),
+        Some(&b"\xe6\x97"[..]),
+        Some(&b"\x01"[..]),
+    ] {
+        for at in [0, 63, 64, 130] {
+            let mut content = text.as_bytes().to_vec();
+            if let Some(defect) = defect {
+                let at = (0..=at).rev().find(|&k| text.is_char_boundary(k)).unwrap();
+                content.splice(at..at, defect.iter().copied());
+            }
+            for nested in [false, true] {
+                let mut body = b"{\"a\":".to_vec();
+                body.extend_from_slice(if nested { &b"[\""[..] } else { b"\"" });
+                body.extend_from_slice(&content);
+                body.extend_from_slice(if nested { &b"\"]"[..] } else { b"\"" });
+                body.extend_from_slice(b",\"model\":\"m\"}");
+                let limits = Limits::new();
+                let expected = drive(&[bytes::Bytes::from(body.clone())], limits, true);
+                assert_eq!(expected.is_ok(), defect.is_none());
+                check_all_chunkings(&body, limits, &expected, 0);
+            }
+        }
+    }
+}
