@@ -28,8 +28,7 @@ use bytes::Bytes;
 /// One extraction as bbr-extproc does it: (construction, feed + finish).
 fn extract(body: &Bytes) -> (Duration, Duration, bool) {
     let start = Instant::now();
-    let mut extractor =
-        BodyExtractor::for_content(Some(b"application/json"), None, Limits::new());
+    let mut extractor = BodyExtractor::for_content(Some(b"application/json"), None, Limits::new());
     let built = start.elapsed();
     let start = Instant::now();
     let fed = extractor.feed(black_box(body)).is_ok();
