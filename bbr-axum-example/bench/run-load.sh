@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark (not a test): requests/s and latency through the gateway
 # against calling the simulated model server directly, zero simulated
-# latency, 1 KiB and 256 KiB chat bodies, concurrency 1 and 64. When an
+# latency, 1 KiB and 256 KiB chat and dense-prose bodies, concurrency 1
+# and 64 (BODIES="1k prose-256k" picks some). When an
 # Envoy is found (ENVOY_BIN, <workspace>/.venv/bin/envoy, PATH), the same
 # requests also go through Envoy routing by a header the client sets itself
 # (deploy/envoy/header-only.yaml, no body work) to the same model server:
@@ -19,31 +20,14 @@ cd "$(dirname "$0")/../.."
 
 DURATION=${DURATION:-10s}
 MODEL_POSITION=${MODEL_POSITION:-last}
+BODIES=${BODIES:-1k 256k prose-1k prose-256k}
 ENVOY_CONCURRENCY=${ENVOY_CONCURRENCY:-2}
-ENVOY=${ENVOY_BIN:-}
-if [ -z "$ENVOY" ]; then
-  if [ -x .venv/bin/envoy ]; then ENVOY=.venv/bin/envoy; else ENVOY=$(command -v envoy || true); fi
-fi
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# WORK, PIDS, the cleanup trap, free_port, wait_port, find_envoy, gen_body.
+. benches/scripts/lib.sh
+find_envoy
 
 cargo build --release -p bbr-axum-example -p bbr-model-sim -p bbr-benches --bins >&2
 BIN=target/release
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
 
 SIM_PORT=$(free_port)
 GW_PORT=$(free_port)
@@ -108,6 +92,10 @@ for name, size in (("1k", 1024), ("256k", 256 * 1024)):
     json.loads(text)
     open(f"{work}/{name}.json", "w").write(text)
 PY
+# Dense multilingual prose (benches/src/lib.rs: a special byte every 8-20
+# bytes), the same sizes.
+gen_body prose-1k prose 1KiB "$MODEL_POSITION" ski-resorts
+gen_body prose-256k prose 256KiB "$MODEL_POSITION" ski-resorts
 
 run() { # url body concurrency [extra loadgen args...]
   local url=$1 body=$2 conc=$3; shift 3
@@ -121,7 +109,7 @@ OUT=target/bbr-axum-example-load.md
   echo "| body | concurrency | direct req/s | p50 | p99 | Envoy header-only req/s | p50 | p99 | gateway (BBR) req/s | p50 | p99 | gateway/direct | gateway/Envoy |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 } >"$OUT"
-for body in 1k 256k; do
+for body in $BODIES; do
   for conc in 1 64; do
     direct=$(run "http://127.0.0.1:$SIM_PORT/v1/chat/completions" "$body" "$conc")
     envoy=null
@@ -140,7 +128,7 @@ for r in (d, e, g):
 ms = lambda us: f"{us / 1000:.2f} ms"
 cols = lambda r: f"{r['requests_per_sec']:.0f} | {ms(r['p50_us'])} | {ms(r['p99_us'])}" if r else "– | – | –"
 ratio = lambda a, b: f"{a['requests_per_sec'] / b['requests_per_sec']:.2f}" if a and b else "–"
-size = "1 KiB" if body == "1k" else "256 KiB"
+size = {"1k": "1 KiB", "256k": "256 KiB", "prose-1k": "1 KiB prose", "prose-256k": "256 KiB prose"}[body]
 print(f"| {size} | {conc} | {cols(d)} | {cols(e)} | {cols(g)} | {ratio(g, d)} | {ratio(g, e)} |")
 PY
   done

@@ -11,7 +11,8 @@
 //! eight bytes at a time to the next quote, backslash, control or non-ASCII
 //! byte (one pass, in vectorizable 64-byte blocks on long runs), and
 //! validates escapes and non-ASCII characters in place (the rules of
-//! `std::str::from_utf8`); the reference mode ([`ModelExtractor::new_reference`]) steps byte by byte and
+//! `std::str::from_utf8`), and reads everything below the top level in one
+//! tight loop (`nested.rs`); the reference mode ([`ModelExtractor::new_reference`]) steps byte by byte and
 //! exists so tests can check the fast paths against it.
 
 use bytes::Bytes;
@@ -20,6 +21,8 @@ use crate::bounded::BoundedScan;
 
 use crate::simd::{self, Level};
 use crate::{DuplicateKeys, ErrorKind, ExtractError, Limits, Model, Outcome, Progress};
+
+mod nested;
 
 /// `key_match` value once the key can no longer be the field name.
 const KEY_MISMATCH: u8 = u8::MAX;
@@ -109,6 +112,21 @@ enum State {
     Lit { lit: u8, idx: u8 },
     /// After the root object: only whitespace may follow.
     Done,
+}
+
+impl State {
+    /// Between tokens: not inside a string, number or literal.
+    const fn is_structural(self) -> bool {
+        matches!(
+            self,
+            State::Value
+                | State::ArrFirst
+                | State::ObjFirst
+                | State::ObjKey
+                | State::Colon
+                | State::AfterValue
+        )
+    }
 }
 
 /// Where the bytes of the model value are.
@@ -252,6 +270,26 @@ fn first_special(bytes: &[u8]) -> usize {
     i
 }
 
+/// Length of `span` without a UTF-8 sequence cut by its end: the index of
+/// that sequence's lead byte, or `span.len()` when the last sequence is
+/// complete (or not a sequence at all: the validator judges it).
+fn complete_prefix(span: &[u8]) -> usize {
+    let len = span.len();
+    for back in 1..=len.min(4) {
+        let b = span[len - back];
+        if b & 0xc0 != 0x80 {
+            let need = match b {
+                0xc0..=0xdf => 2,
+                0xe0..=0xef => 3,
+                0xf0..=0xf7 => 4,
+                _ => 1,
+            };
+            return if need > back { len - back } else { len };
+        }
+    }
+    len
+}
+
 /// Length of the leading run of bytes that can go into a model unchanged:
 /// printable ASCII other than `"` and `\`.
 fn plain_model_run(bytes: &[u8]) -> usize {
@@ -387,7 +425,7 @@ impl ModelExtractor {
     }
 
     /// The byte-at-a-time reference implementation of the same state
-    /// machine, without the fast paths for strings and the model-first prefix. Slower; used by
+    /// machine, without the fast paths for strings, nested values and the model-first prefix. Slower; used by
     /// tests as a second oracle for the fast paths.
     ///
     /// ```
@@ -514,6 +552,15 @@ impl ModelExtractor {
         let mut i = start;
         let invalid = |i: usize| ExtractError::new(ErrorKind::InvalidJson, base + i as u64);
         while i < end {
+            // Below the top level: the tight loop (`nested.rs`), which
+            // leaves what it does not take to the match below.
+            if self.depth >= 2 && !self.reference && self.state.is_structural() {
+                let next = self.skip_nested(bytes, i, base);
+                if next != i {
+                    i = next;
+                    continue;
+                }
+            }
             let b = bytes[i];
             match self.state {
                 State::Str(_)
@@ -971,11 +1018,26 @@ impl ModelExtractor {
             break;
         }
         let stop = simd::skip(self.level, bytes, i);
-        let span = &bytes[i..stop.at];
-        if stop.non_ascii && simdutf8::basic::from_utf8(span).is_err() {
-            // Rare: std says exactly where the bad or cut sequence starts.
-            let valid = std::str::from_utf8(span).map_or_else(|e| e.valid_up_to(), str::len);
-            return Ok(i + valid);
+        if stop.non_ascii {
+            let span = &bytes[i..stop.at];
+            // A sequence cut by the chunk end is left to the byte path,
+            // which carries it over: validating it here would fail and
+            // cost a second pass over the span once per chunk.
+            let whole = if stop.at == bytes.len() {
+                complete_prefix(span)
+            } else {
+                span.len()
+            };
+            let span = &span[..whole];
+            if simdutf8::basic::from_utf8(span).is_err() {
+                // Rare: where the bad sequence starts (std's answer).
+                let valid =
+                    simdutf8::compat::from_utf8(span).map_or_else(|e| e.valid_up_to(), str::len);
+                return Ok(i + valid);
+            }
+            if whole < stop.at - i {
+                return Ok(i + whole);
+            }
         }
         match bytes.get(stop.at) {
             Some(&b) if b < 0x20 => Err(ExtractError::new(
@@ -1298,7 +1360,27 @@ impl crate::bounded::BoundedScan for ModelExtractor {
 
 #[cfg(test)]
 mod scan_tests {
-    use super::first_special;
+    use super::{complete_prefix, first_special};
+
+    #[test]
+    fn a_sequence_cut_by_the_end_is_left_out() {
+        for (span, len) in [
+            (&b""[..], 0),
+            (b"abc", 3),
+            (b"a\xc3\xa9", 3),
+            (b"a\xc3", 1),
+            (b"a\xe6\x97", 1),
+            (b"a\xe6\x97\xa5", 4),
+            (b"a\xf0\x9f\x98", 1),
+            (b"a\xf0\x9f\x98\x80", 5),
+            // Not sequences: left to the validator, which reports them.
+            (b"a\x80", 2),
+            (b"a\xff", 2),
+            (b"\x80\x80\x80\x80\x80", 5),
+        ] {
+            assert_eq!(complete_prefix(span), len, "{span:?}");
+        }
+    }
 
     /// The bytes a string cannot skip, one at a time.
     fn naive(bytes: &[u8]) -> usize {

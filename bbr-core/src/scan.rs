@@ -70,6 +70,21 @@ impl Masks for Swar {
     }
 }
 
+/// The portable [`crate::simd::short_string_end`] mask: one bit per byte
+/// of `window` that is `"`, `\\`, below 0x20 or 0x80 and above.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+pub(crate) fn special16(window: &[u8; 16]) -> u32 {
+    let (low, high) = window.split_at(8);
+    let word_mask = |word: &[u8]| {
+        let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        let quotes = zero_bytes(word ^ (ONES * u64::from(b'"')));
+        let backslashes = zero_bytes(word ^ (ONES * u64::from(b'\\')));
+        let controls = !(((word & LOW7) + ONES * 0x60) | word) & TOPS;
+        gather_tops(quotes | backslashes | controls | (word & TOPS)) as u32
+    };
+    word_mask(low) | word_mask(high) << 8
+}
+
 /// What the byte after a backslash starts: 2 for a complete two-byte
 /// escape, 6 for `u` (four hex digits to check), 0 for anything invalid.
 static ESCAPE: [u8; 256] = {

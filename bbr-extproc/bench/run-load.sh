@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark (not a test): requests/s and latency through a real Envoy
 # in three setups, to the same fast stub model server, with the same load
-# generator; 1 KiB and 256 KiB chat bodies, concurrency 1 and 64:
+# generator; 1 KiB and 256 KiB chat and dense-prose bodies (BODIES="1k
+# prose-256k" picks some), concurrency 1 and 64:
 #   header-only  Envoy routing by a header the client sets itself
 #                (deploy/envoy/header-only.yaml, no ext_proc);
 #   no-op        Envoy with deploy/envoy/bbr-full-duplex.yaml pointed at
@@ -23,34 +24,16 @@ cd "$(dirname "$0")/../.."
 
 DURATION=${DURATION:-10s}
 MODEL_POSITION=${MODEL_POSITION:-last}
+BODIES=${BODIES:-1k 256k prose-1k prose-256k}
 ENVOY_CONCURRENCY=${ENVOY_CONCURRENCY:-2}
-ENVOY=${ENVOY_BIN:-}
-if [ -z "$ENVOY" ]; then
-  if [ -x .venv/bin/envoy ]; then ENVOY=.venv/bin/envoy; else ENVOY=$(command -v envoy || true); fi
-fi
+# WORK, PIDS, the cleanup trap, free_port, wait_port, find_envoy, gen_body.
+. benches/scripts/lib.sh
+find_envoy
 [ -n "$ENVOY" ] || { echo "Envoy not found: set ENVOY_BIN or run bash scripts/install-tools" >&2; exit 1; }
-
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 cargo build --release -p bbr-extproc -p bbr-benches --bins >&2
 cargo build --release -p bbr-extproc --example stub_upstream --example noop_extproc >&2
 BIN=target/release
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
 
 STUB=$(free_port); EXTPROC=$(free_port); HEALTH=$(free_port); METRICS=$(free_port)
 NOOP=$(free_port)
@@ -106,6 +89,10 @@ for name, size in (("1k", 1024), ("256k", 256 * 1024)):
     json.loads(text)
     open(f"{work}/{name}.json", "w").write(text)
 PY
+# Dense multilingual prose (benches/src/lib.rs: a special byte every 8-20
+# bytes), the same sizes.
+gen_body prose-1k prose 1KiB "$MODEL_POSITION" ski-resorts
+gen_body prose-256k prose 256KiB "$MODEL_POSITION" ski-resorts
 
 run() { # port body concurrency [extra loadgen args...]
   local port=$1 body=$2 conc=$3; shift 3
@@ -119,7 +106,7 @@ OUT=target/bbr-extproc-load.md
   echo "| body | conc. | header-only req/s | p50 | p99 | no-op req/s | p50 | p99 | bbr-extproc req/s | p50 | p99 | bbr/no-op | bbr/header-only |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 } >"$OUT"
-for body in 1k 256k; do
+for body in $BODIES; do
   for conc in 1 64; do
     # Back to back, so load from elsewhere on the machine tends to hit
     # all three setups of a row alike.
@@ -136,7 +123,8 @@ for r in (h, n, b):
 ms = lambda us: f"{us / 1000:.2f} ms"
 cells = lambda r: f"{r['requests_per_sec']:.0f} | {ms(r['p50_us'])} | {ms(r['p99_us'])}"
 rate = lambda r: r["requests_per_sec"]
-print(f"| {'1 KiB' if body == '1k' else '256 KiB'} | {conc} | {cells(h)} | {cells(n)} | {cells(b)} "
+size = {"1k": "1 KiB", "256k": "256 KiB", "prose-1k": "1 KiB prose", "prose-256k": "256 KiB prose"}[body]
+print(f"| {size} | {conc} | {cells(h)} | {cells(n)} | {cells(b)} "
       f"| {rate(b) / rate(n):.2f} | {rate(b) / rate(h):.2f} |")
 PY
   done
@@ -151,5 +139,9 @@ values = {l.split()[0]: float(l.split()[1]) for l in text.splitlines() if l.star
 total, count = values.get("bbr_extraction_duration_seconds_sum", 0.0), values.get("bbr_extraction_duration_seconds_count", 0.0)
 if count:
     print(f"bbr-extproc extraction time: {total / count * 1e6:.1f} µs per request on average over {count:.0f} requests (bbr_extraction_duration_seconds)")
+    # The mean hides the shape: how many calls stayed within each bucket.
+    buckets = sorted((float(k.split('le="')[1].rstrip('"}')), v) for k, v in values.items()
+                     if k.startswith("bbr_extraction_duration_seconds_bucket") and "+Inf" not in k)
+    print("within: " + ", ".join(f"{le * 1e6:g} µs {v / count:.0%}" for le, v in buckets if le <= 1e-3))
 PY
 cat "$OUT"

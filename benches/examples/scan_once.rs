@@ -11,7 +11,8 @@
 //! `bbr_reject`, `bbr_first_wins`, `bbr_reject_chunks16KiB`, `sonic_get`,
 //! `sonic_get_unchecked`, `serde_json_struct`; `CLASS` one of `chat`,
 //! `completions`, `prose`, `tools` (model last; `chat:first` and so on for
-//! the model first); `SIZE` `1KiB`, `16KiB`,
+//! the model first), or `matrix:SPECIAL:EVERY` (`matrix:raw_e:8`, 1 MiB
+//! only); `SIZE` `1KiB`, `16KiB`,
 //! `256KiB`, `1MiB`, `8MiB`. Only the calls inside `timed` are counted
 //! with the command above (the body is built outside it). Checks the
 //! answer and prints `IMPL CLASS SIZE ok`.
@@ -19,7 +20,9 @@
 use std::hint::black_box;
 use std::process::ExitCode;
 
-use bbr_benches::{BodySpec, Chunking, KIB, MIB, MODEL, Position, Shape, chunks};
+use bbr_benches::{
+    BodySpec, Chunking, KIB, MIB, MODEL, MatrixSpec, Position, Shape, Special, chunks,
+};
 use bbr_core::{DuplicateKeys, Limits, ModelExtractor, Outcome, extract_model};
 use bytes::Bytes;
 
@@ -78,6 +81,9 @@ fn main() -> ExitCode {
         eprintln!("usage: scan_once IMPL CLASS SIZE [ITERATIONS]");
         return ExitCode::from(64);
     };
+    if let Some(matrix) = class.strip_prefix("matrix:") {
+        return run_matrix(implementation, matrix, size, rest);
+    }
     let (class, position) = match class.strip_suffix(":first") {
         Some(class) => (class, Position::First),
         None => (class.as_str(), Position::Last),
@@ -105,5 +111,32 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!("{implementation} {class} {size} ok");
+    ExitCode::SUCCESS
+}
+
+/// `matrix:SPECIAL:EVERY` bodies (`matrix:raw_e:8`), 1 MiB only.
+fn run_matrix(implementation: &str, matrix: &str, size: &str, rest: &[String]) -> ExitCode {
+    let Some((special, every)) = matrix.split_once(':') else {
+        eprintln!("matrix classes are matrix:SPECIAL:EVERY");
+        return ExitCode::from(64);
+    };
+    let special = Special::ALL.into_iter().find(|s| s.as_str() == special);
+    let (Some(special), Ok(every), "1MiB") = (special, every.parse(), size) else {
+        eprintln!("unknown matrix body {matrix} {size} (1MiB only)");
+        return ExitCode::from(64);
+    };
+    let iterations = rest.first().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let body = MatrixSpec {
+        special,
+        every,
+        size: MIB,
+    }
+    .build();
+    let pieces = chunks(&body, Chunking::CHUNK_16K);
+    if timed(implementation, &body, &pieces, iterations).as_deref() != Some(MODEL) {
+        eprintln!("{implementation} did not find {MODEL} in matrix {matrix}");
+        return ExitCode::FAILURE;
+    }
+    println!("{implementation} matrix:{matrix} {size} ok");
     ExitCode::SUCCESS
 }

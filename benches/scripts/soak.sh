@@ -23,31 +23,13 @@ CLIENTS=${CLIENTS:-64}
 SEED=${SEED:-1}
 MAX_BODY=${MAX_BODY:-1048576}
 PATHS=${PATHS:-gateway extproc}
-ENVOY=${ENVOY_BIN:-}
-if [ -z "$ENVOY" ]; then
-  if [ -x .venv/bin/envoy ]; then ENVOY=.venv/bin/envoy; else ENVOY=$(command -v envoy || true); fi
-fi
-
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# WORK, PIDS, the cleanup trap, free_port, wait_port, find_envoy.
+. benches/scripts/lib.sh
+find_envoy
 
 cargo build --release -p bbr-axum-example -p bbr-extproc -p bbr-benches --bins >&2
 BIN=target/release
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
 soak() { # label target upstream pids...
   local label=$1 target=$2 upstream=$3; shift 3
   local pid_args=()

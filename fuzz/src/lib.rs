@@ -383,6 +383,26 @@ pub fn check_chunked(data: &[u8]) {
             describe(&oneshot),
             describe(&chunked)
         );
+        // The byte-at-a-time reference mode, in the same chunks: it takes
+        // none of the fast paths (block skip, nested-value loop,
+        // model-first prefix), so any disagreement is theirs.
+        let mut reference = ModelExtractor::new_reference(limits(policy));
+        let referenced = chunks
+            .iter()
+            .try_for_each(|chunk| reference.feed(chunk).map(drop))
+            .and_then(|()| reference.finish());
+        let same = match (&referenced, &chunked) {
+            (Ok(Outcome::Found(a)), Ok(Outcome::Found(b))) => a.as_str() == b.as_str(),
+            (Ok(Outcome::Absent), Ok(Outcome::Absent)) => true,
+            (Err(a), Err(b)) => a == b,
+            _ => false,
+        };
+        assert!(
+            same,
+            "{context}: reference mode gave {}, fast mode {}",
+            describe(&referenced),
+            describe(&chunked)
+        );
     }
 }
 

@@ -23,8 +23,8 @@ struct Args {
     /// Size: `1024`, `16KiB`, `1MiB`.
     #[arg(long, default_value = "1KiB", value_parser = size)]
     size: usize,
-    /// Model name to put in place of the default one (the size changes by
-    /// the difference in length).
+    /// Model name to put in place of the default one (the body is built
+    /// so that it still has exactly `--size` bytes).
     #[arg(long)]
     model: Option<String>,
 }
@@ -75,19 +75,35 @@ fn main() -> ExitCode {
         PositionArg::First => Position::First,
         PositionArg::Last => Position::Last,
     };
-    let mut body = BodySpec::new(shape, position, args.size).build().to_vec();
-    if let Some(model) = args.model {
-        let Ok(encoded) = serde_json::to_string(&model) else {
-            return ExitCode::FAILURE;
-        };
-        let from = format!("\"model\":\"{MODEL}\"");
-        let to = format!("\"model\":{encoded}");
-        body = String::from_utf8(body)
-            .expect("generated bodies are UTF-8")
-            .replacen(&from, &to, 1)
-            .into_bytes();
+    let Some(model) = args.model else {
+        return write(&BodySpec::new(shape, position, args.size).build());
+    };
+    let Ok(encoded) = serde_json::to_string(&model) else {
+        return ExitCode::FAILURE;
+    };
+    let from = format!("\"model\":\"{MODEL}\"");
+    let to = format!("\"model\":{encoded}");
+    // Built larger or smaller by the difference, so the body keeps its size.
+    let Some(built) = (args.size + from.len())
+        .checked_sub(to.len())
+        .filter(|&n| n >= MIN_SIZE)
+    else {
+        eprintln!("gen-body: --size too small for that model name");
+        return ExitCode::FAILURE;
+    };
+    let body = BodySpec::new(shape, position, built).build();
+    let body = String::from_utf8(body.to_vec())
+        .expect("generated bodies are UTF-8")
+        .replacen(&from, &to, 1);
+    if !body.contains(&to) || body.len() != args.size {
+        eprintln!("gen-body: the top-level model was not replaced");
+        return ExitCode::FAILURE;
     }
-    match std::io::stdout().lock().write_all(&body) {
+    write(body.as_bytes())
+}
+
+fn write(body: &[u8]) -> ExitCode {
+    match std::io::stdout().lock().write_all(body) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("gen-body: {error}");

@@ -1,0 +1,312 @@
+//! Values below the top level in one tight loop.
+//!
+//! Everything inside a nested container (depth 2 and deeper) is only
+//! validated and skipped: no key is compared, no value is kept. The general
+//! machine pays a dispatch on its stored state for every token of it; this
+//! loop keeps the position in the grammar in the program counter and a few
+//! locals instead.
+//!
+//! It only ever *accepts*: whatever it does not take at once (a byte that
+//! is an error, a token cut by the chunk end, an escape or UTF-8 sequence
+//! the string skip leaves to the byte path, the depth limit) ends the loop
+//! at the start of that token, with the state the general machine has
+//! there, and the general machine reads it. The two cannot disagree on an
+//! error or its offset, and every chunking gives the same answer: the
+//! property tests and the seed suites compare this mode with the
+//! byte-at-a-time reference mode ([`ModelExtractor::new_reference`]),
+//! which never enters this loop.
+
+use super::{ModelExtractor, State, StrKind, is_ws};
+use crate::simd::short_string_end;
+
+/// Where the loop is in the grammar; the general machine's structural
+/// states, in a register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Value,
+    ArrFirst,
+    ObjFirst,
+    ObjKey,
+    Colon,
+    AfterValue,
+}
+
+impl Phase {
+    fn from_state(state: State) -> Option<Self> {
+        Some(match state {
+            State::Value => Phase::Value,
+            State::ArrFirst => Phase::ArrFirst,
+            State::ObjFirst => Phase::ObjFirst,
+            State::ObjKey => Phase::ObjKey,
+            State::Colon => Phase::Colon,
+            State::AfterValue => Phase::AfterValue,
+            _ => return None,
+        })
+    }
+
+    const fn state(self) -> State {
+        match self {
+            Phase::Value => State::Value,
+            Phase::ArrFirst => State::ArrFirst,
+            Phase::ObjFirst => State::ObjFirst,
+            Phase::ObjKey => State::ObjKey,
+            Phase::Colon => State::Colon,
+            Phase::AfterValue => State::AfterValue,
+        }
+    }
+}
+
+/// End of the number at the start of `bytes` (RFC 8259 grammar), or
+/// `None` when it is not a complete one there (invalid, or it may go on
+/// past the end of `bytes`).
+#[inline(always)]
+fn number_end(bytes: &[u8]) -> Option<usize> {
+    let digits = |from: usize| {
+        from + bytes[from..]
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(bytes.len() - from)
+    };
+    let mut j = usize::from(bytes[0] == b'-');
+    match bytes.get(j)? {
+        b'0' => j += 1,
+        b'1'..=b'9' => j = digits(j + 1),
+        _ => return None,
+    }
+    if bytes.get(j) == Some(&b'.') {
+        let end = digits(j + 1);
+        if end == j + 1 {
+            return None;
+        }
+        j = end;
+    }
+    if matches!(bytes.get(j), Some(b'e' | b'E')) {
+        j += 1;
+        if matches!(bytes.get(j), Some(b'+' | b'-')) {
+            j += 1;
+        }
+        let end = digits(j);
+        if end == j {
+            return None;
+        }
+        j = end;
+    }
+    // At the end of the chunk the number may go on in the next one.
+    (j < bytes.len()).then_some(j)
+}
+
+impl ModelExtractor {
+    /// Validates and skips nested values from chunk index `i` while the
+    /// machine is at depth 2 or deeper in a structural state (not in a
+    /// string, number or literal). Returns where it stopped, with `state`,
+    /// `depth` and the container stack as the general machine would have
+    /// them there: back at depth 1 after the outermost nested value, at the
+    /// chunk end, or at the start of the first token it leaves to the
+    /// general machine (`i` itself when that is the very first one).
+    #[inline(never)]
+    pub(super) fn skip_nested(&mut self, bytes: &[u8], mut i: usize, base: u64) -> usize {
+        let Some(mut phase) = Phase::from_state(self.state) else {
+            return i;
+        };
+        let end = bytes.len();
+        let max_depth = self.limits.max_depth();
+        let mut depth = self.depth;
+        let mut in_object = self.containers.is_object(depth - 1);
+        // Hands the rest to the general machine, in the state it has at `at`.
+        macro_rules! leave {
+            ($at:expr, $state:expr) => {{
+                self.depth = depth;
+                self.state = $state;
+                return $at;
+            }};
+        }
+        // A string from its opening quote at `i`: the index of its closing
+        // quote, or leaves the rest of it to the byte path.
+        macro_rules! string {
+            ($kind:expr) => {{
+                let from = i + 1;
+                match short_string_end(bytes, from) {
+                    Some(close) => close,
+                    None => match self.skip_string_run(bytes, from, base) {
+                        Ok(close) if close < end && bytes[close] == b'"' => close,
+                        Ok(at) => leave!(at, State::Str($kind)),
+                        Err(_) => leave!(from, State::Str($kind)),
+                    },
+                }
+            }};
+        }
+        // One value (with its key in an object) per turn: the phase is
+        // only looked at where a turn starts, so a member costs one
+        // dispatch rather than one per token.
+        loop {
+            if matches!(phase, Phase::ObjFirst | Phase::ObjKey) {
+                i = skip_ws(bytes, i);
+                match bytes.get(i) {
+                    Some(b'"') => {
+                        i = string!(StrKind::Key) + 1;
+                        phase = Phase::Colon;
+                    }
+                    Some(b'}') if phase == Phase::ObjFirst => {
+                        i += 1;
+                        depth -= 1;
+                        if depth == 1 {
+                            leave!(i, State::AfterValue);
+                        }
+                        in_object = self.containers.is_object(depth - 1);
+                        phase = Phase::AfterValue;
+                    }
+                    _ => leave!(i, phase.state()),
+                }
+            }
+            if phase == Phase::Colon {
+                // The colon nearly always follows the key at once.
+                if bytes.get(i) != Some(&b':') {
+                    i = skip_ws(bytes, i);
+                    if bytes.get(i) != Some(&b':') {
+                        leave!(i, State::Colon);
+                    }
+                }
+                i += 1;
+                phase = Phase::Value;
+            }
+            if matches!(phase, Phase::Value | Phase::ArrFirst) {
+                i = skip_ws(bytes, i);
+                let Some(&b) = bytes.get(i) else {
+                    leave!(i, phase.state());
+                };
+                match b {
+                    b'"' => i = string!(StrKind::Value) + 1,
+                    b'{' | b'[' => {
+                        if depth >= max_depth {
+                            // The general machine reports it.
+                            leave!(i, phase.state());
+                        }
+                        in_object = b == b'{';
+                        self.containers.set(depth, in_object);
+                        depth += 1;
+                        i += 1;
+                        phase = if in_object {
+                            Phase::ObjFirst
+                        } else {
+                            Phase::ArrFirst
+                        };
+                        continue;
+                    }
+                    b']' if phase == Phase::ArrFirst => {
+                        i += 1;
+                        depth -= 1;
+                        if depth == 1 {
+                            leave!(i, State::AfterValue);
+                        }
+                        in_object = self.containers.is_object(depth - 1);
+                    }
+                    b'-' | b'0'..=b'9' => match number_end(&bytes[i..]) {
+                        Some(len) => i += len,
+                        None => leave!(i, phase.state()),
+                    },
+                    b't' | b'f' | b'n' => match literal_len(&bytes[i..]) {
+                        Some(len) => i += len,
+                        None => leave!(i, phase.state()),
+                    },
+                    _ => leave!(i, phase.state()),
+                }
+            }
+            // After a value: closing brackets, then a comma or the end.
+            loop {
+                i = skip_ws(bytes, i);
+                match bytes.get(i) {
+                    Some(b',') => {
+                        i += 1;
+                        phase = if in_object {
+                            Phase::ObjKey
+                        } else {
+                            Phase::Value
+                        };
+                        break;
+                    }
+                    Some(b'}') if in_object => {}
+                    Some(b']') if !in_object => {}
+                    _ => leave!(i, State::AfterValue),
+                }
+                i += 1;
+                depth -= 1;
+                if depth == 1 {
+                    leave!(i, State::AfterValue);
+                }
+                in_object = self.containers.is_object(depth - 1);
+            }
+        }
+    }
+}
+
+/// The first index at or after `i` that is not JSON whitespace.
+#[inline(always)]
+fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(&b) = bytes.get(i) {
+        if b > b' ' || !is_ws(b) {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// Length of the `true`, `false` or `null` at the start of `bytes`, or
+/// `None` when it is not one there in full.
+#[inline(always)]
+fn literal_len(bytes: &[u8]) -> Option<usize> {
+    let word = |from: usize| {
+        bytes
+            .get(from..from + 4)
+            .map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")))
+    };
+    match bytes[0] {
+        b't' => (word(0)? == u32::from_le_bytes(*b"true")).then_some(4),
+        b'n' => (word(0)? == u32::from_le_bytes(*b"null")).then_some(4),
+        _ => (word(1)? == u32::from_le_bytes(*b"alse")).then_some(5),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{literal_len, number_end};
+
+    #[test]
+    fn literals_whole_or_not_at_all() {
+        for (text, len) in [
+            (&b"true,"[..], Some(4)),
+            (b"null", Some(4)),
+            (b"false]", Some(5)),
+            (b"fals", None),
+            (b"tru", None),
+            (b"trUe", None),
+            (b"nul1", None),
+            (b"falsy", None),
+        ] {
+            assert_eq!(literal_len(text), len, "{}", String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
+    fn numbers_end_where_the_grammar_does() {
+        for (text, end) in [
+            (&b"0,"[..], Some(1)),
+            (b"-0]", Some(2)),
+            (b"05", Some(1)),
+            (b"123}", Some(3)),
+            (b"1.5e+3 ", Some(6)),
+            (b"1E9,", Some(3)),
+            (b"-12.25,", Some(6)),
+            (b"123", None),
+            (b"1.", None),
+            (b"1.,", None),
+            (b"1e,", None),
+            (b"1e+,", None),
+            (b"-,", None),
+            (b"-", None),
+            (b".5,", None),
+        ] {
+            assert_eq!(number_end(text), end, "{}", String::from_utf8_lossy(text));
+        }
+    }
+}

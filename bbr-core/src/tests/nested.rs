@@ -1,0 +1,140 @@
+//! The tight loop for nested values (`extractor/nested.rs`) against the
+//! byte-at-a-time reference mode, which never enters it, and against
+//! serde_json on validity: bodies whose nested values hold every token
+//! kind, whitespace everywhere, and each defect the loop must leave to the
+//! general machine (bad numbers and literals, missing or extra commas and
+//! colons, mismatched brackets, bad escapes, control and invalid UTF-8
+//! bytes, the depth limit), under every chunking of
+//! [`check_all_chunkings`] and every policy.
+
+use super::harness::{POLICIES, check_all_chunkings, drive};
+use super::oracle::parse;
+use crate::{ErrorKind, Limits};
+
+/// Nested values; each is put in `{"a":VALUE,"model":"m"}`.
+const VALUES: &[&[u8]] = &[
+    b"[]",
+    b"{}",
+    b"[ ]",
+    b"{ }",
+    b"[1,-2,3.5,-0.25e+3,4E9,0,true,false,null,\"s\"]",
+    b"{\"k\":1,\"l\":[{\"m\":{\"model\":\"no\"}}],\"n\":\"\"}",
+    b" [ 1 , { \"k\" : [ ] } , \"x\" ] ",
+    b"\t[\r\n{\"k\"\n:\n\"v\"\t}\r]",
+    b"[{\"arguments\":\"{\\\"city\\\":\\\"Z\xc3\xbcrich\\\",\\\"unit\\\":\\\"celsius\\\"}\"}]",
+    b"[\"a string of plain ascii that is longer than one sixty-four byte block, to cross it\"]",
+    b"[\"caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80 \\u00e9 \\ud83d\\ude00 \\n\\t\\\\\\/\"]",
+    b"[[[[[[[[1]]]]]]]]",
+    b"{\"\xc3\xa9\\u0041\":{\"\":[]}}",
+    // Defects, each inside a nested value.
+    b"[01]",
+    b"[1.]",
+    b"[-]",
+    b"[1e]",
+    b"[1e+]",
+    b"[.5]",
+    b"[tru]",
+    b"[nul]",
+    b"[falsy]",
+    b"[1,]",
+    b"[,1]",
+    b"{\"k\":1,}",
+    b"{,}",
+    b"{\"k\"1}",
+    b"{\"k\":}",
+    b"{\"k\" \"v\"}",
+    b"[}",
+    b"{]",
+    b"[1 2]",
+    b"[\"\\x\"]",
+    b"[\"\\u12g4\"]",
+    b"[\"\\ud83d\"]",
+    b"[\"a\x01b\"]",
+    b"{\"a\x1f\":1}",
+    b"[\"\xff\"]",
+    b"[\"\xc3\"]",
+    b"[\"\xed\xa0\x80\"]",
+    b"[x]",
+    b"[\"unterminated]",
+];
+
+#[test]
+fn nested_values_agree_with_the_reference_under_every_chunking() {
+    let mut checked = 0;
+    for value in VALUES {
+        let mut body = b"{\"a\":".to_vec();
+        body.extend_from_slice(value);
+        body.extend_from_slice(b",\"model\":\"m\"}");
+        let valid = parse(&body).is_ok();
+        for policy in POLICIES {
+            let limits = Limits::new().with_duplicate_keys(policy);
+            let expected = drive(&[bytes::Bytes::from(body.clone())], limits, true);
+            assert_eq!(
+                expected.is_ok(),
+                valid,
+                "reference vs serde_json on {:?}",
+                String::from_utf8_lossy(&body)
+            );
+            check_all_chunkings(&body, limits, &expected, 40);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, VALUES.len() * 3);
+}
+
+/// The depth limit inside a nested value: at the limit and one past it.
+#[test]
+fn the_depth_limit_holds_inside_nested_values() {
+    for max_depth in [2, 3, 8] {
+        let limits = Limits::new().with_max_depth(max_depth);
+        for levels in [max_depth - 1, max_depth] {
+            // The root object is one level; `levels` arrays below it.
+            let mut body = b"{\"a\":".to_vec();
+            body.extend(std::iter::repeat_n(b'[', levels as usize));
+            body.extend(std::iter::repeat_n(b']', levels as usize));
+            body.extend_from_slice(b",\"model\":\"m\"}");
+            let expected = drive(&[bytes::Bytes::from(body.clone())], limits, true);
+            if levels < max_depth {
+                assert_eq!(expected.as_ref().unwrap().model().unwrap().as_str(), "m");
+            } else {
+                let error = expected.as_ref().unwrap_err();
+                assert_eq!(error.kind(), ErrorKind::TooDeep { limit: max_depth });
+                assert_eq!(error.offset(), 5 + u64::from(max_depth) - 1);
+            }
+            check_all_chunkings(&body, limits, &expected, 0);
+        }
+    }
+}
+
+/// Dense non-ASCII strings longer than a block, cut anywhere (sequences
+/// split by the chunk end go to the byte path and carry over), with a
+/// defect at several places: the same verdict and offset as the reference.
+#[test]
+fn dense_non_ascii_strings_across_chunks() {
+    let text = "日本語é😀ß".repeat(12);
+    for defect in [
+        None,
+        Some(&b"\xff"[..]),
+        Some(&b"\xe6\x97"[..]),
+        Some(&b"\x01"[..]),
+    ] {
+        for at in [0, 63, 64, 130] {
+            let mut content = text.as_bytes().to_vec();
+            if let Some(defect) = defect {
+                let at = (0..=at).rev().find(|&k| text.is_char_boundary(k)).unwrap();
+                content.splice(at..at, defect.iter().copied());
+            }
+            for nested in [false, true] {
+                let mut body = b"{\"a\":".to_vec();
+                body.extend_from_slice(if nested { &b"[\""[..] } else { b"\"" });
+                body.extend_from_slice(&content);
+                body.extend_from_slice(if nested { &b"\"]"[..] } else { b"\"" });
+                body.extend_from_slice(b",\"model\":\"m\"}");
+                let limits = Limits::new();
+                let expected = drive(&[bytes::Bytes::from(body.clone())], limits, true);
+                assert_eq!(expected.is_ok(), defect.is_none());
+                check_all_chunkings(&body, limits, &expected, 0);
+            }
+        }
+    }
+}
