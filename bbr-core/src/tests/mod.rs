@@ -1,6 +1,7 @@
 //! The core's test suites (see each module).
 
 mod harness;
+mod headers;
 mod oracle;
 mod prop;
 mod rewrite;
