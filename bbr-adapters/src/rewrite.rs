@@ -563,6 +563,11 @@ impl RewriteDecision {
     pub fn target_shared(&self) -> Arc<str> {
         self.target.clone()
     }
+
+    /// The rule's name, shared.
+    pub fn rule_shared(&self) -> Arc<str> {
+        self.rule.clone()
+    }
 }
 
 /// Picks a target per request from the current rules: at random, or

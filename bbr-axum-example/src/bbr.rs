@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use axum::Router;
+use bbr_adapters::rewrite::{RewritePicker, RewriteRules, RewriteStore};
 use bbr_adapters::{AdapterStore, ReloadWatcher};
 use bbr_core::contract::Refusal;
 use bbr_tower::ModelRoutingLayer;
@@ -28,8 +29,36 @@ pub(crate) fn load_adapters(
     Ok(Some((store, watcher)))
 }
 
+/// The model rewrite rules of the config, loaded (and watched when they
+/// come from files); `None` without a source.
+pub(crate) fn load_rewrites(
+    config: &Config,
+) -> Result<Option<(RewriteStore, Option<ReloadWatcher>)>, ConfigError> {
+    let options = &config.model_rewrites;
+    if !options.paths.is_empty() {
+        let store = RewriteStore::load(&options.paths).map_err(ConfigError::Rewrites)?;
+        let watcher = store
+            .watch(ADAPTER_RELOAD_INTERVAL)
+            .map_err(ConfigError::RewriteWatch)?;
+        return Ok(Some((store, Some(watcher))));
+    }
+    match &options.embedded {
+        Some(text) => {
+            let rules = RewriteRules::from_yaml_str(text, "embedded model-rewrites.yaml")
+                .map_err(ConfigError::Rewrites)?;
+            Ok(Some((RewriteStore::from_rules(rules), None)))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Puts the body-based routing layer in front of `router`.
-pub(crate) fn apply(router: Router, config: &Config, adapters: Option<AdapterStore>) -> Router {
+pub(crate) fn apply(
+    router: Router,
+    config: &Config,
+    adapters: Option<AdapterStore>,
+    rewrites: Option<RewriteStore>,
+) -> Router {
     let mut layer = ModelRoutingLayer::new()
         .limits(config.bbr.limits())
         .missing_model(config.bbr.missing_model)
@@ -42,6 +71,13 @@ pub(crate) fn apply(router: Router, config: &Config, adapters: Option<AdapterSto
     }
     if let Some(adapters) = adapters {
         layer = layer.adapters(adapters);
+    }
+    if let Some(store) = rewrites {
+        let mut picker = RewritePicker::new(store);
+        if let Some(header) = &config.model_rewrites.sticky_header {
+            picker = picker.sticky_by(header);
+        }
+        layer = layer.model_rewrites(picker);
     }
     router.layer(layer)
 }

@@ -13,6 +13,7 @@ use axum::routing::get;
 use http::{HeaderValue, StatusCode, header};
 
 use bbr_core::contract::MODEL_HEADER;
+use bbr_tower::{BodyFormat, ModelRewrite};
 
 use crate::config::{Config, ConfigError};
 use crate::error::GatewayError;
@@ -26,6 +27,7 @@ use crate::routing::RouteTable;
 pub struct AppState {
     config: Config,
     adapters: Option<bbr_adapters::AdapterStore>,
+    rewrites: Option<bbr_adapters::rewrite::RewriteStore>,
     routes: RouteTable,
     proxy: Proxy,
     metrics: Metrics,
@@ -44,6 +46,7 @@ impl AppState {
         Ok(Self {
             config: config.clone(),
             adapters: None,
+            rewrites: None,
             proxy: Proxy::new(config.proxy),
             metrics: Metrics::new(),
             models,
@@ -60,6 +63,13 @@ impl AppState {
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+
+    /// The model rewrite rules in force (reload them with
+    /// [`RewriteStore::reload`](bbr_adapters::rewrite::RewriteStore::reload)
+    /// instead of waiting for the next poll).
+    pub fn model_rewrites(&self) -> Option<&bbr_adapters::rewrite::RewriteStore> {
+        self.rewrites.as_ref()
+    }
 }
 
 /// The gateway's router: the body-based routing layer in front of the
@@ -67,6 +77,7 @@ impl AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     let config = state.config.clone();
     let adapters = state.adapters.clone();
+    let rewrites = state.rewrites.clone();
     let router = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -75,7 +86,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state);
     // Outermost: hop-by-hop headers (and what `Connection` nominates) go
     // before the routing layer sets its headers, never after.
-    crate::bbr::apply(router, &config, adapters).layer(axum::middleware::map_request(
+    crate::bbr::apply(router, &config, adapters, rewrites).layer(axum::middleware::map_request(
         crate::proxy::strip_hop_by_hop,
     ))
 }
@@ -104,6 +115,15 @@ async fn list_models(State(state): State<Arc<AppState>>) -> Response {
 
 async fn forward(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response {
     let started = Instant::now();
+    // How the routing layer read the body; a request it did not read has
+    // no body.
+    let body = request
+        .extensions()
+        .get::<BodyFormat>()
+        .map_or("none", BodyFormat::label);
+    if let Some(rewrite) = request.extensions().get::<ModelRewrite>() {
+        state.metrics.record_rewrite(rewrite);
+    }
     let client_addr = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -121,7 +141,7 @@ async fn forward(State(state): State<Arc<AppState>>, request: Request<Body>) -> 
         let response = GatewayError::NoRoute { model }.into_response();
         state
             .metrics
-            .record("", "", response.status().as_u16(), started.elapsed());
+            .record("", "", response.status().as_u16(), body, started.elapsed());
         return response;
     };
     let route = Arc::clone(route);
@@ -135,7 +155,7 @@ async fn forward(State(state): State<Arc<AppState>>, request: Request<Body>) -> 
     let status = response.status().as_u16();
     state
         .metrics
-        .record(&label, &pool, status, started.elapsed());
+        .record(&label, &pool, status, body, started.elapsed());
     if outcome == Outcome::Gateway {
         tracing::debug!(route = %route.name, status, "answered by the gateway");
     }
@@ -162,6 +182,7 @@ pub struct RunningGateway {
     shutdown: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     _adapter_watcher: Option<bbr_adapters::ReloadWatcher>,
+    _rewrite_watcher: Option<bbr_adapters::ReloadWatcher>,
 }
 
 impl Gateway {
@@ -173,11 +194,16 @@ impl Gateway {
     /// Starts the simulated pools (if any), binds `listen` and serves.
     pub async fn start(self, listen: SocketAddr) -> Result<RunningGateway, StartError> {
         let adapters = crate::bbr::load_adapters(&self.config)?;
+        let rewrites = crate::bbr::load_rewrites(&self.config)?;
         let sims = crate::simulate::Simulators::start(&self.config).await?;
         let endpoints = sims.endpoints();
         let mut state = AppState::new(&self.config, &endpoints)?;
         let adapter_watcher = adapters.map(|(store, watcher)| {
             state.adapters = Some(store);
+            watcher
+        });
+        let rewrite_watcher = rewrites.and_then(|(store, watcher)| {
+            state.rewrites = Some(store);
             watcher
         });
         let state = Arc::new(state);
@@ -225,6 +251,7 @@ impl Gateway {
             shutdown,
             server,
             _adapter_watcher: adapter_watcher,
+            _rewrite_watcher: rewrite_watcher,
         })
     }
 }

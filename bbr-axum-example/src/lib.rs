@@ -61,6 +61,15 @@
 //!   with `type: server_error` and `param: null`.
 //! - The route timeout covers the whole exchange (like Envoy's route
 //!   timeout): a response that is still streaming when it expires is cut.
+//! - Model rewrites (`model_rewrites:`, `--model-rewrites`; see [`config`]):
+//!   the model server gets the client's body with only the `model` string
+//!   replaced and the response is passed on as it wrote it, so its `model`
+//!   names the target that served the request (as the upstream gateways
+//!   do; restoring the client's name would mean rewriting every response,
+//!   SSE events included). `GET /v1/models` lists what the pools serve,
+//!   not the names rules rewrite (`food-review` is not listed).
+//! - Metrics count rewrite decisions under the upstream endpoint picker's
+//!   name and labels, like bbr-extproc ([`metrics`]).
 
 pub mod config;
 pub mod error;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bbr_axum_example::config::{parse_duration, routes_from_httproutes};
+use bbr_axum_example::config::{parse_duration, parse_header_name, routes_from_httproutes};
 use bbr_axum_example::{Config, ConfigError, Gateway};
 use clap::Parser;
 
@@ -24,6 +24,17 @@ struct Args {
     /// Gateway API HTTPRoute manifests to add as routes (repeatable).
     #[arg(long = "httproutes", value_name = "FILE")]
     httproutes: Vec<PathBuf>,
+    /// Model aliases and weighted rewrites: YAML files of
+    /// `InferenceModelRewrite` documents, or directories of them (a mounted
+    /// ConfigMap), repeatable, reloaded when they change. Replaces the
+    /// config's `model_rewrites.paths` (and the scenario's rule).
+    #[arg(long = "model-rewrites", value_name = "PATH")]
+    model_rewrites: Vec<PathBuf>,
+    /// Picks rewrite targets by a hash of this request header's value (the
+    /// same value, the same target) instead of at random; a request
+    /// without it is picked at random.
+    #[arg(long, value_name = "NAME", value_parser = parse_header_name)]
+    model_rewrite_sticky_header: Option<String>,
     /// Simulated pools: time to first token (e.g. `100ms`; a unit is required).
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     time_to_first_token: Duration,
@@ -53,6 +64,13 @@ async fn main() -> anyhow_free::Result {
         config.add_routes(routes_from_httproutes(&text)?)?;
     }
     config.set_simulated_latency(args.time_to_first_token, args.inter_token_latency);
+    config.set_model_rewrites(args.model_rewrites);
+    if let Some(header) = args.model_rewrite_sticky_header {
+        config.model_rewrites.sticky_header = Some(header);
+    }
+    if config.model_rewrites.sticky_header.is_some() && config.model_rewrites.is_empty() {
+        tracing::warn!("--model-rewrite-sticky-header without model rewrites: no effect");
+    }
     let listen = args
         .listen
         .or(config.listen)
@@ -63,6 +81,26 @@ async fn main() -> anyhow_free::Result {
     for (pool, endpoints) in &running.pools {
         println!("  pool {pool}: {}", endpoints.join(", "));
     }
+    if let Some(rewrites) = running.state.model_rewrites() {
+        for rule in rewrites.snapshot().rules() {
+            let targets: Vec<String> = rule
+                .targets()
+                .iter()
+                .map(|t| format!("{} ({})", t.model(), t.weight()))
+                .collect();
+            let matches: Vec<&str> = rule.matches().collect();
+            println!(
+                "  model rewrite {}: {} -> {}",
+                rule.name(),
+                if matches.is_empty() {
+                    "*".to_owned()
+                } else {
+                    matches.join(", ")
+                },
+                targets.join(", ")
+            );
+        }
+    }
     println!("  GET /v1/models, /health, /metrics");
     println!();
     println!("Try it:");
@@ -72,6 +110,13 @@ async fn main() -> anyhow_free::Result {
          \"max_tokens\": 100, \"temperature\": 0}}'",
         running.addr
     );
+    if running.state.model_rewrites().is_some() {
+        println!(
+            "  curl -s http://{}/v1/completions -d '{{\"model\": \"food-review\", \"prompt\": \"hi\", \"max_tokens\": 5}}'",
+            running.addr
+        );
+        println!("    (rewritten by the rules above: the answer names the target that served it)");
+    }
 
     shutdown_signal().await;
     println!("shutting down");

@@ -62,6 +62,11 @@ async fn default_run_serves_the_scenario_and_stops_on_sigterm() {
             .any(|l| l.contains("pool vllm-deepseek-r1: 127.0.0.1:")),
         "{banner:?}"
     );
+    assert!(
+        banner.iter().any(|l| l
+            == "  model rewrite food-review/0: food-review -> food-review-1 (90), food-review-2 (10)"),
+        "{banner:?}"
+    );
 
     // The printed curl command's body, sent as printed.
     let curl = banner.last().unwrap();
@@ -104,4 +109,92 @@ async fn default_run_serves_the_scenario_and_stops_on_sigterm() {
     assert!(exit.success(), "{exit:?}");
     let tail: Vec<String> = rest.map_while(Result::ok).collect();
     assert!(tail.iter().any(|l| l == "shutting down"), "{tail:?}");
+}
+
+/// `--model-rewrites` replaces the scenario's rule (the banner lists the
+/// loaded rules), `--model-rewrite-sticky-header` takes a header name, and a
+/// name that is not one stops the binary before it starts.
+#[tokio::test]
+async fn model_rewrite_flags_replace_the_scenario_rule() {
+    let dir = std::env::temp_dir().join(format!("bbr-gw-binary-rewrites-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("alias.yaml"),
+        "kind: InferenceModelRewrite\nmetadata: {name: alias}\nspec:\n  rules:\n  - matches: [{model: {value: gpt-4o}}]\n    targets: [{modelRewrite: ski-resorts}]\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bbr-axum-example"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--model-rewrite-sticky-header",
+            "X-Session-Id",
+        ])
+        .arg("--model-rewrites")
+        .arg(&dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut banner = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("curl ");
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        banner
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(20), banner)
+        .await
+        .expect("banner in time")
+        .unwrap();
+    let rules: Vec<&String> = banner
+        .iter()
+        .filter(|l| l.contains("model rewrite "))
+        .collect();
+    assert_eq!(
+        rules,
+        ["  model rewrite alias/0: gpt-4o -> ski-resorts (1)"],
+        "{banner:?}"
+    );
+    let addr: std::net::SocketAddr = banner[0]
+        .strip_prefix("bbr gateway listening on http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let answer = common::post(
+        addr,
+        "/v1/completions",
+        r#"{"model":"gpt-4o","prompt":"hi","max_tokens":2}"#,
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.json()["model"], "ski-resorts");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_bbr-axum-example"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--model-rewrite-sticky-header",
+            "two words",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--model-rewrite-sticky-header"));
 }

@@ -278,7 +278,8 @@ async fn models_lists_every_model_with_parents() {
         entries,
         [
             ("meta-llama/Llama-3.1-8B-Instruct".to_owned(), Value::Null),
-            ("food-review-1".to_owned(), llama),
+            ("food-review-1".to_owned(), llama.clone()),
+            ("food-review-2".to_owned(), llama),
             ("deepseek/vllm-deepseek-r1".to_owned(), Value::Null),
             ("ski-resorts".to_owned(), deepseek.clone()),
             ("movie-critique".to_owned(), deepseek),
@@ -410,11 +411,11 @@ async fn health_and_metrics() {
     assert_eq!(metrics.status, 200);
     let text = String::from_utf8(metrics.body.to_vec()).unwrap();
     assert!(
-        text.contains(r#"bbr_gateway_requests_total{model="ski-resorts",pool="vllm-deepseek-r1",status="200"} 1"#),
+        text.contains(r#"bbr_gateway_requests_total{model="ski-resorts",pool="vllm-deepseek-r1",status="200",body="json"} 1"#),
         "{text}"
     );
     assert!(
-        text.contains(r#"bbr_gateway_requests_total{model="",pool="",status="404"} 1"#),
+        text.contains(r#"bbr_gateway_requests_total{model="",pool="",status="404",body="json"} 1"#),
         "{text}"
     );
     assert!(

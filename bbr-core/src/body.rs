@@ -3,6 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::bounded::StickyError;
 use crate::encoding::{ContentEncoding, DecodeLimits, Decoder, NotDecoded};
 use crate::multipart::{self, MultipartExtractor, PartLimits};
 use crate::{DuplicateKeys, ErrorKind, ExtractError, Limits, ModelExtractor, Outcome, Progress};
@@ -119,15 +120,69 @@ pub struct BodyExtractor {
     decided: bool,
     /// Decoding stopped at a first-wins decision: later bytes are counted.
     halted: bool,
-    error: Option<ExtractError>,
+    error: StickyError,
 }
 
 impl BodyExtractor {
-    /// The extractor for a body with these header values (`None` for an
-    /// absent header). Several `Content-Encoding` fields are given joined
-    /// with `,`. Never fails: a form without a usable boundary is an error
-    /// at the first `feed` ([`ErrorKind::InvalidMultipart`], 400), an
-    /// encoding that is not decoded is [`BodyKind::NotDecoded`].
+    /// The extractor for a request, from the values of all its
+    /// `Content-Type` fields and all its `Content-Encoding` fields, in the
+    /// order they came (bytes or `str`, anything `AsRef<[u8]>`: an http
+    /// `HeaderMap`'s `get_all(..)` can be passed as it is). This is the
+    /// one place that says how header fields choose the extractor, so
+    /// every adapter reads them alike:
+    ///
+    /// - The first `Content-Type` field counts. It is a singleton field
+    ///   (RFC 9110, section 8.3); a client that sends two is malformed, and
+    ///   the first is what the common HTTP stacks hand a handler
+    ///   (`HeaderMap::get`, Envoy's first entry), so the model server
+    ///   reads the body the same way. No field: the body is read as JSON.
+    /// - Every `Content-Encoding` field counts, as one list in field order
+    ///   (RFC 9110, section 5.3), parsed without joining them
+    ///   ([`ContentEncoding::parse_fields`]). No field: not encoded.
+    ///
+    /// Never fails: a form without a usable boundary is an error at the
+    /// first `feed` ([`ErrorKind::InvalidMultipart`], 400), an encoding
+    /// that is not decoded is [`BodyKind::NotDecoded`].
+    ///
+    /// ```
+    /// use bbr_core::encoding::{Coding, NotDecoded};
+    /// use bbr_core::{BodyExtractor, BodyKind, Limits};
+    ///
+    /// // Two content types: the first is used.
+    /// let types = ["multipart/form-data; boundary=b", "application/json"];
+    /// let body = BodyExtractor::for_headers(types, None::<&str>, Limits::new());
+    /// assert_eq!(body.kind(), BodyKind::Multipart);
+    ///
+    /// // Two content-encoding fields are one list of two codings...
+    /// let encodings: [&[u8]; 2] = [b"gzip", b"br"];
+    /// let body = BodyExtractor::for_headers(None::<&[u8]>, encodings, Limits::new());
+    /// # #[cfg(all(feature = "flate2", feature = "brotli"))]
+    /// assert_eq!(body.encoding().codings(), &[Coding::Gzip, Coding::Br][..]);
+    ///
+    /// // ...and three codings, however they are split, are not decoded.
+    /// let body = BodyExtractor::for_headers(None::<&str>, ["gzip, br", "zstd"], Limits::new());
+    /// assert_eq!(body.kind(), BodyKind::NotDecoded(NotDecoded::TooMany));
+    ///
+    /// // No headers at all: JSON.
+    /// let none: [&str; 0] = [];
+    /// assert_eq!(BodyExtractor::for_headers(none, none, Limits::new()).kind(), BodyKind::Json);
+    /// ```
+    pub fn for_headers<T, E>(content_types: T, content_encodings: E, limits: Limits) -> Self
+    where
+        T: IntoIterator,
+        T::Item: AsRef<[u8]>,
+        E: IntoIterator,
+        E::Item: AsRef<[u8]>,
+    {
+        let content_type = content_types.into_iter().next();
+        let content_type = content_type.as_ref().map(AsRef::as_ref);
+        let encoding = ContentEncoding::parse_fields(content_encodings);
+        Self::for_parsed(content_type, encoding, limits)
+    }
+
+    /// The extractor for one `Content-Type` and one `Content-Encoding`
+    /// value (`None` for an absent header): [`for_headers`](Self::for_headers)
+    /// with at most one field of each.
     ///
     /// ```
     /// use bbr_core::encoding::NotDecoded;
@@ -142,7 +197,14 @@ impl BodyExtractor {
         content_encoding: Option<&[u8]>,
         limits: Limits,
     ) -> Self {
-        let encoding = ContentEncoding::parse(content_encoding.unwrap_or_default());
+        Self::for_headers(content_type, content_encoding, limits)
+    }
+
+    fn for_parsed(
+        content_type: Option<&[u8]>,
+        encoding: Result<ContentEncoding, NotDecoded>,
+        limits: Limits,
+    ) -> Self {
         let inner = match (encoding, content_type) {
             (Err(not_decoded), _) => Inner::NotDecoded(not_decoded),
             (Ok(_), Some(content_type)) if multipart::is_form_data(content_type) => {
@@ -165,7 +227,7 @@ impl BodyExtractor {
             decoded: BytesMut::new(),
             decided: false,
             halted: false,
-            error: None,
+            error: StickyError::default(),
         }
     }
 
@@ -291,16 +353,13 @@ impl BodyExtractor {
     /// assert_eq!(err.kind(), ErrorKind::NotAnObject);
     /// ```
     pub fn feed(&mut self, chunk: &Bytes) -> Result<Progress, ExtractError> {
-        if let Some(error) = &self.error {
-            return Err(error.clone());
+        self.error.check()?;
+        let fed = self.feed_inner(chunk);
+        let progress = self.error.record(fed)?;
+        if matches!(progress, Progress::Found(_) | Progress::Absent) {
+            self.decided = true;
         }
-        let result = self.feed_inner(chunk);
-        match &result {
-            Err(error) => self.error = Some(error.clone()),
-            Ok(Progress::Found(_) | Progress::Absent) => self.decided = true,
-            Ok(_) => {}
-        }
-        result
+        Ok(progress)
     }
 
     fn feed_inner(&mut self, chunk: &Bytes) -> Result<Progress, ExtractError> {
@@ -377,14 +436,9 @@ impl BodyExtractor {
     /// assert_eq!(body.finish().unwrap_err().kind(), ErrorKind::UnexpectedEnd);
     /// ```
     pub fn finish(&mut self) -> Result<Outcome, ExtractError> {
-        if let Some(error) = &self.error {
-            return Err(error.clone());
-        }
-        let result = self.finish_inner();
-        if let Err(error) = &result {
-            self.error = Some(error.clone());
-        }
-        result
+        self.error.check()?;
+        let finished = self.finish_inner();
+        self.error.record(finished)
     }
 
     fn finish_inner(&mut self) -> Result<Outcome, ExtractError> {

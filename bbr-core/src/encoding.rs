@@ -147,8 +147,8 @@ impl ContentEncoding {
 
     /// Parses a `Content-Encoding` value: a comma-separated list of
     /// case-insensitive tokens (empty elements and `identity` skipped,
-    /// `x-gzip` is `gzip`). Several header fields are one list joined with
-    /// commas.
+    /// `x-gzip` is `gzip`). Several header fields:
+    /// [`parse_fields`](Self::parse_fields).
     ///
     /// ```
     /// use bbr_core::encoding::{Coding, ContentEncoding};
@@ -156,7 +156,35 @@ impl ContentEncoding {
     /// assert_eq!(ContentEncoding::parse(b"deflate,zstd").unwrap().codings(), &[Coding::Deflate, Coding::Zstd]);
     /// ```
     pub fn parse(value: &[u8]) -> Result<Self, NotDecoded> {
+        Self::parse_fields([value])
+    }
+
+    /// Parses the values of several `Content-Encoding` fields as the one
+    /// list they are (RFC 9110, section 5.3: a recipient may combine
+    /// fields with commas), in field order, without joining them. No
+    /// fields at all is `identity`.
+    ///
+    /// ```
+    /// use bbr_core::encoding::{Coding, ContentEncoding, NotDecoded};
+    /// let fields: [&[u8]; 2] = [b"gzip", b" br"];
+    /// assert_eq!(ContentEncoding::parse_fields(fields).unwrap().codings(), &[Coding::Gzip, Coding::Br][..]);
+    /// assert_eq!(ContentEncoding::parse_fields(["gzip", "gzip", "zstd"]), Err(NotDecoded::TooMany));
+    /// assert!(ContentEncoding::parse_fields(None::<&[u8]>).unwrap().is_identity());
+    /// ```
+    pub fn parse_fields<I>(fields: I) -> Result<Self, NotDecoded>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
         let mut encoding = Self::identity();
+        for field in fields {
+            encoding.push_list(field.as_ref())?;
+        }
+        Ok(encoding)
+    }
+
+    fn push_list(&mut self, value: &[u8]) -> Result<(), NotDecoded> {
+        let encoding = self;
         for token in value.split(|&b| b == b',') {
             let token = trim(token);
             let coding = if token.is_empty() || token.eq_ignore_ascii_case(b"identity") {
@@ -181,7 +209,7 @@ impl ContentEncoding {
             encoding.codings[encoding.len] = coding;
             encoding.len += 1;
         }
-        Ok(encoding)
+        Ok(())
     }
 
     /// The codings, in the order they were applied.

@@ -17,7 +17,7 @@
 
 use bytes::Bytes;
 
-use crate::bounded::BoundedScan;
+use crate::bounded::{BoundedScan, StickyError};
 
 use crate::simd::{self, Level};
 use crate::{DuplicateKeys, ErrorKind, ExtractError, Limits, Model, Outcome, Progress};
@@ -369,7 +369,7 @@ pub struct ModelExtractor {
     candidate: Option<Result<Model, ExtractError>>,
     /// Decided under first-wins: later bytes are only counted.
     halted: bool,
-    error: Option<ExtractError>,
+    error: StickyError,
 }
 
 impl ModelExtractor {
@@ -410,7 +410,7 @@ impl ModelExtractor {
             decision: None,
             candidate: None,
             halted: false,
-            error: None,
+            error: StickyError::default(),
         }
     }
 
@@ -475,22 +475,7 @@ impl ModelExtractor {
     /// assert_eq!(extractor.feed(&Bytes::from_static(b" ")).unwrap_err(), err);
     /// ```
     pub fn feed(&mut self, chunk: &Bytes) -> Result<Progress, ExtractError> {
-        if let Some(error) = &self.error {
-            return Err(error.clone());
-        }
-        let was_decided = self.decision.is_some();
-        let base = self.consumed;
-        self.consumed = base.saturating_add(chunk.len() as u64);
-        if let Err(error) = self.feed_bounded(chunk, base) {
-            self.error = Some(error.clone());
-            return Err(error);
-        }
-        Ok(match &self.decision {
-            None => Progress::NeedMore,
-            Some(_) if was_decided => Progress::Decided,
-            Some(Outcome::Found(model)) => Progress::Found(model.clone()),
-            Some(Outcome::Absent) => Progress::Absent,
-        })
+        self.feed_chunk(chunk)
     }
 
     /// Ends the body and returns the final verdict (found or absent), or the
@@ -505,24 +490,7 @@ impl ModelExtractor {
     /// assert_eq!((err.kind(), err.offset()), (ErrorKind::UnexpectedEnd, 25));
     /// ```
     pub fn finish(&mut self) -> Result<Outcome, ExtractError> {
-        if let Some(error) = &self.error {
-            return Err(error.clone());
-        }
-        let complete = self.state == State::Done;
-        let verdict = match (&self.decision, self.limits.duplicate_keys()) {
-            (Some(outcome), DuplicateKeys::FirstWins) => Ok(outcome.clone()),
-            (Some(outcome), _) if complete => Ok(outcome.clone()),
-            (None, DuplicateKeys::LastWins) if complete => match &self.candidate {
-                None => Ok(Outcome::Absent),
-                Some(Ok(model)) => Ok(Outcome::Found(model.clone())),
-                Some(Err(error)) => Err(error.clone()),
-            },
-            _ => Err(ExtractError::new(ErrorKind::UnexpectedEnd, self.consumed)),
-        };
-        if let Err(error) = &verdict {
-            self.error = Some(error.clone());
-        }
-        verdict
+        self.finish_body()
     }
 
     /// Bytes fed so far (all of them, also those after a decision).
@@ -1339,12 +1307,28 @@ impl crate::bounded::BoundedScan for ModelExtractor {
         &self.limits
     }
 
-    fn decided(&self) -> bool {
-        self.decision.is_some()
+    fn decision(&self) -> Option<&Outcome> {
+        self.decision.as_ref()
+    }
+
+    fn candidate(&self) -> Option<&Result<Model, ExtractError>> {
+        self.candidate.as_ref()
+    }
+
+    fn complete(&self) -> bool {
+        self.state == State::Done
     }
 
     fn halted(&self) -> bool {
         self.halted
+    }
+
+    fn consumed_mut(&mut self) -> &mut u64 {
+        &mut self.consumed
+    }
+
+    fn sticky_mut(&mut self) -> &mut StickyError {
+        &mut self.error
     }
 
     fn run_range(

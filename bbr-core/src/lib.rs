@@ -300,14 +300,24 @@
 //!
 //! # One entry point for adapters
 //!
-//! [`BodyExtractor::for_content`]`(content_type, content_encoding, limits)`
-//! takes the two header values as bytes (`None` when absent) and returns
-//! one type for every body: JSON, `multipart/form-data`, compressed or
-//! not, or not decoded. Adapters call [`feed`](BodyExtractor::feed) with
-//! every chunk they forward and [`finish`](BodyExtractor::finish) at the
-//! end, exactly as with [`ModelExtractor`], and map errors with
+//! [`BodyExtractor::for_headers`]`(content_types, content_encodings, limits)`
+//! takes the values of every `Content-Type` and every `Content-Encoding`
+//! field of the request, as bytes or `str` (an http `HeaderMap`'s
+//! `get_all(..)` as it is, or a filtered list of Envoy's header entries),
+//! and returns one type for every body: JSON, `multipart/form-data`,
+//! compressed or not, or not decoded. Which fields count is decided there,
+//! once: the first `Content-Type`, every `Content-Encoding` as one list in
+//! field order. [`BodyExtractor::for_content`] is the same for at most one
+//! field of each. Adapters call [`feed`](BodyExtractor::feed) with every
+//! chunk they forward and [`finish`](BodyExtractor::finish) at the end,
+//! exactly as with [`ModelExtractor`], and map errors with
 //! [`contract::Refusal`]. Only `multipart/form-data` is read as a form;
 //! any other content type, or none, is read as JSON (as upstream does).
+//!
+//! The three extractors share what surrounds their state machines (one
+//! internal module): where the scan and body limits cut a chunk, the
+//! sticky first error, what `feed` reports and what `finish` decides
+//! under each duplicate-key policy.
 //!
 //! # Speed, and where simd-json is used
 //!

@@ -32,7 +32,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use memchr::memmem;
 
-use crate::bounded::BoundedScan;
+use crate::bounded::{BoundedScan, StickyError};
 
 use crate::model_name::{HEAD_SLACK, check_prefix};
 use crate::{DuplicateKeys, ErrorKind, ExtractError, Limits, Model, Outcome, Progress};
@@ -439,7 +439,7 @@ pub struct MultipartExtractor {
     decision: Option<Outcome>,
     candidate: Option<Result<Model, ExtractError>>,
     halted: bool,
-    error: Option<ExtractError>,
+    error: StickyError,
 }
 
 impl MultipartExtractor {
@@ -479,7 +479,7 @@ impl MultipartExtractor {
             decision: None,
             candidate: None,
             halted: false,
-            error: None,
+            error: StickyError::default(),
         }
     }
 
@@ -499,7 +499,8 @@ impl MultipartExtractor {
             Ok(boundary) => Self::new(boundary, limits),
             Err(_) => {
                 let mut extractor = Self::new(Boundary::new(b"-").expect("valid"), limits);
-                extractor.error = Some(ExtractError::new(ErrorKind::InvalidMultipart, 0));
+                extractor.error =
+                    StickyError::failed(ExtractError::new(ErrorKind::InvalidMultipart, 0));
                 extractor
             }
         }
@@ -568,22 +569,7 @@ impl MultipartExtractor {
     /// assert_eq!(extractor.feed(&Bytes::from_static(b"\r\n--x--\r\n")).unwrap(), Progress::Absent);
     /// ```
     pub fn feed(&mut self, chunk: &Bytes) -> Result<Progress, ExtractError> {
-        if let Some(error) = &self.error {
-            return Err(error.clone());
-        }
-        let was_decided = self.decision.is_some();
-        let base = self.consumed;
-        self.consumed = base.saturating_add(chunk.len() as u64);
-        if let Err(error) = self.feed_bounded(chunk, base) {
-            self.error = Some(error.clone());
-            return Err(error);
-        }
-        Ok(match &self.decision {
-            None => Progress::NeedMore,
-            Some(_) if was_decided => Progress::Decided,
-            Some(Outcome::Found(model)) => Progress::Found(model.clone()),
-            Some(Outcome::Absent) => Progress::Absent,
-        })
+        self.feed_chunk(chunk)
     }
 
     /// Ends the body: the verdict, or the error (`unexpected_end` at the
@@ -600,24 +586,7 @@ impl MultipartExtractor {
     /// assert_eq!((err.kind(), err.offset()), (ErrorKind::UnexpectedEnd, 59));
     /// ```
     pub fn finish(&mut self) -> Result<Outcome, ExtractError> {
-        if let Some(error) = &self.error {
-            return Err(error.clone());
-        }
-        let complete = self.state == State::Epilogue;
-        let verdict = match (&self.decision, self.limits.duplicate_keys()) {
-            (Some(outcome), DuplicateKeys::FirstWins) => Ok(outcome.clone()),
-            (Some(outcome), _) if complete => Ok(outcome.clone()),
-            (None, DuplicateKeys::LastWins) if complete => match &self.candidate {
-                None => Ok(Outcome::Absent),
-                Some(Ok(model)) => Ok(Outcome::Found(model.clone())),
-                Some(Err(error)) => Err(error.clone()),
-            },
-            _ => Err(ExtractError::new(ErrorKind::UnexpectedEnd, self.consumed)),
-        };
-        if let Err(error) = &verdict {
-            self.error = Some(error.clone());
-        }
-        verdict
+        self.finish_body()
     }
 
     /// Runs the parser over `chunk[start..end]` (`chunk[0]` is at absolute
@@ -984,12 +953,28 @@ impl crate::bounded::BoundedScan for MultipartExtractor {
         &self.limits
     }
 
-    fn decided(&self) -> bool {
-        self.decision.is_some()
+    fn decision(&self) -> Option<&Outcome> {
+        self.decision.as_ref()
+    }
+
+    fn candidate(&self) -> Option<&Result<Model, ExtractError>> {
+        self.candidate.as_ref()
+    }
+
+    fn complete(&self) -> bool {
+        self.state == State::Epilogue
     }
 
     fn halted(&self) -> bool {
         self.halted
+    }
+
+    fn consumed_mut(&mut self) -> &mut u64 {
+        &mut self.consumed
+    }
+
+    fn sticky_mut(&mut self) -> &mut StickyError {
+        &mut self.error
     }
 
     fn run_range(

@@ -17,7 +17,8 @@
 //!
 //! The request headers message gives `content-type` and
 //! `content-encoding` (from `raw_value`, or `value` when that is empty);
-//! [`BodyExtractor::for_content`] picks the extractor, in every body mode:
+//! [`BodyExtractor::for_headers`] picks the extractor from all their
+//! fields, in every body mode:
 //!
 //! - `multipart/form-data; boundary=...` (quoted or not): the `model` form
 //!   field, wherever it is in the form (uploads to
@@ -815,31 +816,24 @@ impl StreamState {
         }
         self.spoofed = routing_headers_in(&headers.headers);
         self.spoofed_custom = self.custom_header_in(&headers.headers);
-        let mut content_type: Option<&[u8]> = None;
-        let mut content_encoding: Vec<u8> = Vec::new();
-        let mut encoded = false;
-        for header in headers.headers.iter().flat_map(|map| &map.headers) {
-            let key = header.key.as_str();
-            if key.eq_ignore_ascii_case("content-length") {
-                self.content_length = std::str::from_utf8(header_value(header))
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok());
-            } else if key.eq_ignore_ascii_case("content-type") {
-                // The first one, should a client send two.
-                content_type.get_or_insert(header_value(header));
-            } else if key.eq_ignore_ascii_case("content-encoding") {
-                // Several fields are one list (RFC 9110 section 5.3).
-                if encoded {
-                    content_encoding.push(b',');
-                }
-                encoded = true;
-                content_encoding.extend_from_slice(header_value(header));
-            }
+        let fields = |name: &'static str| {
+            headers
+                .headers
+                .iter()
+                .flat_map(|map| &map.headers)
+                .filter(move |header| header.key.eq_ignore_ascii_case(name))
+                .map(header_value)
+        };
+        if let Some(value) = fields("content-length").last() {
+            self.content_length = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
         }
         let settings = &self.settings;
-        self.extractor = BodyExtractor::for_content(
-            content_type,
-            encoded.then_some(&content_encoding[..]),
+        // Which content-type and content-encoding fields count: the core's rule.
+        self.extractor = BodyExtractor::for_headers(
+            fields("content-type"),
+            fields("content-encoding"),
             settings.limits,
         )
         .with_decode_limits(settings.decode_limits)

@@ -7,7 +7,10 @@
 //! # async fn main() -> Result<(), bbr_model_sim::Error> {
 //! let pools = bbr_model_sim::scenario::reference_pools();
 //! assert_eq!(pools[0].name, "vllm-llama3-8b-instruct");
-//! assert_eq!(pools[0].models(), ["meta-llama/Llama-3.1-8B-Instruct", "food-review-1"]);
+//! assert_eq!(
+//!     pools[0].models(),
+//!     ["meta-llama/Llama-3.1-8B-Instruct", "food-review-1", "food-review-2"]
+//! );
 //! let replicas = pools[1].spawn().await?;
 //! assert_eq!(replicas.len(), 1);
 //! assert_eq!(replicas[0].pod_name(), "vllm-deepseek-r1-0");
@@ -59,7 +62,9 @@ impl PoolSpec {
 /// The two pools of the reference scenario, with the seed manifests' flags
 /// (`--max-loras 2`, random mode, zero latency):
 /// - `vllm-llama3-8b-instruct`: 3 replicas of `meta-llama/Llama-3.1-8B-Instruct`
-///   with LoRA `food-review-1`;
+///   with LoRAs `food-review-1` and `food-review-2` (the guide's scenario
+///   extended: clients ask for `food-review`, a model rewrite splits it
+///   over the two adapters);
 /// - `vllm-deepseek-r1`: 1 replica of `deepseek/vllm-deepseek-r1` with LoRAs
 ///   `ski-resorts` and `movie-critique`.
 pub fn reference_pools() -> Vec<PoolSpec> {
@@ -68,7 +73,7 @@ pub fn reference_pools() -> Vec<PoolSpec> {
             name: "vllm-llama3-8b-instruct".to_owned(),
             replicas: 3,
             config: SimConfig::new("meta-llama/Llama-3.1-8B-Instruct")
-                .lora("food-review-1")
+                .loras(["food-review-1", "food-review-2"])
                 .max_loras(2),
         },
         PoolSpec {

@@ -1,6 +1,9 @@
 //! Request extensions set by the layer.
 
-use bbr_core::Model;
+use std::sync::Arc;
+
+use bbr_core::encoding::ContentEncoding;
+use bbr_core::{BodyExtractor, BodyKind, Model};
 use http::HeaderValue;
 use http::header::InvalidHeaderValue;
 
@@ -71,5 +74,118 @@ impl BaseModelName {
 impl std::fmt::Display for BaseModelName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How the layer read a request body, as a request extension: set on every
+/// request whose body the layer looked at (not on a request without a
+/// body). The kind and codings come from the request's headers by the
+/// core's one rule ([`BodyExtractor::for_headers`](bbr_core::BodyExtractor::for_headers)).
+///
+/// ```
+/// use bbr_core::{BodyExtractor, Limits};
+/// use bbr_tower::BodyFormat;
+/// let gzip_form = BodyExtractor::for_headers(["multipart/form-data; boundary=b"], ["gzip"], Limits::new());
+/// let format = BodyFormat::of(&gzip_form);
+/// assert_eq!(format.label(), if cfg!(feature = "gzip") { "compressed" } else { "multipart" });
+/// assert_eq!(BodyFormat::of(&BodyExtractor::for_content(None, None, Limits::new())).label(), "json");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyFormat {
+    kind: BodyKind,
+    encoding: ContentEncoding,
+}
+
+impl BodyFormat {
+    /// What `extractor` reads.
+    pub fn of(extractor: &BodyExtractor) -> Self {
+        Self {
+            kind: extractor.kind(),
+            encoding: *extractor.encoding(),
+        }
+    }
+
+    /// JSON, a form, or not read (an encoding not decoded).
+    pub fn kind(&self) -> BodyKind {
+        self.kind
+    }
+
+    /// The codings decoded for reading (empty for a plain body).
+    pub fn encoding(&self) -> &ContentEncoding {
+        &self.encoding
+    }
+
+    /// True for a body sent with a `Content-Encoding`, decoded or not.
+    pub fn is_compressed(&self) -> bool {
+        !self.encoding.is_identity() || matches!(self.kind, BodyKind::NotDecoded(_))
+    }
+
+    /// A metrics label: `compressed` (any `Content-Encoding`, a
+    /// compressed form included: decoding is what it costs), else
+    /// `multipart` or `json`.
+    pub fn label(&self) -> &'static str {
+        match self.kind {
+            _ if self.is_compressed() => "compressed",
+            BodyKind::Multipart => "multipart",
+            _ => "json",
+        }
+    }
+}
+
+/// What a model rewrite rule decided for a request (feature `adapters`),
+/// as a request extension: set whenever a rule picked the request's target,
+/// also when the target is the requested name (a canary keeping part of
+/// the traffic). Not set when no rule matched, nor for a compressed body or
+/// a form field, which are routed as requested.
+///
+/// ```
+/// use bbr_tower::ModelRewrite;
+/// let rewrite = ModelRewrite::new("ns/rollout/0", "food-review", "food-review-2");
+/// assert_eq!(rewrite.rule(), "ns/rollout/0");
+/// assert_eq!(rewrite.requested(), "food-review");
+/// assert_eq!(rewrite.target(), "food-review-2");
+/// assert!(rewrite.rewrote());
+/// assert!(!ModelRewrite::new("0", "m", "m").rewrote());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRewrite {
+    rule: Arc<str>,
+    requested: Arc<str>,
+    target: Arc<str>,
+}
+
+impl ModelRewrite {
+    /// The decision of `rule` to send `target` for a request for `requested`.
+    pub fn new(rule: &str, requested: &str, target: &str) -> Self {
+        Self::shared(Arc::from(rule), Arc::from(requested), Arc::from(target))
+    }
+
+    pub(crate) fn shared(rule: Arc<str>, requested: Arc<str>, target: Arc<str>) -> Self {
+        Self {
+            rule,
+            requested,
+            target,
+        }
+    }
+
+    /// The rule's name (`NAMESPACE/NAME/INDEX` of the resource it came
+    /// from, or the index alone).
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+
+    /// The name the client sent.
+    pub fn requested(&self) -> &str {
+        &self.requested
+    }
+
+    /// The name routed on and sent to the model server.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The body was changed (the target differs from the requested name).
+    pub fn rewrote(&self) -> bool {
+        self.target != self.requested
     }
 }

@@ -463,13 +463,16 @@ fn apply_decision(
                 if scan.spooled_bytes() == 0
                     && let Some(picked) = crate::rewrite::pick(picker, &model, &parts.headers)
                 {
-                    debug_event!(
-                        requested = model.as_str(),
-                        target = picked.target.as_str(),
-                        "model rewritten"
-                    );
-                    model = picked.target.clone();
-                    rewrite = Some(picked);
+                    if let Some(spliced) = picked.rewrite {
+                        debug_event!(
+                            requested = model.as_str(),
+                            target = spliced.target.as_str(),
+                            "model rewritten"
+                        );
+                        model = spliced.target.clone();
+                        rewrite = Some(spliced);
+                    }
+                    parts.extensions.insert(picked.record);
                 }
             }
             // Shares the model's bytes (often a slice of the client's frame).

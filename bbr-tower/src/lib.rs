@@ -46,7 +46,7 @@
 //!
 //! | situation | result |
 //! | --- | --- |
-//! | model found | forwarded with the header (and the base model header when the [`BaseModels`] lookup knows the name), plus the [`ModelName`] (and [`BaseModelName`]) extension |
+//! | model found | forwarded with the header (and the base model header when the [`BaseModels`] lookup knows the name), plus the [`ModelName`] (and [`BaseModelName`]) extension; with model rewrites, the [`ModelRewrite`] extension when a rule decided |
 //! | valid object without `model` | forwarded without the header; 400 `missing_model` with [`MissingModel::Reject`](bbr_core::contract::MissingModel::Reject) |
 //! | no body (GET, `content-length: 0`, a body that ends without a byte) | forwarded untouched, body not read |
 //! | `multipart/form-data` (audio transcriptions and translations, image edits) | the `model` form field, before or after the file, decides as in JSON: the rows above and below apply; the form is forwarded untouched |
@@ -74,8 +74,10 @@
 //! # How the body is read and forwarded
 //!
 //! The layer picks the extractor from the request's `content-type` and
-//! `content-encoding` ([`bbr_core::BodyExtractor::for_content`]: JSON or a
-//! form, behind a streaming decoder when compressed), polls body frames only
+//! `content-encoding` fields ([`bbr_core::BodyExtractor::for_headers`], the
+//! core's one rule for which fields count: JSON or a form, behind a
+//! streaming decoder when compressed; the [`BodyFormat`] extension says
+//! which), polls body frames only
 //! until it decides, holding them (the client's frames as they came,
 //! compressed bytes stay compressed), then calls the
 //! inner service at once, with a [`ReplayBody`]: the held bytes first, then
@@ -284,7 +286,7 @@ pub use config::{
 pub use counters::RoutingStats;
 pub use error::{BodyViolation, BoxError};
 pub use error_body::ErrorBody;
-pub use extension::{BaseModelName, ModelName};
+pub use extension::{BaseModelName, BodyFormat, ModelName, ModelRewrite};
 pub use future::ResponseFuture;
 pub use layer::ModelRoutingLayer;
 pub use scan::{COALESCE_BYTES, COPY_BELOW, FRAME_OVERHEAD, ZERO_COPY_FRAMES};

@@ -1,11 +1,14 @@
 //! Model rewrites (feature `adapters`): the picked target replaces the
 //! `model` token in the held frames before the inner service is called.
 
+use std::sync::Arc;
+
 use bbr_adapters::rewrite::RewritePicker;
 use bbr_core::rewrite::{ModelSplicer, SpliceError};
 use bbr_core::{Limits, Model};
 use http_body::Frame;
 
+use crate::extension::ModelRewrite;
 use crate::scan::{Held, HeldFrame};
 
 /// A rewrite decided for one request.
@@ -16,27 +19,45 @@ pub(crate) struct Rewrite {
     pub(crate) splicer: ModelSplicer,
 }
 
-/// The rewrite for a request for `model`, when a rule matches, its target
-/// differs from the requested name, and the model's token is in the
-/// forwarded bytes (not for a compressed body or a form field, which are
-/// forwarded and routed as requested).
+/// What a matching rule decided: the record for the request's extensions,
+/// and the splice when the target differs from the requested name.
+#[derive(Debug)]
+pub(crate) struct Picked {
+    pub(crate) record: ModelRewrite,
+    pub(crate) rewrite: Option<Rewrite>,
+}
+
+/// The decision for a request for `model`, when a rule matches and the
+/// model's token is in the forwarded bytes (not for a compressed body or a
+/// form field, which are forwarded and routed as requested: `None`, as if
+/// no rule matched).
 pub(crate) fn pick(
     picker: &RewritePicker,
     model: &Model,
     headers: &http::HeaderMap,
-) -> Option<Rewrite> {
+) -> Option<Picked> {
     let sticky = picker
         .sticky_header()
         .and_then(|name| headers.get(name))
         .map(http::HeaderValue::as_bytes);
     let decision = picker.pick(model.as_str(), sticky)?;
+    let record = |target: Arc<str>| {
+        ModelRewrite::shared(decision.rule_shared(), Arc::from(model.as_str()), target)
+    };
     if decision.target() == model.as_str() {
-        return None;
+        // A target keeping the requested name: the body stays as sent.
+        return model.json_span().map(|_| Picked {
+            record: record(decision.target_shared()),
+            rewrite: None,
+        });
     }
     let splicer = ModelSplicer::for_model(model, decision.target()).ok()?;
     // Rule targets are validated when the rules load.
     let target = Model::from_name(decision.target(), &Limits::new()).ok()?;
-    Some(Rewrite { target, splicer })
+    Some(Picked {
+        record: record(decision.target_shared()),
+        rewrite: Some(Rewrite { target, splicer }),
+    })
 }
 
 /// Replaces the token in the held frames: untouched frames stay as they

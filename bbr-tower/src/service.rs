@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use bbr_core::contract::{MissingModel, Refusal};
 use bbr_core::{BodyExtractor, BodyKind, ErrorKind, ExtractError, Limits};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, header};
+use http::{HeaderMap, Request, Response, header};
 use http_body::Body;
 use tower_service::Service;
 
@@ -118,6 +118,9 @@ where
             return ResponseFuture::refused(&Refusal::Extract(error), None, config);
         }
         let extractor = body_extractor(request.headers(), config.limits);
+        request
+            .extensions_mut()
+            .insert(crate::extension::BodyFormat::of(&extractor));
         if matches!(extractor.kind(), BodyKind::NotDecoded(_)) {
             // An encoding that is not decoded may be valid traffic: the
             // missing-model way, without reading the body.
@@ -151,24 +154,15 @@ fn needs_reading<B: Body>(request: &Request<B>) -> bool {
     !request.body().is_end_stream() && content_length(request.headers()) != Some(0)
 }
 
-/// The extractor for this request's `content-type` (its first field) and
-/// `content-encoding` (every field, in order: several are one list).
+/// The extractor for this request's headers: the core decides which
+/// `content-type` and `content-encoding` fields count
+/// ([`BodyExtractor::for_headers`]).
 fn body_extractor(headers: &HeaderMap, limits: Limits) -> BodyExtractor {
-    let content_type = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
-    let mut encodings = headers.get_all(header::CONTENT_ENCODING).iter();
-    let first = encodings.next().map(HeaderValue::as_bytes);
-    match encodings.next() {
-        None => BodyExtractor::for_content(content_type, first, limits),
-        // Rare: only then is the list joined (and allocated).
-        Some(second) => {
-            let mut joined = first.unwrap_or_default().to_vec();
-            for value in std::iter::once(second).chain(encodings) {
-                joined.push(b',');
-                joined.extend_from_slice(value.as_bytes());
-            }
-            BodyExtractor::for_content(content_type, Some(&joined), limits)
-        }
-    }
+    BodyExtractor::for_headers(
+        headers.get_all(header::CONTENT_TYPE),
+        headers.get_all(header::CONTENT_ENCODING),
+        limits,
+    )
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

@@ -265,3 +265,90 @@ async fn a_reload_changes_the_weights_between_requests_and_none_is_lost() {
     assert!(before >= 89 && after >= 89, "{before} {after}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// What the inner service reads from the extensions: the rule's decision
+/// (also when it keeps the requested name, never for a compressed body or
+/// when no rule matched) and how the body was read.
+#[tokio::test]
+async fn the_decision_and_the_body_format_are_request_extensions() {
+    use bbr_tower::{BodyFormat, ModelRewrite, ReplayBody};
+    use tower::{Layer, ServiceExt, service_fn};
+
+    let keep = r#"
+kind: InferenceModelRewrite
+metadata: {name: canary, namespace: team}
+spec:
+  rules:
+  - matches: [{model: {value: same}}]
+    targets: [{modelRewrite: same}]
+  - matches: [{model: {value: gpt-4o}}]
+    targets: [{modelRewrite: llama-3}]
+"#;
+    let rules = RewriteRules::from_yaml_str(keep, "keep.yaml").unwrap();
+    let layer = ModelRoutingLayer::new()
+        .model_rewrites(RewritePicker::new(RewriteStore::from_rules(rules)));
+    type Seen = (Option<ModelRewrite>, Option<BodyFormat>);
+    let seen = |request: Request<Full<Bytes>>| {
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let service = layer.layer(service_fn({
+            let slot = slot.clone();
+            move |request: Request<ReplayBody<Full<Bytes>>>| {
+                let extensions = request.extensions();
+                let seen: Seen = (extensions.get().cloned(), extensions.get().copied());
+                *slot.lock().unwrap() = Some(seen);
+                async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+                }
+            }
+        }));
+        async move {
+            service.oneshot(request).await.unwrap();
+            slot.lock()
+                .unwrap()
+                .take()
+                .expect("the inner service was called")
+        }
+    };
+
+    let (rewrite, format) = seen(request(br#"{"model":"gpt-4o"}"#)).await;
+    assert_eq!(
+        rewrite,
+        Some(ModelRewrite::new("team/canary/1", "gpt-4o", "llama-3"))
+    );
+    assert_eq!(format.map(|f| f.label()), Some("json"));
+
+    let (rewrite, _) = seen(request(br#"{"model":"same"}"#)).await;
+    let rewrite = rewrite.expect("a rule that keeps the name still decided");
+    assert_eq!(
+        (rewrite.rule(), rewrite.target(), rewrite.rewrote()),
+        ("team/canary/0", "same", false)
+    );
+
+    let (rewrite, format) = seen(request(br#"{"model":"other"}"#)).await;
+    assert_eq!((rewrite, format.map(|f| f.label())), (None, Some("json")));
+
+    let gzipped = Bytes::from(gzip(br#"{"model":"gpt-4o"}"#));
+    let compressed = Request::post("/")
+        .header("content-encoding", "gzip")
+        .body(Full::new(gzipped))
+        .unwrap();
+    let (rewrite, format) = seen(compressed).await;
+    assert_eq!(rewrite, None, "a compressed body is routed as requested");
+    assert_eq!(format.map(|f| f.label()), Some("compressed"));
+
+    let form = Request::post("/v1/audio/transcriptions")
+        .header("content-type", "multipart/form-data; boundary=b")
+        .body(Full::new(Bytes::from_static(
+            b"--b\r\ncontent-disposition: form-data; name=model\r\n\r\ngpt-4o\r\n--b--\r\n",
+        )))
+        .unwrap();
+    let (rewrite, format) = seen(form).await;
+    assert_eq!(rewrite, None, "a form field is routed as requested");
+    assert_eq!(format.map(|f| f.label()), Some("multipart"));
+
+    // No body: not read, no format.
+    let get = Request::get("/v1/models")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(seen(get).await, (None, None));
+}

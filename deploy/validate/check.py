@@ -90,9 +90,16 @@ UPSTREAM_KEYS_OURS = ["bbr.image.registry", "bbr.image.repository", "bbr.image.t
 
 # The reference scenario (design.md): pool -> (base model, LoRAs, replicas).
 SCENARIO = {
-    "vllm-llama3-8b-instruct": ("meta-llama/Llama-3.1-8B-Instruct", ["food-review-1"], 3),
+    "vllm-llama3-8b-instruct": ("meta-llama/Llama-3.1-8B-Instruct",
+                                ["food-review-1", "food-review-2"], 3),
     "vllm-deepseek-r1": ("deepseek/vllm-deepseek-r1", ["ski-resorts", "movie-critique"], 1),
 }
+# The scenario's model rewrite (the guide's extended): requested name ->
+# [(target, weight)], as the object, as the file bbr-extproc mounts, and as
+# the example gateway's embedded rule.
+SCENARIO_REWRITES = {"food-review": [("food-review-1", 90), ("food-review-2", 10)]}
+REWRITE_CONFIGMAP = "food-review-rewrites"
+GATEWAY_REWRITES = REPO / "bbr-axum-example" / "config" / "model-rewrites.yaml"
 SIM_IMAGE = "ghcr.io/llm-d/llm-d-inference-sim:"
 MODEL_HEADER = "X-Gateway-Model-Name"
 BASE_HEADER = "X-Gateway-Base-Model-Name"
@@ -1024,7 +1031,7 @@ def check_scenario(docs: Docs, f: Failures, routes: str) -> None:
         f.check(argv_values(args, "--port") == ["8000"], f"{pool}: --port must be 8000")
         f.check(container_port(c, 8000), f"{pool}: containerPort 8000 must be declared")
         served[pool] = {base, *names}
-    maps = objects(docs, "ConfigMap")
+    maps = [c for c in objects(docs, "ConfigMap") if c["metadata"]["name"] != REWRITE_CONFIGMAP]
     f.check(len(maps) == len(SCENARIO), f"one adapter ConfigMap per base model, got {len(maps)}")
     for cm in maps:
         cname = cm["metadata"]["name"]
@@ -1098,6 +1105,47 @@ def check_scenario(docs: Docs, f: Failures, routes: str) -> None:
     else:
         want = {SCENARIO[p][0]: p for p in served}
     f.check(routed == want, f"routes by {header} must be {want}, got {routed}")
+    check_scenario_rewrites(docs, f, served, backends)
+
+
+def check_scenario_rewrites(docs: Docs, f: Failures, served: dict[str, set[str]],
+                            backends: dict[tuple[str, str], str]) -> None:
+    """The InferenceModelRewrite of rewrites/: the guide's split, each target
+    served by the pool it names, the requested name not itself served (it
+    would never reach the model server as sent), and one object everywhere:
+    the resource, the ConfigMap file bbr-extproc mounts, and the example
+    gateway's embedded rule."""
+    rewrites = objects(docs, "InferenceModelRewrite")
+    if not f.check(len(rewrites) == 1, f"one InferenceModelRewrite, got {len(rewrites)}"):
+        return
+    obj = rewrites[0]
+    spec = obj["spec"]
+    pool = spec["poolRef"]["name"]
+    f.check(spec["poolRef"].get("kind", "InferencePool") == "InferencePool"
+            and pool in SCENARIO, f"rewrite poolRef {pool!r} must be a scenario pool")
+    split: dict[str, list[tuple[str, int]]] = {}
+    for rule in spec["rules"]:
+        targets = [(t["modelRewrite"], t.get("weight", 1)) for t in rule["targets"]]
+        for m in rule.get("matches", []):
+            f.check(m["model"].get("type", "Exact") == "Exact", "rewrite matches are Exact")
+            split[m["model"]["value"]] = targets
+    f.check(split == SCENARIO_REWRITES, f"rewrite rules must be {SCENARIO_REWRITES}, got {split}")
+    everything = {n for names in served.values() for n in names}
+    for requested, targets in split.items():
+        f.check(requested not in everything,
+                f"rewrite of {requested!r}: a name the pools serve must not be rewritten away")
+        for target, _ in targets:
+            f.check(target in served.get(pool, set()),
+                    f"rewrite target {target!r} is not served by pool {pool}")
+    cms = [c for c in objects(docs, "ConfigMap") if c["metadata"]["name"] == REWRITE_CONFIGMAP]
+    if f.check(len(cms) == 1, f"ConfigMap {REWRITE_CONFIGMAP} holding the rule for bbr-extproc"):
+        data = cms[0].get("data") or {}
+        f.check(data and all(k.endswith((".yaml", ".yml")) for k in data),
+                f"{REWRITE_CONFIGMAP}: keys must be .yaml files (what --model-rewrites reads)")
+        inside = [d for text in data.values() for d in yaml.safe_load_all(text) if d]
+        f.check(inside == [obj], f"{REWRITE_CONFIGMAP} must hold exactly the InferenceModelRewrite")
+    embedded = [d for d in yaml.safe_load_all(GATEWAY_REWRITES.read_text()) if d]
+    f.check(embedded == [obj], f"{GATEWAY_REWRITES.relative_to(REPO)} must be the same object")
 
 
 def check_binary_accepts(binary: str, docs: Docs, f: Failures) -> None:
@@ -1212,12 +1260,15 @@ def targets(helm: Helm, envoy: str | None, scenario_values: Path) -> list[Target
     ]
     models = SCENARIO_DIR / "models"
     routes = SCENARIO_DIR / "routes"
+    rewrites = SCENARIO_DIR / "rewrites"
     out += [
-        Target("scenario by-model", lambda: load_yaml_dir(models, routes / "by-model"),
+        Target("scenario by-model", lambda: load_yaml_dir(models, routes / "by-model", rewrites),
                lambda d, f: check_scenario(d, f, "model")),
-        Target("scenario by-base-model", lambda: load_yaml_dir(models, routes / "by-base-model"),
+        Target("scenario by-base-model",
+               lambda: load_yaml_dir(models, routes / "by-base-model", rewrites),
                lambda d, f: check_scenario(d, f, "base")),
-        Target("scenario inferencepool", lambda: load_yaml_dir(models, routes / "inferencepool"),
+        Target("scenario inferencepool",
+               lambda: load_yaml_dir(models, routes / "inferencepool", rewrites),
                lambda d, f: check_scenario(d, f, "model")),
     ]
     return out
@@ -1369,6 +1420,18 @@ BREAKAGES: list[tuple[str, str, Callable[[Docs], None]]] = [
     ("scenario by-model", "HTTPRoute header match type misspelt (real CRD schema)",
      lambda d: next(r for r in d if r["kind"] == "HTTPRoute")["spec"]["rules"][0]["matches"][0]
      ["headers"][0].update(type="exact")),
+    ("scenario by-model", "a rewrite target no pool serves",
+     lambda d: _k(d, "InferenceModelRewrite")["spec"]["rules"][0]["targets"][1].update(
+         modelRewrite="food-review-3")),
+    ("scenario by-model", "the rewrite file bbr-extproc mounts out of step with the object",
+     lambda d: next(c for c in d if c["kind"] == "ConfigMap"
+                    and c["metadata"]["name"] == REWRITE_CONFIGMAP)["data"].update(
+         {"food-review.yaml": yaml.safe_dump({**_k(d, "InferenceModelRewrite"), "spec": {
+             **_k(d, "InferenceModelRewrite")["spec"], "rules": [{"targets": [
+                 {"modelRewrite": "food-review-1"}]}]}})})),
+    ("scenario by-base-model", "a rewrite weight out of range (real CRD schema)",
+     lambda d: _k(d, "InferenceModelRewrite")["spec"]["rules"][0]["targets"][0].update(
+         weight=2000000)),
     ("scenario inferencepool", "InferencePool selecting no pool",
      lambda d: _k(d, "InferencePool")["spec"]["selector"]["matchLabels"].update(app="nope")),
     ("scenario inferencepool", "InferencePool unknown field (real CRD schema)",

@@ -95,6 +95,12 @@ pub enum ConfigError {
     /// The adapter map's reload thread could not start.
     #[error("cannot start the adapter map reload thread")]
     AdapterWatch(#[source] std::io::Error),
+    /// The model rewrite rules could not be loaded.
+    #[error("model rewrites")]
+    Rewrites(#[source] bbr_adapters::LoadError),
+    /// The model rewrites' reload thread could not start.
+    #[error("cannot start the model rewrites reload thread")]
+    RewriteWatch(#[source] std::io::Error),
 }
 
 /// An HTTPRoute feature that would change routing and is not implemented

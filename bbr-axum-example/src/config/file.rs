@@ -139,6 +139,30 @@ impl BbrOptions {
     }
 }
 
+/// Model rewrites (`model_rewrites:`): aliases and weighted splits in the
+/// upstream `InferenceModelRewrite` format, applied by the routing layer
+/// (`ModelRoutingLayer::model_rewrites`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RewriteOptions {
+    /// YAML files of `InferenceModelRewrite` documents, or directories of
+    /// them (a mounted ConfigMap), re-read when they change. Empty: the
+    /// rules of `embedded`, if any.
+    pub paths: Vec<PathBuf>,
+    /// Rules given as text (the embedded reference scenario's), used when
+    /// `paths` is empty; never reloaded.
+    pub embedded: Option<String>,
+    /// Picks targets by a hash of this request header's value (same value,
+    /// same target) instead of at random; lowercase.
+    pub sticky_header: Option<String>,
+}
+
+impl RewriteOptions {
+    /// True when no rule source is configured.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.embedded.is_none()
+    }
+}
+
 /// Proxy options (`proxy:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProxyOptions {
@@ -173,6 +197,8 @@ pub(super) struct RawConfig {
     pub(super) bbr: RawBbr,
     #[serde(default)]
     pub(super) adapters: RawAdapters,
+    #[serde(default)]
+    pub(super) model_rewrites: RawRewrites,
     #[serde(default)]
     pub(super) proxy: RawProxy,
 }
@@ -258,6 +284,15 @@ impl RawBbr {
 pub(super) struct RawAdapters {
     #[serde(default)]
     pub(super) paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRewrites {
+    #[serde(default)]
+    pub(super) paths: Vec<PathBuf>,
+    #[serde(default, deserialize_with = "units::opt_header_name")]
+    pub(super) sticky_header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -40,6 +40,9 @@
 //!   max_spooled_bytes: 4GiB         # all requests together; 503 overloaded past it
 //! adapters:                         # adapter map (ConfigMap files or directories)
 //!   paths: [/etc/bbr/adapters]
+//! model_rewrites:                   # InferenceModelRewrite files or directories
+//!   paths: [/etc/bbr/rewrites]      # (--model-rewrites PATH replaces them)
+//!   sticky_header: x-session-id     # same value, same target (--model-rewrite-sticky-header)
 //! proxy:
 //!   x_forwarded_for: true
 //!   connect_timeout: 5s
@@ -50,8 +53,29 @@
 //! names of `bbr_core::contract` (`MissingModel`, `ClientHeaders`) and
 //! `bbr_core::DuplicateKeys`.
 //!
-//! Relative paths (`httproutes`, `adapters.paths`) are resolved against the
-//! directory of the config file.
+//! Relative paths (`httproutes`, `adapters.paths`, `model_rewrites.paths`)
+//! are resolved against the directory of the config file.
+//!
+//! # Model rewrites
+//!
+//! `model_rewrites.paths` (or `--model-rewrites PATH`, repeatable, which
+//! replaces the file's list) names YAML files of upstream
+//! `InferenceModelRewrite` documents, or directories of them such as a
+//! mounted ConfigMap, read like the adapter map (`bbr_adapters::rewrite`)
+//! and re-read every 10 seconds, a new set swapped in only when all of it
+//! loads. The first matching rule wins; its weights pick a target per
+//! request, at random, or by a hash of the `sticky_header` request header
+//! (same value, same target). The routing layer then sends the model
+//! server the client's body with only the `model` token replaced,
+//! `content-length` corrected, routes on the target
+//! (`x-gateway-model-name`, and the base model from it) and passes the
+//! requested name in `x-gateway-requested-model-name`. A compressed body
+//! or a form field is routed as requested. Responses are passed on as the
+//! model server wrote them: their `model` names the target that served
+//! them, as the upstream gateways do. The embedded reference scenario has
+//! one rule (`food-review` split 90/10 over `food-review-1` and
+//! `food-review-2`, [`SCENARIO_REWRITES_YAML`]); `--model-rewrites`
+//! replaces it.
 //!
 //! Kubernetes manifests can be reused as they are: every `HTTPRoute` document
 //! of the files named in `httproutes` (or passed with `--httproutes`) becomes
@@ -71,11 +95,12 @@ use bbr_core::contract::{BASE_MODEL_HEADER, MODEL_HEADER};
 
 pub use error::{ConfigError, Unsupported};
 pub use file::{
-    BbrOptions, DEFAULT_CONNECT_TIMEOUT, PoolConfig, PoolModels, ProxyOptions, SimulateConfig,
+    BbrOptions, DEFAULT_CONNECT_TIMEOUT, PoolConfig, PoolModels, ProxyOptions, RewriteOptions,
+    SimulateConfig,
 };
 pub use httproute::routes_from_httproutes;
 pub use route::{DEFAULT_ROUTE_TIMEOUT, HeaderMatch, PathMatch, RouteConfig, RouteMatch};
-pub use units::{ByteSizeError, parse_byte_size, parse_duration};
+pub use units::{ByteSizeError, parse_byte_size, parse_duration, parse_header_name};
 
 use file::{RawConfig, RawRoute};
 
@@ -85,6 +110,10 @@ pub const SCENARIO_CONFIG_YAML: &str = include_str!("../../config/scenario.yaml"
 /// The reference scenario's HTTPRoutes, as applied to a cluster
 /// (`httproute_bbr_lora.yaml`).
 pub const SCENARIO_HTTPROUTES_YAML: &str = include_str!("../../config/httproute_bbr_lora.yaml");
+/// The reference scenario's model rewrite: `food-review` split 90/10 over
+/// `food-review-1` and `food-review-2` (`model-rewrites.yaml`, the same
+/// object as `deploy/scenario/rewrites/`).
+pub const SCENARIO_REWRITES_YAML: &str = include_str!("../../config/model-rewrites.yaml");
 
 /// The whole configuration, validated.
 #[derive(Debug, Clone)]
@@ -99,6 +128,8 @@ pub struct Config {
     pub bbr: BbrOptions,
     /// Adapter map files or directories (ConfigMap format).
     pub adapter_paths: Vec<PathBuf>,
+    /// Model rewrite rules.
+    pub model_rewrites: RewriteOptions,
     /// Proxy options.
     pub proxy: ProxyOptions,
 }
@@ -133,6 +164,16 @@ impl Config {
                 .into_iter()
                 .map(|p| base_dir.join(p))
                 .collect(),
+            model_rewrites: RewriteOptions {
+                paths: raw
+                    .model_rewrites
+                    .paths
+                    .into_iter()
+                    .map(|p| base_dir.join(p))
+                    .collect(),
+                embedded: None,
+                sticky_header: raw.model_rewrites.sticky_header,
+            },
             proxy: raw.proxy.options(),
         };
         for file in raw.httproutes {
@@ -147,11 +188,12 @@ impl Config {
         Ok(config)
     }
 
-    /// The embedded reference scenario: two pools of simulated servers and
-    /// the scenario's HTTPRoutes.
+    /// The embedded reference scenario: two pools of simulated servers, the
+    /// scenario's HTTPRoutes and its model rewrite.
     pub fn scenario() -> Self {
         let mut config = Self::from_yaml_str(SCENARIO_CONFIG_YAML, Path::new("."))
             .expect("the embedded scenario config is valid (tested)");
+        config.model_rewrites.embedded = Some(SCENARIO_REWRITES_YAML.to_owned());
         config.routes.extend(
             routes_from_httproutes(SCENARIO_HTTPROUTES_YAML)
                 .expect("the embedded HTTPRoutes are valid (tested)"),
@@ -176,6 +218,15 @@ impl Config {
             if !inter_token_latency.is_zero() {
                 sim.inter_token_latency = inter_token_latency;
             }
+        }
+    }
+
+    /// Replaces the rewrite rules' source with these files or directories
+    /// (`--model-rewrites`); an empty list keeps the configured source.
+    pub fn set_model_rewrites(&mut self, paths: Vec<PathBuf>) {
+        if !paths.is_empty() {
+            self.model_rewrites.paths = paths;
+            self.model_rewrites.embedded = None;
         }
     }
 
@@ -278,7 +329,7 @@ mod tests {
         assert_eq!(pools[0].0, "vllm-llama3-8b-instruct");
         assert_eq!(pools[0].1.replicas, 3);
         assert_eq!(pools[0].1.model, "meta-llama/Llama-3.1-8B-Instruct");
-        assert_eq!(pools[0].1.lora_modules, ["food-review-1"]);
+        assert_eq!(pools[0].1.lora_modules, ["food-review-1", "food-review-2"]);
         assert_eq!(pools[0].1.max_loras, 2);
         assert_eq!(pools[1].0, "vllm-deepseek-r1");
         assert_eq!(pools[1].1.replicas, 1);
@@ -291,8 +342,25 @@ mod tests {
             .collect();
         assert_eq!(
             values,
-            ["meta-llama/Llama-3.1-8B-Instruct", "food-review-1"]
+            [
+                "meta-llama/Llama-3.1-8B-Instruct",
+                "food-review-1",
+                "food-review-2"
+            ]
         );
+        let rewrites = bbr_adapters::rewrite::RewriteRules::from_yaml_str(
+            config.model_rewrites.embedded.as_deref().unwrap(),
+            "embedded",
+        )
+        .unwrap();
+        let rule = rewrites.find("food-review").unwrap();
+        let targets: Vec<_> = rule
+            .targets()
+            .iter()
+            .map(|t| (t.model(), t.weight()))
+            .collect();
+        assert_eq!(targets, [("food-review-1", 90), ("food-review-2", 10)]);
+        assert_eq!(rule.name(), "food-review/0");
         for route in &config.routes {
             assert_eq!(route.timeout, Duration::from_secs(300));
             for m in &route.matches {

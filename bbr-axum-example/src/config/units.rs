@@ -109,6 +109,26 @@ pub(crate) fn opt_bytes<'de, D: Deserializer<'de>>(
     opt_from_str::<D, ConfigBytes>(deserializer).map(|b| b.map(|b| b.0))
 }
 
+/// `deserialize_with` for an optional header name field (lowercased).
+pub(crate) fn opt_header_name<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    opt_from_str::<D, http::HeaderName>(deserializer).map(|n| n.map(|n| n.as_str().to_owned()))
+}
+
+/// A header name as the gateway keeps it: a valid HTTP field name,
+/// lowercase (`X-Session-Id` is `x-session-id`).
+///
+/// ```
+/// use bbr_axum_example::config::parse_header_name;
+/// assert_eq!(parse_header_name("X-Session-Id").unwrap(), "x-session-id");
+/// assert!(parse_header_name("two words").is_err());
+/// assert!(parse_header_name("").is_err());
+/// ```
+pub fn parse_header_name(text: &str) -> Result<String, http::header::InvalidHeaderName> {
+    http::HeaderName::from_str(text).map(|name| name.as_str().to_owned())
+}
+
 /// A duration field ([`parse_duration`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ConfigDuration(pub(crate) Duration);

@@ -1,6 +1,7 @@
 //! The core's test suites (see each module).
 
 mod harness;
+mod headers;
 mod nested;
 mod oracle;
 mod prop;
