@@ -237,13 +237,7 @@ async fn slow_upload_is_refused_at_the_decision_deadline() {
     let settings = test_settings().decision_deadline(Duration::from_millis(300));
     let extproc = ExtProc::start(settings, Tls::Plaintext).await;
     let envoy = Envoy::start("bbr-full-duplex.yaml", Some(extproc.grpc), &upstreams);
-    let client = http2_client();
-    let (tx, body) = channel_body();
-    let request = Request::post(envoy.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(body)
-        .expect("request");
-    let pending = tokio::spawn(async move { send(&client, request).await });
+    let (tx, pending) = streamed_request(&envoy);
     tx.send(Frame::data(Bytes::from_static(
         br#"{"messages":[{"role":"user","#,
     )))

@@ -708,6 +708,26 @@ pub fn error_rows() -> Vec<(&'static str, Vec<u8>, u16, &'static str)> {
 
 // ------------------------------------------------------------ shared steps
 
+/// An HTTP/2 POST to `/v1/chat/completions` whose body the caller sends
+/// frame by frame: the frame sender and the task that gets the answer.
+pub fn streamed_request(
+    envoy: &Envoy,
+) -> (
+    tokio::sync::mpsc::Sender<Frame<Bytes>>,
+    tokio::task::JoinHandle<Answer>,
+) {
+    let client = http2_client();
+    let (tx, body) = channel_body();
+    let request = Request::post(envoy.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("request");
+    (
+        tx,
+        tokio::spawn(async move { send(&client, request).await }),
+    )
+}
+
 /// An HTTP/2 request whose body is `text` then `trailers`, sent frame by
 /// frame; the answer (20 s at most).
 pub async fn send_with_trailers(
@@ -715,13 +735,7 @@ pub async fn send_with_trailers(
     text: &'static str,
     trailers: hyper::HeaderMap,
 ) -> Answer {
-    let client = http2_client();
-    let (tx, body) = channel_body();
-    let request = Request::post(envoy.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(body)
-        .expect("request");
-    let pending = tokio::spawn(async move { send(&client, request).await });
+    let (tx, pending) = streamed_request(envoy);
     tx.send(Frame::data(Bytes::from_static(text.as_bytes())))
         .await
         .expect("send data");
