@@ -694,6 +694,8 @@ def check_bbr(docs: Docs, f: Failures, e: Expect) -> dict[str, Any]:
               "--duplicate-keys": "bbr.duplicateKeys", "--on-missing-model": "bbr.missingModel"}
     for flag, key in extras.items():
         want = e.v(key)
+        if flag in ("--max-scan-bytes", "--max-body-bytes") and want not in (None, ""):
+            want = f"{want}B"  # bbr-extproc refuses a size without a unit
         got = own.get(flag)
         f.check(got == (str(want) if want not in (None, "") else None),
                 f"{flag} must be {want!r} (from {key}), got {got!r}")
