@@ -202,9 +202,19 @@ pub struct Config {
     /// `none` (see `AdaptersFrom`).
     #[arg(long, default_value = "auto")]
     pub adapters_from: AdaptersFrom,
-    /// How often the adapter map is re-read.
+    /// How often the adapter map (and `--model-rewrites`) is re-read.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub adapters_reload_interval: Duration,
+    /// Model aliases and weighted rewrites: YAML files of
+    /// `InferenceModelRewrite` documents, or directories of them (a mounted
+    /// ConfigMap), repeatable, reloaded when they change.
+    #[arg(long)]
+    pub model_rewrites: Vec<PathBuf>,
+    /// Picks rewrite targets by a hash of this request header's value (the
+    /// same value, the same target) instead of at random; a request without
+    /// it is picked at random.
+    #[arg(long, value_parser = parse_header_name)]
+    pub model_rewrite_sticky_header: Option<String>,
     /// After SIGTERM: time health reports NOT_SERVING before the listener closes.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain_delay: Duration,
@@ -448,6 +458,13 @@ impl Config {
             );
         }
         config.adapters_reload_interval = self.adapters_reload_interval;
+        config.model_rewrites = self.model_rewrites.clone();
+        config.model_rewrite_sticky_header = self.model_rewrite_sticky_header.clone();
+        if self.model_rewrites.is_empty() && self.model_rewrite_sticky_header.is_some() {
+            tracing::warn!(
+                "--model-rewrite-sticky-header given without --model-rewrites: no effect"
+            );
+        }
         config.max_grpc_message_bytes = usize::try_from(max_message).unwrap_or(usize::MAX);
         config.max_concurrent_streams = self.max_concurrent_streams;
         config.drain_delay = self.drain_delay;
@@ -521,6 +538,15 @@ fn parse_zap_level(text: &str) -> Result<LogLevel, String> {
 }
 
 /// A duration with its unit (humantime: `250ms`, `5s`, `2m`, `1h 30m`).
+/// An HTTP header name (a token), lower case.
+fn parse_header_name(text: &str) -> Result<String, String> {
+    let is_token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if text.is_empty() || !text.bytes().all(is_token) {
+        return Err(format!("`{text}` is not an HTTP header name"));
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
@@ -1017,5 +1043,41 @@ mod tests {
         assert_eq!(run(least - 1), Err(413));
         // The frame's window covers the body it decodes.
         assert!(least >= plain.len() as u64 / 2, "{least}");
+    }
+
+    #[test]
+    fn model_rewrites_and_the_sticky_header_reach_the_server_config() {
+        let none = Config::try_parse_from(["bbr-extproc"]).unwrap();
+        let config = none.server_config().unwrap();
+        assert!(config.model_rewrites.is_empty());
+        assert_eq!(config.model_rewrite_sticky_header, None);
+        let config = Config::try_parse_from([
+            "bbr-extproc",
+            "--model-rewrites=/etc/bbr/model-rewrites",
+            "--model-rewrites",
+            "/etc/extra.yaml",
+            "--model-rewrite-sticky-header=X-Session-Id",
+        ])
+        .unwrap()
+        .server_config()
+        .unwrap();
+        assert_eq!(
+            config.model_rewrites,
+            [
+                PathBuf::from("/etc/bbr/model-rewrites"),
+                PathBuf::from("/etc/extra.yaml")
+            ]
+        );
+        assert_eq!(
+            config.model_rewrite_sticky_header.as_deref(),
+            Some("x-session-id")
+        );
+        for bad in ["x session", "", "x:y"] {
+            let arg = format!("--model-rewrite-sticky-header={bad}");
+            assert!(
+                Config::try_parse_from(["bbr-extproc", arg.as_str()]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -104,7 +104,9 @@ pub use config::{Config, ConfigError, LogLevel};
 pub use discovery::AdaptersFrom;
 pub use error::{Error, UnknownValue, immediate_response};
 pub use held::HeldBudget;
-pub use metrics::{BUILD_REF, COMMIT, Metrics, PluginNames};
+pub use metrics::{
+    BUILD_REF, COMMIT, MAX_REWRITE_MODEL_LABELS, Metrics, OVERFLOW_LABEL, PluginNames,
+};
 #[cfg(feature = "server")]
 pub use metrics_http::MetricsAuth;
 pub use mutation::MAX_CHUNK_BYTES;
@@ -119,5 +121,5 @@ pub use routing::{InvalidHeaderName, RoutingHeaders};
 #[cfg(feature = "server")]
 pub use serve::{Server, ServerConfig, StartError, Tls, run, shutdown_signal};
 pub use server::{BbrExtProc, SERVICE_NAME};
-pub use stream::{BodyMode, Report, Settings, StreamState, UndecidedPrefix, Verdict};
+pub use stream::{BodyMode, ModelRewrite, Report, Settings, StreamState, UndecidedPrefix, Verdict};
 pub use stream_trace::{StreamEnd, StreamSpan, StreamTracer};

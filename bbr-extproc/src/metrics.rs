@@ -4,6 +4,19 @@
 //! scanned before the decision and extraction time. The binary serves them
 //! as OpenMetrics text on `GET /metrics` (`metrics_http.rs`, `server`
 //! feature); an embedding gateway calls [`Metrics::encode`] itself.
+//!
+//! Model rewrites are counted under the upstream endpoint picker's name
+//! and labels, so its dashboards work unchanged:
+//! `inference_extension_model_rewrite_decisions_total{model_rewrite_name,
+//! model_name, target_model}`: the rule ([`ModelRewrite::rule`]), the
+//! requested name and the target, once per request a rule decided
+//! (a target equal to the requested name included; a compressed body or a
+//! form field, routed as requested, is not counted). `model_name` comes
+//! from the client: past [`MAX_REWRITE_MODEL_LABELS`] distinct values
+//! (a catch-all rule sees every name) further ones are counted as
+//! [`OVERFLOW_LABEL`].
+//!
+//! [`ModelRewrite::rule`]: crate::ModelRewrite::rule
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -12,7 +25,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use crate::stream::{Report, Verdict};
+
+/// Distinct `model_name` values of the rewrite counter (default 1000).
+pub const MAX_REWRITE_MODEL_LABELS: usize = 1000;
+
+/// The `model_name` of rewrite decisions past [`MAX_REWRITE_MODEL_LABELS`].
+pub const OVERFLOW_LABEL: &str = "__other__";
 
 type Labels = Vec<(&'static str, &'static str)>;
 type PluginLabels = Vec<(&'static str, String)>;
@@ -81,6 +103,8 @@ pub struct Metrics {
     unroutable_streams: Counter,
     plugin_seconds: Family<PluginLabels, Histogram>,
     plugins: PluginNames,
+    rewrite_decisions: Family<PluginLabels, Counter>,
+    rewrite_models: Mutex<HashSet<Arc<str>>>,
 }
 
 impl Default for Metrics {
@@ -111,7 +135,14 @@ impl Metrics {
     /// assert!(text.contains(r#"bbr_body_field_not_found_total{field="prompt"} 0"#));
     /// ```
     pub fn for_plugins(plugins: PluginNames) -> Self {
-        let mut registry = Registry::with_prefix("bbr");
+        let mut root = Registry::default();
+        let rewrite_decisions = Family::<PluginLabels, Counter>::default();
+        root.register(
+            "inference_extension_model_rewrite_decisions",
+            "Model rewrite decisions by rule, requested model and target",
+            rewrite_decisions.clone(),
+        );
+        let registry = root.sub_registry_with_prefix("bbr");
         let info = Family::<Labels, Gauge>::default();
         registry.register(
             "info",
@@ -194,7 +225,9 @@ impl Metrics {
         Self {
             plugin_seconds,
             plugins,
-            registry,
+            registry: root,
+            rewrite_decisions,
+            rewrite_models: Mutex::new(HashSet::new()),
             success,
             field_not_found,
             field_empty,
@@ -231,6 +264,14 @@ impl Metrics {
         if report.unroutable_mode {
             self.unroutable_streams.inc();
         }
+        if let Some(rewrite) = &report.rewrite {
+            let labels = vec![
+                ("model_rewrite_name", rewrite.rule().to_owned()),
+                ("model_name", self.rewrite_model_label(rewrite.requested())),
+                ("target_model", rewrite.target().to_owned()),
+            ];
+            self.rewrite_decisions.get_or_create(&labels).inc();
+        }
         if !matches!(verdict, Verdict::NoBody) {
             self.bytes_before_decision
                 .observe(report.bytes_before_decision as f64);
@@ -249,6 +290,22 @@ impl Metrics {
                 .get_or_create(&labels)
                 .observe(report.header_time.as_secs_f64());
         }
+    }
+
+    /// The requested name as a label, or [`OVERFLOW_LABEL`] once
+    /// [`MAX_REWRITE_MODEL_LABELS`] other names have one.
+    fn rewrite_model_label(&self, model: &str) -> String {
+        let mut seen = self
+            .rewrite_models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !seen.contains(model) {
+            if seen.len() >= MAX_REWRITE_MODEL_LABELS {
+                return OVERFLOW_LABEL.to_owned();
+            }
+            seen.insert(Arc::from(model));
+        }
+        model.to_owned()
     }
 
     /// Counts a stream as in flight until the guard drops.
@@ -288,4 +345,81 @@ fn plugin_labels(plugin_type: &str, name: &Option<String>) -> Option<PluginLabel
             ("plugin_name", name.clone()),
         ]
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::ModelRewrite;
+
+    fn rewritten(rule: &str, requested: &str, target: &str) -> Report {
+        let model = bbr_core::Model::from_name(target, &bbr_core::Limits::new()).expect("name");
+        Report {
+            verdict: Some(Verdict::Found(model)),
+            rewrite: Some(ModelRewrite::new(rule, requested, target)),
+            ..Report::default()
+        }
+    }
+
+    fn series(text: &str, rule: &str, model: &str, target: &str) -> Option<u64> {
+        let prefix = format!(
+            r#"inference_extension_model_rewrite_decisions_total{{model_rewrite_name="{rule}",model_name="{model}",target_model="{target}"}} "#
+        );
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+    }
+
+    #[test]
+    fn rewrite_decisions_are_counted_by_rule_requested_model_and_target() {
+        let metrics = Metrics::new();
+        for _ in 0..3 {
+            metrics.record(&rewritten("ns/rollout/0", "food-review", "food-review-1"));
+        }
+        metrics.record(&rewritten("ns/rollout/0", "food-review", "food-review-2"));
+        metrics.record(&rewritten("ns/canary/0", "canary", "canary"));
+        // A request without a rewrite is not a decision.
+        let mut plain = rewritten("x", "y", "z");
+        plain.rewrite = None;
+        metrics.record(&plain);
+        let text = metrics.encode();
+        assert_eq!(
+            series(&text, "ns/rollout/0", "food-review", "food-review-1"),
+            Some(3)
+        );
+        assert_eq!(
+            series(&text, "ns/rollout/0", "food-review", "food-review-2"),
+            Some(1)
+        );
+        assert_eq!(series(&text, "ns/canary/0", "canary", "canary"), Some(1));
+        assert_eq!(
+            text.matches("inference_extension_model_rewrite_decisions_total{")
+                .count(),
+            3
+        );
+        // The bbr metrics keep their prefix.
+        assert!(text.contains("bbr_success_total 6"), "{text}");
+    }
+
+    #[test]
+    fn requested_names_past_the_label_cap_are_counted_as_overflow() {
+        let metrics = Metrics::new();
+        for i in 0..MAX_REWRITE_MODEL_LABELS {
+            metrics.record(&rewritten("0", &format!("m{i}"), "t"));
+        }
+        let text = metrics.encode();
+        let last = format!("m{}", MAX_REWRITE_MODEL_LABELS - 1);
+        assert_eq!(
+            series(&text, "0", &last, "t"),
+            Some(1),
+            "at the cap: its own label"
+        );
+        assert_eq!(series(&text, "0", OVERFLOW_LABEL, "t"), None);
+        // One past the cap: overflow; a name already labelled keeps its label.
+        metrics.record(&rewritten("0", "one-more", "t"));
+        metrics.record(&rewritten("0", "m0", "t"));
+        let text = metrics.encode();
+        assert_eq!(series(&text, "0", OVERFLOW_LABEL, "t"), Some(1));
+        assert_eq!(series(&text, "0", "one-more", "t"), None);
+        assert_eq!(series(&text, "0", "m0", "t"), Some(2));
+    }
 }

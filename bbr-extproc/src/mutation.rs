@@ -78,6 +78,18 @@ pub(crate) fn trailers_reply(dir: Direction, mutation: HeaderMutation) -> Proces
     })
 }
 
+/// A body mutation replacing the body (or chunk) with `body`; an empty one
+/// clears it.
+pub(crate) fn replace_body(body: Bytes) -> BodyMutation {
+    BodyMutation {
+        mutation: Some(if body.is_empty() {
+            body_mutation::Mutation::ClearBody(true)
+        } else {
+            body_mutation::Mutation::Body(body)
+        }),
+    }
+}
+
 pub(crate) fn immediate_reply(response: ImmediateResponse) -> ProcessingResponse {
     reply(Response::ImmediateResponse(response))
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bbr_adapters::AdapterStore;
+use bbr_adapters::rewrite::{RewritePicker, RewriteStore};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -70,8 +71,12 @@ pub struct ServerConfig {
     pub settings: Settings,
     /// Adapter map paths (empty: no base-model header).
     pub adapters: Vec<PathBuf>,
-    /// How often the adapter map is re-read.
+    /// How often the adapter map (and the rewrite rules) are re-read.
     pub adapters_reload_interval: Duration,
+    /// `InferenceModelRewrite` files or directories (empty: no rewrites).
+    pub model_rewrites: Vec<PathBuf>,
+    /// Sticky rewrite picks by this request header (lower case).
+    pub model_rewrite_sticky_header: Option<String>,
     /// Largest gRPC message accepted.
     pub max_grpc_message_bytes: usize,
     /// HTTP/2 streams per connection.
@@ -101,6 +106,8 @@ impl ServerConfig {
             settings,
             adapters: Vec::new(),
             adapters_reload_interval: Duration::from_secs(5),
+            model_rewrites: Vec::new(),
+            model_rewrite_sticky_header: None,
             max_grpc_message_bytes: 129 << 20,
             max_concurrent_streams: 4096,
             drain_delay: Duration::ZERO,
@@ -122,6 +129,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     tls: Option<ServerTlsConfig>,
     adapters: Option<AdapterStore>,
+    rewrites: Option<RewriteStore>,
 }
 
 impl Server {
@@ -139,6 +147,18 @@ impl Server {
         } else {
             let store = AdapterStore::load(&config.adapters).map_err(StartError::Adapters)?;
             config.settings.base_models = Some(store.clone());
+            Some(store)
+        };
+        let rewrites = if config.model_rewrites.is_empty() {
+            None
+        } else {
+            let store =
+                RewriteStore::load(&config.model_rewrites).map_err(StartError::ModelRewrites)?;
+            let mut picker = RewritePicker::new(store.clone());
+            if let Some(header) = &config.model_rewrite_sticky_header {
+                picker = picker.sticky_by(header);
+            }
+            config.settings.rewrites = Some(picker);
             Some(store)
         };
         let bind = |what: &'static str, port: u16| {
@@ -160,6 +180,7 @@ impl Server {
             metrics_listener,
             tls,
             adapters,
+            rewrites,
         })
     }
 
@@ -201,8 +222,17 @@ impl Server {
             metrics,
             tls,
             adapters,
+            rewrites,
         } = self;
         let _watcher = match &adapters {
+            Some(store) => Some(
+                store
+                    .watch(config.adapters_reload_interval)
+                    .map_err(StartError::Watch)?,
+            ),
+            None => None,
+        };
+        let _rewrites_watcher = match &rewrites {
             Some(store) => Some(
                 store
                     .watch(config.adapters_reload_interval)
@@ -485,7 +515,10 @@ pub enum StartError {
     /// The adapter map could not be loaded.
     #[error("cannot load the adapter map")]
     Adapters(#[source] bbr_adapters::LoadError),
-    /// The adapter map reload thread could not start.
+    /// The model rewrite rules could not be loaded.
+    #[error("cannot load the model rewrites")]
+    ModelRewrites(#[source] bbr_adapters::LoadError),
+    /// A reload thread (adapter map or rewrite rules) could not start.
     #[error("cannot start the adapter map reload")]
     Watch(#[source] std::io::Error),
     /// Two listeners share a port.

@@ -76,6 +76,41 @@
 //! Response headers, body and trailers are answered at once and never held
 //! (in `FULL_DUPLEX_STREAMED` the response body is echoed as it comes).
 //!
+//! # Model rewrites
+//!
+//! With [`Settings::rewrites`] (`--model-rewrites`), a request whose model
+//! a rule matches is routed by the picked target: `x-gateway-model-name`
+//! (and the base-model header) name the target, [`REQUESTED_MODEL_HEADER`]
+//! the name the client sent (set for every request with a model; a
+//! client's own value is removed, in the trailers too), and the body the
+//! model server gets is the client's with only the `model` string token
+//! replaced by the target's JSON token ([`ModelSplicer`]: escapes and the
+//! spaces inside the old token go, every other byte stays). A refused
+//! body is never rewritten (the refusal comes first); a compressed body or
+//! a form field is routed as requested and not rewritten (the token is not
+//! in the forwarded bytes); a `STREAMED` request without
+//! `send_body_without_waiting_for_header_response` is not rewritten (its
+//! headers left before the body). The response is passed on unchanged, so
+//! its `model` field names the model that served it, as the upstream
+//! gateways do. The rules are reloaded when their files change; each
+//! request reads the rules current at its decision.
+//!
+//! How each mode carries the change, and its length:
+//!
+//! | mode | body | `content-length` |
+//! | --- | --- | --- |
+//! | `FULL_DUPLEX_STREAMED` | the held chunks and the deciding one as `streamed_response`; the chunk holding the token goes as up to three messages (the slice before it, the new token, the slice after it): no copy | set to the new length in the held headers reply when the client sent one |
+//! | `STREAMED` (early body) | with rewrites configured the undecided chunks are held here as well (within the [`HeldBudget`]; Envoy holds them too); a chunk the token touches gets its replacement as its reply's body mutation (one copy of that chunk: a reply carries one body), the others an empty reply | as above, in the held headers reply |
+//! | `BUFFERED`, `BUFFERED_PARTIAL` | the body reply's body mutation (one copy of the body) | set in the body reply's header mutation: Envoy refuses a mutated body whose length differs from a kept `content-length` |
+//!
+//! Envoy ≥ 1.29 removes `content-length` itself in `STREAMED`,
+//! `BUFFERED_PARTIAL` and `FULL_DUPLEX_STREAMED` when body mutation is on,
+//! unless `allow_content_length_header: true` (set in `deploy/envoy/`, so
+//! the client's length reaches the upstream when nothing changes); with it,
+//! the new length set here is what the upstream gets. Without a
+//! `content-length` (chunked or HTTP/2 clients) none is set and the
+//! upstream reads the body to its end.
+//!
 //! # Decisions where the spec is silent
 //!
 //! - A request whose body is empty (zero bytes, then end of stream or
@@ -94,9 +129,10 @@
 //!   the default route; [`UndecidedPrefix::Forward`] does that on purpose
 //!   (spoofed headers still removed). The model is never taken from an
 //!   unfinished value: the decision is the core's on the prefix.
-//! - The body is never changed, so `content-length` is left as the client
-//!   sent it (Envoy keeps it only with `allow_content_length_header: true`,
-//!   which the configs in `deploy/envoy/` set).
+//! - Without a rewrite the body is never changed, so `content-length` is
+//!   left as the client sent it (Envoy keeps it only with
+//!   `allow_content_length_header: true`, which the configs in
+//!   `deploy/envoy/` set).
 //! - After the decision the rest of the body is still validated (under the
 //!   `reject` duplicate-key policy); a violation ends the stream with an
 //!   `ImmediateResponse` 400 instead of the remaining chunks. The body is
@@ -112,9 +148,12 @@ use std::time::{Duration, Instant};
 
 use crate::held::{HeldBudget, HeldChunks};
 
-use bbr_core::contract::{self, BASE_MODEL_HEADER, ClientHeaders, MissingModel, Refusal};
+use bbr_core::contract::{
+    self, BASE_MODEL_HEADER, ClientHeaders, MissingModel, REQUESTED_MODEL_HEADER, Refusal,
+};
 use bbr_core::encoding::DecodeLimits;
 use bbr_core::multipart::PartLimits;
+use bbr_core::rewrite::ModelSplicer;
 use bbr_core::{
     BodyExtractor, BodyKind, ErrorKind, ExtractError, Limits, Model, Outcome, Progress,
 };
@@ -128,10 +167,11 @@ use crate::mutation::{
 use crate::proto::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use crate::proto::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
 use crate::proto::envoy::service::ext_proc::v3::{
-    HeaderMutation, HttpBody, HttpHeaders, HttpTrailers, ProcessingRequest, ProcessingResponse,
-    processing_request::Request,
+    CommonResponse, HeaderMutation, HttpBody, HttpHeaders, HttpTrailers, ProcessingRequest,
+    ProcessingResponse, processing_request::Request,
 };
 use bbr_adapters::AdapterStore;
+use bbr_adapters::rewrite::RewritePicker;
 
 use crate::routing::RoutingHeaders;
 
@@ -288,6 +328,9 @@ pub struct Settings {
     /// Bounds on a `multipart/form-data` part's headers (defaults
     /// [`PartLimits::new`]); past them: 400.
     pub part_limits: PartLimits,
+    /// Model aliases and weighted rewrites (`InferenceModelRewrite`
+    /// rules); `None` rewrites nothing. See [the crate docs](crate).
+    pub rewrites: Option<RewritePicker>,
 }
 
 impl Default for Settings {
@@ -304,6 +347,7 @@ impl Default for Settings {
             max_held_bytes: HeldBudget::DEFAULT_CAP,
             decode_limits: DecodeLimits::new(),
             part_limits: PartLimits::new(),
+            rewrites: None,
         }
     }
 }
@@ -447,6 +491,75 @@ impl Settings {
         self.base_models = Some(map);
         self
     }
+
+    /// Rewrites the requested model by these rules (reloads are seen at
+    /// once): routing headers from the target, the requested name in
+    /// [`REQUESTED_MODEL_HEADER`], only the `model` token of the body
+    /// replaced, `content-length` corrected.
+    ///
+    /// ```
+    /// use bbr_adapters::rewrite::{RewritePicker, RewriteRules, RewriteStore};
+    /// let rules = RewriteRules::from_yaml_str(
+    ///     "kind: InferenceModelRewrite\nspec: {rules: [{matches: [{model: {value: gpt-4o}}], targets: [{modelRewrite: llama-3}]}]}",
+    ///     "inline",
+    /// )?;
+    /// let picker = RewritePicker::new(RewriteStore::from_rules(rules));
+    /// let settings = bbr_extproc::Settings::default().model_rewrites(picker);
+    /// assert!(settings.rewrites.is_some());
+    /// # Ok::<(), bbr_adapters::LoadError>(())
+    /// ```
+    #[must_use]
+    pub fn model_rewrites(mut self, picker: RewritePicker) -> Self {
+        self.rewrites = Some(picker);
+        self
+    }
+}
+
+/// A rewrite rule that decided a request's model.
+///
+/// ```
+/// use bbr_extproc::ModelRewrite;
+/// let rewrite = ModelRewrite::new("ns/rollout/0", "food-review", "food-review-2");
+/// assert_eq!(rewrite.requested(), "food-review");
+/// assert!(rewrite.rewrote());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRewrite {
+    rule: Arc<str>,
+    requested: Arc<str>,
+    target: Arc<str>,
+}
+
+impl ModelRewrite {
+    /// The decision of `rule` to send `target` for a request for `requested`.
+    pub fn new(rule: &str, requested: &str, target: &str) -> Self {
+        Self {
+            rule: Arc::from(rule),
+            requested: Arc::from(requested),
+            target: Arc::from(target),
+        }
+    }
+
+    /// The rule's name (`NAMESPACE/NAME/INDEX`, see
+    /// [`RewriteRule::name`](bbr_adapters::rewrite::RewriteRule::name)).
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+
+    /// The name the client sent.
+    pub fn requested(&self) -> &str {
+        &self.requested
+    }
+
+    /// The name routed on and sent to the model server.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The body was changed (the target differs from the requested name).
+    pub fn rewrote(&self) -> bool {
+        self.target != self.requested
+    }
 }
 
 /// How a request ended, for metrics and logs.
@@ -503,6 +616,9 @@ pub struct Report {
     /// How the body was read, from the request's `content-type` and
     /// `content-encoding` (`None` before the request headers).
     pub body_kind: Option<BodyKind>,
+    /// The rewrite rule that decided the model routed on, if one matched
+    /// and applied ([`Verdict::Found`] holds the target).
+    pub rewrite: Option<ModelRewrite>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -617,6 +733,15 @@ pub struct StreamState {
     decided: bool,
     finished: bool,
     report: Report,
+    /// Rewrites: the sticky header's value, if the client sent it.
+    sticky_value: Option<Bytes>,
+    /// Rewrites: the client sent [`REQUESTED_MODEL_HEADER`] (lower case).
+    spoofed_requested: Option<String>,
+    /// Rewrites: the splice still to apply to the held and deciding chunks.
+    splicer: Option<ModelSplicer>,
+    /// `STREAMED` with rewrites: the length of each held chunk, so that each
+    /// gets its own reply (Envoy answers chunk by chunk).
+    held_lengths: Vec<usize>,
 }
 
 impl StreamState {
@@ -660,6 +785,10 @@ impl StreamState {
             decided: false,
             finished: false,
             report: Report::default(),
+            sticky_value: None,
+            spoofed_requested: None,
+            splicer: None,
+            held_lengths: Vec::new(),
         }
     }
 
@@ -839,6 +968,7 @@ impl StreamState {
         .with_decode_limits(settings.decode_limits)
         .with_part_limits(settings.part_limits);
         self.report.body_kind = Some(self.extractor.kind());
+        self.learn_rewrite_headers(headers);
         if self.settings.client_headers == ClientHeaders::Reject
             && let Some(canonical) = self.spoofed.first().map(|(canonical, _)| *canonical)
         {
@@ -879,6 +1009,25 @@ impl StreamState {
             Mode::Streamed { early_body: true } | Mode::FullDuplex => self.phase = Phase::Holding,
         }
         Ok(())
+    }
+
+    /// With rewrites configured: the sticky header's value, and whether the
+    /// client sent its own [`REQUESTED_MODEL_HEADER`] (always removed).
+    fn learn_rewrite_headers(&mut self, headers: &HttpHeaders) {
+        let Some(picker) = &self.settings.rewrites else {
+            return;
+        };
+        let sticky = picker.sticky_header();
+        for header in headers.headers.iter().flat_map(|map| &map.headers) {
+            let key = header.key.as_str();
+            if key.eq_ignore_ascii_case(REQUESTED_MODEL_HEADER) {
+                self.spoofed_requested = Some(key.to_ascii_lowercase());
+            } else if sticky.is_some_and(|name| key.eq_ignore_ascii_case(name))
+                && self.sticky_value.is_none()
+            {
+                self.sticky_value = Some(Bytes::copy_from_slice(header_value(header)));
+            }
+        }
     }
 
     fn decide_without_body(&mut self, out: &mut Vec<ProcessingResponse>) {
@@ -934,13 +1083,35 @@ impl StreamState {
                 .and_then(|_| self.finish())
                 .and_then(|outcome| self.accept(outcome))
         };
+        let result = result.and_then(|mutation| {
+            let body = self.splice_whole(&body.body)?;
+            Ok((mutation, body))
+        });
         match result {
-            Ok(mutation) => {
+            Ok((mutation, None)) => {
                 out.push(body_reply(Direction::Request, routing_common(mutation)));
+            }
+            Ok((mutation, Some(spliced))) => {
+                let mut common = routing_common(mutation).unwrap_or_default();
+                common.body_mutation = Some(mutation::replace_body(spliced));
+                out.push(body_reply(Direction::Request, Some(common)));
             }
             Err(refusal) => self.reject(refusal, out),
         }
         Ok(())
+    }
+
+    /// `BUFFERED` / `BUFFERED_PARTIAL`: the one body message with the
+    /// model token replaced, when a rewrite was decided (one copy: a reply
+    /// carries one body).
+    fn splice_whole(&mut self, body: &Bytes) -> Result<Option<Bytes>, Refusal> {
+        let Some(mut splicer) = self.splicer.take() else {
+            return Ok(None);
+        };
+        match splicer.push(body) {
+            Ok(pieces) => Ok(Some(pieces.collect::<Vec<_>>().concat().into())),
+            Err(_) => Err(splice_failed(body.len() as u64)),
+        }
     }
 
     /// A `BUFFERED_PARTIAL` prefix: the core's decision on it, or the
@@ -1047,6 +1218,7 @@ impl StreamState {
                 .into_iter()
                 .map(|(_, sent)| sent)
                 .chain(self.custom_header_in(&trailers.trailers))
+                .chain(self.requested_header_in(&trailers.trailers))
                 .collect(),
         };
         out.push(trailers_reply(Direction::Request, mutation));
@@ -1132,7 +1304,12 @@ impl StreamState {
         match outcome {
             Outcome::Found(model) => {
                 let start = Instant::now();
-                let mutation = self.model_mutation(&model);
+                let requested = model.bytes().clone();
+                let model = self.pick_rewrite(model);
+                let mut mutation = self.model_mutation(&model);
+                if self.settings.rewrites.is_some() {
+                    self.rewrite_headers(&mut mutation, requested);
+                }
                 self.report.header_time = start.elapsed();
                 self.report.verdict = Some(Verdict::Found(model));
                 Ok(mutation)
@@ -1153,8 +1330,64 @@ impl StreamState {
         }
     }
 
-    /// Both headers come from the one name the core decided: this server
-    /// never trims or otherwise rewrites it.
+    /// The model to route on: a rewrite rule's target when one matches,
+    /// applies (the requested name's token is in the forwarded bytes: not a
+    /// compressed body or a form field) and the route can still change;
+    /// the splice is kept for the body.
+    fn pick_rewrite(&mut self, model: Model) -> Model {
+        let Some(picker) = &self.settings.rewrites else {
+            return model;
+        };
+        if self.report.unroutable_mode {
+            return model;
+        }
+        let Some(decision) = picker.pick(model.as_str(), self.sticky_value.as_deref()) else {
+            return model;
+        };
+        if decision.target() == model.as_str() {
+            self.report.rewrite = Some(ModelRewrite {
+                rule: Arc::from(decision.rule()),
+                requested: Arc::from(model.as_str()),
+                target: decision.target_shared(),
+            });
+            return model;
+        }
+        let Ok(splicer) = ModelSplicer::for_model(&model, decision.target()) else {
+            return model;
+        };
+        // Rule targets are validated when the rules load.
+        let Ok(target) = Model::from_name(decision.target(), &Limits::new()) else {
+            return model;
+        };
+        self.splicer = Some(splicer);
+        self.report.rewrite = Some(ModelRewrite {
+            rule: Arc::from(decision.rule()),
+            requested: Arc::from(model.as_str()),
+            target: decision.target_shared(),
+        });
+        target
+    }
+
+    /// With rewrites configured: the requested name in
+    /// [`REQUESTED_MODEL_HEADER`] (overwriting the client's), and the new
+    /// `content-length` when the body changes.
+    fn rewrite_headers(&self, mutation: &mut HeaderMutation, requested: Bytes) {
+        mutation
+            .remove_headers
+            .retain(|sent| sent != REQUESTED_MODEL_HEADER);
+        mutation
+            .set_headers
+            .push(mutation::set_header(REQUESTED_MODEL_HEADER, requested));
+        if let (Some(splicer), Some(length)) = (&self.splicer, self.content_length) {
+            let length = splicer.spliced_len(length).to_string();
+            mutation
+                .set_headers
+                .push(mutation::set_header("content-length", length.into()));
+        }
+    }
+
+    /// Both headers come from the one name the core decided (or the
+    /// rewrite target): this server never trims or otherwise changes it.
     fn model_mutation(&self, model: &Model) -> HeaderMutation {
         let routing = &self.settings.routing;
         let mut set_headers = Vec::new();
@@ -1193,6 +1426,7 @@ impl StreamState {
                 .iter()
                 .map(|(_, sent)| sent.clone())
                 .chain(self.spoofed_custom.clone())
+                .chain(self.spoofed_requested.clone())
                 .collect(),
         }
     }
@@ -1209,13 +1443,29 @@ impl StreamState {
             .map(|header| header.key.to_ascii_lowercase())
     }
 
+    /// With rewrites configured, a client-sent [`REQUESTED_MODEL_HEADER`]
+    /// in `map` (request trailers), lower case: only this server says what
+    /// was requested.
+    fn requested_header_in(&self, map: &Option<HeaderMap>) -> Option<String> {
+        self.settings.rewrites.as_ref()?;
+        map.iter()
+            .flat_map(|map| &map.headers)
+            .find(|header| header.key.eq_ignore_ascii_case(REQUESTED_MODEL_HEADER))
+            .map(|header| header.key.to_ascii_lowercase())
+    }
+
     /// Holds an undecided chunk (never the end of the stream: the end
     /// always decides), within the shared budget.
     fn hold(&mut self, chunk: Bytes, out: &mut Vec<ProcessingResponse>) {
         if self.mode != Mode::FullDuplex {
-            // Envoy holds the bytes; it is owed an empty reply.
+            // Envoy holds the bytes; it is owed a reply. With rewrites the
+            // chunks holding the token must be sent back changed, so they
+            // are held here too (within the budget).
             self.owed_replies += 1;
-            return;
+            if self.settings.rewrites.is_none() {
+                return;
+            }
+            self.held_lengths.push(chunk.len());
         }
         self.held.push(chunk);
         let more = self.held.memory().saturating_sub(self.reserved);
@@ -1231,29 +1481,34 @@ impl StreamState {
     }
 
     /// Sends the held headers reply with `mutation`, every held chunk, then
-    /// the chunk that decided (not held, so never copied).
+    /// the chunk that decided (not held, so never copied), with the model
+    /// token replaced when a rewrite was decided. The splice is done before
+    /// anything goes out, so a failure is a clean refusal.
     fn release(
         &mut self,
         mutation: HeaderMutation,
         deciding: Option<(Bytes, bool)>,
         out: &mut Vec<ProcessingResponse>,
     ) {
-        let common = routing_common(mutation);
+        let held = self.held.take();
+        self.release_budget();
+        let owed = std::mem::take(&mut self.owed_replies);
+        let lengths = std::mem::take(&mut self.held_lengths);
+        let splicer = self.splicer.take();
+        let body = match self.mode {
+            Mode::FullDuplex => streamed_pieces(held, deciding, splicer),
+            _ => chunk_replies(held, &lengths, owed, deciding.map(|(c, _)| c), splicer),
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(refusal) => return self.reject(refusal, out),
+        };
         if self.report.unroutable_mode {
             // Headers already went upstream; nothing to mutate any more.
         } else {
-            out.push(headers_reply(Direction::Request, common));
+            out.push(headers_reply(Direction::Request, routing_common(mutation)));
         }
-        for chunk in self.held.take() {
-            push_streamed(out, Direction::Request, &chunk, false);
-        }
-        self.release_budget();
-        for _ in 0..std::mem::take(&mut self.owed_replies) {
-            out.push(body_reply(Direction::Request, None));
-        }
-        if let Some((chunk, end_of_stream)) = deciding {
-            self.forward(chunk, end_of_stream, out);
-        }
+        out.extend(body);
         if self.phase == Phase::Holding {
             self.phase = Phase::Flowing;
         }
@@ -1276,6 +1531,8 @@ impl StreamState {
         drop(self.held.take());
         self.release_budget();
         self.owed_replies = 0;
+        self.held_lengths.clear();
+        self.splicer = None;
         self.finished = true;
     }
 }
@@ -1295,6 +1552,111 @@ pub(crate) fn header_value(header: &HeaderValue) -> &[u8] {
     } else {
         &header.raw_value
     }
+}
+
+/// The refusal for a splice that does not fit the bytes (never expected: the
+/// span comes from the extractor that read these bytes).
+fn splice_failed(offset: u64) -> Refusal {
+    ExtractError::new(ErrorKind::InvalidJson, offset).into()
+}
+
+/// Full duplex: the held chunks then the deciding one as `streamed_response`
+/// messages; with a splicer, each chunk's pieces as messages of their own
+/// (slices of the chunk and the new token: no copy).
+fn streamed_pieces(
+    held: Vec<Bytes>,
+    deciding: Option<(Bytes, bool)>,
+    mut splicer: Option<ModelSplicer>,
+) -> Result<Vec<ProcessingResponse>, Refusal> {
+    let mut out = Vec::new();
+    for (chunk, end_of_stream) in held.into_iter().map(|c| (c, false)).chain(deciding) {
+        let Some(splicer) = &mut splicer else {
+            push_streamed(&mut out, Direction::Request, &chunk, end_of_stream);
+            continue;
+        };
+        let pieces = splicer
+            .push(&chunk)
+            .map_err(|_| splice_failed(splicer.bytes_consumed()))?;
+        let count = pieces.len();
+        if count == 0 && end_of_stream {
+            push_streamed(&mut out, Direction::Request, &Bytes::new(), true);
+        }
+        for (i, piece) in pieces.enumerate() {
+            push_streamed(
+                &mut out,
+                Direction::Request,
+                &piece,
+                end_of_stream && i + 1 == count,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// `STREAMED`: one reply per chunk Envoy sent (`owed` held, then the
+/// deciding one): empty, or, with a splicer, the chunk's replacement when
+/// the token touches it (one copy of that chunk: a reply carries one body).
+fn chunk_replies(
+    held: Vec<Bytes>,
+    lengths: &[usize],
+    owed: usize,
+    deciding: Option<Bytes>,
+    splicer: Option<ModelSplicer>,
+) -> Result<Vec<ProcessingResponse>, Refusal> {
+    let Some(mut splicer) = splicer else {
+        let count = owed + usize::from(deciding.is_some());
+        return Ok((0..count)
+            .map(|_| body_reply(Direction::Request, None))
+            .collect());
+    };
+    let mut out = Vec::with_capacity(owed + 1);
+    for chunk in rechunk(held, lengths).into_iter().chain(deciding) {
+        let pieces: Vec<Bytes> = splicer
+            .push(&chunk)
+            .map_err(|_| splice_failed(splicer.bytes_consumed()))?
+            .collect();
+        let unchanged = matches!(&pieces[..], [only] if only.len() == chunk.len());
+        let common = (!unchanged).then(|| CommonResponse {
+            body_mutation: Some(mutation::replace_body(pieces.concat().into())),
+            ..CommonResponse::default()
+        });
+        out.push(body_reply(Direction::Request, common));
+    }
+    Ok(out)
+}
+
+/// The chunks of `lengths` again from the held pieces (which may have
+/// coalesced small ones): slices where a chunk lies in one piece, a copy
+/// where it spans two.
+fn rechunk(pieces: Vec<Bytes>, lengths: &[usize]) -> Vec<Bytes> {
+    let mut pieces = pieces.into_iter();
+    let mut current = Bytes::new();
+    let mut out = Vec::with_capacity(lengths.len());
+    for &len in lengths {
+        while current.is_empty() && len > 0 {
+            match pieces.next() {
+                Some(piece) => current = piece,
+                None => break,
+            }
+        }
+        if current.len() >= len {
+            out.push(current.split_to(len));
+            continue;
+        }
+        let mut joined = bytes::BytesMut::with_capacity(len);
+        while joined.len() < len {
+            if current.is_empty() {
+                match pieces.next() {
+                    Some(piece) => current = piece,
+                    None => break,
+                }
+            }
+            let take = (len - joined.len()).min(current.len());
+            joined.extend_from_slice(&current.split_to(take));
+        }
+        out.push(joined.freeze());
+    }
+    out
 }
 
 /// The routing headers in `map`: (canonical name, name as sent, lower case),

@@ -917,9 +917,21 @@ proptest! {
     /// Envoy; every body byte that was answered in full duplex comes back in
     /// order; and memory held stays within the scan limit.
     #[test]
-    fn no_sequence_panics_or_leaves_the_stream_hung(msgs in proptest::collection::vec(msg_strategy(), 0..12)) {
+    fn no_sequence_panics_or_leaves_the_stream_hung(
+        msgs in proptest::collection::vec(msg_strategy(), 0..12),
+        rewrite in any::<bool>(),
+    ) {
         let limits = Limits::new().with_max_scan_bytes(128);
-        let mut s = StreamState::new(Arc::new(Settings::new(limits)));
+        let mut settings = Settings::new(limits);
+        if rewrite {
+            // A catch-all rule: every model is rewritten.
+            let rules = RewriteRules::from_yaml_str(
+                "kind: InferenceModelRewrite\nspec: {rules: [{targets: [{modelRewrite: 'a\"b'}]}]}",
+                "inline",
+            ).expect("valid rules");
+            settings = settings.model_rewrites(RewritePicker::new(RewriteStore::from_rules(rules)));
+        }
+        let mut s = StreamState::new(Arc::new(settings));
         let mut ended = false;
         let mut sent = Vec::new();
         let mut returned = Vec::new();
@@ -954,7 +966,8 @@ proptest! {
         if ended && !broken {
             prop_assert!(!s.is_holding(), "hung after {:?}", msgs);
         }
-        if full_duplex == Some(true) && !s.is_finished() && !broken && !s.is_holding() {
+        let rewritten = s.report().rewrite.as_ref().is_some_and(ModelRewrite::rewrote);
+        if full_duplex == Some(true) && !s.is_finished() && !broken && !s.is_holding() && !rewritten {
             // In full duplex every body byte Envoy sent came back, in order.
             prop_assert_eq!(&returned, &sent);
         }
@@ -2204,4 +2217,410 @@ fn an_empty_body_in_an_encoding_not_decoded_is_no_body_not_a_missing_model() {
         );
         assert_eq!(s.report().verdict, Some(Verdict::NoBody));
     }
+}
+
+// ------------------------------------------------------------- rewrites
+
+use bbr_adapters::rewrite::{RewritePicker, RewriteRules, RewriteStore};
+use bbr_core::contract::REQUESTED_MODEL_HEADER;
+
+/// Rules: `food-review` split 90/10, `gpt-4o` an alias onto a target that
+/// needs escaping, `canary` kept on itself, and a compressed-only name.
+const RULES: &str = r#"
+kind: InferenceModelRewrite
+metadata: {name: rollout, namespace: ns}
+spec:
+  rules:
+  - matches: [{model: {value: food-review}}]
+    targets: [{modelRewrite: food-review-1, weight: 90}, {modelRewrite: food-review-2, weight: 10}]
+  - matches: [{model: {value: gpt-4o}}]
+    targets: [{modelRewrite: 'llama "β" 3\8b'}]
+  - matches: [{model: {value: canary}}]
+    targets: [{modelRewrite: canary}]
+"#;
+
+fn rewriting(sticky: Option<&str>) -> Arc<Settings> {
+    let rules = RewriteRules::from_yaml_str(RULES, "inline").expect("valid rules");
+    let mut picker = RewritePicker::new(RewriteStore::from_rules(rules));
+    if let Some(header) = sticky {
+        picker = picker.sticky_by(header);
+    }
+    Arc::new(Settings::default().model_rewrites(picker))
+}
+
+/// What an upstream behind Envoy receives, replaying Envoy's side of the
+/// protocol: the headers after every mutation, and the body (streamed
+/// pieces in full duplex, each chunk or its replacement in `STREAMED`, the
+/// one body or its replacement in `BUFFERED`).
+#[derive(Debug, Default)]
+struct Upstream {
+    headers: std::collections::BTreeMap<String, String>,
+    body: Vec<u8>,
+    immediate: Option<u16>,
+}
+
+fn through_envoy(
+    settings: Arc<Settings>,
+    mode: BodySendMode,
+    chunks: &[Bytes],
+    extra: &[(&str, &str)],
+) -> (Upstream, StreamState) {
+    let total: usize = chunks.iter().map(Bytes::len).sum();
+    let length = total.to_string();
+    let mut headers = vec![("content-length", length.as_str())];
+    headers.extend_from_slice(extra);
+    let mut up = Upstream::default();
+    for (k, v) in &headers {
+        up.headers.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let mut s = StreamState::new(settings);
+    let mut pending: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
+    let apply = |up: &mut Upstream,
+                 out: Vec<ProcessingResponse>,
+                 pending: &mut std::collections::VecDeque<Bytes>| {
+        use processing_response::Response as R;
+        for reply in out {
+            let common = match reply.response.expect("a response") {
+                R::RequestHeaders(h) => h.response,
+                R::RequestBody(b) => {
+                    let common = b.response;
+                    let body = common.as_ref().and_then(|c| c.body_mutation.clone());
+                    match body.and_then(|m| m.mutation) {
+                        Some(body_mutation::Mutation::StreamedResponse(part)) => {
+                            up.body.extend_from_slice(&part.body)
+                        }
+                        Some(body_mutation::Mutation::Body(replaced)) => {
+                            pending.pop_front().expect("a chunk awaits its reply");
+                            up.body.extend_from_slice(&replaced);
+                        }
+                        Some(body_mutation::Mutation::ClearBody(_)) => {
+                            pending.pop_front().expect("a chunk awaits its reply");
+                        }
+                        None => {
+                            if let Some(chunk) = pending.pop_front() {
+                                up.body.extend_from_slice(&chunk);
+                            }
+                        }
+                    }
+                    common
+                }
+                R::ImmediateResponse(i) => {
+                    up.immediate = Some(i.status.expect("status").code as u16);
+                    None
+                }
+                R::RequestTrailers(_) => None,
+                other => panic!("unexpected reply {other:?}"),
+            };
+            if let Some(mutation) = common.and_then(|c| c.header_mutation) {
+                for removed in mutation.remove_headers {
+                    up.headers.remove(&removed);
+                }
+                for set in mutation.set_headers {
+                    let h = set.header.expect("header");
+                    up.headers.insert(
+                        h.key,
+                        String::from_utf8(h.raw_value.to_vec()).expect("utf8"),
+                    );
+                }
+            }
+        }
+    };
+    let mut out = Vec::new();
+    let mut request = headers_msg(mode, true, false, &headers);
+    if extra.iter().any(|(k, _)| *k == "content-type")
+        && let Some(Request::RequestHeaders(h)) = &mut request.request
+        && let Some(map) = &mut h.headers
+    {
+        // The caller's content type, not the default JSON one.
+        let first = map.headers.iter().position(|h| h.key == "content-type");
+        map.headers.remove(first.expect("the default content type"));
+    }
+    s.on_request(request, &mut out).expect("valid");
+    apply(&mut up, std::mem::take(&mut out), &mut pending);
+    let messages: Vec<Bytes> = match mode {
+        BodySendMode::Buffered => vec![chunks.concat().into()],
+        _ => chunks.to_vec(),
+    };
+    let count = messages.len();
+    for (i, chunk) in messages.into_iter().enumerate() {
+        if mode != BodySendMode::FullDuplexStreamed {
+            pending.push_back(chunk.clone());
+        }
+        s.on_request(body_msg(&chunk, i + 1 == count), &mut out)
+            .expect("valid");
+        apply(&mut up, std::mem::take(&mut out), &mut pending);
+    }
+    assert!(
+        pending.is_empty() || up.immediate.is_some(),
+        "every chunk answered"
+    );
+    (up, s)
+}
+
+/// Bodies with the model first, last, escaped, and spaces around it.
+const REWRITE_BODIES: [&str; 4] = [
+    r#"{"model":"food-review","messages":[{"role":"user","content":"é \" x"}],"n":1.50}"#,
+    r#"{"messages":[{"role":"user","content":"a\nb"}],"max_tokens":7,"model" : "gpt-\u0034o" }"#,
+    r#"{"stream":true,"model":"g\u0070t-4o","temperature":0}"#,
+    r#"  {"model":"food-review"}  "#,
+];
+
+fn targets_of(requested: &str) -> &'static [&'static str] {
+    match requested {
+        "food-review" => &["food-review-1", "food-review-2"],
+        _ => &["llama \"β\" 3\\8b"],
+    }
+}
+
+/// The client's body with exactly the model token replaced.
+fn expected_body(body: &str, target: &str) -> Vec<u8> {
+    let outcome = bbr_core::extract_model(&b(body), &Limits::new()).expect("valid");
+    let span = outcome.model().expect("model").json_span().expect("span");
+    let mut out = body.as_bytes()[..span.start as usize].to_vec();
+    out.extend_from_slice(&bbr_core::rewrite::json_string_token(target));
+    out.extend_from_slice(&body.as_bytes()[span.end as usize..]);
+    out
+}
+
+fn check_rewritten(body: &str, up: &Upstream, s: &StreamState, what: &str) {
+    let requested = oracle(body).expect("valid").expect("a model");
+    assert_eq!(up.immediate, None, "{what}");
+    let target = up.headers.get(MODEL_HEADER).expect("model header").clone();
+    assert!(
+        targets_of(&requested).contains(&target.as_str()),
+        "{what}: {target}"
+    );
+    assert_eq!(
+        up.headers.get(REQUESTED_MODEL_HEADER),
+        Some(&requested),
+        "{what}"
+    );
+    assert_eq!(up.body, expected_body(body, &target), "{what}");
+    assert_eq!(
+        up.headers.get("content-length").map(String::as_str),
+        Some(up.body.len().to_string().as_str()),
+        "{what}: content-length"
+    );
+    // Parsed, the two bodies are equal except `model`.
+    let mut sent: serde_json::Value = serde_json::from_str(body).expect("json");
+    let got: serde_json::Value = serde_json::from_slice(&up.body).expect("json");
+    sent["model"] = serde_json::Value::String(target.clone());
+    assert_eq!(got, sent, "{what}");
+    let rewrite = s.report().rewrite.as_ref().expect("a rewrite");
+    assert_eq!(
+        (rewrite.requested(), rewrite.target()),
+        (requested.as_str(), target.as_str())
+    );
+    assert!(matches!(&s.report().verdict, Some(Verdict::Found(m)) if m.as_str() == target));
+}
+
+const MODES: [BodySendMode; 3] = [
+    BodySendMode::FullDuplexStreamed,
+    BodySendMode::Streamed,
+    BodySendMode::Buffered,
+];
+
+#[test]
+fn rewrites_replace_only_the_token_under_every_single_and_double_cut_in_every_mode() {
+    let settings = rewriting(None);
+    for body in REWRITE_BODIES {
+        let bytes = b(body);
+        for mode in MODES {
+            for i in 0..=bytes.len() {
+                for j in i..=bytes.len() {
+                    let chunks = [bytes.slice(..i), bytes.slice(i..j), bytes.slice(j..)];
+                    let (up, s) = through_envoy(settings.clone(), mode, &chunks, &[]);
+                    check_rewritten(body, &up, &s, &format!("{mode:?} {body} cut {i},{j}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rewrites_in_one_byte_chunks_in_every_mode() {
+    let settings = rewriting(None);
+    for body in REWRITE_BODIES {
+        let bytes = b(body);
+        let chunks: Vec<Bytes> = (0..bytes.len()).map(|i| bytes.slice(i..i + 1)).collect();
+        for mode in MODES {
+            let (up, s) = through_envoy(settings.clone(), mode, &chunks, &[]);
+            check_rewritten(body, &up, &s, &format!("{mode:?} {body} 1-byte"));
+        }
+    }
+}
+
+#[test]
+fn full_duplex_rewrite_sends_slices_of_the_client_chunks_and_the_new_token() {
+    let mut s = StreamState::new(rewriting(None));
+    step(&mut s, post(BodySendMode::FullDuplexStreamed));
+    // Over the coalescing size, so the held chunk is kept as it is.
+    let pad = "x".repeat(crate::held::COALESCE_BELOW);
+    let first = b(&format!(r#"{{"messages":["{pad}"],"model":"gpt-"#));
+    assert!(step(&mut s, body_msg(&first, false)).is_empty());
+    let second = b(r#"4o","stream":true}"#);
+    let mut raw = Vec::new();
+    s.on_request(body_msg(&second, true), &mut raw)
+        .expect("valid");
+    let out = seen(&raw);
+    let pieces: Vec<Bytes> = out
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Streamed(bytes, _) => Some(bytes.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pieces.len(), 3, "{out:?}");
+    assert_eq!(pieces[0].as_ptr(), first.as_ptr());
+    assert_eq!(
+        &pieces[0][..],
+        format!(r#"{{"messages":["{pad}"],"model":"#).as_bytes()
+    );
+    assert_eq!(&pieces[1][..], r#""llama \"β\" 3\\8b""#.as_bytes());
+    assert_eq!(pieces[2].as_ptr(), second[3..].as_ptr());
+    assert_eq!(out.last(), Some(&Seen::Streamed(second.slice(3..), true)));
+}
+
+#[test]
+fn a_client_requested_model_header_never_passes_and_is_set_from_the_body() {
+    for (body, requested) in [
+        (r#"{"model":"food-review"}"#, Some("food-review")),
+        (r#"{"model":"ski-resorts"}"#, Some("ski-resorts")),
+        (r#"{"prompt":"x"}"#, None),
+    ] {
+        for mode in MODES {
+            let (up, s) = through_envoy(
+                rewriting(None),
+                mode,
+                &[b(body)],
+                &[(REQUESTED_MODEL_HEADER, "spoofed")],
+            );
+            assert_eq!(
+                up.headers.get(REQUESTED_MODEL_HEADER).map(String::as_str),
+                requested,
+                "{mode:?} {body}"
+            );
+            if requested == Some("ski-resorts") {
+                // No rule: the body and its length are the client's.
+                assert_eq!(up.body, body.as_bytes());
+                assert_eq!(up.headers["content-length"], body.len().to_string());
+                assert_eq!(s.report().rewrite, None);
+            }
+        }
+    }
+    // Without rewrites configured the header is none of this server's business.
+    let (up, _) = through_envoy(
+        settings(),
+        BodySendMode::FullDuplexStreamed,
+        &[b(r#"{"model":"food-review"}"#)],
+        &[(REQUESTED_MODEL_HEADER, "client")],
+    );
+    assert_eq!(up.headers[REQUESTED_MODEL_HEADER], "client");
+}
+
+#[test]
+fn a_rule_keeping_the_requested_name_changes_no_byte_but_is_reported() {
+    for mode in MODES {
+        let body = r#"{"model":"canary","n":1}"#;
+        let (up, s) = through_envoy(rewriting(None), mode, &[b(body)], &[]);
+        assert_eq!(up.body, body.as_bytes());
+        assert_eq!(up.headers[MODEL_HEADER], "canary");
+        assert_eq!(up.headers["content-length"], body.len().to_string());
+        let rewrite = s.report().rewrite.as_ref().expect("decided by a rule");
+        assert!(!rewrite.rewrote());
+        assert_eq!(rewrite.rule(), "ns/rollout/2");
+    }
+}
+
+#[test]
+fn a_refused_body_is_never_rewritten() {
+    for mode in MODES {
+        // A duplicate model: refused before any byte goes upstream.
+        let body = r#"{"model":"food-review","model":"x"}"#;
+        let (up, s) = through_envoy(rewriting(None), mode, &[b(body)], &[]);
+        assert_eq!(up.immediate, Some(400), "{mode:?}");
+        assert!(up.body.is_empty(), "{mode:?}");
+        assert!(!up.headers.contains_key(MODEL_HEADER));
+        assert!(matches!(s.report().verdict, Some(Verdict::Rejected(_))));
+    }
+}
+
+#[test]
+fn sticky_picks_follow_the_header_and_fall_back_to_random_without_it() {
+    let settings = rewriting(Some("x-session-id"));
+    let body = r#"{"model":"food-review"}"#;
+    let mut seen_targets = std::collections::BTreeSet::new();
+    for user in 0..200 {
+        let id = format!("user-{user}");
+        let mut first = None;
+        for mode in MODES {
+            let (up, _) = through_envoy(
+                settings.clone(),
+                mode,
+                &[b(body)],
+                &[("X-Session-Id", id.as_str())],
+            );
+            let target = up.headers[MODEL_HEADER].clone();
+            assert_eq!(
+                first.get_or_insert(target.clone()),
+                &target,
+                "{id} {mode:?}"
+            );
+            seen_targets.insert(target);
+        }
+    }
+    // 200 sessions over 90/10: both targets appear (the chance of not is
+    // 0.9^200 + 0.1^200, about 7e-10).
+    assert_eq!(seen_targets.len(), 2);
+    let (up, _) = through_envoy(settings, BodySendMode::FullDuplexStreamed, &[b(body)], &[]);
+    assert!(targets_of("food-review").contains(&up.headers[MODEL_HEADER].as_str()));
+}
+
+#[test]
+fn compressed_bodies_and_form_fields_are_routed_as_requested_without_a_rewrite() {
+    let form =
+        "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nfood-review\r\n--b--\r\n";
+    let (up, s) = through_envoy(
+        rewriting(None),
+        BodySendMode::FullDuplexStreamed,
+        &[b(form)],
+        &[("content-type", "multipart/form-data; boundary=b")],
+    );
+    assert_eq!(up.headers[MODEL_HEADER], "food-review");
+    assert_eq!(up.headers[REQUESTED_MODEL_HEADER], "food-review");
+    assert_eq!(up.body, form.as_bytes());
+    assert_eq!(up.headers["content-length"], form.len().to_string());
+    assert_eq!(s.report().rewrite, None);
+}
+
+#[test]
+fn streamed_with_rewrites_holds_chunks_within_the_budget_and_frees_them() {
+    let budget = Arc::new(HeldBudget::new(1 << 20));
+    let mut s = StreamState::with_budget(rewriting(None), budget.clone());
+    step(
+        &mut s,
+        headers_msg(BodySendMode::Streamed, true, false, &[]),
+    );
+    assert!(step(&mut s, body_msg(&b(r#"{"messages":[],"#), false)).is_empty());
+    assert!(budget.held() > 0);
+    let out = step(&mut s, body_msg(&b(r#""model":"gpt-4o"}"#), true));
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(budget.held(), 0);
+    // Without rewrites nothing is held here in STREAMED mode.
+    let mut s = StreamState::with_budget(settings(), budget.clone());
+    step(
+        &mut s,
+        headers_msg(BodySendMode::Streamed, true, false, &[]),
+    );
+    step(&mut s, body_msg(&b(r#"{"messages":[],"#), false));
+    assert_eq!(budget.held(), 0);
+}
+
+#[test]
+fn rechunk_gives_the_original_chunks_back_from_coalesced_pieces() {
+    let pieces = vec![b("abcdef"), b("gh"), b("ijk")];
+    let chunks = rechunk(pieces.clone(), &[2, 0, 4, 3, 2]);
+    assert_eq!(chunks, vec![b("ab"), b(""), b("cdef"), b("ghi"), b("jk")]);
+    // Slices where a chunk lies in one piece.
+    assert_eq!(chunks[2].as_ptr(), pieces[0][2..].as_ptr());
 }

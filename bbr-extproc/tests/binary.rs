@@ -6,13 +6,10 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
 use support::*;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// The `bbr` container args the upstream chart renders with its defaults.
 const CHART_ARGS: [&str; 7] = [
@@ -27,94 +24,19 @@ const CHART_ARGS: [&str; 7] = [
 const CHART_TRACING: &str = "--tracing=false";
 
 fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bbr-extproc"))
+    Command::new(binary_path())
 }
 
-/// A running binary, killed on drop.
-struct Running {
-    child: Child,
-    grpc: u16,
-    health: u16,
-    metrics: u16,
-    log: PathBuf,
-}
-
-impl Running {
-    fn start(extra: &[&str]) -> Self {
-        Self::start_with(&CHART_ARGS, extra)
-    }
-
-    fn start_with(plugins: &[&str], extra: &[&str]) -> Self {
-        let (grpc, health, metrics) = (free_port(), free_port(), free_port());
-        let log =
-            std::env::temp_dir().join(format!("bbr-binary-{}-{grpc}.log", std::process::id()));
-        let child = binary()
-            .args(plugins)
-            .arg(CHART_TRACING)
-            .args([
-                format!("--grpc-port={grpc}"),
-                format!("--grpc-health-port={health}"),
-                format!("--metrics-port={metrics}"),
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start bbr-extproc");
-        Self {
-            child,
-            grpc,
-            health,
-            metrics,
-            log,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (30 s at most) until health says SERVING.
-    async fn wait_serving(&mut self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("bbr-extproc exited with {status}: {}", self.log_text());
-            }
-            if let Ok(status) = health_status(self.health, "").await
-                && status == ServingStatus::Serving as i32
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not SERVING within 30 s: {}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-async fn health_status(port: u16, service: &str) -> Result<i32, Box<dyn std::error::Error>> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
-        .connect()
-        .await?;
-    let reply = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await?;
-    Ok(reply.into_inner().status)
+/// The binary with the chart's plugin arguments (`plugins`), the chart's
+/// `--tracing=false`, then `extra`.
+fn start_with(plugins: &[&str], extra: &[&str]) -> Binary {
+    let args: Vec<&str> = plugins
+        .iter()
+        .copied()
+        .chain([CHART_TRACING])
+        .chain(extra.iter().copied())
+        .collect();
+    Binary::spawn(&args, None)
 }
 
 async fn scrape(port: u16, token: Option<&str>) -> Answer {
@@ -132,7 +54,7 @@ async fn the_upstream_chart_args_start_and_serve_envoy_over_tls() {
     let token_file = dir.join("token");
     std::fs::write(&token_file, "scrape-me\n").expect("token");
     let token_arg = format!("--metrics-auth-token-file={}", token_file.display());
-    let mut running = Running::start(&[&token_arg]);
+    let mut running = start_with(&CHART_ARGS, &[&token_arg]);
     running.wait_serving().await;
 
     // Health answers for any service name, as upstream.
@@ -147,21 +69,9 @@ async fn the_upstream_chart_args_start_and_serve_envoy_over_tls() {
 
     // --secure-serving defaults to true: Envoy reaches it over TLS.
     let upstreams = Upstreams::start().await;
-    let extproc = std::net::SocketAddr::from(([127, 0, 0, 1], running.grpc));
+    let extproc = running.addr();
     let envoy = Envoy::start("bbr-full-duplex-tls.yaml", Some(extproc), &upstreams);
-    let client = http1_client();
-    for (path, body, model, pool) in reference_requests().into_iter().take(3) {
-        let answer = send(&client, post(&envoy.url(path), body, &[])).await;
-        assert_eq!(
-            answer.status,
-            200,
-            "{model}: {:?} / {}",
-            answer.body,
-            running.log_text()
-        );
-        assert_eq!(answer.json()["pool"], pool, "{model}");
-        assert_eq!(answer.json()["model"], model);
-    }
+    reference_requests_reach_their_pools(&envoy, 3, || running.log_text()).await;
     assert_eq!(upstreams.take().len(), 3);
 
     // --metrics-endpoint-auth is on by default: the token or nothing.
@@ -182,23 +92,7 @@ async fn the_upstream_chart_args_start_and_serve_envoy_over_tls() {
     );
 
     // SIGTERM drains and exits cleanly.
-    let pid = running.child.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = running.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = running.terminate().await;
     assert!(status.success(), "{status}: {}", running.log_text());
     drop(envoy);
     let _ = std::fs::remove_dir_all(&dir);
@@ -284,7 +178,7 @@ fn bare_numbers_for_durations_and_sizes_are_usage_errors() {
 /// routes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_field_to_header_routes_on_another_field_through_envoy() {
-    let mut running = Running::start_with(
+    let mut running = start_with(
         &[
             "--plugin",
             r#"body-field-to-header:prompt-extractor:{"fieldName":"prompt","headerName":"X-Foo"}"#,
@@ -303,7 +197,7 @@ async fn body_field_to_header_routes_on_another_field_through_envoy() {
     )
     .expect("write config");
     let upstreams = Upstreams::start().await;
-    let extproc = std::net::SocketAddr::from(([127, 0, 0, 1], running.grpc));
+    let extproc = running.addr();
     // An absolute path replaces the deploy/envoy directory.
     let envoy = Envoy::start(
         config.to_str().expect("utf-8 path"),

@@ -151,27 +151,10 @@ async fn spoofed_headers_get_and_missing_model(envoy: &Envoy, upstreams: &Upstre
 /// An HTTP/2 client sends the body then trailers: trailers end the body,
 /// the request is routed and the trailers reach the upstream.
 async fn trailers_end_the_body(envoy: &Envoy, upstreams: &Upstreams) {
-    let client = http2_client();
-    let (tx, body) = channel_body();
-    let request = Request::post(envoy.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(body)
-        .expect("request");
-    let pending = tokio::spawn(async move { send(&client, request).await });
     let text = r#"{"messages":[{"role":"user","content":"hi"}],"model":"movie-critique"}"#;
-    tx.send(Frame::data(Bytes::from_static(text.as_bytes())))
-        .await
-        .expect("send data");
     let mut trailers = HeaderMap::new();
     trailers.insert("x-checksum", "abc".parse().expect("value"));
-    tx.send(Frame::trailers(trailers))
-        .await
-        .expect("send trailers");
-    drop(tx);
-    let answer = tokio::time::timeout(Duration::from_secs(20), pending)
-        .await
-        .expect("no hang")
-        .expect("task");
+    let answer = send_with_trailers(envoy, text, trailers).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     assert_eq!(answer.json()["pool"], "pool-deepseek");
     assert_eq!(answer.json()["sha256"], sha256(text.as_bytes()));
@@ -185,17 +168,7 @@ async fn trailers_end_the_body(envoy: &Envoy, upstreams: &Upstreams) {
 /// HTTP/2 request trailers cannot carry the routing headers to the
 /// upstream: they are removed, other trailers pass.
 async fn trailers_cannot_carry_routing_headers(envoy: &Envoy, upstreams: &Upstreams) {
-    let client = http2_client();
-    let (tx, body) = channel_body();
-    let request = Request::post(envoy.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(body)
-        .expect("request");
-    let pending = tokio::spawn(async move { send(&client, request).await });
     let text = r#"{"model":"movie-critique","messages":[{"role":"user","content":"hi"}]}"#;
-    tx.send(Frame::data(Bytes::from_static(text.as_bytes())))
-        .await
-        .expect("send data");
     let mut trailers = HeaderMap::new();
     trailers.insert(SPOOF, "food-review-1".parse().expect("value"));
     trailers.insert(
@@ -207,14 +180,7 @@ async fn trailers_cannot_carry_routing_headers(envoy: &Envoy, upstreams: &Upstre
         "food-review-1".parse().expect("value"),
     );
     trailers.insert("x-checksum", "abc".parse().expect("value"));
-    tx.send(Frame::trailers(trailers))
-        .await
-        .expect("send trailers");
-    drop(tx);
-    let answer = tokio::time::timeout(Duration::from_secs(20), pending)
-        .await
-        .expect("no hang")
-        .expect("task");
+    let answer = send_with_trailers(envoy, text, trailers).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     assert_eq!(answer.json()["pool"], "pool-deepseek");
     let r = upstreams.take().pop().expect("received");
@@ -271,13 +237,7 @@ async fn slow_upload_is_refused_at_the_decision_deadline() {
     let settings = test_settings().decision_deadline(Duration::from_millis(300));
     let extproc = ExtProc::start(settings, Tls::Plaintext).await;
     let envoy = Envoy::start("bbr-full-duplex.yaml", Some(extproc.grpc), &upstreams);
-    let client = http2_client();
-    let (tx, body) = channel_body();
-    let request = Request::post(envoy.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(body)
-        .expect("request");
-    let pending = tokio::spawn(async move { send(&client, request).await });
+    let (tx, pending) = streamed_request(&envoy);
     tx.send(Frame::data(Bytes::from_static(
         br#"{"messages":[{"role":"user","#,
     )))
@@ -429,18 +389,7 @@ async fn base_model_header_routes_every_adapter_with_one_route_per_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_between_envoy_and_bbr_extproc() {
     let (upstreams, _extproc, envoy) = stack("bbr-full-duplex-tls.yaml", Tls::SelfSigned).await;
-    let client = http1_client();
-    for (path, body, model, pool) in reference_requests().into_iter().take(3) {
-        let answer = send(&client, post(&envoy.url(path), body, &[])).await;
-        assert_eq!(
-            answer.status,
-            200,
-            "{model}: {:?} / {}",
-            answer.body,
-            envoy.log_text()
-        );
-        assert_eq!(answer.json()["pool"], pool);
-    }
+    reference_requests_reach_their_pools(&envoy, 3, || envoy.log_text()).await;
     assert_eq!(upstreams.take().len(), 3);
 }
 

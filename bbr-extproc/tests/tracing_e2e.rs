@@ -9,7 +9,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,8 +23,6 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use support::*;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// The client's trace: W3C's example ids, sampled.
 const CLIENT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -171,118 +168,17 @@ impl Collector {
 
 // ------------------------------------------------------------- the binary
 
-struct Binary {
-    child: Child,
-    grpc: u16,
-    health: u16,
-    log: PathBuf,
-}
-
-impl Binary {
-    /// Starts bbr-extproc in plaintext with `args` and the OTEL env
-    /// `otel` (only that: the test's own environment is not inherited).
-    fn start(args: &[&str], otel: &[(&str, String)]) -> Self {
-        let (grpc, health, metrics) = (free_port(), free_port(), free_port());
-        let log =
-            std::env::temp_dir().join(format!("bbr-tracing-{}-{grpc}.log", std::process::id()));
-        let child = Command::new(env!("CARGO_BIN_EXE_bbr-extproc"))
-            .env_clear()
-            .envs(otel.iter().map(|(k, v)| (*k, v.as_str())))
-            .args([
-                format!("--grpc-port={grpc}"),
-                format!("--grpc-health-port={health}"),
-                format!("--metrics-port={metrics}"),
-            ])
-            .args([
-                "--secure-serving=false",
-                "--drain-delay=0s",
-                "--metrics-endpoint-auth=false",
-                "--zap-log-level=debug",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start bbr-extproc");
-        Self {
-            child,
-            grpc,
-            health,
-            log,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.grpc))
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (30 s at most) until health says SERVING.
-    async fn wait_serving(&mut self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("bbr-extproc exited with {status}: {}", self.log_text());
-            }
-            if let Ok(status) = health_status(self.health).await
-                && status == ServingStatus::Serving as i32
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not SERVING within 30 s: {}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGTERM, then waits (30 s at most) for a clean exit: the queued
-    /// spans are exported before it.
-    async fn drain(&mut self) {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no exit after SIGTERM: {}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        assert!(status.success(), "{status}: {}", self.log_text());
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-async fn health_status(port: u16) -> Result<i32, Box<dyn std::error::Error>> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
-        .connect()
-        .await?;
-    let reply = HealthClient::new(channel)
-        .check(HealthCheckRequest::default())
-        .await?;
-    Ok(reply.into_inner().status)
+/// Starts bbr-extproc in plaintext with `args` and the OTEL env `otel`
+/// (only that: the test's own environment is not inherited).
+fn start_binary(args: &[&str], otel: &[(&str, String)]) -> Binary {
+    let fixed = [
+        "--secure-serving=false",
+        "--drain-delay=0s",
+        "--metrics-endpoint-auth=false",
+        "--zap-log-level=debug",
+    ];
+    let args: Vec<&str> = fixed.iter().chain(args).copied().collect();
+    Binary::spawn(&args, Some(otel))
 }
 
 /// The chart's OTEL env (tracing on), pointed at `collector`, with this
@@ -332,7 +228,7 @@ async fn one_span_per_request_child_of_the_client_and_parent_of_the_upstream() {
     let adapters = adapters_file();
     let adapters_arg = format!("--adapters={}", adapters.display());
     // `--tracing` bare, as the flag's upstream default (true) would be.
-    let mut binary = Binary::start(
+    let mut binary = start_binary(
         &["--tracing", "--adapters-from=files", &adapters_arg],
         &chart_env(collector_addr, "parentbased_traceidratio", "1"),
     );
@@ -462,7 +358,7 @@ async fn run_unsampled(
             _ => (k, v),
         })
         .collect::<Vec<_>>();
-    let mut binary = Binary::start(args, &otel);
+    let mut binary = start_binary(args, &otel);
     binary.wait_serving().await;
     let upstreams = Upstreams::start().await;
     let envoy = Envoy::start("bbr-full-duplex.yaml", Some(binary.addr()), &upstreams);

@@ -701,6 +701,8 @@ def check_bbr(docs: Docs, f: Failures, e: Expect) -> dict[str, Any]:
               "--duplicate-keys": "bbr.duplicateKeys", "--on-missing-model": "bbr.missingModel"}
     for flag, key in extras.items():
         want = e.v(key)
+        if flag in ("--max-scan-bytes", "--max-body-bytes") and want not in (None, ""):
+            want = f"{want}B"  # bbr-extproc refuses a size without a unit
         got = own.get(flag)
         f.check(got == (str(want) if want not in (None, "") else None),
                 f"{flag} must be {want!r} (from {key}), got {got!r}")
@@ -773,8 +775,13 @@ def check_bbr(docs: Docs, f: Failures, e: Expect) -> dict[str, Any]:
     source = e.v("bbr.adapters.source")
     mounted = set()
     adapters_dir = own.get("--adapters")
+    rewrites_dir = own.get("--model-rewrites")
+    rewrite_mounts = {}
     for m in mounts:
         cm = dig(volumes.get(m["name"], {}), "configMap.name")
+        if cm and m["name"].startswith("model-rewrites-"):
+            rewrite_mounts[cm] = m["mountPath"]
+            continue
         if cm:
             f.check(adapters_dir and m["mountPath"] == f"{adapters_dir.rstrip('/')}/{cm}",
                     f"ConfigMap {cm} must be mounted at <--adapters>/{cm}")
@@ -788,6 +795,31 @@ def check_bbr(docs: Docs, f: Failures, e: Expect) -> dict[str, Any]:
                 f"mounted adapter ConfigMaps must be {e.v('bbr.adapters.configMaps')}, got {sorted(mounted)}")
     else:
         f.check(not adapters_dir and not mounted, f"adapters from {source}: nothing mounted")
+    # Model rewrites: each ConfigMap mounted at <--model-rewrites>/<name>, the
+    # chart's own one holding the resources; the sticky header passed.
+    want_rewrites = list(e.v("bbr.modelRewrites.configMaps") or [])
+    own_cm = f"{name}-model-rewrites"
+    rendered_cm = next((d for d in objects(docs, "ConfigMap") if dig(d, "metadata.name") == own_cm), None)
+    if e.v("bbr.modelRewrites.resources"):
+        want_rewrites.append(own_cm)
+        if f.check(rendered_cm, f"ConfigMap {own_cm} with bbr.modelRewrites.resources expected"):
+            inside = [d for d in yaml.safe_load_all(rendered_cm["data"].get("rewrites.yaml", "")) if d]
+            f.check(inside == e.v("bbr.modelRewrites.resources"),
+                    f"{own_cm}: rewrites.yaml must hold exactly bbr.modelRewrites.resources")
+    else:
+        f.check(rendered_cm is None, f"no ConfigMap {own_cm} without bbr.modelRewrites.resources")
+    if want_rewrites:
+        f.check(rewrites_dir == e.v("bbr.modelRewrites.mountPath"),
+                f"--model-rewrites={e.v('bbr.modelRewrites.mountPath')} expected, got {rewrites_dir!r}")
+        want_mounts = {cm: f"{e.v('bbr.modelRewrites.mountPath').rstrip('/')}/{cm}" for cm in want_rewrites}
+        f.check(rewrite_mounts == want_mounts,
+                f"rewrite ConfigMaps must be mounted {want_mounts}, got {rewrite_mounts}")
+    else:
+        f.check(not rewrites_dir and not rewrite_mounts, "no model rewrites: nothing mounted, no flag")
+    sticky = e.v("bbr.modelRewrites.stickyHeader")
+    f.check(own.get("--model-rewrite-sticky-header") == (sticky if sticky and want_rewrites else None),
+            f"--model-rewrite-sticky-header must be {sticky!r} with rewrites, got "
+            f"{own.get('--model-rewrite-sticky-header')!r}")
     if source == "kubernetes":
         f.check(pod.get("automountServiceAccountToken") is not False,
                 "API discovery needs the ServiceAccount token")
@@ -1257,6 +1289,10 @@ def targets(helm: Helm, envoy: str | None, scenario_values: Path) -> list[Target
         chart_target(helm, envoy, "adapters mounted (scenario values)", "istio",
                      values_file=scenario_values),
         chart_target(helm, envoy, "adapters none", "gke", sets={"bbr.adapters.source": "none"}),
+        chart_target(helm, envoy, "model rewrites: ConfigMaps, resources, sticky", "istio",
+                     sets={"bbr.modelRewrites.configMaps": ["llm-rollouts"],
+                           "bbr.modelRewrites.stickyHeader": "x-session-id",
+                           "bbr.modelRewrites.resources": REWRITE_RESOURCES}),
     ]
     models = SCENARIO_DIR / "models"
     routes = SCENARIO_DIR / "routes"
@@ -1274,8 +1310,24 @@ def targets(helm: Helm, envoy: str | None, scenario_values: Path) -> list[Target
     return out
 
 
+# The guide's food-review rollout and an alias, as chart values.
+REWRITE_RESOURCES = [
+    {"apiVersion": "inference.networking.x-k8s.io/v1alpha2", "kind": "InferenceModelRewrite",
+     "metadata": {"name": "food-review-rollout"},
+     "spec": {"poolRef": {"name": "vllm-llama3-8b-instruct"},
+              "rules": [{"matches": [{"model": {"type": "Exact", "value": "food-review"}}],
+                         "targets": [{"modelRewrite": "food-review-1", "weight": 90},
+                                     {"modelRewrite": "food-review-2", "weight": 10}]}]}},
+    {"apiVersion": "inference.networking.x-k8s.io/v1alpha2", "kind": "InferenceModelRewrite",
+     "metadata": {"name": "gpt-alias"},
+     "spec": {"poolRef": {"name": "vllm-llama3-8b-instruct"},
+              "rules": [{"matches": [{"model": {"value": "gpt-4o"}}],
+                         "targets": [{"modelRewrite": "meta-llama/Llama-3.1-8B-Instruct"}]}]}},
+]
+
 # Values that cannot work must stop `helm template` with a message naming the key.
 REFUSED = [
+    (["--set", "bbr.modelRewrites.stickyHeader=x session"], "bbr.modelRewrites.stickyHeader"),
     (["--set", "provider.name=aws"], "provider.name"),
     (["--set", "bbr.adapters.source=configMaps"], "bbr.adapters.configMaps"),
     (["--set", "bbr.adapters.source=etcd"], "bbr.adapters.source"),
@@ -1285,9 +1337,21 @@ REFUSED = [
 ]
 
 
+def embedded_manifests(docs: Docs) -> Docs:
+    """The objects inside rendered ConfigMaps' YAML keys (the InferenceModelRewrite
+    files bbr-extproc reads), so the real CRD checks them like any object."""
+    out: Docs = []
+    for cm in objects(docs, "ConfigMap"):
+        for key, text in (cm.get("data") or {}).items():
+            if key.endswith((".yaml", ".yml")):
+                out += [d for d in yaml.safe_load_all(text) if isinstance(d, dict) and d.get("kind")]
+    return out
+
+
 def check_docs(t: Target, docs: Docs, crds: CrdSchemas, versions: list[str]) -> Failures:
     f = Failures(t.name)
     check_schemas(docs, f, crds, versions)
+    check_schemas(embedded_manifests(docs), f, crds, versions)
     try:
         t.check(docs, f)
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as err:
@@ -1408,6 +1472,17 @@ BREAKAGES: list[tuple[str, str, Callable[[Docs], None]]] = [
      lambda d: d.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                          "metadata": {"name": "x", "namespace": "default",
                                       "labels": {"app": "body-based-router"}}, "rules": []})),
+    ("model rewrites: ConfigMaps, resources, sticky", "a rewrite ConfigMap not mounted",
+     lambda d: _c(d).update(volumeMounts=[m for m in _c(d)["volumeMounts"]
+                                          if m["name"] != "model-rewrites-0"])),
+    ("model rewrites: ConfigMaps, resources, sticky", "sticky header flag lost",
+     lambda d: _c(d).update(args=[a for a in _c(d)["args"]
+                                  if not a.startswith("--model-rewrite-sticky-header")])),
+    ("model rewrites: ConfigMaps, resources, sticky", "a rewrite weight out of range (real CRD schema)",
+     lambda d: next(c for c in d if c["kind"] == "ConfigMap")["data"].update(
+         {"rewrites.yaml": yaml.safe_dump({**REWRITE_RESOURCES[0], "spec": {
+             **REWRITE_RESOURCES[0]["spec"], "rules": [{"targets": [
+                 {"modelRewrite": "food-review-1", "weight": 2000000}]}]}})})),
     ("scenario by-model", "a LoRA routed to the wrong pool",
      lambda d: next(r for r in d if r["kind"] == "HTTPRoute"
                     and r["metadata"]["name"] == "llm-llama-route")["spec"]["rules"][0]["matches"]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bbr_core::contract::{MODEL_HEADER, Refusal};
-use bbr_core::{BodyExtractor, ErrorKind, ExtractError, Limits, Outcome, Progress};
+use bbr_core::{BodyExtractor, ErrorKind, ExtractError, Limits, Model, Outcome, Progress};
 use bbr_extproc::proto::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use bbr_extproc::proto::envoy::extensions::filters::http::ext_proc::v3::processing_mode::BodySendMode;
 use bbr_extproc::proto::envoy::service::ext_proc::v3::{
@@ -91,13 +91,30 @@ impl Setup {
     }
 }
 
+/// The rewrite target of [`rewriting`]: every model becomes this name,
+/// whose JSON token needs escapes.
+pub const REWRITE_TARGET: &str = "r\"w\\ε";
+
+/// Settings with a catch-all `InferenceModelRewrite` rule onto
+/// [`REWRITE_TARGET`].
+fn rewriting(limits: Limits) -> Settings {
+    let rules = bbr_adapters::rewrite::RewriteRules::from_yaml_str(
+        "kind: InferenceModelRewrite\nspec: {rules: [{targets: [{modelRewrite: 'r\"w\\ε'}]}]}",
+        "fuzz",
+    )
+    .expect("valid rules");
+    let store = bbr_adapters::rewrite::RewriteStore::from_rules(rules);
+    Settings::new(limits).model_rewrites(bbr_adapters::rewrite::RewritePicker::new(store))
+}
+
 /// The `stream_state` target.
 ///
 /// Byte 0: bits 0–2 the body mode ([`Setup`]), bit 3 trailers end the body
 /// (instead of `end_of_stream`), bit 4 a spoofed `x-gateway-model-name`,
 /// bit 5 a 64-byte scan limit, bits 6–7 the duplicate-key policy. Then a
 /// [`Split`] header (bits 2–4 of its flags byte: the content headers,
-/// [`CONTENT`]) and the body: each chunk is one `request_body` message
+/// [`CONTENT`]; bit 5: a catch-all model rewrite onto [`REWRITE_TARGET`])
+/// and the body: each chunk is one `request_body` message
 /// (`BUFFERED`: the whole body in one; `BUFFERED_PARTIAL` prefix: the first
 /// chunk only, without `end_of_stream`).
 ///
@@ -109,7 +126,11 @@ impl Setup {
 /// same content headers (for a prefix: the core's progress on it, an
 /// undecided prefix refused as 413; a decoding error's kind, as its offset
 /// may move with the cuts), and a found model is the value of the model
-/// header.
+/// header. With the rewrite, a model whose JSON token is in the forwarded
+/// bytes (not a form field or a compressed body) is routed as the target
+/// where the route can still change (not `STREAMED` without the early
+/// body), and in full duplex the bytes forwarded are the body with exactly
+/// that token replaced.
 pub fn check_stream(data: &[u8]) {
     if data.len() > MAX_INPUT {
         return;
@@ -121,6 +142,7 @@ pub fn check_stream(data: &[u8]) {
         return;
     };
     let content = CONTENT[usize::from((rest[0] >> 2) & 7)];
+    let rewrite = rest[0] & 0x20 != 0;
     let setup = Setup::from_bits(flags);
     let trailers = flags & 8 != 0;
     let spoof = flags & 16 != 0;
@@ -142,7 +164,7 @@ pub fn check_stream(data: &[u8]) {
         };
     }
     let context = format!(
-        "{setup:?}, {content:?}, trailers {trailers}, policy {}, limits {limits:?}, chunks {:?}",
+        "{setup:?}, {content:?}, rewrite {rewrite}, trailers {trailers}, policy {}, limits {limits:?}, chunks {:?}",
         policy.as_str(),
         chunks.iter().map(Bytes::len).collect::<Vec<_>>()
     );
@@ -166,7 +188,12 @@ pub fn check_stream(data: &[u8]) {
         messages.push(request(Request::RequestTrailers(HttpTrailers::default())));
     }
 
-    let mut state = StreamState::new(Arc::new(Settings::new(limits)));
+    let settings = if rewrite {
+        rewriting(limits)
+    } else {
+        Settings::new(limits)
+    };
+    let mut state = StreamState::new(Arc::new(settings));
     let mut replies = Vec::new();
     for message in messages {
         let mut out = Vec::new();
@@ -190,14 +217,66 @@ pub fn check_stream(data: &[u8]) {
         .clone()
         .unwrap_or_else(|| panic!("{context}: no verdict"));
     let expected = expected_verdict(setup, trailers, content, &body, &chunks, limits);
+    // What the upstream must get: the body, or with the token replaced.
+    let mut forwarded = body.clone();
+    let expected = match expected {
+        Verdict::Found(model) if rewrite && setup != Setup::StreamedLate => {
+            match model.json_span() {
+                Some(span) => {
+                    let mut out = body[..span.start as usize].to_vec();
+                    out.extend_from_slice(&bbr_core::rewrite::json_string_token(REWRITE_TARGET));
+                    out.extend_from_slice(&body[span.end as usize..]);
+                    forwarded = out.into();
+                    let target = Model::from_name(REWRITE_TARGET, &Limits::new());
+                    Verdict::Found(target.expect("a valid name"))
+                }
+                None => Verdict::Found(model),
+            }
+        }
+        other => {
+            if let Some(spliced) = spliced_after_refusal(&state, content, &body, limits) {
+                forwarded = spliced;
+            }
+            other
+        }
+    };
     assert!(
         same_verdict(&verdict, &expected, content.1.is_some()),
         "{context}: got {verdict:?}, the core says {expected:?}"
     );
 
     if setup.full_duplex() {
-        check_full_duplex(&replies, &body, &verdict, state.is_finished(), &context);
+        check_full_duplex(
+            &replies,
+            &forwarded,
+            &verdict,
+            state.is_finished(),
+            &context,
+        );
     }
+}
+
+/// A request refused after a rewrite was decided (the rest of the body
+/// broke the rules): the bytes forwarded before the refusal are a prefix of
+/// the body with the first model's token replaced.
+fn spliced_after_refusal(
+    state: &StreamState,
+    content: (Option<&str>, Option<&str>),
+    body: &Bytes,
+    limits: Limits,
+) -> Option<Bytes> {
+    if !state.report().rewrite.as_ref()?.rewrote() {
+        return None;
+    }
+    let first = limits.with_duplicate_keys(bbr_core::DuplicateKeys::FirstWins);
+    let Ok(Progress::Found(model)) = extractor(content, first).feed(body) else {
+        return None;
+    };
+    let span = model.json_span()?;
+    let mut out = body[..span.start as usize].to_vec();
+    out.extend_from_slice(&bbr_core::rewrite::json_string_token(REWRITE_TARGET));
+    out.extend_from_slice(&body[span.end as usize..]);
+    Some(out.into())
 }
 
 /// The core's verdict on the same bytes.

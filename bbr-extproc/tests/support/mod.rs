@@ -22,6 +22,11 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 
+mod process;
+// Not every test binary starts the process.
+#[allow(unused_imports)]
+pub use process::{Binary, binary_path, health_status};
+
 pub type Body = BoxBody<Bytes, Infallible>;
 
 pub fn workspace() -> PathBuf {
@@ -699,4 +704,63 @@ pub fn error_rows() -> Vec<(&'static str, Vec<u8>, u16, &'static str)> {
             "request_too_large",
         ),
     ]
+}
+
+// ------------------------------------------------------------ shared steps
+
+/// An HTTP/2 POST to `/v1/chat/completions` whose body the caller sends
+/// frame by frame: the frame sender and the task that gets the answer.
+pub fn streamed_request(
+    envoy: &Envoy,
+) -> (
+    tokio::sync::mpsc::Sender<Frame<Bytes>>,
+    tokio::task::JoinHandle<Answer>,
+) {
+    let client = http2_client();
+    let (tx, body) = channel_body();
+    let request = Request::post(envoy.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("request");
+    (
+        tx,
+        tokio::spawn(async move { send(&client, request).await }),
+    )
+}
+
+/// An HTTP/2 request whose body is `text` then `trailers`, sent frame by
+/// frame; the answer (20 s at most).
+pub async fn send_with_trailers(
+    envoy: &Envoy,
+    text: &'static str,
+    trailers: hyper::HeaderMap,
+) -> Answer {
+    let (tx, pending) = streamed_request(envoy);
+    tx.send(Frame::data(Bytes::from_static(text.as_bytes())))
+        .await
+        .expect("send data");
+    tx.send(Frame::trailers(trailers))
+        .await
+        .expect("send trailers");
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .expect("no hang")
+        .expect("task")
+}
+
+/// The first `count` reference requests through `envoy` reach their pool
+/// (`log` says what the processor printed when one does not).
+pub async fn reference_requests_reach_their_pools(
+    envoy: &Envoy,
+    count: usize,
+    log: impl Fn() -> String,
+) {
+    let client = http1_client();
+    for (path, body, model, pool) in reference_requests().into_iter().take(count) {
+        let answer = send(&client, post(&envoy.url(path), body, &[])).await;
+        assert_eq!(answer.status, 200, "{model}: {:?} / {}", answer.body, log());
+        assert_eq!(answer.json()["pool"], pool, "{model}");
+        assert_eq!(answer.json()["model"], model, "{model}");
+    }
 }

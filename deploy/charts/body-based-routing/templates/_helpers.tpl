@@ -59,7 +59,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and .Values.bbr.missingModel (not (has .Values.bbr.missingModel (list "forward" "reject"))) -}}
 {{- fail (printf "bbr.missingModel must be forward or reject, got %q" .Values.bbr.missingModel) -}}
 {{- end -}}
+{{- with (.Values.bbr.modelRewrites | default dict).stickyHeader -}}
+{{- if not (regexMatch "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" .) -}}
+{{- fail (printf "bbr.modelRewrites.stickyHeader must be an HTTP header name, got %q" .) -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.bbr.tls.caSecretName .Values.bbr.tls.caCertificates -}}
 {{- fail "set at most one of bbr.tls.caSecretName and bbr.tls.caCertificates" -}}
 {{- end -}}
+{{- end }}
+
+{{/* The model rewrite ConfigMaps to mount: the named ones, then the chart's own
+     when bbr.modelRewrites.resources is set. A YAML list (use with fromYamlArray). */}}
+{{- define "bbr.modelRewriteConfigMaps" -}}
+{{- $r := .Values.bbr.modelRewrites | default dict -}}
+{{- $names := concat ($r.configMaps | default list) list -}}
+{{- if $r.resources -}}
+{{- $names = append $names (printf "%s-model-rewrites" .Values.bbr.name) -}}
+{{- end -}}
+{{- toYaml $names -}}
 {{- end }}
