@@ -25,10 +25,10 @@
 //!   to the response headers.
 //! - `bbr_gateway_upstream_in_flight{pool}`: requests in flight per pool.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use bbr_core::rewrite::RequestedModelLabels;
 use bbr_tower::ModelRewrite;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -38,11 +38,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Distinct `model_name` values of the rewrite counter.
-pub const MAX_REWRITE_MODEL_LABELS: usize = 1000;
+/// Distinct `model_name` values of the rewrite counter (the core's
+/// default, shared with bbr-extproc).
+pub use bbr_core::rewrite::MAX_REQUESTED_MODEL_LABELS as MAX_REWRITE_MODEL_LABELS;
 
 /// The `model_name` of rewrite decisions past [`MAX_REWRITE_MODEL_LABELS`].
-pub const OVERFLOW_LABEL: &str = "__other__";
+pub use bbr_core::rewrite::OVERFLOW_MODEL_LABEL as OVERFLOW_LABEL;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -77,7 +78,7 @@ pub struct Metrics {
     latency: Family<PoolLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<PoolLabels, Gauge>,
     rewrite_decisions: Family<RewriteLabels, Counter>,
-    rewrite_models: Arc<Mutex<HashSet<String>>>,
+    rewrite_models: Arc<RequestedModelLabels>,
 }
 
 impl Default for Metrics {
@@ -158,26 +159,10 @@ impl Metrics {
         self.rewrite_decisions
             .get_or_create(&RewriteLabels {
                 model_rewrite_name: rewrite.rule().to_owned(),
-                model_name: self.rewrite_model_label(rewrite.requested()),
+                model_name: self.rewrite_models.label(rewrite.requested()),
                 target_model: rewrite.target().to_owned(),
             })
             .inc();
-    }
-
-    /// The requested name as a label, or [`OVERFLOW_LABEL`] once
-    /// [`MAX_REWRITE_MODEL_LABELS`] other names have one.
-    fn rewrite_model_label(&self, model: &str) -> String {
-        let mut seen = self
-            .rewrite_models
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !seen.contains(model) {
-            if seen.len() >= MAX_REWRITE_MODEL_LABELS {
-                return OVERFLOW_LABEL.to_owned();
-            }
-            seen.insert(model.to_owned());
-        }
-        model.to_owned()
     }
 
     /// The pool's in-flight gauge.

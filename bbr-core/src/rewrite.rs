@@ -53,7 +53,9 @@
 //! decoded body applied to the compressed one) is an error rather than a
 //! corrupted body; [`Model::json_span`] is `None` in that case already.
 
+use std::collections::HashSet;
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -435,4 +437,130 @@ pub fn splice(chunks: &[Bytes], span: Range<u64>, target: &str) -> Result<Splice
     splicer.finish()?;
     let len = out.iter().map(|c| c.len() as u64).sum();
     Ok(Spliced { chunks: out, len })
+}
+
+/// What a model rewrite rule decided for one request: the rule's name, the
+/// name the client sent and the target routed on, for logs and metrics.
+/// The tower layer sets it as a request extension and the ext_proc server
+/// reports it per stream; both come from here, so a dashboard reads the
+/// same decision from either.
+///
+/// ```
+/// use bbr_core::rewrite::ModelRewrite;
+/// let rewrite = ModelRewrite::new("ns/rollout/0", "food-review", "food-review-2");
+/// assert_eq!(rewrite.rule(), "ns/rollout/0");
+/// assert_eq!(rewrite.requested(), "food-review");
+/// assert_eq!(rewrite.target(), "food-review-2");
+/// assert!(rewrite.rewrote());
+/// assert!(!ModelRewrite::new("0", "m", "m").rewrote());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRewrite {
+    rule: Arc<str>,
+    requested: Arc<str>,
+    target: Arc<str>,
+}
+
+impl ModelRewrite {
+    /// The decision of `rule` to send `target` for a request for `requested`.
+    pub fn new(rule: &str, requested: &str, target: &str) -> Self {
+        Self::from_shared(Arc::from(rule), Arc::from(requested), Arc::from(target))
+    }
+
+    /// The same from shared names (a rule's name and target are shared by
+    /// every request it decides: no copy per request).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use bbr_core::rewrite::ModelRewrite;
+    /// let target: Arc<str> = Arc::from("food-review-2");
+    /// let rewrite = ModelRewrite::from_shared(Arc::from("0"), Arc::from("food-review"), target.clone());
+    /// assert_eq!(rewrite.target(), &*target);
+    /// ```
+    pub fn from_shared(rule: Arc<str>, requested: Arc<str>, target: Arc<str>) -> Self {
+        Self {
+            rule,
+            requested,
+            target,
+        }
+    }
+
+    /// The rule's name (`NAMESPACE/NAME/INDEX` of the resource it came
+    /// from, or the index alone).
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+
+    /// The name the client sent.
+    pub fn requested(&self) -> &str {
+        &self.requested
+    }
+
+    /// The name routed on and sent to the model server.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The body was changed (the target differs from the requested name).
+    pub fn rewrote(&self) -> bool {
+        self.target != self.requested
+    }
+}
+
+/// Distinct requested names a rewrite metric labels
+/// ([`RequestedModelLabels`]); the default of both servers.
+pub const MAX_REQUESTED_MODEL_LABELS: usize = 1000;
+
+/// The `model_name` label of rewrite decisions past
+/// [`MAX_REQUESTED_MODEL_LABELS`] distinct names.
+pub const OVERFLOW_MODEL_LABEL: &str = "__other__";
+
+/// The `model_name` label of a rewrite decision. The requested name comes
+/// from the client and a catch-all rule sees every name, so only the first
+/// [`MAX_REQUESTED_MODEL_LABELS`] distinct names get their own label; the
+/// rest share [`OVERFLOW_MODEL_LABEL`], which bounds the metric's series.
+///
+/// ```
+/// use bbr_core::rewrite::{RequestedModelLabels, OVERFLOW_MODEL_LABEL};
+/// let labels = RequestedModelLabels::with_capacity(1);
+/// assert_eq!(labels.label("food-review"), "food-review");
+/// assert_eq!(labels.label("other"), OVERFLOW_MODEL_LABEL);
+/// assert_eq!(labels.label("food-review"), "food-review");
+/// ```
+#[derive(Debug)]
+pub struct RequestedModelLabels {
+    capacity: usize,
+    seen: Mutex<HashSet<Arc<str>>>,
+}
+
+impl Default for RequestedModelLabels {
+    fn default() -> Self {
+        Self::with_capacity(MAX_REQUESTED_MODEL_LABELS)
+    }
+}
+
+impl RequestedModelLabels {
+    /// At most `capacity` distinct names get a label of their own.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            capacity,
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The label for a request for `model`.
+    pub fn label(&self, model: &str) -> String {
+        // A panic elsewhere while holding the lock leaves the set valid.
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !seen.contains(model) {
+            if seen.len() >= self.capacity {
+                return OVERFLOW_MODEL_LABEL.to_owned();
+            }
+            seen.insert(Arc::from(model));
+        }
+        model.to_owned()
+    }
 }

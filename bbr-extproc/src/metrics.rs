@@ -25,16 +25,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use bbr_core::rewrite::RequestedModelLabels;
 
 use crate::stream::{Report, Verdict};
 
-/// Distinct `model_name` values of the rewrite counter (default 1000).
-pub const MAX_REWRITE_MODEL_LABELS: usize = 1000;
+/// Distinct `model_name` values of the rewrite counter (the core's
+/// default, shared with the example gateway).
+pub use bbr_core::rewrite::MAX_REQUESTED_MODEL_LABELS as MAX_REWRITE_MODEL_LABELS;
 
 /// The `model_name` of rewrite decisions past [`MAX_REWRITE_MODEL_LABELS`].
-pub const OVERFLOW_LABEL: &str = "__other__";
+pub use bbr_core::rewrite::OVERFLOW_MODEL_LABEL as OVERFLOW_LABEL;
 
 type Labels = Vec<(&'static str, &'static str)>;
 type PluginLabels = Vec<(&'static str, String)>;
@@ -104,7 +104,7 @@ pub struct Metrics {
     plugin_seconds: Family<PluginLabels, Histogram>,
     plugins: PluginNames,
     rewrite_decisions: Family<PluginLabels, Counter>,
-    rewrite_models: Mutex<HashSet<Arc<str>>>,
+    rewrite_models: RequestedModelLabels,
 }
 
 impl Default for Metrics {
@@ -227,7 +227,7 @@ impl Metrics {
             plugins,
             registry: root,
             rewrite_decisions,
-            rewrite_models: Mutex::new(HashSet::new()),
+            rewrite_models: RequestedModelLabels::default(),
             success,
             field_not_found,
             field_empty,
@@ -267,7 +267,7 @@ impl Metrics {
         if let Some(rewrite) = &report.rewrite {
             let labels = vec![
                 ("model_rewrite_name", rewrite.rule().to_owned()),
-                ("model_name", self.rewrite_model_label(rewrite.requested())),
+                ("model_name", self.rewrite_models.label(rewrite.requested())),
                 ("target_model", rewrite.target().to_owned()),
             ];
             self.rewrite_decisions.get_or_create(&labels).inc();
@@ -290,22 +290,6 @@ impl Metrics {
                 .get_or_create(&labels)
                 .observe(report.header_time.as_secs_f64());
         }
-    }
-
-    /// The requested name as a label, or [`OVERFLOW_LABEL`] once
-    /// [`MAX_REWRITE_MODEL_LABELS`] other names have one.
-    fn rewrite_model_label(&self, model: &str) -> String {
-        let mut seen = self
-            .rewrite_models
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if !seen.contains(model) {
-            if seen.len() >= MAX_REWRITE_MODEL_LABELS {
-                return OVERFLOW_LABEL.to_owned();
-            }
-            seen.insert(Arc::from(model));
-        }
-        model.to_owned()
     }
 
     /// Counts a stream as in flight until the guard drops.

@@ -515,52 +515,9 @@ impl Settings {
     }
 }
 
-/// A rewrite rule that decided a request's model.
-///
-/// ```
-/// use bbr_extproc::ModelRewrite;
-/// let rewrite = ModelRewrite::new("ns/rollout/0", "food-review", "food-review-2");
-/// assert_eq!(rewrite.requested(), "food-review");
-/// assert!(rewrite.rewrote());
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelRewrite {
-    rule: Arc<str>,
-    requested: Arc<str>,
-    target: Arc<str>,
-}
-
-impl ModelRewrite {
-    /// The decision of `rule` to send `target` for a request for `requested`.
-    pub fn new(rule: &str, requested: &str, target: &str) -> Self {
-        Self {
-            rule: Arc::from(rule),
-            requested: Arc::from(requested),
-            target: Arc::from(target),
-        }
-    }
-
-    /// The rule's name (`NAMESPACE/NAME/INDEX`, see
-    /// [`RewriteRule::name`](bbr_adapters::rewrite::RewriteRule::name)).
-    pub fn rule(&self) -> &str {
-        &self.rule
-    }
-
-    /// The name the client sent.
-    pub fn requested(&self) -> &str {
-        &self.requested
-    }
-
-    /// The name routed on and sent to the model server.
-    pub fn target(&self) -> &str {
-        &self.target
-    }
-
-    /// The body was changed (the target differs from the requested name).
-    pub fn rewrote(&self) -> bool {
-        self.target != self.requested
-    }
-}
+/// A rewrite rule that decided a request's model (the core's record, as
+/// the tower layer's extension is).
+pub use bbr_core::rewrite::ModelRewrite;
 
 /// How a request ended, for metrics and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1345,11 +1302,11 @@ impl StreamState {
             return model;
         };
         if decision.target() == model.as_str() {
-            self.report.rewrite = Some(ModelRewrite {
-                rule: Arc::from(decision.rule()),
-                requested: Arc::from(model.as_str()),
-                target: decision.target_shared(),
-            });
+            self.report.rewrite = Some(ModelRewrite::from_shared(
+                decision.rule_shared(),
+                Arc::from(model.as_str()),
+                decision.target_shared(),
+            ));
             return model;
         }
         let Ok(splicer) = ModelSplicer::for_model(&model, decision.target()) else {
@@ -1360,11 +1317,11 @@ impl StreamState {
             return model;
         };
         self.splicer = Some(splicer);
-        self.report.rewrite = Some(ModelRewrite {
-            rule: Arc::from(decision.rule()),
-            requested: Arc::from(model.as_str()),
-            target: decision.target_shared(),
-        });
+        self.report.rewrite = Some(ModelRewrite::from_shared(
+            decision.rule_shared(),
+            Arc::from(model.as_str()),
+            decision.target_shared(),
+        ));
         target
     }
 

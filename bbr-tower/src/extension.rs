@@ -1,7 +1,5 @@
 //! Request extensions set by the layer.
 
-use std::sync::Arc;
-
 use bbr_core::encoding::ContentEncoding;
 use bbr_core::{BodyExtractor, BodyKind, Model};
 use http::HeaderValue;
@@ -137,55 +135,4 @@ impl BodyFormat {
 /// also when the target is the requested name (a canary keeping part of
 /// the traffic). Not set when no rule matched, nor for a compressed body or
 /// a form field, which are routed as requested.
-///
-/// ```
-/// use bbr_tower::ModelRewrite;
-/// let rewrite = ModelRewrite::new("ns/rollout/0", "food-review", "food-review-2");
-/// assert_eq!(rewrite.rule(), "ns/rollout/0");
-/// assert_eq!(rewrite.requested(), "food-review");
-/// assert_eq!(rewrite.target(), "food-review-2");
-/// assert!(rewrite.rewrote());
-/// assert!(!ModelRewrite::new("0", "m", "m").rewrote());
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelRewrite {
-    rule: Arc<str>,
-    requested: Arc<str>,
-    target: Arc<str>,
-}
-
-impl ModelRewrite {
-    /// The decision of `rule` to send `target` for a request for `requested`.
-    pub fn new(rule: &str, requested: &str, target: &str) -> Self {
-        Self::shared(Arc::from(rule), Arc::from(requested), Arc::from(target))
-    }
-
-    pub(crate) fn shared(rule: Arc<str>, requested: Arc<str>, target: Arc<str>) -> Self {
-        Self {
-            rule,
-            requested,
-            target,
-        }
-    }
-
-    /// The rule's name (`NAMESPACE/NAME/INDEX` of the resource it came
-    /// from, or the index alone).
-    pub fn rule(&self) -> &str {
-        &self.rule
-    }
-
-    /// The name the client sent.
-    pub fn requested(&self) -> &str {
-        &self.requested
-    }
-
-    /// The name routed on and sent to the model server.
-    pub fn target(&self) -> &str {
-        &self.target
-    }
-
-    /// The body was changed (the target differs from the requested name).
-    pub fn rewrote(&self) -> bool {
-        self.target != self.requested
-    }
-}
+pub use bbr_core::rewrite::ModelRewrite;

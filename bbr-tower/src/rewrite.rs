@@ -42,7 +42,7 @@ pub(crate) fn pick(
         .map(http::HeaderValue::as_bytes);
     let decision = picker.pick(model.as_str(), sticky)?;
     let record = |target: Arc<str>| {
-        ModelRewrite::shared(decision.rule_shared(), Arc::from(model.as_str()), target)
+        ModelRewrite::from_shared(decision.rule_shared(), Arc::from(model.as_str()), target)
     };
     if decision.target() == model.as_str() {
         // A target keeping the requested name: the body stays as sent.
