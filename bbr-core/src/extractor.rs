@@ -7,13 +7,13 @@
 //! retained. Errors are detected in byte order, so the first error of a body
 //! (kind and offset) does not depend on where the chunk boundaries fall.
 //!
-//! Two modes share the state machine: the default one skips string contents
-//! eight bytes at a time to the next quote, backslash, control or non-ASCII
-//! byte (one pass, in vectorizable 64-byte blocks on long runs), and
-//! validates escapes and non-ASCII characters in place (the rules of
-//! `std::str::from_utf8`), and reads everything below the top level in one
-//! tight loop (`nested.rs`); the reference mode ([`ModelExtractor::new_reference`]) steps byte by byte and
-//! exists so tests can check the fast paths against it.
+//! Two modes share the state machine: the default one skips string
+//! contents in 64-byte blocks to the next quote, backslash or control byte
+//! (`scan.rs`), validates the raw UTF-8 of each skipped span in one call,
+//! and reads the root object's members other than the field, and
+//! everything below them, in one tight loop (`nested.rs`); the reference
+//! mode ([`ModelExtractor::new_reference`]) steps byte by byte and exists
+//! so tests can check the fast paths against it.
 
 use bytes::Bytes;
 

@@ -6,10 +6,13 @@
 //! bits of the first are walked inside the block: a valid escape is stepped
 //! over with table lookups and the walk goes on in the same mask, so dense
 //! text does not leave the block loop at every escape. Non-ASCII bytes do
-//! not stop the skip at all: the skip reports the range from the first to
-//! the last of them, and that range of raw bytes is validated as UTF-8 in
-//! one call (escapes are ASCII, so they cannot hide or break a sequence;
-//! neither can the ASCII bytes around the range).
+//! not stop the skip at all: the skip reports a range from the block of
+//! the first of them to where it stopped, and that range of raw bytes is
+//! validated as UTF-8 in one call (escapes are ASCII, so they cannot hide
+//! or break a sequence; neither can the ASCII bytes before the range).
+//! Once a non-ASCII byte is seen the second mask is no longer computed,
+//! and after a block with neither mask set (base64, plain ASCII text) the
+//! following ones are each stepped over with one combined test.
 //!
 //! The masks come from [`Masks`]: [`Swar`] here (portable, eight bytes per
 //! step), SSE2 and AVX2 in [`crate::simd`] (the only `unsafe` of the crate,
@@ -27,6 +30,22 @@ pub(crate) trait Masks {
     #[inline(always)]
     fn stops(block: &[u8; 64]) -> u64 {
         Self::masks(block).0
+    }
+
+    /// [`masks`](Masks::masks), or `None` when both are empty (a block of
+    /// plain printable ASCII): one test for such a block, and the masks
+    /// from the same compares for any other.
+    #[inline(always)]
+    fn masks_unless_plain(block: &[u8; 64]) -> Option<(u64, u64)> {
+        let (stops, high) = Self::masks(block);
+        (stops | high != 0).then_some((stops, high))
+    }
+
+    /// [`stops`](Masks::stops), or `None` when it is empty.
+    #[inline(always)]
+    fn stops_unless_clear(block: &[u8; 64]) -> Option<u64> {
+        let stops = Self::stops(block);
+        (stops != 0).then_some(stops)
     }
 }
 
@@ -177,7 +196,18 @@ pub(crate) fn skip<M: Masks>(bytes: &[u8], mut i: usize) -> Stop {
                 non_ascii: None,
             };
         }
-        let (stops, high, valid) = block_masks::<M>(bytes, i);
+        let (stops, high, valid) = match block_masks::<M>(bytes, i) {
+            (0, 0, 64) => {
+                // A plain block: the run may go on (base64, ASCII text),
+                // one test per block while it does.
+                i += 64;
+                match plain_run::<M>(bytes, &mut i) {
+                    Some((stops, high)) => (stops, high, 64),
+                    None => continue,
+                }
+            }
+            masks => masks,
+        };
         match walk(bytes, i, stops, valid) {
             Walk::Stop(k) => {
                 let before = high & ((1u64 << k) - 1);
@@ -199,7 +229,16 @@ pub(crate) fn skip<M: Masks>(bytes: &[u8], mut i: usize) -> Stop {
     };
     // Then the stops alone: the range starts at `first` whatever follows.
     while i < len {
-        let (stops, valid) = block_stops::<M>(bytes, i);
+        let (stops, valid) = match block_stops::<M>(bytes, i) {
+            (0, 64) => {
+                i += 64;
+                match clear_run::<M>(bytes, &mut i) {
+                    Some(stops) => (stops, 64),
+                    None => continue,
+                }
+            }
+            stops => stops,
+        };
         match walk(bytes, i, stops, valid) {
             Walk::Stop(k) => {
                 return Stop {
@@ -214,6 +253,32 @@ pub(crate) fn skip<M: Masks>(bytes: &[u8], mut i: usize) -> Stop {
         at: len,
         non_ascii: Some((first, len)),
     }
+}
+
+/// Steps `i` over whole blocks with neither mask set; returns the masks
+/// of the first whole block that has one, or `None` when fewer than 64
+/// bytes are left.
+#[inline(always)]
+fn plain_run<M: Masks>(bytes: &[u8], i: &mut usize) -> Option<(u64, u64)> {
+    while let Some(block) = bytes.get(*i..*i + 64) {
+        match M::masks_unless_plain(block.try_into().expect("64 bytes")) {
+            None => *i += 64,
+            masks => return masks,
+        }
+    }
+    None
+}
+
+/// [`plain_run`] for the stops mask alone.
+#[inline(always)]
+fn clear_run<M: Masks>(bytes: &[u8], i: &mut usize) -> Option<u64> {
+    while let Some(block) = bytes.get(*i..*i + 64) {
+        match M::stops_unless_clear(block.try_into().expect("64 bytes")) {
+            None => *i += 64,
+            stops => return stops,
+        }
+    }
+    None
 }
 
 /// How a walk over one block's stops ended.

@@ -261,6 +261,65 @@ mod x86 {
             }
             stops
         }
+
+        #[inline(always)]
+        fn masks_unless_plain(block: &[u8; 64]) -> Option<(u64, u64)> {
+            // SAFETY: as in `masks` above.
+            unsafe {
+                let v: [__m128i; 4] = std::array::from_fn(|k| {
+                    _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>())
+                });
+                let s = v.map(stops16);
+                let any = _mm_or_si128(
+                    _mm_or_si128(_mm_or_si128(s[0], v[0]), _mm_or_si128(s[1], v[1])),
+                    _mm_or_si128(_mm_or_si128(s[2], v[2]), _mm_or_si128(s[3], v[3])),
+                );
+                if _mm_movemask_epi8(any) == 0 {
+                    return None;
+                }
+                let (mut stops, mut high) = (0u64, 0u64);
+                for k in 0..4 {
+                    stops |= u64::from(opaque(_mm_movemask_epi8(s[k]) as u32)) << (16 * k);
+                    high |= u64::from(opaque(_mm_movemask_epi8(v[k]) as u32)) << (16 * k);
+                }
+                Some((stops, high))
+            }
+        }
+
+        #[inline(always)]
+        fn stops_unless_clear(block: &[u8; 64]) -> Option<u64> {
+            // SAFETY: as in `masks` above.
+            unsafe {
+                let s: [__m128i; 4] = std::array::from_fn(|k| {
+                    stops16(_mm_loadu_si128(
+                        block.as_ptr().add(16 * k).cast::<__m128i>(),
+                    ))
+                });
+                let any = _mm_or_si128(_mm_or_si128(s[0], s[1]), _mm_or_si128(s[2], s[3]));
+                if _mm_movemask_epi8(any) == 0 {
+                    return None;
+                }
+                let mut stops = 0u64;
+                for (k, s) in s.iter().enumerate() {
+                    stops |= u64::from(opaque(_mm_movemask_epi8(*s) as u32)) << (16 * k);
+                }
+                Some(stops)
+            }
+        }
+    }
+
+    /// `0xff` in each byte of `v` that is `"`, `\\` or below 0x20.
+    #[inline(always)]
+    fn stops16(v: __m128i) -> __m128i {
+        // SAFETY: SSE2 is enabled on every x86_64 target (baseline); no
+        // memory is touched.
+        unsafe {
+            let quotes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslashes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            let low = _mm_set1_epi8(0x1f);
+            let controls = _mm_cmpeq_epi8(_mm_max_epu8(v, low), low);
+            _mm_or_si128(_mm_or_si128(quotes, backslashes), controls)
+        }
     }
 
     /// AVX2 masks, 32 bytes per compare. Only ever used inside
@@ -313,6 +372,58 @@ mod x86 {
             }
             stops
         }
+
+        #[inline(always)]
+        fn masks_unless_plain(block: &[u8; 64]) -> Option<(u64, u64)> {
+            // SAFETY: as in `masks` above (only instantiated by
+            // `skip_avx2`, whose callers checked for AVX2).
+            unsafe {
+                let lo = _mm256_loadu_si256(block.as_ptr().cast::<__m256i>());
+                let hi = _mm256_loadu_si256(block.as_ptr().add(32).cast::<__m256i>());
+                let (slo, shi) = (stops32(lo), stops32(hi));
+                let any = _mm256_or_si256(_mm256_or_si256(slo, lo), _mm256_or_si256(shi, hi));
+                if _mm256_movemask_epi8(any) == 0 {
+                    return None;
+                }
+                let stops = u64::from(opaque(_mm256_movemask_epi8(slo) as u32))
+                    | u64::from(opaque(_mm256_movemask_epi8(shi) as u32)) << 32;
+                let high = u64::from(opaque(_mm256_movemask_epi8(lo) as u32))
+                    | u64::from(opaque(_mm256_movemask_epi8(hi) as u32)) << 32;
+                Some((stops, high))
+            }
+        }
+
+        #[inline(always)]
+        fn stops_unless_clear(block: &[u8; 64]) -> Option<u64> {
+            // SAFETY: as in `masks_unless_plain` above.
+            unsafe {
+                let lo = _mm256_loadu_si256(block.as_ptr().cast::<__m256i>());
+                let hi = _mm256_loadu_si256(block.as_ptr().add(32).cast::<__m256i>());
+                let (slo, shi) = (stops32(lo), stops32(hi));
+                if _mm256_movemask_epi8(_mm256_or_si256(slo, shi)) == 0 {
+                    return None;
+                }
+                Some(
+                    u64::from(opaque(_mm256_movemask_epi8(slo) as u32))
+                        | u64::from(opaque(_mm256_movemask_epi8(shi) as u32)) << 32,
+                )
+            }
+        }
+    }
+
+    /// `0xff` in each byte of `v` that is `"`, `\\` or below 0x20. Only
+    /// used inside [`skip_avx2`] (and tests that detected AVX2).
+    #[inline(always)]
+    fn stops32(v: __m256i) -> __m256i {
+        // SAFETY: only reached from `Avx2`'s methods, which run with AVX2
+        // enabled and detected (see `skip_avx2`); no memory is touched.
+        unsafe {
+            let quotes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
+            let backslashes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
+            let low = _mm256_set1_epi8(0x1f);
+            let controls = _mm256_cmpeq_epi8(_mm256_max_epu8(v, low), low);
+            _mm256_or_si256(_mm256_or_si256(quotes, backslashes), controls)
+        }
     }
 
     /// The skip compiled with AVX2 enabled, so that the masks' intrinsics
@@ -324,6 +435,21 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn skip_avx2(bytes: &[u8], i: usize) -> Stop {
         scan::skip::<Avx2>(bytes, i)
+    }
+
+    /// `masks_unless_plain` and `stops_unless_clear` with AVX2.
+    #[cfg(test)]
+    pub(super) fn unless_avx2(block: &[u8; 64]) -> (Option<(u64, u64)>, Option<u64>) {
+        assert!(std::is_x86_feature_detected!("avx2"));
+        #[target_feature(enable = "avx2")]
+        fn inner(block: &[u8; 64]) -> (Option<(u64, u64)>, Option<u64>) {
+            (
+                Avx2::masks_unless_plain(block),
+                Avx2::stops_unless_clear(block),
+            )
+        }
+        // SAFETY: AVX2 was detected just above.
+        unsafe { inner(block) }
     }
 
     #[cfg(test)]
@@ -360,17 +486,34 @@ mod tests {
     fn sse2_and_avx2_masks_agree_with_the_bytewise_oracle() {
         let avx2 = std::is_x86_feature_detected!("avx2");
         let mut checked = 0;
-        for block in blocks() {
+        for block in blocks().chain([[b'p'; 64], [0x80; 64]]) {
             let expected = naive_masks(&block);
+            let unless = (
+                (expected != (0, 0)).then_some(expected),
+                (expected.0 != 0).then_some(expected.0),
+            );
             assert_eq!(x86::Sse2::masks(&block), expected, "sse2 {block:?}");
             assert_eq!(x86::Sse2::stops(&block), expected.0, "sse2 stops {block:?}");
+            let sse2_unless = (
+                x86::Sse2::masks_unless_plain(&block),
+                x86::Sse2::stops_unless_clear(&block),
+            );
+            assert_eq!(sse2_unless, unless, "sse2 unless {block:?}");
+            assert_eq!(
+                (
+                    scan::Swar::masks_unless_plain(&block),
+                    scan::Swar::stops_unless_clear(&block)
+                ),
+                unless
+            );
             if avx2 {
                 assert_eq!(x86::masks_avx2(&block), expected, "avx2 {block:?}");
                 assert_eq!(x86::stops_avx2(&block), expected.0, "avx2 stops {block:?}");
+                assert_eq!(x86::unless_avx2(&block), unless, "avx2 unless {block:?}");
             }
             checked += 1;
         }
-        assert_eq!(checked, 64 * 256 * 9);
+        assert_eq!(checked, 64 * 256 * 9 + 2);
     }
 
     /// The 16-byte test against the portable one and the byte-wise
@@ -469,6 +612,49 @@ mod tests {
         assert_eq!(plain_string_end(&long, 6), None);
         assert_eq!(plain_string_end(&long, 7), Some(70));
         assert_eq!(checked, 64 * 256 * 9 * 7);
+    }
+
+    /// Plain runs of several blocks (the one-test-per-block path), before
+    /// and after a first non-ASCII byte, ended by every kind of byte the
+    /// skip stops at or steps over, at every offset: every level agrees
+    /// with the byte-wise skip.
+    #[test]
+    fn long_plain_runs_skip_like_the_bytewise_one() {
+        let levels = Level::available();
+        let mut checked = 0;
+        for lead in [&b""[..], "é".as_bytes(), b"\\n", "日".as_bytes()] {
+            for run in (0..=300)
+                .step_by(7)
+                .chain([63, 64, 65, 127, 128, 129, 191, 192, 193])
+            {
+                for end in [
+                    &b"\""[..],
+                    b"\\u00e9\"",
+                    b"\x01",
+                    "ß\"".as_bytes(),
+                    b"\\q",
+                    b"",
+                ] {
+                    for start in [0, 1, 5] {
+                        let mut text = b"xxxxx".to_vec();
+                        text.extend_from_slice(lead);
+                        text.extend(std::iter::repeat_n(b'p', run));
+                        text.extend_from_slice(end);
+                        text.extend_from_slice(b"tail after the stop, plain as well, \"");
+                        let expected = crate::scan::tests::naive_skip(&text, start);
+                        for &level in &levels {
+                            let got = skip(level, &text, start);
+                            assert!(
+                                crate::scan::tests::same_stop(got, expected, start),
+                                "{level:?} lead {lead:?} run {run} end {end:?}: {got:?} {expected:?}"
+                            );
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1_000);
     }
 
     /// Every level skips every string of a corpus exactly like the

@@ -238,3 +238,44 @@ fn long_field_names_at_the_window_edge() {
         }
     }
 }
+
+/// Plain ASCII runs of several blocks (skipped one test per block), then
+/// a first non-ASCII byte and another long run (the stops-only blocks),
+/// an escape, or a defect, in nested and top-level values, cut at every
+/// point and in chunks of every size up to 64 bytes: the same verdict and
+/// offset as the reference mode.
+#[test]
+fn long_plain_runs_across_chunks() {
+    let run = |c: u8, n: usize| vec![c; n];
+    let mut contents: Vec<Vec<u8>> = Vec::new();
+    for tail in [
+        &b""[..],
+        "é".as_bytes(),
+        b"\\n",
+        b"\\u00e9",
+        b"\x01",
+        b"\xff",
+        b"\xe6\x97",
+    ] {
+        let mut content = run(b'a', 200);
+        content.extend_from_slice(tail);
+        content.extend(run(b'b', 150));
+        contents.push(content);
+    }
+    let mut checked = 0;
+    for content in &contents {
+        for nested in [false, true] {
+            let mut body = b"{\"a\":".to_vec();
+            body.extend_from_slice(if nested { &b"[\""[..] } else { b"\"" });
+            body.extend_from_slice(content);
+            body.extend_from_slice(if nested { &b"\"]"[..] } else { b"\"" });
+            body.extend_from_slice(b",\"model\":\"m\"}");
+            let limits = Limits::new();
+            let expected = drive(&[bytes::Bytes::from(body.clone())], limits, true);
+            assert_eq!(expected.is_ok(), parse(&body).is_ok());
+            check_all_chunkings(&body, limits, &expected, 0);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 14);
+}
