@@ -10,9 +10,10 @@
 //! the first of them to where it stopped, and that range of raw bytes is
 //! validated as UTF-8 in one call (escapes are ASCII, so they cannot hide
 //! or break a sequence; neither can the ASCII bytes before the range).
-//! Once a non-ASCII byte is seen the second mask is no longer computed,
-//! and after a block with neither mask set (base64, plain ASCII text) the
-//! following ones are each stepped over with one combined test.
+//! Once a non-ASCII byte is seen the second mask is no longer computed.
+//! Before that, after a block with neither mask set (base64, plain ASCII
+//! text), the following ones are each stepped over with one combined
+//! test (after a non-ASCII byte that test misses too often to pay).
 //!
 //! The masks come from [`Masks`]: [`Swar`] here (portable, eight bytes per
 //! step), SSE2 and AVX2 in [`crate::simd`] (the only `unsafe` of the crate,
@@ -39,13 +40,6 @@ pub(crate) trait Masks {
     fn masks_unless_plain(block: &[u8; 64]) -> Option<(u64, u64)> {
         let (stops, high) = Self::masks(block);
         (stops | high != 0).then_some((stops, high))
-    }
-
-    /// [`stops`](Masks::stops), or `None` when it is empty.
-    #[inline(always)]
-    fn stops_unless_clear(block: &[u8; 64]) -> Option<u64> {
-        let stops = Self::stops(block);
-        (stops != 0).then_some(stops)
     }
 }
 
@@ -229,16 +223,7 @@ pub(crate) fn skip<M: Masks>(bytes: &[u8], mut i: usize) -> Stop {
     };
     // Then the stops alone: the range starts at `first` whatever follows.
     while i < len {
-        let (stops, valid) = match block_stops::<M>(bytes, i) {
-            (0, 64) => {
-                i += 64;
-                match clear_run::<M>(bytes, &mut i) {
-                    Some(stops) => (stops, 64),
-                    None => continue,
-                }
-            }
-            stops => stops,
-        };
+        let (stops, valid) = block_stops::<M>(bytes, i);
         match walk(bytes, i, stops, valid) {
             Walk::Stop(k) => {
                 return Stop {
@@ -264,18 +249,6 @@ fn plain_run<M: Masks>(bytes: &[u8], i: &mut usize) -> Option<(u64, u64)> {
         match M::masks_unless_plain(block.try_into().expect("64 bytes")) {
             None => *i += 64,
             masks => return masks,
-        }
-    }
-    None
-}
-
-/// [`plain_run`] for the stops mask alone.
-#[inline(always)]
-fn clear_run<M: Masks>(bytes: &[u8], i: &mut usize) -> Option<u64> {
-    while let Some(block) = bytes.get(*i..*i + 64) {
-        match M::stops_unless_clear(block.try_into().expect("64 bytes")) {
-            None => *i += 64,
-            stops => return stops,
         }
     }
     None

@@ -285,27 +285,6 @@ mod x86 {
                 Some((stops, high))
             }
         }
-
-        #[inline(always)]
-        fn stops_unless_clear(block: &[u8; 64]) -> Option<u64> {
-            // SAFETY: as in `masks` above.
-            unsafe {
-                let s: [__m128i; 4] = std::array::from_fn(|k| {
-                    stops16(_mm_loadu_si128(
-                        block.as_ptr().add(16 * k).cast::<__m128i>(),
-                    ))
-                });
-                let any = _mm_or_si128(_mm_or_si128(s[0], s[1]), _mm_or_si128(s[2], s[3]));
-                if _mm_movemask_epi8(any) == 0 {
-                    return None;
-                }
-                let mut stops = 0u64;
-                for (k, s) in s.iter().enumerate() {
-                    stops |= u64::from(opaque(_mm_movemask_epi8(*s) as u32)) << (16 * k);
-                }
-                Some(stops)
-            }
-        }
     }
 
     /// `0xff` in each byte of `v` that is `"`, `\\` or below 0x20.
@@ -392,23 +371,6 @@ mod x86 {
                 Some((stops, high))
             }
         }
-
-        #[inline(always)]
-        fn stops_unless_clear(block: &[u8; 64]) -> Option<u64> {
-            // SAFETY: as in `masks_unless_plain` above.
-            unsafe {
-                let lo = _mm256_loadu_si256(block.as_ptr().cast::<__m256i>());
-                let hi = _mm256_loadu_si256(block.as_ptr().add(32).cast::<__m256i>());
-                let (slo, shi) = (stops32(lo), stops32(hi));
-                if _mm256_movemask_epi8(_mm256_or_si256(slo, shi)) == 0 {
-                    return None;
-                }
-                Some(
-                    u64::from(opaque(_mm256_movemask_epi8(slo) as u32))
-                        | u64::from(opaque(_mm256_movemask_epi8(shi) as u32)) << 32,
-                )
-            }
-        }
     }
 
     /// `0xff` in each byte of `v` that is `"`, `\\` or below 0x20. Only
@@ -437,16 +399,13 @@ mod x86 {
         scan::skip::<Avx2>(bytes, i)
     }
 
-    /// `masks_unless_plain` and `stops_unless_clear` with AVX2.
+    /// `masks_unless_plain` with AVX2.
     #[cfg(test)]
-    pub(super) fn unless_avx2(block: &[u8; 64]) -> (Option<(u64, u64)>, Option<u64>) {
+    pub(super) fn unless_avx2(block: &[u8; 64]) -> Option<(u64, u64)> {
         assert!(std::is_x86_feature_detected!("avx2"));
         #[target_feature(enable = "avx2")]
-        fn inner(block: &[u8; 64]) -> (Option<(u64, u64)>, Option<u64>) {
-            (
-                Avx2::masks_unless_plain(block),
-                Avx2::stops_unless_clear(block),
-            )
+        fn inner(block: &[u8; 64]) -> Option<(u64, u64)> {
+            Avx2::masks_unless_plain(block)
         }
         // SAFETY: AVX2 was detected just above.
         unsafe { inner(block) }
@@ -488,24 +447,12 @@ mod tests {
         let mut checked = 0;
         for block in blocks().chain([[b'p'; 64], [0x80; 64]]) {
             let expected = naive_masks(&block);
-            let unless = (
-                (expected != (0, 0)).then_some(expected),
-                (expected.0 != 0).then_some(expected.0),
-            );
+            let unless = (expected != (0, 0)).then_some(expected);
             assert_eq!(x86::Sse2::masks(&block), expected, "sse2 {block:?}");
             assert_eq!(x86::Sse2::stops(&block), expected.0, "sse2 stops {block:?}");
-            let sse2_unless = (
-                x86::Sse2::masks_unless_plain(&block),
-                x86::Sse2::stops_unless_clear(&block),
-            );
+            let sse2_unless = x86::Sse2::masks_unless_plain(&block);
             assert_eq!(sse2_unless, unless, "sse2 unless {block:?}");
-            assert_eq!(
-                (
-                    scan::Swar::masks_unless_plain(&block),
-                    scan::Swar::stops_unless_clear(&block)
-                ),
-                unless
-            );
+            assert_eq!(scan::Swar::masks_unless_plain(&block), unless);
             if avx2 {
                 assert_eq!(x86::masks_avx2(&block), expected, "avx2 {block:?}");
                 assert_eq!(x86::stops_avx2(&block), expected.0, "avx2 stops {block:?}");
