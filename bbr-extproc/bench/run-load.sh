@@ -41,7 +41,7 @@ NOOP=$(free_port)
 PIDS+=($!)
 "$BIN/examples/noop_extproc" --port "$NOOP" --model ski-resorts >"$WORK/noop.log" 2>&1 &
 PIDS+=($!)
-RUST_LOG=warn "$BIN/bbr-extproc" --secure-serving=false --bind-address 127.0.0.1 \
+RUST_LOG=warn "$BIN/bbr-extproc" --secure-serving=false --metrics-endpoint-auth=false --bind-address 127.0.0.1 \
   --grpc-port "$EXTPROC" --grpc-health-port "$HEALTH" --metrics-port "$METRICS" \
   >"$WORK/extproc.log" 2>&1 &
 PIDS+=($!)
