@@ -68,15 +68,42 @@ impl Binary {
     /// Waits (30 s at most) until health says SERVING; panics with the log
     /// if the process exits first.
     pub async fn wait_serving(&mut self) {
+        if let Err(log) = self.try_wait_serving().await {
+            panic!("{log}");
+        }
+    }
+
+    /// Starts the binary as [`Binary::spawn`] does and waits until it
+    /// serves; a port taken between picking and binding it (tests run in
+    /// parallel) gives a new try with fresh ports.
+    pub async fn spawn_serving(args: &[&str]) -> Self {
+        let mut last = String::new();
+        for _attempt in 0..5 {
+            let mut binary = Self::spawn(args, None);
+            match binary.try_wait_serving().await {
+                Ok(()) => return binary,
+                Err(log) if log.contains("cannot bind") => last = log,
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("bbr-extproc did not start after 5 tries: {last}");
+    }
+
+    /// Waits (30 s at most) until health says SERVING; the exit status and
+    /// log if the process exits first.
+    pub async fn try_wait_serving(&mut self) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("bbr-extproc exited with {status}: {}", self.log_text());
+                return Err(format!(
+                    "bbr-extproc exited with {status}: {}",
+                    self.log_text()
+                ));
             }
             if let Ok(status) = health_status(self.health, "").await
                 && status == ServingStatus::Serving as i32
             {
-                return;
+                return Ok(());
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
