@@ -69,7 +69,7 @@
 //!   with the I/O error.
 //! - Replay, at the decision: the held-headers reply, the chunks held in
 //!   memory, the file read back in pieces of
-//!   [`SPOOL_READ_BYTES`](bbr_core::spool::SPOOL_READ_BYTES) (one read
+//!   [`SPOOL_READ_BYTES`] (one read
 //!   ahead of the replies being sent), the chunks whose write had not run
 //!   yet, then the deciding chunk (with its `end_of_stream`) and the
 //!   trailers reply, all as `streamed_response` messages of at most 62,000

@@ -12,7 +12,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use super::free_port;
 
-/// A running `bbr-extproc`, its stderr in a log file; killed on drop.
+/// A running `bbr-extproc`, its output in a log file; killed on drop.
 pub struct Binary {
     pub child: Child,
     pub grpc: u16,
@@ -29,6 +29,7 @@ impl Binary {
         let (grpc, health, metrics) = (free_port(), free_port(), free_port());
         let log =
             std::env::temp_dir().join(format!("bbr-binary-{}-{grpc}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(binary_path());
         if let Some(env) = env {
             command
@@ -43,8 +44,9 @@ impl Binary {
             ])
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
+            // The log lines (stdout) and the start errors (stderr), in one file.
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
             .spawn()
             .expect("start bbr-extproc");
         Self {
