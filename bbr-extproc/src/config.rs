@@ -179,7 +179,8 @@ pub struct Config {
     #[arg(long, default_value = "4MiB", value_parser = parse_spool_threshold)]
     pub spool_threshold: SpoolThreshold,
     /// Directory of the spool files (one unlinked file per spooling
-    /// request). Default: `$TMPDIR`, else `/tmp`.
+    /// request), checked at start: unusable, the start stops. Default:
+    /// `$TMPDIR`, else `/tmp` (unusable: a warning, and the spool is off).
     #[arg(long)]
     pub spool_dir: Option<PathBuf>,
     /// Cap on body bytes spooled to disk, across all streams; past it (or

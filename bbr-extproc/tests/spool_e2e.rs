@@ -94,8 +94,9 @@ struct Setup {
 }
 
 impl Setup {
-    /// With `usable_dir` false the spool directory does not exist, so no
-    /// spool file can be created.
+    /// With `usable_dir` false the spool directory is removed once
+    /// bbr-extproc serves (it is checked at start), so no spool file can be
+    /// created.
     async fn start(tag: &str, usable_dir: bool) -> Self {
         let sim = bbr_model_sim::spawn(SimConfig::new(MODEL))
             .await
@@ -106,9 +107,7 @@ impl Setup {
         upstreams.llama = sim.addr();
         let spool_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("spool-e2e-{tag}-{}", std::process::id()));
-        if usable_dir {
-            std::fs::create_dir_all(&spool_dir).expect("spool dir");
-        }
+        std::fs::create_dir_all(&spool_dir).expect("spool dir");
         let spool_arg = format!("--spool-dir={}", spool_dir.display());
         let extproc = Binary::spawn_serving(&[
             "--secure-serving=false",
@@ -121,6 +120,9 @@ impl Setup {
             &spool_arg,
         ])
         .await;
+        if !usable_dir {
+            std::fs::remove_dir(&spool_dir).expect("an empty spool dir");
+        }
         let envoy = Envoy::start("bbr-full-duplex.yaml", Some(extproc.addr()), &upstreams);
         Self {
             sim,
@@ -383,4 +385,51 @@ async fn a_spool_that_cannot_be_written_is_503_overloaded_and_logged_at_warn() {
         .unwrap_or_else(|| panic!("no spool warning in {log}"));
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains("No such file or directory"), "{line}");
+}
+
+#[tokio::test]
+async fn a_spool_dir_that_cannot_hold_files_stops_the_start() {
+    let missing = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("spool-e2e-no-such-dir/nested");
+    let mut binary = Binary::spawn(
+        &[
+            "--secure-serving=false",
+            &format!("--spool-dir={}", missing.display()),
+        ],
+        None,
+    );
+    let log = binary.try_wait_serving().await.expect_err("no start");
+    assert!(log.contains("exit status: 1"), "{log}");
+    assert!(
+        log.contains("--spool-dir: cannot create a spool file in"),
+        "{log}"
+    );
+    // The default directory ($TMPDIR) unusable: a warning, and the spool
+    // is off (held bytes in memory), so the drop-in still starts.
+    let mut binary = Binary::spawn(
+        &[
+            "--secure-serving=false",
+            "--metrics-endpoint-auth=false",
+            "--tracing=false",
+        ],
+        Some(&[("TMPDIR", missing.display().to_string())]),
+    );
+    binary.wait_serving().await;
+    let log = binary.log_text();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("WARN") && line.contains("the disk spool is off")),
+        "{log}"
+    );
+    // With the spool off the directory is not needed.
+    let mut binary = Binary::spawn(
+        &[
+            "--secure-serving=false",
+            "--metrics-endpoint-auth=false",
+            "--tracing=false",
+            "--spool-threshold=off",
+            &format!("--spool-dir={}", missing.display()),
+        ],
+        None,
+    );
+    binary.wait_serving().await;
 }
