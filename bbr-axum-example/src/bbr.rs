@@ -7,6 +7,7 @@ use axum::Router;
 use bbr_adapters::rewrite::{RewritePicker, RewriteRules, RewriteStore};
 use bbr_adapters::{AdapterStore, ReloadWatcher};
 use bbr_core::contract::Refusal;
+use bbr_core::spool::{SpoolConfig, SpoolFile};
 use bbr_tower::ModelRoutingLayer;
 
 use crate::config::{Config, ConfigError};
@@ -52,6 +53,28 @@ pub(crate) fn load_rewrites(
     }
 }
 
+/// The layer's disk spool, when it is on.
+fn spool_config(config: &Config) -> Option<SpoolConfig> {
+    let threshold = config.bbr.spool_threshold?;
+    let spool = SpoolConfig::new().with_memory_threshold(threshold);
+    Some(match &config.bbr.spool_dir {
+        Some(dir) => spool.with_dir(dir),
+        None => spool,
+    })
+}
+
+/// Proves the spool directory can hold a spool file (one is created and
+/// dropped; on Unix it is unlinked at once), so a missing or read-only
+/// directory stops the start instead of failing the first large upload.
+pub(crate) fn check_spool_dir(config: &Config) -> Result<(), ConfigError> {
+    match spool_config(config) {
+        Some(spool) => SpoolFile::create_in(&spool.dir())
+            .map(drop)
+            .map_err(ConfigError::SpoolDir),
+        None => Ok(()),
+    }
+}
+
 /// Puts the body-based routing layer in front of `router`.
 pub(crate) fn apply(
     router: Router,
@@ -63,10 +86,10 @@ pub(crate) fn apply(
         .limits(config.bbr.limits())
         .missing_model(config.bbr.missing_model)
         .client_headers(config.bbr.client_headers);
-    if let Some(threshold) = config.bbr.spool_threshold {
+    if let Some(spool) = spool_config(config) {
         // A late `model` (a form field after the file) costs disk, not memory.
         layer = layer
-            .spool(bbr_core::spool::SpoolConfig::new().with_memory_threshold(threshold))
+            .spool(spool)
             .max_spooled_bytes(config.bbr.max_spooled_bytes);
     }
     if let Some(adapters) = adapters {

@@ -193,6 +193,7 @@ impl Gateway {
 
     /// Starts the simulated pools (if any), binds `listen` and serves.
     pub async fn start(self, listen: SocketAddr) -> Result<RunningGateway, StartError> {
+        crate::bbr::check_spool_dir(&self.config)?;
         let adapters = crate::bbr::load_adapters(&self.config)?;
         let rewrites = crate::bbr::load_rewrites(&self.config)?;
         let sims = crate::simulate::Simulators::start(&self.config).await?;

@@ -3,44 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn default_run_serves_the_scenario_and_stops_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bbr-axum-example"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().unwrap();
-    // Read the banner on a thread: a blocking read must not stall the runtime.
-    let banner = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let mut banner = Vec::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            let done = line.contains("curl ");
-            banner.push(line);
-            if done {
-                break;
-            }
-        }
-        (banner, lines)
-    });
-    let (banner, rest) = tokio::time::timeout(Duration::from_secs(20), banner)
-        .await
-        .expect("banner in time")
-        .unwrap();
-    let first = &banner[0];
-    let addr: std::net::SocketAddr = first
-        .strip_prefix("bbr gateway listening on http://")
-        .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
-        .parse()
-        .unwrap();
+    let mut gateway = common::GatewayProcess::start(std::iter::empty::<&str>()).await;
+    let (addr, banner) = (gateway.addr, gateway.banner.clone());
     assert!(
         banner
             .iter()
@@ -90,6 +59,8 @@ async fn default_run_serves_the_scenario_and_stops_on_sigterm() {
             .starts_with("vllm-llama3-8b-instruct-")
     );
 
+    let rest = gateway.rest.take().unwrap();
+    let child = &mut gateway.child;
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -123,37 +94,14 @@ async fn model_rewrite_flags_replace_the_scenario_rule() {
         "kind: InferenceModelRewrite\nmetadata: {name: alias}\nspec:\n  rules:\n  - matches: [{model: {value: gpt-4o}}]\n    targets: [{modelRewrite: ski-resorts}]\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bbr-axum-example"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--model-rewrite-sticky-header",
-            "X-Session-Id",
-        ])
-        .arg("--model-rewrites")
-        .arg(&dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let banner = tokio::task::spawn_blocking(move || {
-        let mut banner = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let done = line.contains("curl ");
-            banner.push(line);
-            if done {
-                break;
-            }
-        }
-        banner
-    });
-    let banner = tokio::time::timeout(Duration::from_secs(20), banner)
-        .await
-        .expect("banner in time")
-        .unwrap();
+    let gateway = common::GatewayProcess::start([
+        "--model-rewrite-sticky-header".as_ref(),
+        "X-Session-Id".as_ref(),
+        "--model-rewrites".as_ref(),
+        dir.as_os_str(),
+    ])
+    .await;
+    let (addr, banner) = (gateway.addr, &gateway.banner);
     let rules: Vec<&String> = banner
         .iter()
         .filter(|l| l.contains("model rewrite "))
@@ -163,11 +111,6 @@ async fn model_rewrite_flags_replace_the_scenario_rule() {
         ["  model rewrite alias/0: gpt-4o -> ski-resorts (1)"],
         "{banner:?}"
     );
-    let addr: std::net::SocketAddr = banner[0]
-        .strip_prefix("bbr gateway listening on http://")
-        .unwrap()
-        .parse()
-        .unwrap();
     let answer = common::post(
         addr,
         "/v1/completions",
@@ -181,8 +124,7 @@ async fn model_rewrite_flags_replace_the_scenario_rule() {
         String::from_utf8_lossy(&answer.body)
     );
     assert_eq!(answer.json()["model"], "ski-resorts");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(gateway);
 
     let refused = Command::new(env!("CARGO_BIN_EXE_bbr-axum-example"))
         .args([
@@ -197,4 +139,48 @@ async fn model_rewrite_flags_replace_the_scenario_rule() {
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--model-rewrite-sticky-header"));
+}
+
+/// A spool directory that cannot hold a file stops the start with the
+/// config key named, instead of failing the first large upload with 503.
+#[test]
+fn an_unwritable_spool_dir_stops_the_start() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bbr-gw-binary-spool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gateway.yaml");
+    let pools = "pools:\n  - name: p\n    endpoints: [127.0.0.1:9]\nroutes:\n  - {name: r, pool: p, matches: [{model: m}]}\n";
+    let gateway = |bbr: &str| {
+        std::fs::write(&config, format!("{pools}bbr: {bbr}\n")).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bbr-axum-example"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--config"])
+            .arg(&config);
+        command
+    };
+    let missing = gateway("{spool_dir: no-such-dir}")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("bbr.spool_dir"), "{stderr}");
+    assert!(stderr.contains("no-such-dir"), "{stderr}");
+    // With the spool off, the directory is not looked at: the gateway
+    // starts and serves.
+    let mut off = gateway("{spool: false, spool_dir: no-such-dir}")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(off.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("bbr gateway listening on"), "{first}");
+    off.kill().unwrap();
+    off.wait().unwrap();
 }

@@ -13,10 +13,14 @@
 //!   few MiB, not by the body. With `spool: false` the whole body is held in
 //!   memory once (never copied) and the peak grows by the body.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
+
+use common::GatewayProcess;
 
 use bbr_model_sim::SimConfig;
 use bytes::Bytes;
@@ -33,60 +37,29 @@ const BOUNDARY: &str = "large-upload-boundary";
 const DEADLINE: Duration = Duration::from_secs(120);
 const MIB: u64 = 1 << 20;
 
-/// The gateway binary, configured to route `whisper-1` to `sim`.
-struct GatewayProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl GatewayProcess {
-    fn start(sim: SocketAddr, scan_limit: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("bbr-large-{}-{scan_limit}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("gateway.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "pools:\n  - name: asr\n    endpoints: [{sim}]\nroutes:\n  - {{name: a, pool: asr, matches: [{{model: whisper-1}}]}}\n\
-                 bbr: {{max_scan_bytes: {scan_limit}, max_body_bytes: 512MiB}}\n"
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bbr-axum-example"))
-            .args(["--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the gateway binary starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().expect("a banner").unwrap();
-        let addr = first
-            .strip_prefix("bbr gateway listening on http://")
-            .unwrap_or_else(|| panic!("unexpected banner {first}"))
-            .parse()
-            .unwrap();
-        // Keep reading the banner so the gateway never blocks on stdout.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, addr }
-    }
-
-    /// `VmHWM` (peak resident set) of the gateway process, in bytes.
-    fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kib * 1024
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The gateway binary, configured to route `whisper-1` to `sim`, its spool
+/// (when on) in the build's temp directory: a 256 MiB spool file does not
+/// fit every machine's `$TMPDIR` (a small tmpfs answers 503).
+async fn start_gateway(sim: SocketAddr, scan_limit: &str, spool: bool) -> GatewayProcess {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "bbr-large-{}-{scan_limit}-{spool}",
+        std::process::id()
+    ));
+    let spool_dir = dir.join("spool");
+    std::fs::create_dir_all(&spool_dir).unwrap();
+    let config = dir.join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "pools:\n  - name: asr\n    endpoints: [{sim}]\nroutes:\n  - {{name: a, pool: asr, matches: [{{model: whisper-1}}]}}\n\
+             bbr: {{max_scan_bytes: {scan_limit}, max_body_bytes: 512MiB, spool: {spool}, spool_dir: {}}}\n",
+            spool_dir.display()
+        ),
+    )
+    .unwrap();
+    let mut gateway = GatewayProcess::start(["--config".as_ref(), config.as_os_str()]).await;
+    gateway.keep_reading();
+    gateway
 }
 
 fn part_head(name: &str, filename: Option<&str>) -> Vec<u8> {
@@ -112,8 +85,6 @@ fn file_chunk(i: u64) -> Bytes {
     )
 }
 
-type Sender = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::convert::Infallible>>;
-
 /// What one upload did.
 struct Upload {
     answer: serde_json::Value,
@@ -129,7 +100,7 @@ async fn upload(gateway: SocketAddr, sim: &bbr_model_sim::SimHandle, model_first
     let tail = format!("--{BOUNDARY}--\r\n").into_bytes();
     let length =
         model_part.len() as u64 + file_head.len() as u64 + FILE_BYTES + 2 + tail.len() as u64;
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(8);
     let body = StreamBody::new(tokio_stream_from(rx));
     let request = Request::post(format!("http://{gateway}/v1/audio/transcriptions"))
         .header(
@@ -147,39 +118,47 @@ async fn upload(gateway: SocketAddr, sim: &bbr_model_sim::SimHandle, model_first
         (status, body)
     });
     let mut seen = sim.observer().form_models_seen();
-    let send = |tx: &Sender, bytes: Vec<u8>| {
-        let tx = tx.clone();
-        async move { tx.send(Ok(Frame::data(Bytes::from(bytes)))).await.unwrap() }
-    };
     let mut hash = Sha256::new();
     let mut sent_when_model_seen = None;
-    if model_first {
-        send(&tx, model_part.clone()).await;
-    }
-    send(&tx, file_head).await;
-    for i in 0..FILE_BYTES / CHUNK as u64 {
-        let chunk = file_chunk(i);
-        hash.update(&chunk);
-        tx.send(Ok(Frame::data(chunk))).await.unwrap();
-        if model_first && (i + 1) * CHUNK as u64 == MIB {
-            // The rest is sent only once the server read the field.
-            tokio::time::timeout(DEADLINE, seen.changed())
-                .await
-                .expect("the model field reached the server while the upload went on")
-                .unwrap();
-            sent_when_model_seen = Some(MIB);
+    // `false` once the client stopped taking the body: the gateway answered
+    // early (a refusal), which the status below then shows.
+    let sent = async {
+        let send = |bytes: Bytes| tx.send(Ok(Frame::data(bytes)));
+        if model_first {
+            send(Bytes::from(model_part.clone())).await.ok()?;
         }
+        send(Bytes::from(file_head)).await.ok()?;
+        for i in 0..FILE_BYTES / CHUNK as u64 {
+            let chunk = file_chunk(i);
+            hash.update(&chunk);
+            send(chunk).await.ok()?;
+            if model_first && (i + 1) * CHUNK as u64 == MIB {
+                // The rest is sent only once the server read the field.
+                tokio::time::timeout(DEADLINE, seen.changed())
+                    .await
+                    .expect("the model field reached the server while the upload went on")
+                    .unwrap();
+                sent_when_model_seen = Some(MIB);
+            }
+        }
+        send(Bytes::from_static(b"\r\n")).await.ok()?;
+        if !model_first {
+            send(Bytes::from(model_part)).await.ok()?;
+        }
+        send(Bytes::from(tail)).await.ok()
     }
-    send(&tx, b"\r\n".to_vec()).await;
-    if !model_first {
-        send(&tx, model_part).await;
-    }
-    send(&tx, tail).await;
+    .await
+    .is_some();
     drop(tx);
     let (status, body) = tokio::time::timeout(DEADLINE, response)
         .await
         .expect("answer in time")
         .unwrap();
+    assert!(
+        sent,
+        "the gateway stopped reading the upload and answered {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     Upload {
         answer: serde_json::from_slice(&body).unwrap(),
@@ -226,7 +205,7 @@ async fn model_first_reaches_the_server_mid_upload_with_a_few_mib_of_gateway_mem
     let sim = bbr_model_sim::spawn(SimConfig::new("whisper-1"))
         .await
         .unwrap();
-    let gateway = GatewayProcess::start(sim.addr(), "32MiB");
+    let gateway = start_gateway(sim.addr(), "32MiB", true).await;
     warm_up(gateway.addr).await;
     let before = gateway.peak_rss();
     let upload = upload(gateway.addr, &sim, true).await;
@@ -251,7 +230,7 @@ async fn model_last_is_forwarded_byte_identical_with_a_few_mib_of_gateway_memory
     let sim = bbr_model_sim::spawn(SimConfig::new("whisper-1"))
         .await
         .unwrap();
-    let gateway = GatewayProcess::start(sim.addr(), "300MiB");
+    let gateway = start_gateway(sim.addr(), "300MiB", true).await;
     warm_up(gateway.addr).await;
     let before = gateway.peak_rss();
     let upload = upload(gateway.addr, &sim, false).await;
@@ -268,6 +247,31 @@ async fn model_last_is_forwarded_byte_identical_with_a_few_mib_of_gateway_memory
     // proxy's own: far below the 256 MiB it would cost held in memory.
     assert!(
         grown <= 12 * MIB,
+        "the gateway's peak RSS grew by {grown} bytes for a {FILE_BYTES}-byte body"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_last_without_the_spool_holds_the_body_in_memory_once() {
+    let sim = bbr_model_sim::spawn(SimConfig::new("whisper-1"))
+        .await
+        .unwrap();
+    let gateway = start_gateway(sim.addr(), "300MiB", false).await;
+    warm_up(gateway.addr).await;
+    let before = gateway.peak_rss();
+    let upload = upload(gateway.addr, &sim, false).await;
+    let grown = gateway.peak_rss().saturating_sub(before);
+    eprintln!(
+        "model last, spool off: gateway VmHWM {} MiB before, grew by {} KiB",
+        before / MIB,
+        grown / 1024
+    );
+    assert_eq!(upload.answer["model"], "whisper-1");
+    assert_eq!(upload.answer["file"]["sha256"], upload.file_sha256);
+    // Held whole until the field: the peak grows by the body, and by less
+    // than twice it (the held frames are replayed, never copied).
+    assert!(
+        (FILE_BYTES..FILE_BYTES + 32 * MIB).contains(&grown),
         "the gateway's peak RSS grew by {grown} bytes for a {FILE_BYTES}-byte body"
     );
 }

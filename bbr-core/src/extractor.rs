@@ -7,13 +7,13 @@
 //! retained. Errors are detected in byte order, so the first error of a body
 //! (kind and offset) does not depend on where the chunk boundaries fall.
 //!
-//! Two modes share the state machine: the default one skips string contents
-//! eight bytes at a time to the next quote, backslash, control or non-ASCII
-//! byte (one pass, in vectorizable 64-byte blocks on long runs), and
-//! validates escapes and non-ASCII characters in place (the rules of
-//! `std::str::from_utf8`), and reads everything below the top level in one
-//! tight loop (`nested.rs`); the reference mode ([`ModelExtractor::new_reference`]) steps byte by byte and
-//! exists so tests can check the fast paths against it.
+//! Two modes share the state machine: the default one skips string
+//! contents in 64-byte blocks to the next quote, backslash or control byte
+//! (`scan.rs`), validates the raw UTF-8 of each skipped span in one call,
+//! and reads the root object's members other than the field, and
+//! everything below them, in one tight loop (`nested.rs`); the reference
+//! mode ([`ModelExtractor::new_reference`]) steps byte by byte and exists
+//! so tests can check the fast paths against it.
 
 use bytes::Bytes;
 
@@ -231,8 +231,10 @@ fn word_at(bytes: &[u8], i: usize) -> u64 {
 /// word by word for the first 32 bytes (most strings and most runs between
 /// escapes are short), then in 64-byte blocks of byte compares the compiler
 /// vectorizes, and only a flagged block is looked into, word by word.
+/// The portable scan behind [`simd::printable_run`].
 #[inline]
-fn first_special(bytes: &[u8]) -> usize {
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+pub(crate) fn first_special(bytes: &[u8]) -> usize {
     let len = bytes.len();
     let mut i = 0;
     while i + 8 <= len && i < 32 {
@@ -290,10 +292,23 @@ fn complete_prefix(span: &[u8]) -> usize {
     len
 }
 
+/// Whether `span` (raw string bytes from one non-ASCII byte to another) is
+/// valid UTF-8: std for the short spans of mostly-ASCII text, where the
+/// setup of a vector validator costs more than the bytes, `simdutf8` for
+/// long ones.
+#[inline]
+fn valid_utf8(span: &[u8]) -> bool {
+    if span.len() < 32 {
+        std::str::from_utf8(span).is_ok()
+    } else {
+        simdutf8::basic::from_utf8(span).is_ok()
+    }
+}
+
 /// Length of the leading run of bytes that can go into a model unchanged:
 /// printable ASCII other than `"` and `\`.
 fn plain_model_run(bytes: &[u8]) -> usize {
-    first_special(bytes)
+    simd::printable_run(bytes)
 }
 
 /// Incremental extractor of the top-level `model` of a JSON object, fed
@@ -520,10 +535,18 @@ impl ModelExtractor {
         let mut i = start;
         let invalid = |i: usize| ExtractError::new(ErrorKind::InvalidJson, base + i as u64);
         while i < end {
-            // Below the top level: the tight loop (`nested.rs`), which
-            // leaves what it does not take to the match below.
-            if self.depth >= 2 && !self.reference && self.state.is_structural() {
-                let next = self.skip_nested(bytes, i, base);
+            // Between tokens: the tight loop (`nested.rs`), which leaves
+            // what it does not take (the field's key and value among them)
+            // to the match below.
+            if self.depth >= 1
+                && !self.reference
+                && !self.pending_model
+                && self.state.is_structural()
+            {
+                let next = self.skip_nested(chunk, end, i, base);
+                if self.halted {
+                    return Ok(next);
+                }
                 if next != i {
                     i = next;
                     continue;
@@ -677,23 +700,44 @@ impl ModelExtractor {
         {
             return self.open_root(i);
         }
+        self.containers.set(0, true);
+        self.depth = 1;
+        match self.plain_model(chunk, from, end, base) {
+            Some(next) => next,
+            None => self.open_root(i),
+        }
+    }
+
+    /// The model value whose contents start at chunk index `from` (after
+    /// its opening quote), in one step when it is plain: printable ASCII
+    /// without escapes, within the model limit, not only spaces, closed
+    /// within `chunk[..end]`. Then it is decided (or the last-wins
+    /// candidate) exactly as the byte-at-a-time path would have it, the
+    /// state is `AfterValue`, and the index after the closing quote is
+    /// returned. `None` changes nothing: the general path reads the value
+    /// and reports whatever is wrong with it.
+    #[inline]
+    fn plain_model(&mut self, chunk: &Bytes, from: usize, end: usize, base: u64) -> Option<usize> {
         let max = self.limits.max_model_len();
-        let window = &bytes[from..end.min(from.saturating_add(max).saturating_add(1))];
+        let window = chunk.get(from..end.min(from.saturating_add(max).saturating_add(1)))?;
         let len = plain_model_run(window);
         if len > max || window.get(len) != Some(&b'"') {
-            return self.open_root(i);
+            return None;
         }
         // Spaces around the name are trimmed; only spaces is empty (left to
         // the general path, which reports it).
-        let Some(first) = window[..len].iter().position(|&b| b != b' ') else {
-            return self.open_root(i);
+        let name = &window[..len];
+        let (first, last) = match (name.first(), name.last()) {
+            (Some(&a), Some(&z)) if a != b' ' && z != b' ' => (0, len - 1),
+            _ => {
+                let first = name.iter().position(|&b| b != b' ')?;
+                let last = name
+                    .iter()
+                    .rposition(|&b| b != b' ')
+                    .expect("one non-space");
+                (first, last)
+            }
         };
-        let last = window[..len]
-            .iter()
-            .rposition(|&b| b != b' ')
-            .expect("one non-space");
-        self.containers.set(0, true);
-        self.depth = 1;
         self.state = State::AfterValue;
         let model = Model::new_unchecked_utf8(chunk.slice(from + first..from + last + 1), true)
             .with_json_span(base + from as u64 - 1..base + (from + len + 1) as u64);
@@ -704,7 +748,7 @@ impl ModelExtractor {
                 self.decision = Some(Outcome::Found(model));
             }
         }
-        from + len + 1
+        Some(from + len + 1)
     }
 
     /// Opens the root object at chunk index `i` (the `{`, with `max_depth`
@@ -969,42 +1013,42 @@ impl ModelExtractor {
     /// path reports or carries over exactly), or the chunk end.
     #[inline]
     fn skip_string_run(&self, bytes: &[u8], i: usize, base: u64) -> Result<usize, ExtractError> {
-        // Most keys and many values are short: two word tests find their
+        // Most keys and many values are short: one 16-byte test finds their
         // closing quote without setting up a block.
-        for from in [i, i + 8] {
-            let Some(word) = bytes.get(from..from + 8) else {
-                break;
-            };
-            let mask = special_mask(u64::from_le_bytes(word.try_into().expect("8 bytes")));
-            if mask == 0 {
-                continue;
-            }
-            let at = from + (mask.trailing_zeros() / 8) as usize;
-            if bytes[at] == b'"' {
-                return Ok(at);
-            }
-            break;
+        if let Some(close) = simd::short_string_end(bytes, i) {
+            return Ok(close);
         }
+        self.skip_long_string_run(bytes, i, base)
+    }
+
+    /// [`skip_string_run`](Self::skip_string_run) without the short-string
+    /// test (for callers that made it already).
+    #[inline]
+    fn skip_long_string_run(
+        &self,
+        bytes: &[u8],
+        i: usize,
+        base: u64,
+    ) -> Result<usize, ExtractError> {
         let stop = simd::skip(self.level, bytes, i);
-        if stop.non_ascii {
-            let span = &bytes[i..stop.at];
+        if let Some((first, last)) = stop.non_ascii {
+            let span = &bytes[first..last];
             // A sequence cut by the chunk end is left to the byte path,
             // which carries it over: validating it here would fail and
             // cost a second pass over the span once per chunk.
-            let whole = if stop.at == bytes.len() {
+            let whole = if last == bytes.len() {
                 complete_prefix(span)
             } else {
                 span.len()
             };
             let span = &span[..whole];
-            if simdutf8::basic::from_utf8(span).is_err() {
+            if !valid_utf8(span) {
                 // Rare: where the bad sequence starts (std's answer).
-                let valid =
-                    simdutf8::compat::from_utf8(span).map_or_else(|e| e.valid_up_to(), str::len);
-                return Ok(i + valid);
+                let valid = std::str::from_utf8(span).map_or_else(|e| e.valid_up_to(), str::len);
+                return Ok(first + valid);
             }
-            if whole < stop.at - i {
-                return Ok(i + whole);
+            if whole < last - first {
+                return Ok(first + whole);
             }
         }
         match bytes.get(stop.at) {
@@ -1020,7 +1064,7 @@ impl ModelExtractor {
     /// ASCII (no escape, no control or non-ASCII byte) against the rest of
     /// `model` at once, as `key_byte` would byte by byte.
     fn top_key_run(&mut self, bytes: &[u8], i: usize) -> usize {
-        let run = &bytes[i..i + first_special(&bytes[i..])];
+        let run = &bytes[i..i + plain_model_run(&bytes[i..])];
         let matched = self.key_match as usize;
         let field = self.limits.field().as_bytes();
         self.key_match = match field.get(matched..matched + run.len()) {

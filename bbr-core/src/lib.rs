@@ -326,12 +326,16 @@
 //! control bytes); its set bits are walked inside the block, a valid
 //! escape stepped over with table lookups, so dense text does not leave
 //! the block loop at every escape. Non-ASCII bytes do not stop the skip:
-//! the raw bytes of each skipped span are validated as UTF-8 in one call
-//! (the `simdutf8` crate; escapes are ASCII, so they cannot hide or break a
-//! sequence). Anything invalid, or cut by the chunk end, is left to the
-//! byte-at-a-time path, which reports it at its exact offset or carries
-//! it over to the next chunk. Short strings (most keys) end at one or two
-//! 8-byte word tests. The block masks use AVX2 when the CPU has it
+//! the raw bytes of each skipped span, from the block of its first
+//! non-ASCII byte on, are validated as UTF-8 in one call (`simdutf8`, or
+//! std for spans under 64 bytes; escapes are ASCII, so they cannot hide or
+//! break a sequence). Anything invalid, or cut by the chunk end, is left
+//! to the byte-at-a-time path, which reports it at its exact offset or
+//! carries it over to the next chunk. Short strings (most keys) end at one
+//! 16-byte test. Everything inside the root object other than the `model`
+//! member (and every top-level key that is not plain ASCII) is read by one
+//! accept-only loop that keeps its place in the grammar in registers; the
+//! `model` member itself, when its value is plain, is decided there too. The block masks use AVX2 when the CPU has it
 //! (detected at run time), else SSE2 (x86_64) or portable word arithmetic;
 //! that module is the only `unsafe` code of the crate, and each
 //! implementation is tested against a byte-by-byte oracle on every byte

@@ -6,9 +6,14 @@
 //! bits of the first are walked inside the block: a valid escape is stepped
 //! over with table lookups and the walk goes on in the same mask, so dense
 //! text does not leave the block loop at every escape. Non-ASCII bytes do
-//! not stop the skip at all: the raw bytes of the whole skipped span are
-//! validated as UTF-8 in one call when the span holds any (escapes are
-//! ASCII, so they cannot hide or break a sequence), with `simdutf8`.
+//! not stop the skip at all: the skip reports a range from the block of
+//! the first of them to where it stopped, and that range of raw bytes is
+//! validated as UTF-8 in one call (escapes are ASCII, so they cannot hide
+//! or break a sequence; neither can the ASCII bytes before the range).
+//! Once a non-ASCII byte is seen the second mask is no longer computed.
+//! Before that, after a block with neither mask set (base64, plain ASCII
+//! text), the following ones are each stepped over with one combined
+//! test (after a non-ASCII byte that test misses too often to pay).
 //!
 //! The masks come from [`Masks`]: [`Swar`] here (portable, eight bytes per
 //! step), SSE2 and AVX2 in [`crate::simd`] (the only `unsafe` of the crate,
@@ -20,6 +25,22 @@ pub(crate) trait Masks {
     /// `(stops, non_ascii)`: `stops` marks `"`, `\` and bytes below 0x20,
     /// `non_ascii` marks bytes of 0x80 and above.
     fn masks(block: &[u8; 64]) -> (u64, u64);
+
+    /// The `stops` mask alone (once a skip has seen a non-ASCII byte, it
+    /// needs no more of them).
+    #[inline(always)]
+    fn stops(block: &[u8; 64]) -> u64 {
+        Self::masks(block).0
+    }
+
+    /// [`masks`](Masks::masks), or `None` when both are empty (a block of
+    /// plain printable ASCII): one test for such a block, and the masks
+    /// from the same compares for any other.
+    #[inline(always)]
+    fn masks_unless_plain(block: &[u8; 64]) -> Option<(u64, u64)> {
+        let (stops, high) = Self::masks(block);
+        (stops | high != 0).then_some((stops, high))
+    }
 }
 
 /// Where a skip stopped.
@@ -29,8 +50,12 @@ pub(crate) struct Stop {
     /// does not start a complete valid escape, a control byte, or the end
     /// of the slice.
     pub(crate) at: usize,
-    /// Whether a non-ASCII byte lies between the start and `at`.
-    pub(crate) non_ascii: bool,
+    /// When a non-ASCII byte lies between the start and `at`: a range of
+    /// the skipped bytes that holds all of them and ends at `at`, starting
+    /// at most 63 ASCII bytes before the first one. Only this range needs
+    /// UTF-8 validation (the ASCII bytes before it can neither continue
+    /// nor start a sequence).
+    pub(crate) non_ascii: Option<(usize, usize)>,
 }
 
 /// Eight-bytes-at-a-time masks without SIMD instructions. Exact per byte
@@ -157,47 +182,139 @@ pub(crate) fn escape_len(rest: &[u8]) -> Option<usize> {
 #[inline(always)]
 pub(crate) fn skip<M: Masks>(bytes: &[u8], mut i: usize) -> Stop {
     let len = bytes.len();
-    let mut non_ascii = 0u64;
-    'blocks: while i < len {
-        let (mut stops, high, valid) = if let Some(block) = bytes.get(i..i + 64) {
-            let (stops, high) = M::masks(block.try_into().expect("64 bytes"));
-            (stops, high, 64)
-        } else {
-            let mut block = [b' '; 64];
-            let valid = len - i;
-            block[..valid].copy_from_slice(&bytes[i..]);
-            let (stops, high) = M::masks(&block);
-            (stops, high, valid)
-        };
-        while stops != 0 {
-            let k = stops.trailing_zeros() as usize;
-            let at = i + k;
-            if bytes[at] == b'\\'
-                && let Some(n) = escape_len(&bytes[at..])
-            {
-                let next = k + n;
-                if next >= 64 {
-                    // The escape reaches into the next block (escapes are
-                    // ASCII: nothing to record from this block after it).
-                    non_ascii |= high;
-                    i = at + n;
-                    continue 'blocks;
-                }
-                stops &= u64::MAX << next;
-                continue;
-            }
-            non_ascii |= high & ((1u64 << k) - 1);
+    // Until the first block with a non-ASCII byte: both masks.
+    let first = loop {
+        if i >= len {
             return Stop {
-                at,
-                non_ascii: non_ascii != 0,
+                at: len,
+                non_ascii: None,
             };
         }
-        non_ascii |= high;
-        i += valid;
+        let (stops, high, valid) = match block_masks::<M>(bytes, i) {
+            (0, 0, 64) => {
+                // A plain block: the run may go on (base64, ASCII text),
+                // one test per block while it does.
+                i += 64;
+                match plain_run::<M>(bytes, &mut i) {
+                    Some((stops, high)) => (stops, high, 64),
+                    None => continue,
+                }
+            }
+            masks => masks,
+        };
+        match walk(bytes, i, stops, valid) {
+            Walk::Stop(k) => {
+                let before = high & ((1u64 << k) - 1);
+                return Stop {
+                    at: i + k,
+                    non_ascii: (before != 0).then_some((i, i + k)),
+                };
+            }
+            Walk::Next(next) => {
+                // An escape that crossed into the next block is ASCII, so
+                // `high` holds only bytes before it.
+                let block = i;
+                i = next;
+                if high != 0 {
+                    break block;
+                }
+            }
+        }
+    };
+    // Then the stops alone: the range starts at `first` whatever follows.
+    while i < len {
+        let (stops, valid) = block_stops::<M>(bytes, i);
+        match walk(bytes, i, stops, valid) {
+            Walk::Stop(k) => {
+                return Stop {
+                    at: i + k,
+                    non_ascii: Some((first, i + k)),
+                };
+            }
+            Walk::Next(next) => i = next,
+        }
     }
     Stop {
         at: len,
-        non_ascii: non_ascii != 0,
+        non_ascii: Some((first, len)),
+    }
+}
+
+/// Steps `i` over whole blocks with neither mask set; returns the masks
+/// of the first whole block that has one, or `None` when fewer than 64
+/// bytes are left.
+#[inline(always)]
+fn plain_run<M: Masks>(bytes: &[u8], i: &mut usize) -> Option<(u64, u64)> {
+    while let Some(block) = bytes.get(*i..*i + 64) {
+        match M::masks_unless_plain(block.try_into().expect("64 bytes")) {
+            None => *i += 64,
+            masks => return masks,
+        }
+    }
+    None
+}
+
+/// How a walk over one block's stops ended.
+enum Walk {
+    /// At the stop at this index within the block: the skip ends there.
+    Stop(usize),
+    /// Every stop was a valid escape: go on from this index.
+    Next(usize),
+}
+
+/// Steps over the valid escapes among the `stops` of the block at `i`
+/// (`valid` bytes of it are real), in the same mask.
+#[inline(always)]
+fn walk(bytes: &[u8], i: usize, mut stops: u64, valid: usize) -> Walk {
+    while stops != 0 {
+        let k = stops.trailing_zeros() as usize;
+        let at = i + k;
+        if bytes[at] == b'\\'
+            && let Some(n) = escape_len(&bytes[at..])
+        {
+            let next = k + n;
+            if next >= 64 {
+                // The escape reaches into the next block.
+                return Walk::Next(at + n);
+            }
+            stops &= u64::MAX << next;
+            continue;
+        }
+        return Walk::Stop(k);
+    }
+    Walk::Next(i + valid)
+}
+
+/// Both masks of the block at `i`, and how many of its bytes are real:
+/// a block that reaches past the end is padded with spaces.
+#[inline(always)]
+fn block_masks<M: Masks>(bytes: &[u8], i: usize) -> (u64, u64, usize) {
+    match bytes.get(i..i + 64) {
+        Some(block) => {
+            let (stops, high) = M::masks(block.try_into().expect("64 bytes"));
+            (stops, high, 64)
+        }
+        None => {
+            let mut block = [b' '; 64];
+            let valid = bytes.len() - i;
+            block[..valid].copy_from_slice(&bytes[i..]);
+            let (stops, high) = M::masks(&block);
+            (stops, high, valid)
+        }
+    }
+}
+
+/// [`block_masks`] without the non-ASCII mask.
+#[inline(always)]
+fn block_stops<M: Masks>(bytes: &[u8], i: usize) -> (u64, usize) {
+    match bytes.get(i..i + 64) {
+        Some(block) => (M::stops(block.try_into().expect("64 bytes")), 64),
+        None => {
+            let mut block = [b' '; 64];
+            let valid = bytes.len() - i;
+            block[..valid].copy_from_slice(&bytes[i..]);
+            (M::stops(&block), valid)
+        }
     }
 }
 
@@ -246,6 +363,7 @@ pub(crate) mod tests {
         let mut checked = 0;
         for block in blocks() {
             assert_eq!(Swar::masks(&block), naive_masks(&block), "{block:?}");
+            assert_eq!(Swar::stops(&block), naive_masks(&block).0, "{block:?}");
             checked += 1;
         }
         assert_eq!(checked, 64 * 256 * 9);
@@ -253,7 +371,7 @@ pub(crate) mod tests {
 
     /// The skip byte by byte.
     pub(crate) fn naive_skip(bytes: &[u8], mut i: usize) -> Stop {
-        let mut non_ascii = false;
+        let mut non_ascii: Option<(usize, usize)> = None;
         while let Some(&b) = bytes.get(i) {
             match b {
                 b'\\' => match escape_len(&bytes[i..]) {
@@ -262,12 +380,31 @@ pub(crate) mod tests {
                 },
                 b'"' | 0..=0x1f => break,
                 _ => {
-                    non_ascii |= b >= 0x80;
+                    if b >= 0x80 && non_ascii.is_none() {
+                        non_ascii = Some((i, 0));
+                    }
                     i += 1;
                 }
             }
         }
-        Stop { at: i, non_ascii }
+        Stop {
+            at: i,
+            non_ascii: non_ascii.map(|(first, _)| (first, i)),
+        }
+    }
+
+    /// `got` stops where the byte-wise `naive` skip from `start` does, and
+    /// its non-ASCII range ends there too and holds the first non-ASCII
+    /// byte, starting at most 63 bytes before it (a block start).
+    pub(crate) fn same_stop(got: Stop, naive: Stop, start: usize) -> bool {
+        got.at == naive.at
+            && match (got.non_ascii, naive.non_ascii) {
+                (None, None) => true,
+                (Some((from, end)), Some((first, _))) => {
+                    end == got.at && start <= from && from <= first && first - from < 64
+                }
+                _ => false,
+            }
     }
 
     #[test]
@@ -284,10 +421,10 @@ pub(crate) mod tests {
         for end in (0..=text.len()).step_by(5) {
             for start in 0..=end {
                 let bytes = &text[..end];
-                assert_eq!(
-                    skip::<Swar>(bytes, start),
-                    naive_skip(bytes, start),
-                    "{start}..{end}"
+                let (got, naive) = (skip::<Swar>(bytes, start), naive_skip(bytes, start));
+                assert!(
+                    same_stop(got, naive, start),
+                    "{start}..{end}: {got:?} {naive:?}"
                 );
                 checked += 1;
             }

@@ -92,6 +92,64 @@ pub(crate) fn short_string_end(bytes: &[u8], from: usize) -> Option<usize> {
     (bytes[at] == b'"').then_some(at)
 }
 
+/// The closing quote of a string of plain ASCII (no `\\`, control or
+/// non-ASCII byte) whose contents start at `from` and end within 64 bytes:
+/// its index, or `None` (something else comes first, no quote within 64
+/// bytes, or the slice ends first). Top-level keys: the caller compares
+/// the contents with the field name as they are, which is only right when
+/// there is nothing to unescape or validate.
+#[inline(always)]
+pub(crate) fn plain_string_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    for _ in 0..4 {
+        let Some(window) = bytes.get(at..at + 16) else {
+            // Fewer than 16 bytes left: byte by byte.
+            let tail = bytes.get(at..)?;
+            let k = tail
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))?;
+            return (tail[k] == b'"').then_some(at + k);
+        };
+        let window: &[u8; 16] = window.try_into().ok()?;
+        #[cfg(target_arch = "x86_64")]
+        let mask = x86::special16(window);
+        #[cfg(not(target_arch = "x86_64"))]
+        let mask = scan::special16(window);
+        if mask != 0 {
+            let k = at + mask.trailing_zeros() as usize;
+            return (bytes[k] == b'"').then_some(k);
+        }
+        at += 16;
+    }
+    None
+}
+
+/// Length of the leading run of printable ASCII other than `"` and `\\`
+/// (the bytes a model name or a top-level key takes unchanged): the index
+/// of the first byte that is a quote, a backslash, a control byte, DEL or
+/// non-ASCII, or `bytes.len()`. Sixteen bytes per compare on x86_64 (SSE2
+/// is in its baseline); the portable word-at-a-time scan elsewhere.
+#[inline]
+pub(crate) fn printable_run(bytes: &[u8]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut at = 0;
+        while let Some(window) = bytes.get(at..at + 16) {
+            let mask = x86::unprintable16(window.try_into().expect("16 bytes"));
+            if mask != 0 {
+                return at + mask.trailing_zeros() as usize;
+            }
+            at += 16;
+        }
+        at + bytes[at..]
+            .iter()
+            .position(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
+            .unwrap_or(bytes.len() - at)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    crate::extractor::first_special(bytes)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
@@ -134,6 +192,27 @@ mod x86 {
         }
     }
 
+    /// One bit per byte of `window` that is `"`, `\\`, below 0x20, DEL
+    /// or 0x80 and above: everything a model name cannot take unchanged.
+    #[inline(always)]
+    pub(super) fn unprintable16(window: &[u8; 16]) -> u32 {
+        // SAFETY: SSE2 is enabled on every x86_64 target (baseline), and
+        // `window` holds 16 readable bytes; the load is unaligned-safe.
+        unsafe {
+            let v = _mm_loadu_si128(window.as_ptr().cast::<__m128i>());
+            let quotes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslashes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            let dels = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
+            let low = _mm_set1_epi8(0x1f);
+            let controls = _mm_cmpeq_epi8(_mm_max_epu8(v, low), low);
+            let any = _mm_or_si128(
+                _mm_or_si128(quotes, backslashes),
+                _mm_or_si128(controls, dels),
+            );
+            (_mm_movemask_epi8(any) | _mm_movemask_epi8(v)) as u32
+        }
+    }
+
     /// SSE2 masks, 16 bytes per compare.
     pub(super) struct Sse2;
 
@@ -162,6 +241,63 @@ mod x86 {
                 high |= u64::from(h) << (16 * k);
             }
             (stops, high)
+        }
+
+        #[inline(always)]
+        fn stops(block: &[u8; 64]) -> u64 {
+            let mut stops = 0u64;
+            for k in 0..4 {
+                // SAFETY: as in `masks` above.
+                let s = unsafe {
+                    let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>());
+                    let quotes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+                    let backslashes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+                    let low = _mm_set1_epi8(0x1f);
+                    let controls = _mm_cmpeq_epi8(_mm_max_epu8(v, low), low);
+                    let any = _mm_or_si128(_mm_or_si128(quotes, backslashes), controls);
+                    opaque(_mm_movemask_epi8(any) as u32)
+                };
+                stops |= u64::from(s) << (16 * k);
+            }
+            stops
+        }
+
+        #[inline(always)]
+        fn masks_unless_plain(block: &[u8; 64]) -> Option<(u64, u64)> {
+            // SAFETY: as in `masks` above.
+            unsafe {
+                let v: [__m128i; 4] = std::array::from_fn(|k| {
+                    _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>())
+                });
+                let s = v.map(stops16);
+                let any = _mm_or_si128(
+                    _mm_or_si128(_mm_or_si128(s[0], v[0]), _mm_or_si128(s[1], v[1])),
+                    _mm_or_si128(_mm_or_si128(s[2], v[2]), _mm_or_si128(s[3], v[3])),
+                );
+                if _mm_movemask_epi8(any) == 0 {
+                    return None;
+                }
+                let (mut stops, mut high) = (0u64, 0u64);
+                for k in 0..4 {
+                    stops |= u64::from(opaque(_mm_movemask_epi8(s[k]) as u32)) << (16 * k);
+                    high |= u64::from(opaque(_mm_movemask_epi8(v[k]) as u32)) << (16 * k);
+                }
+                Some((stops, high))
+            }
+        }
+    }
+
+    /// `0xff` in each byte of `v` that is `"`, `\\` or below 0x20.
+    #[inline(always)]
+    fn stops16(v: __m128i) -> __m128i {
+        // SAFETY: SSE2 is enabled on every x86_64 target (baseline); no
+        // memory is touched.
+        unsafe {
+            let quotes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslashes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            let low = _mm_set1_epi8(0x1f);
+            let controls = _mm_cmpeq_epi8(_mm_max_epu8(v, low), low);
+            _mm_or_si128(_mm_or_si128(quotes, backslashes), controls)
         }
     }
 
@@ -195,6 +331,61 @@ mod x86 {
             }
             (stops, high)
         }
+
+        #[inline(always)]
+        fn stops(block: &[u8; 64]) -> u64 {
+            let mut stops = 0u64;
+            for k in 0..2 {
+                // SAFETY: as in `masks` above (only instantiated by
+                // `skip_avx2`, whose callers checked for AVX2).
+                let s = unsafe {
+                    let v = _mm256_loadu_si256(block.as_ptr().add(32 * k).cast::<__m256i>());
+                    let quotes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
+                    let backslashes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
+                    let low = _mm256_set1_epi8(0x1f);
+                    let controls = _mm256_cmpeq_epi8(_mm256_max_epu8(v, low), low);
+                    let any = _mm256_or_si256(_mm256_or_si256(quotes, backslashes), controls);
+                    opaque(_mm256_movemask_epi8(any) as u32)
+                };
+                stops |= u64::from(s) << (32 * k);
+            }
+            stops
+        }
+
+        #[inline(always)]
+        fn masks_unless_plain(block: &[u8; 64]) -> Option<(u64, u64)> {
+            // SAFETY: as in `masks` above (only instantiated by
+            // `skip_avx2`, whose callers checked for AVX2).
+            unsafe {
+                let lo = _mm256_loadu_si256(block.as_ptr().cast::<__m256i>());
+                let hi = _mm256_loadu_si256(block.as_ptr().add(32).cast::<__m256i>());
+                let (slo, shi) = (stops32(lo), stops32(hi));
+                let any = _mm256_or_si256(_mm256_or_si256(slo, lo), _mm256_or_si256(shi, hi));
+                if _mm256_movemask_epi8(any) == 0 {
+                    return None;
+                }
+                let stops = u64::from(opaque(_mm256_movemask_epi8(slo) as u32))
+                    | u64::from(opaque(_mm256_movemask_epi8(shi) as u32)) << 32;
+                let high = u64::from(opaque(_mm256_movemask_epi8(lo) as u32))
+                    | u64::from(opaque(_mm256_movemask_epi8(hi) as u32)) << 32;
+                Some((stops, high))
+            }
+        }
+    }
+
+    /// `0xff` in each byte of `v` that is `"`, `\\` or below 0x20. Only
+    /// used inside [`skip_avx2`] (and tests that detected AVX2).
+    #[inline(always)]
+    fn stops32(v: __m256i) -> __m256i {
+        // SAFETY: only reached from `Avx2`'s methods, which run with AVX2
+        // enabled and detected (see `skip_avx2`); no memory is touched.
+        unsafe {
+            let quotes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
+            let backslashes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
+            let low = _mm256_set1_epi8(0x1f);
+            let controls = _mm256_cmpeq_epi8(_mm256_max_epu8(v, low), low);
+            _mm256_or_si256(_mm256_or_si256(quotes, backslashes), controls)
+        }
     }
 
     /// The skip compiled with AVX2 enabled, so that the masks' intrinsics
@@ -206,6 +397,29 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn skip_avx2(bytes: &[u8], i: usize) -> Stop {
         scan::skip::<Avx2>(bytes, i)
+    }
+
+    /// `masks_unless_plain` with AVX2.
+    #[cfg(test)]
+    pub(super) fn unless_avx2(block: &[u8; 64]) -> Option<(u64, u64)> {
+        assert!(std::is_x86_feature_detected!("avx2"));
+        #[target_feature(enable = "avx2")]
+        fn inner(block: &[u8; 64]) -> Option<(u64, u64)> {
+            Avx2::masks_unless_plain(block)
+        }
+        // SAFETY: AVX2 was detected just above.
+        unsafe { inner(block) }
+    }
+
+    #[cfg(test)]
+    pub(super) fn stops_avx2(block: &[u8; 64]) -> u64 {
+        assert!(std::is_x86_feature_detected!("avx2"));
+        #[target_feature(enable = "avx2")]
+        fn inner(block: &[u8; 64]) -> u64 {
+            Avx2::stops(block)
+        }
+        // SAFETY: AVX2 was detected just above.
+        unsafe { inner(block) }
     }
 
     #[cfg(test)]
@@ -231,15 +445,22 @@ mod tests {
     fn sse2_and_avx2_masks_agree_with_the_bytewise_oracle() {
         let avx2 = std::is_x86_feature_detected!("avx2");
         let mut checked = 0;
-        for block in blocks() {
+        for block in blocks().chain([[b'p'; 64], [0x80; 64]]) {
             let expected = naive_masks(&block);
+            let unless = (expected != (0, 0)).then_some(expected);
             assert_eq!(x86::Sse2::masks(&block), expected, "sse2 {block:?}");
+            assert_eq!(x86::Sse2::stops(&block), expected.0, "sse2 stops {block:?}");
+            let sse2_unless = x86::Sse2::masks_unless_plain(&block);
+            assert_eq!(sse2_unless, unless, "sse2 unless {block:?}");
+            assert_eq!(scan::Swar::masks_unless_plain(&block), unless);
             if avx2 {
                 assert_eq!(x86::masks_avx2(&block), expected, "avx2 {block:?}");
+                assert_eq!(x86::stops_avx2(&block), expected.0, "avx2 stops {block:?}");
+                assert_eq!(x86::unless_avx2(&block), unless, "avx2 unless {block:?}");
             }
             checked += 1;
         }
-        assert_eq!(checked, 64 * 256 * 9);
+        assert_eq!(checked, 64 * 256 * 9 + 2);
     }
 
     /// The 16-byte test against the portable one and the byte-wise
@@ -272,6 +493,117 @@ mod tests {
         assert_eq!(checked, 64 * 256 * 9 * 7);
     }
 
+    /// The printable run against the byte-wise oracle and the portable
+    /// word-at-a-time scan: every byte value at every position of every
+    /// block, from several starts, and runs longer than a block.
+    #[test]
+    fn printable_run_agrees_with_the_bytewise_oracle() {
+        let naive = |bytes: &[u8]| {
+            bytes
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
+                .unwrap_or(bytes.len())
+        };
+        let mut checked = 0;
+        for block in blocks() {
+            for from in [0, 1, 15, 16, 17, 47, 49, 63, 64] {
+                let bytes = &block[from..];
+                assert_eq!(printable_run(bytes), naive(bytes), "{from} {block:?}");
+                assert_eq!(crate::extractor::first_special(bytes), naive(bytes));
+                checked += 1;
+            }
+        }
+        let long = [b'm'; 300];
+        for len in 0..300 {
+            assert_eq!(printable_run(&long[..len]), len);
+        }
+        assert_eq!(checked, 64 * 256 * 9 * 9);
+    }
+
+    /// The plain-key test against the byte-wise oracle: every byte value
+    /// at every position, from several starts, in slices that end at every
+    /// length (the tail is read byte by byte).
+    #[test]
+    fn plain_string_end_agrees_with_the_bytewise_oracle() {
+        let naive = |bytes: &[u8], from: usize| {
+            let window = &bytes[from.min(bytes.len())..bytes.len().min(from + 64)];
+            let k = window
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))?;
+            (window[k] == b'"').then_some(from + k)
+        };
+        let mut checked = 0;
+        for block in blocks() {
+            for (from, end) in [
+                (0, 64),
+                (1, 64),
+                (0, 17),
+                (3, 15),
+                (47, 64),
+                (63, 64),
+                (64, 64),
+            ] {
+                let bytes = &block[..end];
+                assert_eq!(
+                    plain_string_end(bytes, from),
+                    naive(bytes, from),
+                    "{from}..{end} {block:?}"
+                );
+                checked += 1;
+            }
+        }
+        // Runs longer than the 64 bytes it looks at.
+        let mut long = vec![b'k'; 100];
+        long[70] = b'"';
+        assert_eq!(plain_string_end(&long, 0), None);
+        assert_eq!(plain_string_end(&long, 6), None);
+        assert_eq!(plain_string_end(&long, 7), Some(70));
+        assert_eq!(checked, 64 * 256 * 9 * 7);
+    }
+
+    /// Plain runs of several blocks (the one-test-per-block path), before
+    /// and after a first non-ASCII byte, ended by every kind of byte the
+    /// skip stops at or steps over, at every offset: every level agrees
+    /// with the byte-wise skip.
+    #[test]
+    fn long_plain_runs_skip_like_the_bytewise_one() {
+        let levels = Level::available();
+        let mut checked = 0;
+        for lead in [&b""[..], "é".as_bytes(), b"\\n", "日".as_bytes()] {
+            for run in (0..=300)
+                .step_by(7)
+                .chain([63, 64, 65, 127, 128, 129, 191, 192, 193])
+            {
+                for end in [
+                    &b"\""[..],
+                    b"\\u00e9\"",
+                    b"\x01",
+                    "ß\"".as_bytes(),
+                    b"\\q",
+                    b"",
+                ] {
+                    for start in [0, 1, 5] {
+                        let mut text = b"xxxxx".to_vec();
+                        text.extend_from_slice(lead);
+                        text.extend(std::iter::repeat_n(b'p', run));
+                        text.extend_from_slice(end);
+                        text.extend_from_slice(b"tail after the stop, plain as well, \"");
+                        let expected = crate::scan::tests::naive_skip(&text, start);
+                        for &level in &levels {
+                            let got = skip(level, &text, start);
+                            assert!(
+                                crate::scan::tests::same_stop(got, expected, start),
+                                "{level:?} lead {lead:?} run {run} end {end:?}: {got:?} {expected:?}"
+                            );
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1_000);
+    }
+
     /// Every level skips every string of a corpus exactly like the
     /// byte-by-byte skip, from every start position to every end.
     #[test]
@@ -295,10 +627,10 @@ mod tests {
             for start in 0..=end {
                 let expected = crate::scan::tests::naive_skip(bytes, start);
                 for &level in &levels {
-                    assert_eq!(
-                        skip(level, bytes, start),
-                        expected,
-                        "{level:?} {start}..{end}"
+                    let got = skip(level, bytes, start);
+                    assert!(
+                        crate::scan::tests::same_stop(got, expected, start),
+                        "{level:?} {start}..{end}: {got:?} {expected:?}"
                     );
                 }
                 checked += 1;

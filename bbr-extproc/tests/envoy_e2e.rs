@@ -270,13 +270,7 @@ async fn bytes_held_over_the_global_cap_get_503_with_retry_after() {
     let envoy = Envoy::start("bbr-full-duplex.yaml", Some(extproc.grpc), &upstreams);
     // Streamed by the client so that Envoy cannot hand the whole body over
     // in one message: the first chunk (no model yet) must be held.
-    let client = http2_client();
-    let (tx, body) = channel_body();
-    let request = Request::post(envoy.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(body)
-        .expect("request");
-    let pending = tokio::spawn(async move { send(&client, request).await });
+    let (tx, pending) = streamed_request(&envoy);
     let first = format!(
         r#"{{"messages":[{{"role":"user","content":"{}"#,
         "x".repeat(200 << 10)

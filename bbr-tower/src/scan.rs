@@ -214,7 +214,13 @@ impl Scan {
             return Err(Refusal::Overloaded);
         };
         if let Err(error) = spooling.spool.write_done(done) {
-            crate::trace::debug_event!(error = %error, "spool write failed");
+            // A full or unwritable disk: the operator's to fix, so a warning
+            // with the whole cause chain, not a debug event.
+            crate::trace::warn_event!(
+                error = %error,
+                cause = %std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default(),
+                "spool write failed; answering 503"
+            );
             let _ = &error;
             return Err(Refusal::Overloaded);
         }

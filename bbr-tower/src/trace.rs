@@ -1,5 +1,5 @@
-//! Optional debug events (feature `tracing`). They carry the model name,
-//! error kinds and byte offsets only, never body content.
+//! Optional events (feature `tracing`). They carry the model name, error
+//! kinds and byte offsets only, never body content.
 
 /// `tracing::debug!` with the `tracing` feature, nothing without it.
 macro_rules! debug_event {
@@ -11,4 +11,15 @@ macro_rules! debug_event {
     };
 }
 
-pub(crate) use debug_event;
+/// `tracing::warn!` with the `tracing` feature, nothing without it: for
+/// what an operator must act on (a spool directory that cannot be written).
+macro_rules! warn_event {
+    ($($arg:tt)*) => {
+        #[cfg(feature = "tracing")]
+        {
+            tracing::warn!($($arg)*);
+        }
+    };
+}
+
+pub(crate) use {debug_event, warn_event};

@@ -21,7 +21,7 @@ use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use bbr_benches::{BodySpec, KIB, MIB, MODEL, Position, Shape};
+use bbr_benches::{BodySpec, MIB, MODEL};
 use bbr_core::{BodyExtractor, Limits, Outcome};
 use bytes::Bytes;
 
@@ -55,22 +55,15 @@ fn main() -> ExitCode {
         eprintln!("usage: cold_once CLASS SIZE [ROUNDS]");
         return ExitCode::from(64);
     };
-    let Some(shape) = Shape::ALL.into_iter().find(|s| s.as_str() == class) else {
-        eprintln!("unknown class {class}");
-        return ExitCode::from(64);
-    };
-    let bytes = match size.as_str() {
-        "1KiB" => KIB,
-        "16KiB" => 16 * KIB,
-        "256KiB" => 256 * KIB,
-        "1MiB" => MIB,
-        _ => {
-            eprintln!("unknown size {size}");
+    let spec = match BodySpec::from_args(class, size) {
+        Ok(spec) => spec,
+        Err(message) => {
+            eprintln!("{message}");
             return ExitCode::from(64);
         }
     };
     let rounds: usize = rest.first().and_then(|n| n.parse().ok()).unwrap_or(1000);
-    let body = BodySpec::new(shape, Position::Last, bytes).build();
+    let body = spec.build();
     let evict_mib = std::env::var("EVICT_MIB")
         .ok()
         .and_then(|n| n.parse().ok())

@@ -20,9 +20,7 @@
 use std::hint::black_box;
 use std::process::ExitCode;
 
-use bbr_benches::{
-    BodySpec, Chunking, KIB, MIB, MODEL, MatrixSpec, Position, Shape, Special, chunks,
-};
+use bbr_benches::{BodySpec, Chunking, MIB, MODEL, MatrixSpec, Special, chunks};
 use bbr_core::{DuplicateKeys, Limits, ModelExtractor, Outcome, extract_model};
 use bytes::Bytes;
 
@@ -84,27 +82,15 @@ fn main() -> ExitCode {
     if let Some(matrix) = class.strip_prefix("matrix:") {
         return run_matrix(implementation, matrix, size, rest);
     }
-    let (class, position) = match class.strip_suffix(":first") {
-        Some(class) => (class, Position::First),
-        None => (class.as_str(), Position::Last),
-    };
-    let Some(shape) = Shape::ALL.into_iter().find(|s| s.as_str() == class) else {
-        eprintln!("unknown class {class}");
-        return ExitCode::from(64);
-    };
-    let bytes = match size.as_str() {
-        "1KiB" => KIB,
-        "16KiB" => 16 * KIB,
-        "256KiB" => 256 * KIB,
-        "1MiB" => MIB,
-        "8MiB" => 8 * MIB,
-        _ => {
-            eprintln!("unknown size {size}");
+    let spec = match BodySpec::from_args(class, size) {
+        Ok(spec) => spec,
+        Err(message) => {
+            eprintln!("{message}");
             return ExitCode::from(64);
         }
     };
     let iterations = rest.first().and_then(|n| n.parse().ok()).unwrap_or(1);
-    let body = BodySpec::new(shape, position, bytes).build();
+    let body = spec.build();
     let pieces = chunks(&body, Chunking::CHUNK_16K);
     if timed(implementation, &body, &pieces, iterations).as_deref() != Some(MODEL) {
         eprintln!("{implementation} did not find {MODEL} in {class} {size}");

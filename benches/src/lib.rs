@@ -96,6 +96,47 @@ impl Shape {
             Shape::Tools => "tools",
         }
     }
+
+    /// The shape [`Shape::as_str`] names, or `None`.
+    ///
+    /// ```
+    /// use bbr_benches::Shape;
+    /// assert_eq!(Shape::from_name("prose"), Some(Shape::Prose));
+    /// assert_eq!(Shape::from_name("Prose"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<Shape> {
+        Shape::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// A size as the command lines write it: a number of bytes, or a number
+/// followed by `B`, `KiB` or `MiB` (the inverse of [`size_label`]).
+///
+/// ```
+/// use bbr_benches::{parse_size, KIB, MIB};
+/// assert_eq!(parse_size("16KiB"), Ok(16 * KIB));
+/// assert_eq!(parse_size("8MiB"), Ok(8 * MIB));
+/// assert_eq!(parse_size("1000"), Ok(1000));
+/// assert!(parse_size("1GiB").is_err());
+/// assert!(parse_size("KiB").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("not a size: {text:?} (a number, then B, KiB or MiB)"))?;
+    let scale = match unit {
+        "" | "B" => 1,
+        "KiB" => KIB,
+        "MiB" => MIB,
+        _ => return Err(format!("unknown unit in {text:?} (B, KiB, MiB)")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
 /// Where the top-level `model` key sits in the object.
@@ -180,6 +221,40 @@ impl BodySpec {
             Shape::Prose => prose_body(self.size, self.position),
             Shape::Tools => tools_body(self.size, self.position),
         }
+    }
+
+    /// The spec the example programs' `CLASS SIZE` arguments name:
+    /// `CLASS` is a [`Shape`] name with the model last, or the name and
+    /// `:first` for the model first; `SIZE` as [`parse_size`] reads it, at
+    /// least [`MIN_SIZE`].
+    ///
+    /// ```
+    /// use bbr_benches::{BodySpec, Position, Shape, KIB};
+    /// assert_eq!(
+    ///     BodySpec::from_args("tools:first", "16KiB"),
+    ///     Ok(BodySpec::new(Shape::Tools, Position::First, 16 * KIB))
+    /// );
+    /// assert_eq!(BodySpec::from_args("chat", "1KiB").unwrap().position, Position::Last);
+    /// assert!(BodySpec::from_args("chat:middle", "1KiB").is_err());
+    /// assert!(BodySpec::from_args("chat", "100").is_err());
+    /// ```
+    pub fn from_args(class: &str, size: &str) -> Result<Self, String> {
+        let (name, position) = match class.strip_suffix(":first") {
+            Some(name) => (name, Position::First),
+            None => (class, Position::Last),
+        };
+        let shape = Shape::from_name(name).ok_or_else(|| {
+            let names: Vec<_> = Shape::ALL.iter().map(|s| s.as_str()).collect();
+            format!(
+                "unknown class {class:?} (one of {}, optionally with :first)",
+                names.join(", ")
+            )
+        })?;
+        let size = parse_size(size)?;
+        if size < MIN_SIZE {
+            return Err(format!("size must be at least {MIN_SIZE} bytes"));
+        }
+        Ok(Self::new(shape, position, size))
     }
 
     /// `chat/16KiB/first`: the benchmark id prefix.

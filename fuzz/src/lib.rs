@@ -377,14 +377,8 @@ pub fn check_chunked(data: &[u8]) {
         if let Ok(Outcome::Found(model)) = &chunked {
             assert_valid_model(model, &chunks, &context);
         }
-        let same = match (&oneshot, &chunked) {
-            (Ok(Outcome::Found(a)), Ok(Outcome::Found(b))) => a.as_str() == b.as_str(),
-            (Ok(Outcome::Absent), Ok(Outcome::Absent)) => true,
-            (Err(a), Err(b)) => a == b,
-            _ => false,
-        };
         assert!(
-            same,
+            same_outcome(&oneshot, &chunked),
             "{context}: one-shot gave {}, chunked gave {}",
             describe(&oneshot),
             describe(&chunked)
@@ -397,18 +391,23 @@ pub fn check_chunked(data: &[u8]) {
             .iter()
             .try_for_each(|chunk| reference.feed(chunk).map(drop))
             .and_then(|()| reference.finish());
-        let same = match (&referenced, &chunked) {
-            (Ok(Outcome::Found(a)), Ok(Outcome::Found(b))) => a.as_str() == b.as_str(),
-            (Ok(Outcome::Absent), Ok(Outcome::Absent)) => true,
-            (Err(a), Err(b)) => a == b,
-            _ => false,
-        };
         assert!(
-            same,
+            same_outcome(&referenced, &chunked),
             "{context}: reference mode gave {}, fast mode {}",
             describe(&referenced),
             describe(&chunked)
         );
+    }
+}
+
+/// The same answer: the same model name, both absent, or the same error
+/// (kind and offset).
+fn same_outcome(a: &Result<Outcome, ExtractError>, b: &Result<Outcome, ExtractError>) -> bool {
+    match (a, b) {
+        (Ok(Outcome::Found(a)), Ok(Outcome::Found(b))) => a.as_str() == b.as_str(),
+        (Ok(Outcome::Absent), Ok(Outcome::Absent)) => true,
+        (Err(a), Err(b)) => a == b,
+        _ => false,
     }
 }
 

@@ -17,6 +17,11 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The spool directory cannot hold a spool file (missing, not a
+    /// directory, not writable): checked at start, not at the first large
+    /// upload.
+    #[error("bbr.spool_dir: cannot create a spool file")]
+    SpoolDir(#[source] bbr_core::spool::SpoolError),
     /// YAML syntax, an unknown field, or a value its parser refused (a
     /// policy name, a duration or size without a unit).
     #[error("invalid YAML")]

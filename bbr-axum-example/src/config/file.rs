@@ -2,7 +2,7 @@
 //! Policies parse through the contract's `FromStr`s, durations and sizes
 //! through [`units`](super::units).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bbr_core::DuplicateKeys;
@@ -87,7 +87,7 @@ fn one() -> usize {
 }
 
 /// Options of the body-based routing layer (`bbr:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BbrOptions {
     /// Longest accepted model name in bytes.
     pub max_model_len: usize,
@@ -103,9 +103,13 @@ pub struct BbrOptions {
     pub missing_model: MissingModel,
     /// Client-sent routing header policy.
     pub client_headers: ClientHeaders,
-    /// Held bytes of one request past this go to a temp file (in `$TMPDIR`);
-    /// `None` (`spool: false`) keeps everything in memory.
+    /// Held bytes of one request past this go to a temp file (in
+    /// `spool_dir`); `None` (`spool: false`) keeps everything in memory.
     pub spool_threshold: Option<u64>,
+    /// Directory of the spool files; `None` is `$TMPDIR`. Point it at a
+    /// disk volume where `$TMPDIR` is a small tmpfs: a full directory
+    /// answers 503 `overloaded`.
+    pub spool_dir: Option<PathBuf>,
     /// Cap on the bytes spooled by all requests together (503 past it).
     pub max_spooled_bytes: u64,
 }
@@ -122,6 +126,7 @@ impl Default for BbrOptions {
             missing_model: MissingModel::default(),
             client_headers: ClientHeaders::default(),
             spool_threshold: Some(bbr_tower::DEFAULT_SPOOL_THRESHOLD),
+            spool_dir: None,
             max_spooled_bytes: bbr_tower::DEFAULT_MAX_SPOOLED_BYTES,
         }
     }
@@ -255,12 +260,14 @@ pub(super) struct RawBbr {
     spool: Option<bool>,
     #[serde(default, deserialize_with = "units::opt_bytes")]
     spool_threshold: Option<u64>,
+    spool_dir: Option<PathBuf>,
     #[serde(default, deserialize_with = "units::opt_bytes")]
     max_spooled_bytes: Option<u64>,
 }
 
 impl RawBbr {
-    pub(super) fn options(self) -> BbrOptions {
+    /// The options; a relative `spool_dir` resolves against `base_dir`.
+    pub(super) fn options(self, base_dir: &Path) -> BbrOptions {
         let d = BbrOptions::default();
         BbrOptions {
             max_model_len: self.max_model_len.unwrap_or(d.max_model_len),
@@ -274,6 +281,7 @@ impl RawBbr {
                 Some(false) => None,
                 _ => self.spool_threshold.or(d.spool_threshold),
             },
+            spool_dir: self.spool_dir.map(|dir| base_dir.join(dir)),
             max_spooled_bytes: self.max_spooled_bytes.unwrap_or(d.max_spooled_bytes),
         }
     }

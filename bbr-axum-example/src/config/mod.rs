@@ -35,8 +35,9 @@
 //!   duplicate_keys: reject          # reject | first-wins | last-wins
 //!   missing_model: forward          # forward | reject
 //!   client_headers: strip           # strip | reject (a client-sent X-Gateway-* header)
-//!   spool: true                     # held bytes past spool_threshold go to a temp file ($TMPDIR)
+//!   spool: true                     # held bytes past spool_threshold go to a temp file
 //!   spool_threshold: 4MiB           # per request, in memory before the spool
+//!   spool_dir: /var/spool/bbr       # default $TMPDIR; must be a writable directory at start
 //!   max_spooled_bytes: 4GiB         # all requests together; 503 overloaded past it
 //! adapters:                         # adapter map (ConfigMap files or directories)
 //!   paths: [/etc/bbr/adapters]
@@ -53,8 +54,8 @@
 //! names of `bbr_core::contract` (`MissingModel`, `ClientHeaders`) and
 //! `bbr_core::DuplicateKeys`.
 //!
-//! Relative paths (`httproutes`, `adapters.paths`, `model_rewrites.paths`)
-//! are resolved against the directory of the config file.
+//! Relative paths (`httproutes`, `adapters.paths`, `model_rewrites.paths`,
+//! `bbr.spool_dir`) are resolved against the directory of the config file.
 //!
 //! # Model rewrites
 //!
@@ -157,7 +158,7 @@ impl Config {
             listen: raw.listen,
             pools: raw.pools,
             routes,
-            bbr: raw.bbr.options(),
+            bbr: raw.bbr.options(base_dir),
             adapter_paths: raw
                 .adapters
                 .paths

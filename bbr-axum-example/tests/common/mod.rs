@@ -147,3 +147,87 @@ pub fn total_completions(gateway: &RunningGateway) -> u64 {
         .flat_map(|(pool, _)| completions(gateway, pool))
         .sum()
 }
+
+/// The gateway binary in its own process (its memory and exit measured
+/// alone). Killed on drop.
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    /// The banner, up to and with the printed curl command.
+    pub banner: Vec<String>,
+    /// The rest of standard output, read on by [`Self::keep_reading`] or
+    /// taken by a test that waits for a line.
+    pub rest: Option<std::io::Lines<std::io::BufReader<std::process::ChildStdout>>>,
+}
+
+impl GatewayProcess {
+    /// Starts the binary with `args` (and `--listen 127.0.0.1:0`) and reads
+    /// its banner, on a blocking thread so the test's runtime is not stalled.
+    pub async fn start<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bbr-axum-example"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("the gateway binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let banner = tokio::task::spawn_blocking(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let mut banner = Vec::new();
+            for line in lines.by_ref() {
+                let line = line.unwrap();
+                let done = line.contains("curl ");
+                banner.push(line);
+                if done {
+                    break;
+                }
+            }
+            (banner, lines)
+        });
+        let (banner, rest) = tokio::time::timeout(REQUEST_DEADLINE, banner)
+            .await
+            .expect("banner in time")
+            .unwrap();
+        let addr = banner
+            .first()
+            .and_then(|l| l.strip_prefix("bbr gateway listening on http://"))
+            .unwrap_or_else(|| panic!("unexpected banner {banner:?}"))
+            .parse()
+            .unwrap();
+        Self {
+            child,
+            addr,
+            banner,
+            rest: Some(rest),
+        }
+    }
+
+    /// Drains standard output on a thread so the gateway never blocks on it.
+    pub fn keep_reading(&mut self) {
+        if let Some(rest) = self.rest.take() {
+            std::thread::spawn(move || for _ in rest {});
+        }
+    }
+
+    /// `VmHWM` (peak resident set) of the gateway process, in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,10 +1,12 @@
-//! Values below the top level in one tight loop.
+//! Values below the top level, and the root object's other members, in
+//! one tight loop.
 //!
 //! Everything inside a nested container (depth 2 and deeper) is only
-//! validated and skipped: no key is compared, no value is kept. The general
-//! machine pays a dispatch on its stored state for every token of it; this
-//! loop keeps the position in the grammar in the program counter and a few
-//! locals instead.
+//! validated and skipped: no key is compared, no value is kept. At the top
+//! level the same holds for every member whose key is plain ASCII and not
+//! the field name (`model`). The general machine pays a dispatch on its
+//! stored state for every token of these; this loop keeps the position in
+//! the grammar in the program counter and a few locals instead.
 //!
 //! It only ever *accepts*: whatever it does not take at once (a byte that
 //! is an error, a token cut by the chunk end, an escape or UTF-8 sequence
@@ -16,8 +18,10 @@
 //! byte-at-a-time reference mode ([`ModelExtractor::new_reference`]),
 //! which never enters this loop.
 
+use bytes::Bytes;
+
 use super::{ModelExtractor, State, StrKind, is_ws};
-use crate::simd::short_string_end;
+use crate::simd::{plain_string_end, short_string_end};
 
 /// Where the loop is in the grammar; the general machine's structural
 /// states, in a register.
@@ -96,20 +100,29 @@ fn number_end(bytes: &[u8]) -> Option<usize> {
 }
 
 impl ModelExtractor {
-    /// Validates and skips nested values from chunk index `i` while the
-    /// machine is at depth 2 or deeper in a structural state (not in a
-    /// string, number or literal). Returns where it stopped, with `state`,
-    /// `depth` and the container stack as the general machine would have
-    /// them there: back at depth 1 after the outermost nested value, at the
-    /// chunk end, or at the start of the first token it leaves to the
-    /// general machine (`i` itself when that is the very first one).
+    /// Validates and skips values from chunk index `i` while the machine
+    /// is inside the root object in a structural state (not in a string,
+    /// number or literal, no model value pending). Returns where it
+    /// stopped, with `state`, `depth` and the container stack as the
+    /// general machine would have them there: at the chunk end, or at the
+    /// start of the first token it leaves to the general machine (a
+    /// top-level key that may be the field, the root's closing brace, any
+    /// defect; `i` itself when that is the very first one).
     #[inline(never)]
-    pub(super) fn skip_nested(&mut self, bytes: &[u8], mut i: usize, base: u64) -> usize {
+    pub(super) fn skip_nested(
+        &mut self,
+        chunk: &Bytes,
+        end: usize,
+        mut i: usize,
+        base: u64,
+    ) -> usize {
         let Some(mut phase) = Phase::from_state(self.state) else {
             return i;
         };
-        let end = bytes.len();
-        let max_depth = self.limits.max_depth();
+        let bytes = &chunk[..end];
+        let limits = self.limits;
+        let max_depth = limits.max_depth();
+        let field = limits.field().as_bytes();
         let mut depth = self.depth;
         let mut in_object = self.containers.is_object(depth - 1);
         // Hands the rest to the general machine, in the state it has at `at`.
@@ -127,7 +140,7 @@ impl ModelExtractor {
                 let from = i + 1;
                 match short_string_end(bytes, from) {
                     Some(close) => close,
-                    None => match self.skip_string_run(bytes, from, base) {
+                    None => match self.skip_long_string_run(bytes, from, base) {
                         Ok(close) if close < end && bytes[close] == b'"' => close,
                         Ok(at) => leave!(at, State::Str($kind)),
                         Err(_) => leave!(from, State::Str($kind)),
@@ -142,16 +155,45 @@ impl ModelExtractor {
             if matches!(phase, Phase::ObjFirst | Phase::ObjKey) {
                 i = skip_ws(bytes, i);
                 match bytes.get(i) {
+                    Some(b'"') if depth == 1 => {
+                        // A key of the root object: taken only when it is
+                        // plain ASCII and plainly not the field; the field
+                        // itself, an escaped or non-ASCII key and one cut
+                        // by the chunk end go to the general machine, which
+                        // compares them after unescaping.
+                        match plain_string_end(bytes, i + 1) {
+                            Some(close) if &bytes[i + 1..close] != field => {
+                                i = close + 1;
+                                phase = Phase::Colon;
+                            }
+                            // The field, first seen, with a plain value
+                            // right after `:`: decided here (a second one
+                            // is the general machine's, which refuses it).
+                            Some(close)
+                                if self.decision.is_none()
+                                    && bytes.get(close + 1..close + 3) == Some(b":\"") =>
+                            {
+                                let Some(next) = self.plain_model(chunk, close + 3, end, base)
+                                else {
+                                    leave!(i, phase.state());
+                                };
+                                i = next;
+                                if self.halted {
+                                    leave!(i, State::AfterValue);
+                                }
+                                phase = Phase::AfterValue;
+                            }
+                            _ => leave!(i, phase.state()),
+                        }
+                    }
                     Some(b'"') => {
                         i = string!(StrKind::Key) + 1;
                         phase = Phase::Colon;
                     }
-                    Some(b'}') if phase == Phase::ObjFirst => {
+                    // Closing the root object decides: the general machine's.
+                    Some(b'}') if phase == Phase::ObjFirst && depth > 1 => {
                         i += 1;
                         depth -= 1;
-                        if depth == 1 {
-                            leave!(i, State::AfterValue);
-                        }
                         in_object = self.containers.is_object(depth - 1);
                         phase = Phase::AfterValue;
                     }
@@ -195,9 +237,6 @@ impl ModelExtractor {
                     b']' if phase == Phase::ArrFirst => {
                         i += 1;
                         depth -= 1;
-                        if depth == 1 {
-                            leave!(i, State::AfterValue);
-                        }
                         in_object = self.containers.is_object(depth - 1);
                     }
                     b'-' | b'0'..=b'9' => match number_end(&bytes[i..]) {
@@ -224,15 +263,12 @@ impl ModelExtractor {
                         };
                         break;
                     }
-                    Some(b'}') if in_object => {}
+                    Some(b'}') if in_object && depth > 1 => {}
                     Some(b']') if !in_object => {}
                     _ => leave!(i, State::AfterValue),
                 }
                 i += 1;
                 depth -= 1;
-                if depth == 1 {
-                    leave!(i, State::AfterValue);
-                }
                 in_object = self.containers.is_object(depth - 1);
             }
         }

@@ -138,3 +138,144 @@ fn dense_non_ascii_strings_across_chunks() {
         }
     }
 }
+
+/// The root object's members in the tight loop: keys it takes (plain,
+/// not the field) and keys it must leave to the general machine (the
+/// field, escaped or non-ASCII spellings of it, prefixes and extensions
+/// of it, keys longer than the 64 bytes it looks at, keys cut by the
+/// chunk end), the plain model value it decides itself, duplicates under
+/// every policy, and defects right after a top-level member: the same
+/// verdict and offset as the reference mode under every chunking.
+#[test]
+fn top_level_members_agree_with_the_reference_under_every_chunking() {
+    let long_key = |len: usize| format!("\"{}\":1", "k".repeat(len));
+    let mut members: Vec<String> = [15, 16, 17, 31, 32, 47, 63, 64, 65, 100]
+        .into_iter()
+        .map(long_key)
+        .collect();
+    members.extend(
+        [
+            r#""mode":1"#,
+            r#""models":[1]"#,
+            r#""modelx":"m2""#,
+            r#""Model":"m3""#,
+            r#""mod\u0065l":"esc""#,
+            r#""mod\u0065l":"m""#,
+            r#""model":"m""#,
+            r#""model":" m ""#,
+            r#""model":"   ""#,
+            r#""model":"a\tb""#,
+            r#""model":"café""#,
+            r#""model":"e\u0301""#,
+            r#""model" : "ws""#,
+            r#""model":1"#,
+            r#""model":null"#,
+            r#""model":"x""#,
+            "\"k\u{e9}\":{\"model\":\"no\"}",
+            r#""stream":true"#,
+            r#""temperature":-0.5e+1"#,
+            r#""a":{"b":[{"c":"d"}]}"#,
+            r#""k":tru"#,
+            r#""k":"v" "k2":1"#,
+            r#""k":"v",}"#,
+            r#""k" 1"#,
+        ]
+        .map(str::to_owned),
+    );
+    let mut checked = 0;
+    for (n, first) in members.iter().enumerate() {
+        // Each member before and after a plain model, and next to a
+        // neighbour, so every pair of kinds meets once.
+        let second = &members[(n * 7 + 3) % members.len()];
+        for body in [
+            format!("{{{first},\"model\":\"m\"}}"),
+            format!("{{\"model\":\"m\",{first}}}"),
+            format!("{{{first},{second}}}"),
+            format!("{{ {first} , {second} }}"),
+        ] {
+            let body = body.into_bytes();
+            let valid = parse(&body).is_ok();
+            for policy in POLICIES {
+                let limits = Limits::new().with_duplicate_keys(policy);
+                let expected = drive(&[bytes::Bytes::from(body.clone())], limits, true);
+                // First-wins stops reading at its decision; last-wins
+                // refuses nothing the reference reads as JSON.
+                if policy == crate::DuplicateKeys::Reject {
+                    let refused = expected.is_err();
+                    assert!(valid || refused, "{}", String::from_utf8_lossy(&body));
+                }
+                check_all_chunkings(&body, limits, &expected, 0);
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, members.len() * 4 * 3);
+}
+
+/// A field name as long as it may be (64 bytes) and one just shorter:
+/// keys of its length and one byte longer or shorter, with the plain-key
+/// test's 64-byte window at its edge.
+#[test]
+fn long_field_names_at_the_window_edge() {
+    for len in [63, 64] {
+        let name = "f".repeat(len);
+        let field = crate::FieldName::new(&name).unwrap();
+        let limits = Limits::new().with_field(field);
+        for key_len in [len - 1, len, len + 1] {
+            let body = format!("{{\"{}\":\"a\",\"{name}\":\"b\"}}", "f".repeat(key_len));
+            let expected = drive(&[bytes::Bytes::from(body.clone())], limits, true);
+            let model = if key_len == len { "a" } else { "b" };
+            if key_len == len {
+                // The same key twice: refused under the default policy.
+                assert_eq!(
+                    expected.as_ref().unwrap_err().kind(),
+                    ErrorKind::DuplicateModel
+                );
+            } else {
+                assert_eq!(expected.as_ref().unwrap().model().unwrap().as_str(), model);
+            }
+            check_all_chunkings(body.as_bytes(), limits, &expected, 0);
+        }
+    }
+}
+
+/// Plain ASCII runs of several blocks (skipped one test per block), then
+/// a first non-ASCII byte and another long run (the stops-only blocks),
+/// an escape, or a defect, in nested and top-level values, cut at every
+/// point and in chunks of every size up to 64 bytes: the same verdict and
+/// offset as the reference mode.
+#[test]
+fn long_plain_runs_across_chunks() {
+    let run = |c: u8, n: usize| vec![c; n];
+    let mut contents: Vec<Vec<u8>> = Vec::new();
+    for tail in [
+        &b""[..],
+        "é".as_bytes(),
+        b"\\n",
+        b"\\u00e9",
+        b"\x01",
+        b"\xff",
+        b"\xe6\x97",
+    ] {
+        let mut content = run(b'a', 200);
+        content.extend_from_slice(tail);
+        content.extend(run(b'b', 150));
+        contents.push(content);
+    }
+    let mut checked = 0;
+    for content in &contents {
+        for nested in [false, true] {
+            let mut body = b"{\"a\":".to_vec();
+            body.extend_from_slice(if nested { &b"[\""[..] } else { b"\"" });
+            body.extend_from_slice(content);
+            body.extend_from_slice(if nested { &b"\"]"[..] } else { b"\"" });
+            body.extend_from_slice(b",\"model\":\"m\"}");
+            let limits = Limits::new();
+            let expected = drive(&[bytes::Bytes::from(body.clone())], limits, true);
+            assert_eq!(expected.is_ok(), parse(&body).is_ok());
+            check_all_chunkings(&body, limits, &expected, 0);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 14);
+}

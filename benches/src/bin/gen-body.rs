@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use bbr_benches::{BodySpec, KIB, MIB, MIN_SIZE, MODEL, Position, Shape};
+use bbr_benches::{BodySpec, MIN_SIZE, MODEL, Position, Shape, parse_size};
 use clap::{Parser, ValueEnum};
 
 /// Writes a deterministic chat, completions, prose or tools body of the given size.
@@ -44,19 +44,7 @@ enum PositionArg {
 }
 
 fn size(text: &str) -> Result<usize, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let number: usize = number
-        .parse()
-        .map_err(|_| format!("not a size: {text:?}"))?;
-    let bytes = match unit {
-        "" | "B" => number,
-        "KiB" => number * KIB,
-        "MiB" => number * MIB,
-        _ => return Err(format!("unknown unit in {text:?} (B, KiB, MiB)")),
-    };
+    let bytes = parse_size(text)?;
     if bytes < MIN_SIZE {
         return Err(format!("size must be at least {MIN_SIZE} bytes"));
     }
