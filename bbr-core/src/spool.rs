@@ -369,6 +369,26 @@ impl SpoolWrite {
         self.chunks.iter().all(Bytes::is_empty)
     }
 
+    /// Gives the write up without running it, as if it had failed with
+    /// `source`: for an adapter that cannot run it (its blocking pool is
+    /// gone) and for fault-injection tests. The chunks are dropped and the
+    /// spool becomes unusable, as after any failed write.
+    ///
+    /// ```
+    /// use bbr_core::spool::{Spool, SpoolConfig, SpoolError};
+    /// let mut spool = Spool::new(SpoolConfig::new().with_memory_threshold(0));
+    /// spool.hold(bytes::Bytes::from_static(b"x"));
+    /// let job = spool.next_write().expect("a write");
+    /// let done = job.fail(std::io::Error::other("disk full"));
+    /// assert!(matches!(spool.write_done(done), Err(SpoolError::Write(_))));
+    /// ```
+    pub fn fail(self, source: std::io::Error) -> SpoolWritten {
+        SpoolWritten {
+            file: None,
+            result: Err(SpoolError::Write(source)),
+        }
+    }
+
     /// Creates the file if needed and appends the chunks (blocking I/O).
     pub fn run(self) -> SpoolWritten {
         let Self { file, dir, chunks } = self;

@@ -32,6 +32,7 @@ use std::time::Duration;
 use bbr_core::contract::{ClientHeaders, MissingModel};
 use bbr_core::encoding::DecodeLimits;
 use bbr_core::multipart::PartLimits;
+use bbr_core::spool::SpoolConfig;
 use bbr_core::{DuplicateKeys, Limits};
 use clap::{ArgAction, Parser};
 
@@ -172,6 +173,20 @@ pub struct Config {
     /// past it: 503 with `Retry-After`.
     #[arg(long, default_value = "512MiB", value_parser = parse_size)]
     pub max_held_bytes: u64,
+    /// `FULL_DUPLEX_STREAMED`: body bytes of one request held in memory
+    /// before its decision; what it holds past them goes to a disk spool
+    /// in `--spool-dir`. `off`: everything is held in memory.
+    #[arg(long, default_value = "4MiB", value_parser = parse_spool_threshold)]
+    pub spool_threshold: SpoolThreshold,
+    /// Directory of the spool files (one unlinked file per spooling
+    /// request), checked at start: unusable, the start stops. Default:
+    /// `$TMPDIR`, else `/tmp` (unusable: a warning, and the spool is off).
+    #[arg(long)]
+    pub spool_dir: Option<PathBuf>,
+    /// Cap on body bytes spooled to disk, across all streams; past it (or
+    /// when the spool cannot be written): 503 with `Retry-After`.
+    #[arg(long, default_value = "4GiB", value_parser = parse_size)]
+    pub max_spooled_bytes: u64,
 
     // Decoding and form limits (bbr_core::encoding::DecodeLimits,
     // bbr_core::multipart::PartLimits); each default is the core's.
@@ -229,6 +244,16 @@ pub struct Config {
     /// few connections, one stream each).
     #[arg(long, default_value_t = 4096)]
     pub max_concurrent_streams: u32,
+}
+
+/// `--spool-threshold`: a byte size, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpoolThreshold {
+    /// No disk spool: held bytes stay in memory (within `--max-held-bytes`).
+    Off,
+    /// Bytes of one request held in memory before the spool takes over.
+    Bytes(u64),
 }
 
 /// A log level from `-v` or `--zap-log-level`.
@@ -380,7 +405,22 @@ impl Config {
             .max_held_bytes(self.max_held_bytes)
             .decode_limits(self.decode_limits())
             .part_limits(self.part_limits())
+            .spool(self.spool_config())
+            .max_spooled_bytes(self.max_spooled_bytes)
             .routing(plugins.routing().clone()))
+    }
+
+    /// The disk spool from `--spool-threshold` and `--spool-dir` (`None`
+    /// when the threshold is `off`).
+    pub fn spool_config(&self) -> Option<SpoolConfig> {
+        let SpoolThreshold::Bytes(threshold) = self.spool_threshold else {
+            return None;
+        };
+        let config = SpoolConfig::new().with_memory_threshold(threshold);
+        Some(match &self.spool_dir {
+            Some(dir) => config.with_dir(dir),
+            None => config,
+        })
     }
 
     /// The bounds on decoding a compressed body, from the flags.
@@ -555,6 +595,16 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         ));
     }
     humantime::parse_duration(text).map_err(|e| format!("`{text}`: {e} (e.g. 500ms, 5s, 2m)"))
+}
+
+/// `--spool-threshold`: `off`, or a byte size with its unit.
+fn parse_spool_threshold(text: &str) -> Result<SpoolThreshold, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(SpoolThreshold::Off);
+    }
+    parse_size(text)
+        .map(SpoolThreshold::Bytes)
+        .map_err(|error| format!("{error}, or off"))
 }
 
 /// A byte size with its unit (bytesize: `512B`, `64KiB`, `32MiB`, `1GB`).
@@ -854,6 +904,53 @@ mod tests {
             assert!(
                 Config::try_parse_from(["bbr-extproc", bad]).is_err(),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_spool_is_on_by_default_at_the_core_defaults_and_can_be_turned_off() {
+        let defaults = Config::try_parse_from(["bbr-extproc"]).unwrap();
+        let settings = defaults.settings().unwrap();
+        let spool = settings.spool.expect("on by default");
+        assert_eq!(
+            spool.memory_threshold(),
+            bbr_core::spool::DEFAULT_SPOOL_THRESHOLD
+        );
+        assert_eq!(spool.dir(), std::env::temp_dir());
+        assert_eq!(
+            settings.max_spooled_bytes,
+            bbr_core::spool::DEFAULT_MAX_SPOOLED_BYTES
+        );
+        let config = Config::try_parse_from([
+            "bbr-extproc",
+            "--spool-threshold=1MiB",
+            "--spool-dir=/var/spool/bbr",
+            "--max-spooled-bytes=10GiB",
+        ])
+        .unwrap();
+        let settings = config.settings().unwrap();
+        let spool = settings.spool.unwrap();
+        assert_eq!(spool.memory_threshold(), 1 << 20);
+        assert_eq!(spool.dir(), PathBuf::from("/var/spool/bbr"));
+        assert_eq!(settings.max_spooled_bytes, 10 << 30);
+        for off in ["off", "OFF"] {
+            let config =
+                Config::try_parse_from(["bbr-extproc", &format!("--spool-threshold={off}")])
+                    .unwrap();
+            assert_eq!(config.settings().unwrap().spool, None);
+        }
+        let zero = Config::try_parse_from(["bbr-extproc", "--spool-threshold=0B"]).unwrap();
+        assert_eq!(zero.spool_config().unwrap().memory_threshold(), 0);
+        for bad in [
+            "--spool-threshold=4096",
+            "--spool-threshold=never",
+            "--max-spooled-bytes=1024",
+        ] {
+            let error = Config::try_parse_from(["bbr-extproc", bad]).unwrap_err();
+            assert!(
+                error.to_string().contains("no unit") || bad.contains("never"),
+                "{bad}: {error}"
             );
         }
     }

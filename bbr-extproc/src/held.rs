@@ -24,11 +24,12 @@
 //! - `FULL_DUPLEX_STREAMED`: bbr-extproc, here. Envoy passes each chunk on
 //!   as it arrives and forwards nothing upstream until the replies come, so
 //!   a `model` that comes late (a form field after the file) costs
-//!   bbr-extproc the bytes before it, within `--max-scan-bytes` per request
-//!   and `--max-held-bytes` across streams. The disk spool of the tower
-//!   layer (`bbr_core::spool`) is not applied here yet: a 256 MiB upload
-//!   with `model` last needs `--max-scan-bytes` of at least 256 MiB and
-//!   holds it in this process's memory (once, never copied).
+//!   bbr-extproc the bytes before it, within `--max-scan-bytes` per request.
+//!   Up to the spool threshold (`--spool-threshold`, 4 MiB by default) they
+//!   are held in memory, against `--max-held-bytes` across streams; past it
+//!   they go to a disk spool (below), so a 256 MiB upload with `model` last
+//!   costs a few MiB of memory, not 256 MiB (`--max-scan-bytes` must still
+//!   let the extractor read that far).
 //! - `STREAMED` (with `send_body_without_waiting_for_header_response`):
 //!   Envoy. Each chunk gets an empty reply at once and nothing is reserved
 //!   here; Envoy keeps the chunks in its own request buffer until the
@@ -42,10 +43,51 @@
 //!   message; bbr-extproc reads that message and holds nothing across
 //!   messages.
 //!
+//!
+//! # The disk spool (`FULL_DUPLEX_STREAMED` only)
+//!
+//! With a [`SpoolConfig`](bbr_core::spool::SpoolConfig) in
+//! [`Settings::spool`](crate::Settings::spool) (the binary's default: on,
+//! 4 MiB, `$TMPDIR`), the held chunk that would take a stream's held body
+//! bytes past the threshold, and every later undecided one, go to a
+//! [`bbr_core::spool::Spool`]: one unlinked `0600` file per stream,
+//! written by [`SpoolJob`]s that the server runs on tokio's blocking pool,
+//! one at a time per stream. The state machine stays synchronous: it hands
+//! the jobs out ([`StreamState::next_spool_job`](crate::StreamState::next_spool_job))
+//! and takes their results back ([`StreamState::on_spool_done`](crate::StreamState::on_spool_done)).
+//!
+//! - Back-pressure: while a write runs and a further 64 KiB waits behind
+//!   it, [`StreamState::wants_request`](crate::StreamState::wants_request)
+//!   is false and the server stops reading the stream (HTTP/2 flow control
+//!   then stops Envoy). The chunks waiting for their write are reserved
+//!   from the [`HeldBudget`] like held chunks.
+//! - Disk cap: spooled bytes are reserved from a second budget shared by
+//!   every stream of the server (`--max-spooled-bytes`, 4 GiB by default),
+//!   given back as they are read back. Past it, or when the file cannot be
+//!   created or written, the request is refused like an overload (503
+//!   `overloaded`, `Retry-After`), and a failed write is logged at `warn`
+//!   with the I/O error.
+//! - Replay, at the decision: the held-headers reply, the chunks held in
+//!   memory, the file read back in pieces of
+//!   [`SPOOL_READ_BYTES`] (one read
+//!   ahead of the replies being sent), the chunks whose write had not run
+//!   yet, then the deciding chunk (with its `end_of_stream`) and the
+//!   trailers reply, all as `streamed_response` messages of at most 62,000
+//!   bytes. The server reads no further message until the replay is out.
+//!   A read failing during the replay ends the request with the same 503
+//!   (the upstream has part of the body by then).
+//! - A spooled body is routed as requested and not rewritten by a model
+//!   rewrite rule (the token would have to be spliced into bytes that are
+//!   on disk), as in the tower layer; the requested-model header is still
+//!   set.
+//! - `STREAMED` with rewrites holds its chunks here too but never spools
+//!   them: Envoy holds those bytes as well, within its own buffer limits.
+//!
 //! [`Refusal::Overloaded`]: bbr_core::contract::Refusal::Overloaded
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bbr_core::spool::{SPOOL_READ_BYTES, SpoolError, SpoolFile, SpoolWrite, SpoolWritten};
 use bytes::{Bytes, BytesMut};
 
 use crate::mutation::MAX_CHUNK_BYTES;
@@ -143,6 +185,55 @@ impl HeldBudget {
     pub(crate) fn release(&self, bytes: u64) {
         self.held.fetch_sub(bytes, Ordering::AcqRel);
     }
+}
+
+/// Blocking file work of one stream's disk spool, to run where blocking is
+/// allowed (the server uses tokio's `spawn_blocking`), at most one at a
+/// time per stream; its result goes back to
+/// [`StreamState::on_spool_done`](crate::StreamState::on_spool_done).
+///
+/// ```
+/// use bbr_extproc::held::{SpoolDone, SpoolJob};
+/// let mut file = bbr_core::spool::SpoolFile::create_in(&std::env::temp_dir())?;
+/// file.append(b"spooled")?;
+/// let SpoolDone::Read(_, read) = SpoolJob::Read(file).run() else { unreachable!() };
+/// assert_eq!(&read?.unwrap()[..], b"spooled");
+/// # Ok::<(), bbr_core::spool::SpoolError>(())
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SpoolJob {
+    /// Append chunks to the spool file (the first write creates it).
+    Write(SpoolWrite),
+    /// Read the next piece of the file back (at most
+    /// [`SPOOL_READ_BYTES`]), after the decision.
+    Read(SpoolFile),
+}
+
+impl SpoolJob {
+    /// Runs the job (blocking I/O).
+    pub fn run(self) -> SpoolDone {
+        match self {
+            SpoolJob::Write(write) => SpoolDone::Written(write.run()),
+            SpoolJob::Read(mut file) => {
+                let read = file.read_chunk(SPOOL_READ_BYTES);
+                SpoolDone::Read(file, read)
+            }
+        }
+    }
+}
+
+/// The result of a [`SpoolJob`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SpoolDone {
+    /// A write ran (or failed).
+    Written(SpoolWritten),
+    /// A read ran: the file back, and the bytes read (`None` at its end).
+    Read(SpoolFile, Result<Option<Bytes>, SpoolError>),
+    /// The job did not finish (its task panicked or the runtime is
+    /// shutting down): handled like a failed write.
+    Lost,
 }
 
 /// The chunks one stream holds, in order, coalescing small ones.

@@ -13,6 +13,13 @@
 //! [`bbr_core::BodyExtractor`]; the bytes go upstream as the client sent
 //! them. See [`stream`] for the rules and limits.
 //!
+//! In `FULL_DUPLEX_STREAMED` the bytes held before a late decision (a
+//! form's `model` after a large file) stay in memory up to a threshold and
+//! go past it to a disk spool ([`bbr_core::spool`], on by default in the
+//! binary: `--spool-threshold`, `--spool-dir`, `--max-spooled-bytes`), so
+//! a 256 MiB upload with `model` last costs a few MiB of memory; see
+//! [`held`].
+//!
 //! # Cargo features
 //!
 //! - `server` (default): the binary's parts, below.
@@ -99,11 +106,11 @@ pub mod stream;
 mod stream_trace;
 
 #[cfg(feature = "server")]
-pub use config::{Config, ConfigError, LogLevel};
+pub use config::{Config, ConfigError, LogLevel, SpoolThreshold};
 #[cfg(feature = "server")]
 pub use discovery::AdaptersFrom;
 pub use error::{Error, UnknownValue, immediate_response};
-pub use held::HeldBudget;
+pub use held::{HeldBudget, SpoolDone, SpoolJob};
 pub use metrics::{
     BUILD_REF, COMMIT, MAX_REWRITE_MODEL_LABELS, Metrics, OVERFLOW_LABEL, PluginNames,
 };

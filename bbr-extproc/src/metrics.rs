@@ -1,7 +1,8 @@
 //! Prometheus metrics, with the upstream BBR names kept
 //! (`bbr_success_total`, `bbr_body_field_not_found_total{field}`,
 //! `bbr_body_field_empty_total{field}`), plus outcomes by error code, bytes
-//! scanned before the decision and extraction time. The binary serves them
+//! scanned before the decision and extraction time, and the disk spool's
+//! use (`bbr_spooled_requests_total`, `bbr_spooled_bytes_total`). The binary serves them
 //! as OpenMetrics text on `GET /metrics` (`metrics_http.rs`, `server`
 //! feature); an embedding gateway calls [`Metrics::encode`] itself.
 //!
@@ -101,6 +102,8 @@ pub struct Metrics {
     extraction_seconds: Histogram,
     active_streams: Gauge,
     unroutable_streams: Counter,
+    spooled_requests: Counter,
+    spooled_bytes: Counter,
     plugin_seconds: Family<PluginLabels, Histogram>,
     plugins: PluginNames,
     rewrite_decisions: Family<PluginLabels, Counter>,
@@ -209,6 +212,18 @@ impl Metrics {
             "STREAMED requests without send_body_without_waiting_for_header_response (cannot be routed by body)",
             unroutable_streams.clone(),
         );
+        let spooled_requests = Counter::default();
+        registry.register(
+            "spooled_requests",
+            "Requests whose held body bytes went to the disk spool (past --spool-threshold)",
+            spooled_requests.clone(),
+        );
+        let spooled_bytes = Counter::default();
+        registry.register(
+            "spooled_bytes",
+            "Body bytes written to the disk spool before their routing decision",
+            spooled_bytes.clone(),
+        );
         // The upstream series exist from the start, at zero.
         let field_label = vec![("field", plugins.field.clone())];
         let _ = field_not_found.get_or_create(&field_label);
@@ -237,6 +252,8 @@ impl Metrics {
             extraction_seconds,
             active_streams,
             unroutable_streams,
+            spooled_requests,
+            spooled_bytes,
         }
     }
 
@@ -263,6 +280,10 @@ impl Metrics {
         }
         if report.unroutable_mode {
             self.unroutable_streams.inc();
+        }
+        if report.spooled_bytes > 0 {
+            self.spooled_requests.inc();
+            self.spooled_bytes.inc_by(report.spooled_bytes);
         }
         if let Some(rewrite) = &report.rewrite {
             let labels = vec![
@@ -382,6 +403,22 @@ mod tests {
         );
         // The bbr metrics keep their prefix.
         assert!(text.contains("bbr_success_total 6"), "{text}");
+    }
+
+    #[test]
+    fn spooled_requests_and_bytes_are_counted() {
+        let metrics = Metrics::new();
+        let mut report = rewritten("r", "m", "m");
+        metrics.record(&report);
+        report.spooled_bytes = 5 << 20;
+        metrics.record(&report);
+        metrics.record(&report);
+        let text = metrics.encode();
+        assert!(text.contains("bbr_spooled_requests_total 2"), "{text}");
+        assert!(
+            text.contains(&format!("bbr_spooled_bytes_total {}", 10 << 20)),
+            "{text}"
+        );
     }
 
     #[test]

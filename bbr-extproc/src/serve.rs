@@ -427,8 +427,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
-    #[allow(unused_mut)]
     let mut server_config = config.server_config()?;
+    check_spool_dir(&mut server_config.settings, config.spool_dir.is_some())?;
     // Held for as long as the server runs: it keeps the watch going.
     #[cfg(feature = "kube")]
     let _discovery = if config
@@ -477,6 +477,29 @@ pub async fn run(
         export.shutdown().await;
     }
     served
+}
+
+/// Checks at start that a spool file can be created where the spool
+/// writes, not at the first large request. `--spool-dir` given and unusable:
+/// the start stops. The default (`$TMPDIR`) unusable (a read-only root
+/// filesystem): a warning, and the spool is off, so a drop-in deployment
+/// keeps working as before (held bytes in memory).
+fn check_spool_dir(settings: &mut Settings, explicit: bool) -> Result<(), StartError> {
+    let Some(spool) = &settings.spool else {
+        return Ok(());
+    };
+    // The probe file is unlinked at creation; dropping it closes it.
+    match bbr_core::spool::SpoolFile::create_in(&spool.dir()) {
+        Ok(_) => Ok(()),
+        Err(error) if explicit => Err(StartError::SpoolDir(error)),
+        Err(error) => {
+            let source = std::error::Error::source(&error).map(ToString::to_string);
+            tracing::warn!(%error, source = source.as_deref().unwrap_or(""),
+                "the disk spool is off: the temp dir is not writable (set --spool-dir to a writable directory, or --spool-threshold=off)");
+            settings.spool = None;
+            Ok(())
+        }
+    }
 }
 
 /// Errors while starting the server (binding ports, TLS material).
@@ -532,6 +555,9 @@ pub enum StartError {
     #[cfg(feature = "otlp")]
     #[error("--tracing")]
     Tracing(#[from] crate::otel::TracingError),
+    /// `--spool-dir` cannot hold spool files.
+    #[error("--spool-dir")]
+    SpoolDir(#[source] bbr_core::spool::SpoolError),
     /// The flags or config cannot run.
     #[error("invalid configuration")]
     Config(#[from] crate::config::ConfigError),

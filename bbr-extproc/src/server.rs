@@ -12,7 +12,15 @@
 //! the state machine starts [awaiting its decision]
 //! (StreamState::awaiting_decision), dropped once it decided, and reported
 //! to it with [`StreamState::on_deadline`] when it fires. Every stream of
-//! one [`BbrExtProc`] holds its chunks in one [`HeldBudget`].
+//! one [`BbrExtProc`] holds its chunks in one [`HeldBudget`], and spools to
+//! disk within a second one (the disk cap).
+//!
+//! With a disk spool ([`Settings::spool`]) the task runs the stream's
+//! [`SpoolJob`]s on tokio's blocking pool, one at a time, and reads no
+//! message from Envoy while [`StreamState::wants_request`] is false (a
+//! write is behind, or a spooled body is being replayed): HTTP/2 flow
+//! control then holds Envoy back. The next job is started before the
+//! replies of the last one are sent, so a replay reads one piece ahead.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::held::HeldBudget;
+use crate::held::{HeldBudget, SpoolDone, SpoolJob};
 use crate::metrics::Metrics;
 use crate::proto::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessor;
 use crate::proto::envoy::service::ext_proc::v3::{ProcessingRequest, ProcessingResponse};
@@ -41,19 +49,23 @@ pub struct BbrExtProc {
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
     budget: Arc<HeldBudget>,
+    disk: Arc<HeldBudget>,
     decision_timeouts: Arc<AtomicU64>,
     tracer: Option<Arc<dyn StreamTracer>>,
 }
 
 impl BbrExtProc {
     /// A processor with these settings, recording into `metrics`; its
-    /// streams share one [`HeldBudget`] of `settings.max_held_bytes`.
+    /// streams share one [`HeldBudget`] of `settings.max_held_bytes`, and
+    /// one of `settings.max_spooled_bytes` for the disk spool.
     pub fn new(settings: Arc<Settings>, metrics: Arc<Metrics>) -> Self {
         let budget = Arc::new(HeldBudget::new(settings.max_held_bytes));
+        let disk = Arc::new(HeldBudget::new(settings.max_spooled_bytes));
         Self {
             settings,
             metrics,
             budget,
+            disk,
             decision_timeouts: Arc::default(),
             tracer: None,
         }
@@ -69,6 +81,12 @@ impl BbrExtProc {
     /// gauge) and requests refused over the cap (a counter).
     pub fn held_budget(&self) -> &Arc<HeldBudget> {
         &self.budget
+    }
+
+    /// The disk cap every stream spools within: bytes on disk now (a
+    /// gauge) and requests refused over the cap (a counter).
+    pub fn spool_budget(&self) -> &Arc<HeldBudget> {
+        &self.disk
     }
 
     /// Requests refused because the decision deadline passed (a counter).
@@ -90,31 +108,40 @@ impl ExternalProcessor for BbrExtProc {
         let settings = self.settings.clone();
         let metrics = self.metrics.clone();
         let budget = self.budget.clone();
+        let disk = self.disk.clone();
         let decision_timeouts = self.decision_timeouts.clone();
         let active = metrics.stream_started();
         let mut trace = StreamTrace::new(self.tracer.clone());
         tokio::spawn(async move {
             let _active = active;
             let deadline = settings.decision_deadline;
-            let mut state = StreamState::with_budget(settings, budget);
+            let mut state = StreamState::with_budget(settings, budget).with_disk_budget(disk);
             let mut out = Vec::new();
             let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+            let mut job: Option<tokio::task::JoinHandle<SpoolDone>> = None;
             'stream: loop {
-                let message = match timer.as_mut() {
-                    Some(timer) => tokio::select! {
-                        message = inbound.message() => Some(message),
-                        () = timer.as_mut() => None,
-                    },
-                    None => Some(inbound.message().await),
+                let event = tokio::select! {
+                    done = async { job.as_mut().expect("guarded").await }, if job.is_some() => {
+                        job = None;
+                        Event::Spooled(done.unwrap_or(SpoolDone::Lost))
+                    }
+                    () = async { timer.as_mut().expect("guarded").as_mut().await }, if timer.is_some() => {
+                        Event::Deadline
+                    }
+                    // Without a job out nothing else can wake the task.
+                    message = inbound.message(), if state.wants_request() || job.is_none() => {
+                        Event::Message(message)
+                    }
                 };
-                match message {
-                    None => {
+                match event {
+                    Event::Spooled(done) => state.on_spool_done(done, &mut out),
+                    Event::Deadline => {
                         timer = None;
                         if state.on_deadline(&mut out) {
                             decision_timeouts.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Some(Ok(Some(message))) => {
+                    Event::Message(Ok(Some(message))) => {
                         trace.on_message(&message);
                         if let Err(error) = state.on_request(message, &mut out) {
                             tracing::warn!(%error, "ext_proc conversation broken");
@@ -125,7 +152,14 @@ impl ExternalProcessor for BbrExtProc {
                     }
                     // Envoy ends side streams with RST_STREAM as often as
                     // with a clean half-close; both are a normal end here.
-                    Some(_) => break,
+                    Event::Message(_) => break,
+                }
+                // Started before the replies go out: the next read runs
+                // while they are sent.
+                if job.is_none()
+                    && let Some(next) = state.next_spool_job()
+                {
+                    job = Some(tokio::task::spawn_blocking(move || SpoolJob::run(next)));
                 }
                 trace.on_replies(&mut out, state.report());
                 for reply in out.drain(..) {
@@ -153,6 +187,16 @@ impl ExternalProcessor for BbrExtProc {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// What woke a stream's task.
+// One lives on the stack per turn of the loop; boxing the message would
+// allocate per message.
+#[allow(clippy::large_enum_variant)]
+enum Event {
+    Message(Result<Option<ProcessingRequest>, Status>),
+    Deadline,
+    Spooled(SpoolDone),
 }
 
 fn report_model(verdict: &crate::stream::Verdict) -> Option<&str> {

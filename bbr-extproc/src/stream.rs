@@ -68,6 +68,15 @@
 //!   from one budget per server; over it the request is refused with 503
 //!   and `Retry-After` instead of holding more. In `STREAMED` mode Envoy
 //!   holds the chunks itself and nothing is reserved here.
+//! - Disk spool ([`Settings::spool`], on in the binary): in full duplex the
+//!   held bytes past its threshold (4 MiB) go to an unlinked file, within a
+//!   disk cap shared by every stream ([`Settings::max_spooled_bytes`],
+//!   4 GiB; past it, or a failed write: 503 `overloaded`). The state
+//!   machine hands out the file I/O as [`SpoolJob`]s
+//!   ([`StreamState::next_spool_job`]) and takes the results back
+//!   ([`StreamState::on_spool_done`]); [`StreamState::wants_request`] is
+//!   the back-pressure. A spooled body is replayed in order at the decision
+//!   and never rewritten. See [`held`](crate::held).
 //! - Many tiny `request_body` messages: held chunks under
 //!   [`COALESCE_BELOW`](crate::held::COALESCE_BELOW) bytes are copied into
 //!   shared buffers (see [`held`](crate::held)), so memory is bounded by the
@@ -146,7 +155,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::held::{HeldBudget, HeldChunks};
+use crate::held::{HeldBudget, HeldChunks, SpoolDone, SpoolJob};
 
 use bbr_core::contract::{
     self, BASE_MODEL_HEADER, ClientHeaders, MissingModel, REQUESTED_MODEL_HEADER, Refusal,
@@ -154,6 +163,7 @@ use bbr_core::contract::{
 use bbr_core::encoding::DecodeLimits;
 use bbr_core::multipart::PartLimits;
 use bbr_core::rewrite::ModelSplicer;
+use bbr_core::spool::{Hold, Spool, SpoolConfig, SpoolFile};
 use bbr_core::{
     BodyExtractor, BodyKind, ErrorKind, ExtractError, Limits, Model, Outcome, Progress,
 };
@@ -331,6 +341,16 @@ pub struct Settings {
     /// Model aliases and weighted rewrites (`InferenceModelRewrite`
     /// rules); `None` rewrites nothing. See [the crate docs](crate).
     pub rewrites: Option<RewritePicker>,
+    /// The disk spool of `FULL_DUPLEX_STREAMED` streams: held bytes past
+    /// its memory threshold go to a file (see [`held`](crate::held)).
+    /// `None` (the library default: whoever drives a [`StreamState`] must
+    /// run its [`SpoolJob`]s) holds everything in memory; the binary turns
+    /// it on (`--spool-threshold`, 4 MiB).
+    pub spool: Option<SpoolConfig>,
+    /// Cap on bytes spooled to disk across every stream of one server
+    /// (default [`DEFAULT_MAX_SPOOLED_BYTES`](bbr_core::spool::DEFAULT_MAX_SPOOLED_BYTES),
+    /// 4 GiB); past it: 503 with `Retry-After`.
+    pub max_spooled_bytes: u64,
 }
 
 impl Default for Settings {
@@ -348,6 +368,8 @@ impl Default for Settings {
             decode_limits: DecodeLimits::new(),
             part_limits: PartLimits::new(),
             rewrites: None,
+            spool: None,
+            max_spooled_bytes: bbr_core::spool::DEFAULT_MAX_SPOOLED_BYTES,
         }
     }
 }
@@ -492,6 +514,31 @@ impl Settings {
         self
     }
 
+    /// Spools held bytes past `config`'s memory threshold to disk
+    /// (`FULL_DUPLEX_STREAMED`); `None` holds them in memory.
+    ///
+    /// ```
+    /// use bbr_core::spool::SpoolConfig;
+    /// let settings = bbr_extproc::Settings::default().spool(Some(SpoolConfig::new()));
+    /// assert_eq!(settings.spool.unwrap().memory_threshold(), 4 << 20);
+    /// ```
+    #[must_use]
+    pub fn spool(mut self, config: Option<SpoolConfig>) -> Self {
+        self.spool = config;
+        self
+    }
+
+    /// Sets the cap on bytes spooled to disk across all streams.
+    ///
+    /// ```
+    /// assert_eq!(bbr_extproc::Settings::default().max_spooled_bytes(1 << 30).max_spooled_bytes, 1 << 30);
+    /// ```
+    #[must_use]
+    pub fn max_spooled_bytes(mut self, cap: u64) -> Self {
+        self.max_spooled_bytes = cap;
+        self
+    }
+
     /// Rewrites the requested model by these rules (reloads are seen at
     /// once): routing headers from the target, the requested name in
     /// [`REQUESTED_MODEL_HEADER`], only the `model` token of the body
@@ -576,6 +623,8 @@ pub struct Report {
     /// The rewrite rule that decided the model routed on, if one matched
     /// and applied ([`Verdict::Found`] holds the target).
     pub rewrite: Option<ModelRewrite>,
+    /// Body bytes that went to the disk spool before the decision.
+    pub spooled_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -699,6 +748,30 @@ pub struct StreamState {
     /// `STREAMED` with rewrites: the length of each held chunk, so that each
     /// gets its own reply (Envoy answers chunk by chunk).
     held_lengths: Vec<usize>,
+    /// Full duplex with a spool: held chunks past its threshold.
+    spool: Option<Spool>,
+    /// Shared by every stream of a server (the disk cap); `disk_reserved`
+    /// is this stream's part.
+    disk: Arc<HeldBudget>,
+    disk_reserved: u64,
+    /// After a decision on a spooled body: what is still to be sent.
+    replay: Option<Replay>,
+}
+
+/// The replay of a spooled body after its decision: the file, then the
+/// chunks whose write had not run, then `tail`.
+#[derive(Debug)]
+struct Replay {
+    /// The spool until the write that was out at the decision is back.
+    spool: Option<Spool>,
+    /// The file, while no read is out and bytes remain.
+    file: Option<SpoolFile>,
+    reading: bool,
+    /// Spooled chunks never written: they follow the file.
+    rest: Vec<Bytes>,
+    /// Replies after the spooled bytes: the deciding chunk, later chunks,
+    /// the trailers reply.
+    tail: Vec<ProcessingResponse>,
 }
 
 impl StreamState {
@@ -724,6 +797,7 @@ impl StreamState {
     /// ```
     pub fn with_budget(settings: Arc<Settings>, budget: Arc<HeldBudget>) -> Self {
         let extractor = BodyExtractor::for_content(None, None, settings.limits);
+        let disk = Arc::new(HeldBudget::new(settings.max_spooled_bytes));
         Self {
             settings,
             extractor,
@@ -746,7 +820,173 @@ impl StreamState {
             spoofed_requested: None,
             splicer: None,
             held_lengths: Vec::new(),
+            spool: None,
+            disk,
+            disk_reserved: 0,
+            replay: None,
         }
+    }
+
+    /// Spools into `disk`, the disk cap shared with other streams (instead
+    /// of a cap of its own of `settings.max_spooled_bytes`).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use bbr_extproc::{HeldBudget, StreamState};
+    /// let disk = Arc::new(HeldBudget::new(1 << 30));
+    /// let stream = StreamState::new(Default::default()).with_disk_budget(disk);
+    /// assert_eq!(stream.spooled_bytes(), 0);
+    /// ```
+    #[must_use]
+    pub fn with_disk_budget(mut self, disk: Arc<HeldBudget>) -> Self {
+        self.disk = disk;
+        self
+    }
+
+    /// Body bytes of this stream on disk or bound for it (reserved from
+    /// the disk cap): 0 unless the stream spools, and going down as the
+    /// file is read back.
+    pub fn spooled_bytes(&self) -> u64 {
+        self.disk_reserved
+    }
+
+    /// The next blocking job of the disk spool, if one can run now: a
+    /// write while holding, a read during the replay. At most one is out:
+    /// the next comes after [`on_spool_done`](Self::on_spool_done).
+    pub fn next_spool_job(&mut self) -> Option<SpoolJob> {
+        if self.finished {
+            return None;
+        }
+        if let Some(replay) = &mut self.replay {
+            if replay.spool.is_some() || replay.reading {
+                return None;
+            }
+            let file = replay.file.take()?;
+            replay.reading = true;
+            return Some(SpoolJob::Read(file));
+        }
+        self.spool.as_mut()?.next_write().map(SpoolJob::Write)
+    }
+
+    /// Takes back a [`SpoolJob`] that ran, pushing the replies it allows
+    /// (during the replay: the bytes read, and once the file is read, the
+    /// rest). A failed or lost job refuses the request with 503
+    /// `overloaded`, logged at `warn`.
+    pub fn on_spool_done(&mut self, done: SpoolDone, out: &mut Vec<ProcessingResponse>) {
+        if self.finished {
+            return;
+        }
+        match done {
+            SpoolDone::Written(written) => {
+                let spool = match &mut self.replay {
+                    Some(replay) => replay.spool.as_mut(),
+                    None => self.spool.as_mut(),
+                };
+                let Some(spool) = spool else {
+                    return;
+                };
+                let written = spool.write_done(written);
+                let cost = spool.memory_cost();
+                if let Err(error) = written {
+                    self.spool_failed(&error, out);
+                    return;
+                }
+                if self.replay.is_some() {
+                    self.advance_replay(out);
+                } else if !self.reserve_exactly(self.held.memory() + cost) {
+                    self.reject(Refusal::Overloaded, out);
+                }
+            }
+            SpoolDone::Read(file, read) => {
+                let Some(replay) = self.replay.as_mut() else {
+                    return;
+                };
+                replay.reading = false;
+                match read {
+                    Ok(Some(bytes)) => {
+                        let len = bytes.len() as u64;
+                        push_streamed(out, Direction::Request, &bytes, false);
+                        replay.file = Some(file);
+                        self.release_disk(len);
+                    }
+                    Ok(None) => {}
+                    Err(error) => return self.spool_failed(&error, out),
+                }
+                self.advance_replay(out);
+            }
+            SpoolDone::Lost => {
+                tracing::warn!("a spool job did not finish; refusing the request (503)");
+                self.reject(Refusal::Overloaded, out);
+            }
+        }
+    }
+
+    /// False while the server should not read the next message of the
+    /// stream: a spool write is behind (back-pressure), or a spooled body
+    /// is being replayed. A job is out or available whenever it is false.
+    pub fn wants_request(&self) -> bool {
+        !self.finished
+            && self.replay.is_none()
+            && !self.spool.as_ref().is_some_and(Spool::must_wait)
+    }
+
+    fn spool_failed(
+        &mut self,
+        error: &bbr_core::spool::SpoolError,
+        out: &mut Vec<ProcessingResponse>,
+    ) {
+        let source = std::error::Error::source(error).map(ToString::to_string);
+        tracing::warn!(%error, source = source.as_deref().unwrap_or(""), "disk spool failed; refusing the request (503)");
+        self.reject(Refusal::Overloaded, out);
+    }
+
+    fn release_disk(&mut self, bytes: u64) {
+        let bytes = bytes.min(self.disk_reserved);
+        self.disk.release(bytes);
+        self.disk_reserved -= bytes;
+    }
+
+    /// Keeps the stream's reservation from the held budget at `want`.
+    fn reserve_exactly(&mut self, want: u64) -> bool {
+        if want > self.reserved {
+            if !self.budget.try_reserve(want - self.reserved) {
+                return false;
+            }
+        } else {
+            self.budget.release(self.reserved - want);
+        }
+        self.reserved = want;
+        true
+    }
+
+    /// Moves the replay on as far as it goes without I/O: takes the file
+    /// once the last write is back, and sends the rest once it is read.
+    fn advance_replay(&mut self, out: &mut Vec<ProcessingResponse>) {
+        let Some(replay) = self.replay.as_mut() else {
+            return;
+        };
+        let mut unwritten = 0;
+        if let Some(spool) = replay.spool.take_if(|spool| !spool.is_writing()) {
+            let (file, rest) = spool.into_parts();
+            // Sent from memory: no longer on (or bound for) the disk.
+            unwritten = rest.iter().map(|chunk| chunk.len() as u64).sum();
+            replay.file = file.filter(|file| file.remaining() > 0);
+            replay.rest = rest;
+        }
+        let waiting = replay.spool.is_some() || replay.reading || replay.file.is_some();
+        self.release_disk(unwritten);
+        if waiting {
+            return;
+        }
+        let Some(replay) = self.replay.take() else {
+            return;
+        };
+        for chunk in &replay.rest {
+            push_streamed(out, Direction::Request, chunk, false);
+        }
+        out.extend(replay.tail);
+        self.release_disk(self.disk_reserved);
+        self.release_budget();
     }
 
     /// True once an `ImmediateResponse` was sent: the stream should end.
@@ -758,7 +998,10 @@ impl StreamState {
     /// or body). After the end of the request body this is always false.
     pub fn is_holding(&self) -> bool {
         !self.finished
-            && (self.held.pieces() > 0 || self.owed_replies > 0 || self.phase == Phase::Holding)
+            && (self.held.pieces() > 0
+                || self.owed_replies > 0
+                || self.phase == Phase::Holding
+                || self.replay.is_some())
     }
 
     /// Body bytes this process holds for the stream (full duplex, before
@@ -1178,7 +1421,8 @@ impl StreamState {
                 .chain(self.requested_header_in(&trailers.trailers))
                 .collect(),
         };
-        out.push(trailers_reply(Direction::Request, mutation));
+        self.request_replies(out)
+            .push(trailers_reply(Direction::Request, mutation));
         Ok(())
     }
 
@@ -1298,6 +1542,10 @@ impl StreamState {
         if self.report.unroutable_mode {
             return model;
         }
+        if self.spool.as_ref().is_some_and(Spool::is_spooling) {
+            // Its bytes are on disk: routed as requested (see `held`).
+            return model;
+        }
         let Some(decision) = picker.pick(model.as_str(), self.sticky_value.as_deref()) else {
             return model;
         };
@@ -1413,7 +1661,7 @@ impl StreamState {
 
     /// Holds an undecided chunk (never the end of the stream: the end
     /// always decides), within the shared budget.
-    fn hold(&mut self, chunk: Bytes, out: &mut Vec<ProcessingResponse>) {
+    fn hold(&mut self, mut chunk: Bytes, out: &mut Vec<ProcessingResponse>) {
         if self.mode != Mode::FullDuplex {
             // Envoy holds the bytes; it is owed a reply. With rewrites the
             // chunks holding the token must be sent back changed, so they
@@ -1423,12 +1671,33 @@ impl StreamState {
                 return;
             }
             self.held_lengths.push(chunk.len());
+        } else if let Some(config) = &self.settings.spool
+            && !chunk.is_empty()
+        {
+            let spool = self.spool.get_or_insert_with(|| Spool::new(config.clone()));
+            let len = chunk.len() as u64;
+            if spool.would_spool(chunk.len()) {
+                // The disk is reserved before the spool takes the bytes.
+                if !self.disk.try_reserve(len) {
+                    return self.reject(Refusal::Overloaded, out);
+                }
+                self.disk_reserved += len;
+                self.report.spooled_bytes += len;
+            }
+            match spool.hold(chunk) {
+                Hold::Memory(kept) => chunk = kept,
+                Hold::Spooled => {
+                    let cost = spool.memory_cost();
+                    if !self.reserve_exactly(self.held.memory() + cost) {
+                        self.reject(Refusal::Overloaded, out);
+                    }
+                    return;
+                }
+            }
         }
         self.held.push(chunk);
-        let more = self.held.memory().saturating_sub(self.reserved);
-        if self.budget.try_reserve(more) {
-            self.reserved += more;
-        } else {
+        let spooling = self.spool.as_ref().map_or(0, Spool::memory_cost);
+        if !self.reserve_exactly(self.held.memory() + spooling) {
             self.reject(Refusal::Overloaded, out);
         }
     }
@@ -1447,6 +1716,11 @@ impl StreamState {
         deciding: Option<(Bytes, bool)>,
         out: &mut Vec<ProcessingResponse>,
     ) {
+        if let Some(spool) = self.spool.take_if(|spool| spool.is_spooling()) {
+            return self.release_spooled(mutation, spool, deciding, out);
+        }
+        // Nothing went to disk: everything is in `held`.
+        self.spool = None;
         let held = self.held.take();
         self.release_budget();
         let owed = std::mem::take(&mut self.owed_replies);
@@ -1471,8 +1745,56 @@ impl StreamState {
         }
     }
 
+    /// Full duplex, the body spooled: the headers reply and the chunks held
+    /// in memory now, then the replay (see [`held`](crate::held)); the
+    /// deciding chunk follows the spooled bytes. Never rewritten (the
+    /// rewrite was not picked: [`Self::pick_rewrite`]).
+    fn release_spooled(
+        &mut self,
+        mutation: HeaderMutation,
+        spool: Spool,
+        deciding: Option<(Bytes, bool)>,
+        out: &mut Vec<ProcessingResponse>,
+    ) {
+        let held = self.held.take();
+        // Only the chunks still waiting for their write stay reserved.
+        self.reserve_exactly(spool.memory_cost());
+        out.push(headers_reply(Direction::Request, routing_common(mutation)));
+        for chunk in &held {
+            push_streamed(out, Direction::Request, chunk, false);
+        }
+        let mut tail = Vec::new();
+        if let Some((chunk, end_of_stream)) = deciding {
+            push_streamed(&mut tail, Direction::Request, &chunk, end_of_stream);
+        }
+        self.replay = Some(Replay {
+            spool: Some(spool),
+            file: None,
+            reading: false,
+            rest: Vec::new(),
+            tail,
+        });
+        if self.phase == Phase::Holding {
+            self.phase = Phase::Flowing;
+        }
+        self.advance_replay(out);
+    }
+
+    /// Where request-side replies go: after the replay while one runs.
+    fn request_replies<'a>(
+        &'a mut self,
+        out: &'a mut Vec<ProcessingResponse>,
+    ) -> &'a mut Vec<ProcessingResponse> {
+        match &mut self.replay {
+            Some(replay) => &mut replay.tail,
+            None => out,
+        }
+    }
+
     fn forward(&mut self, chunk: Bytes, end_of_stream: bool, out: &mut Vec<ProcessingResponse>) {
-        match self.mode {
+        let mode = self.mode;
+        let out = self.request_replies(out);
+        match mode {
             Mode::FullDuplex => push_streamed(out, Direction::Request, &chunk, end_of_stream),
             _ => out.push(body_reply(Direction::Request, None)),
         }
@@ -1486,6 +1808,9 @@ impl StreamState {
         out.push(immediate_reply(immediate_response(&refusal)));
         self.report.verdict = Some(Verdict::Rejected(refusal));
         drop(self.held.take());
+        self.spool = None;
+        self.replay = None;
+        self.release_disk(self.disk_reserved);
         self.release_budget();
         self.owed_replies = 0;
         self.held_lengths.clear();
@@ -1498,6 +1823,7 @@ impl Drop for StreamState {
     fn drop(&mut self) {
         // A stream Envoy reset mid-body gives its bytes back too.
         self.release_budget();
+        self.release_disk(self.disk_reserved);
     }
 }
 

@@ -2624,3 +2624,358 @@ fn rechunk_gives_the_original_chunks_back_from_coalesced_pieces() {
     // Slices where a chunk lies in one piece.
     assert_eq!(chunks[2].as_ptr(), pieces[0][2..].as_ptr());
 }
+
+// ------------------------------------------------------------ disk spool
+
+use bbr_core::spool::SpoolConfig;
+
+/// Full duplex with a spool of `threshold` bytes in the temp dir (these
+/// bodies are a few KiB).
+fn spooling(threshold: u64) -> Settings {
+    Settings::default().spool(Some(
+        SpoolConfig::new()
+            .with_memory_threshold(threshold)
+            .with_dir(std::env::temp_dir()),
+    ))
+}
+
+/// A JSON body of `len` bytes with `model` last.
+fn model_last(len: usize) -> Bytes {
+    let head = br#"{"pad":""#;
+    let tail = br#"","model":"food-review-1"}"#;
+    let mut body = head.to_vec();
+    body.extend((0..len - head.len() - tail.len()).map(|i| b'a' + (i % 26) as u8));
+    body.extend_from_slice(tail);
+    Bytes::from(body)
+}
+
+/// Runs every spool job the stream has, as the server does (in order, one
+/// at a time), collecting the replies.
+fn run_spool_jobs(s: &mut StreamState, out: &mut Vec<ProcessingResponse>) {
+    while let Some(job) = s.next_spool_job() {
+        s.on_spool_done(job.run(), out);
+    }
+}
+
+/// Sends `chunks` (the last with `end_of_stream` unless `trailers`), running
+/// the spool's jobs after the chunks `run_after` says; the replies in order.
+fn spool_conversation(
+    s: &mut StreamState,
+    chunks: &[Bytes],
+    trailers: bool,
+    run_after: impl Fn(usize) -> bool,
+) -> Vec<Seen> {
+    let mut out = Vec::new();
+    s.on_request(post(BodySendMode::FullDuplexStreamed), &mut out)
+        .unwrap();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let eos = !trailers && i + 1 == chunks.len();
+        s.on_request(body_msg(chunk, eos), &mut out).unwrap();
+        if run_after(i) || s.replay.is_some() {
+            run_spool_jobs(s, &mut out);
+        }
+    }
+    if trailers {
+        s.on_request(trailers_msg(), &mut out).unwrap();
+        run_spool_jobs(s, &mut out);
+    }
+    seen(&out)
+}
+
+/// The streamed body of `replies` and whether exactly the last streamed
+/// piece ends the stream.
+fn streamed_body(replies: &[Seen]) -> (Vec<u8>, Vec<bool>) {
+    let mut body = Vec::new();
+    let mut ends = Vec::new();
+    for reply in replies {
+        if let Seen::Streamed(bytes, eos) = reply {
+            body.extend_from_slice(bytes);
+            ends.push(*eos);
+        }
+    }
+    (body, ends)
+}
+
+fn assert_overloaded(replies: &[Seen]) {
+    let Some(Seen::Immediate(503, body)) = replies.last() else {
+        panic!("expected a 503, got {replies:?}");
+    };
+    assert_eq!(body["error"]["code"], "overloaded");
+}
+
+#[test]
+fn spool_threshold_at_the_limit_stays_in_memory_and_one_byte_past_spools() {
+    let body = model_last(4000);
+    let threshold = 1000;
+    for (held, spools) in [(threshold, false), (threshold + 1, true)] {
+        let mut s = StreamState::new(Arc::new(spooling(threshold as u64)));
+        let mut out = Vec::new();
+        s.on_request(post(BodySendMode::FullDuplexStreamed), &mut out)
+            .unwrap();
+        s.on_request(body_msg(&body.slice(..held), false), &mut out)
+            .unwrap();
+        assert!(out.is_empty());
+        assert_eq!(s.next_spool_job().is_some(), spools, "{held} bytes held");
+        assert_eq!(s.spooled_bytes(), u64::from(spools) * held as u64);
+        assert_eq!(s.held_bytes(), if spools { 0 } else { held as u64 });
+        assert_eq!(s.report().spooled_bytes, s.spooled_bytes());
+    }
+    // Once spooling, every later chunk spools, even one that would fit.
+    let mut s = StreamState::new(Arc::new(spooling(threshold as u64)));
+    let chunks = [
+        body.slice(..600),
+        body.slice(600..1001),
+        body.slice(1001..1002),
+    ];
+    let mut out = Vec::new();
+    s.on_request(post(BodySendMode::FullDuplexStreamed), &mut out)
+        .unwrap();
+    for chunk in &chunks {
+        s.on_request(body_msg(chunk, false), &mut out).unwrap();
+    }
+    assert_eq!((s.held_bytes(), s.spooled_bytes()), (600, 402));
+}
+
+#[test]
+fn a_spooled_body_replays_memory_then_file_then_unwritten_then_the_deciding_chunk() {
+    let body = model_last(60_000);
+    let chunks: Vec<Bytes> = (0..body.len())
+        .step_by(5000)
+        .map(|at| body.slice(at..(at + 5000).min(body.len())))
+        .collect();
+    let budget = Arc::new(HeldBudget::new(1 << 20));
+    let disk = Arc::new(HeldBudget::new(1 << 20));
+    let mut s = StreamState::with_budget(Arc::new(spooling(15_000)), budget.clone())
+        .with_disk_budget(disk.clone());
+    // Writes run after some chunks only: chunks 8 to 10 are still
+    // unwritten at the decision (chunk 11) and follow the file from memory.
+    let replies = spool_conversation(&mut s, &chunks, false, |i| i % 4 == 3 && i < 8);
+    assert_eq!(
+        replies[0],
+        Seen::Headers(model_set("food-review-1"), vec![], true)
+    );
+    // The chunks held in memory come first, as they came (no copy).
+    for (i, reply) in replies[1..4].iter().enumerate() {
+        assert_eq!(reply, &Seen::Streamed(chunks[i].clone(), false));
+    }
+    let (forwarded, ends) = streamed_body(&replies);
+    assert_eq!(forwarded, body);
+    assert_eq!(ends.iter().filter(|end| **end).count(), 1);
+    assert_eq!(ends.last(), Some(&true), "the deciding chunk ends the body");
+    assert_eq!(
+        replies.last(),
+        Some(&Seen::Streamed(chunks.last().unwrap().clone(), true))
+    );
+    assert_eq!(
+        s.report().spooled_bytes,
+        (body.len() - 15_000 - 5000) as u64
+    );
+    assert!(s.wants_request() && !s.is_holding());
+    assert_eq!((budget.held(), disk.held(), s.spooled_bytes()), (0, 0, 0));
+}
+
+#[test]
+fn a_spooled_body_ended_by_trailers_sends_the_trailers_reply_after_every_byte() {
+    let body = model_last(10_000);
+    let chunks: Vec<Bytes> = body.chunks(700).map(Bytes::copy_from_slice).collect();
+    let mut s = StreamState::new(Arc::new(spooling(2000)));
+    let replies = spool_conversation(&mut s, &chunks, true, |_| true);
+    let (forwarded, ends) = streamed_body(&replies);
+    assert_eq!(forwarded, body);
+    assert!(ends.iter().all(|end| !end), "trailers end the body");
+    assert_eq!(replies.last(), Some(&Seen::Trailers));
+    assert_eq!(
+        replies
+            .iter()
+            .filter(|r| matches!(r, Seen::Trailers))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn one_byte_chunks_spool_and_replay_byte_identical() {
+    let body = model_last(6000);
+    let chunks: Vec<Bytes> = body.chunks(1).map(Bytes::copy_from_slice).collect();
+    let budget = Arc::new(HeldBudget::new(1 << 20));
+    let mut s = StreamState::with_budget(Arc::new(spooling(100)), budget.clone());
+    let replies = spool_conversation(&mut s, &chunks, false, |i| i % 97 == 0);
+    let (forwarded, ends) = streamed_body(&replies);
+    assert_eq!(forwarded, body);
+    assert_eq!(ends.last(), Some(&true));
+    // Tiny chunks are coalesced on their way to disk and read back in
+    // large pieces: far fewer messages than chunks.
+    assert!(replies.len() < 400, "{} replies", replies.len());
+    assert_eq!(budget.held(), 0);
+}
+
+#[test]
+fn the_disk_cap_at_the_limit_spools_and_one_byte_past_is_overloaded() {
+    let body = model_last(5000);
+    let threshold = 1000u64;
+    // The last chunk holds `model` and decides; the one before it spools.
+    let tail = body.len() - r#"","model":"food-review-1"}"#.len();
+    let spooled = tail as u64 - threshold;
+    let chunks = [
+        body.slice(..threshold as usize),
+        body.slice(threshold as usize..tail),
+        body.slice(tail..),
+    ];
+    for (cap, refused) in [(spooled, false), (spooled - 1, true)] {
+        let disk = Arc::new(HeldBudget::new(cap));
+        let mut s = StreamState::new(Arc::new(spooling(threshold))).with_disk_budget(disk.clone());
+        let replies = spool_conversation(&mut s, &chunks, false, |_| true);
+        if refused {
+            assert_overloaded(&replies);
+            assert_eq!(replies.len(), 1, "nothing was sent before the refusal");
+            assert_eq!(disk.refused(), 1);
+        } else {
+            assert_eq!(streamed_body(&replies).0, body);
+        }
+        assert_eq!(disk.held(), 0, "cap {cap}");
+    }
+}
+
+#[test]
+fn a_spool_file_that_cannot_be_created_is_overloaded() {
+    let missing = std::env::temp_dir().join("bbr-extproc-no-such-dir/nested");
+    let settings = Settings::default().spool(Some(
+        SpoolConfig::new()
+            .with_memory_threshold(10)
+            .with_dir(missing),
+    ));
+    let budget = Arc::new(HeldBudget::new(1 << 20));
+    let mut s = StreamState::with_budget(Arc::new(settings), budget.clone());
+    let body = model_last(200);
+    let replies = spool_conversation(
+        &mut s,
+        &[body.slice(..100), body.slice(100..)],
+        false,
+        |_| true,
+    );
+    assert_eq!(replies.len(), 1);
+    assert_overloaded(&replies);
+    assert!(s.is_finished() && s.next_spool_job().is_none());
+    assert_eq!((budget.held(), s.spooled_bytes()), (0, 0));
+}
+
+#[test]
+fn a_failed_or_lost_spool_write_is_overloaded() {
+    let body = model_last(3000);
+    for lost in [false, true] {
+        let mut s = StreamState::new(Arc::new(spooling(0)));
+        let mut out = Vec::new();
+        s.on_request(post(BodySendMode::FullDuplexStreamed), &mut out)
+            .unwrap();
+        s.on_request(body_msg(&body.slice(..1000), false), &mut out)
+            .unwrap();
+        // The first write succeeds, the second fails.
+        run_spool_jobs(&mut s, &mut out);
+        s.on_request(body_msg(&body.slice(1000..2000), false), &mut out)
+            .unwrap();
+        let Some(SpoolJob::Write(write)) = s.next_spool_job() else {
+            panic!("a write");
+        };
+        let done = if lost {
+            SpoolDone::Lost
+        } else {
+            SpoolDone::Written(write.fail(std::io::Error::other("no space left on device")))
+        };
+        s.on_spool_done(done, &mut out);
+        assert_overloaded(&seen(&out));
+        assert_eq!(out.len(), 1);
+        assert!(s.is_finished() && !s.wants_request());
+        assert_eq!(s.spooled_bytes(), 0);
+    }
+}
+
+#[test]
+fn a_write_behind_stops_reading_until_it_is_back() {
+    let mut s = StreamState::new(Arc::new(spooling(0)));
+    let mut out = Vec::new();
+    s.on_request(post(BodySendMode::FullDuplexStreamed), &mut out)
+        .unwrap();
+    s.on_request(body_msg(&b(r#"{"pad":"x"#), false), &mut out)
+        .unwrap();
+    let job = s.next_spool_job().expect("the first write");
+    assert!(s.next_spool_job().is_none(), "one job at a time");
+    let pad = Bytes::from(vec![b'x'; bbr_core::spool::SPOOL_COALESCE_BYTES - 1]);
+    s.on_request(body_msg(&pad, false), &mut out).unwrap();
+    assert!(s.wants_request(), "under a buffer's worth behind the write");
+    s.on_request(body_msg(&b("x"), false), &mut out).unwrap();
+    assert!(!s.wants_request(), "a buffer's worth behind the write");
+    s.on_spool_done(job.run(), &mut out);
+    assert!(s.wants_request());
+    // What waits for its write is reserved from the held budget.
+    assert!(s.held_memory() >= bbr_core::spool::SPOOL_COALESCE_BYTES as u64);
+    run_spool_jobs(&mut s, &mut out);
+    assert_eq!(s.held_memory(), 0);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn chunks_sent_during_a_replay_follow_it() {
+    // A caller that reads on although `wants_request` is false still gets
+    // the replies in order.
+    let body = model_last(3000);
+    let mut s = StreamState::new(Arc::new(spooling(0)));
+    let mut out = Vec::new();
+    s.on_request(post(BodySendMode::FullDuplexStreamed), &mut out)
+        .unwrap();
+    // Undecided chunks spool ...
+    let first = body.slice(..2000);
+    s.on_request(body_msg(&first, false), &mut out).unwrap();
+    run_spool_jobs(&mut s, &mut out);
+    let rest = body.slice(2000..);
+    s.on_request(body_msg(&rest, false), &mut out).unwrap();
+    // ... the decision starts the replay, which waits for its read.
+    assert!(!s.wants_request() && s.is_holding());
+    let later = b("");
+    s.on_request(body_msg(&later, true), &mut out).unwrap();
+    run_spool_jobs(&mut s, &mut out);
+    let replies = seen(&out);
+    let (forwarded, ends) = streamed_body(&replies);
+    assert_eq!(forwarded, body);
+    assert_eq!(ends.last(), Some(&true));
+    assert_eq!(ends.iter().filter(|end| **end).count(), 1);
+}
+
+#[test]
+fn a_spooled_body_is_routed_as_requested_and_not_rewritten() {
+    let rules = RewriteRules::from_yaml_str(RULES, "inline").unwrap();
+    let picker = RewritePicker::new(RewriteStore::from_rules(rules));
+    let settings = spooling(100).model_rewrites(picker);
+    let body = br#"{"pad":"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789","model":"gpt-4o"}"#;
+    let chunks = [
+        Bytes::from_static(&body[..110]),
+        Bytes::from_static(&body[110..]),
+    ];
+    let mut s = StreamState::new(Arc::new(settings));
+    let replies = spool_conversation(&mut s, &chunks, false, |_| true);
+    let Seen::Headers(set, _, true) = &replies[0] else {
+        panic!("{replies:?}");
+    };
+    assert!(set.contains(&(MODEL_HEADER.to_owned(), "gpt-4o".to_owned())));
+    assert!(set.contains(&(REQUESTED_MODEL_HEADER.to_owned(), "gpt-4o".to_owned())));
+    assert_eq!(streamed_body(&replies).0, body);
+    assert_eq!(s.report().rewrite, None);
+    // The same body held in memory is rewritten.
+    let mut s = StreamState::new(rewriting(None));
+    let replies = spool_conversation(&mut s, &chunks, false, |_| true);
+    assert_ne!(streamed_body(&replies).0, body);
+}
+
+#[test]
+fn streamed_mode_never_spools() {
+    let mut s = StreamState::new(Arc::new(spooling(0)));
+    let mut out = Vec::new();
+    s.on_request(
+        headers_msg(BodySendMode::Streamed, true, false, &[]),
+        &mut out,
+    )
+    .unwrap();
+    s.on_request(body_msg(&model_last(500).slice(..400), false), &mut out)
+        .unwrap();
+    assert!(s.next_spool_job().is_none());
+    assert_eq!(s.spooled_bytes(), 0);
+}

@@ -747,7 +747,10 @@ def check_bbr(docs: Docs, f: Failures, e: Expect) -> dict[str, Any]:
     mounts = c.get("volumeMounts", [])
     for m in mounts:
         f.check(m["name"] in volumes, f"volumeMount {m['name']} has no volume")
-        f.check(m.get("readOnly") is True, f"volumeMount {m['mountPath']} must be readOnly")
+        # The spool's emptyDir is the one writable path.
+        writable = m["name"] == "spool" and "emptyDir" in volumes.get("spool", {})
+        f.check(m.get("readOnly") is True or writable,
+                f"volumeMount {m['mountPath']} must be readOnly")
         f.check("subPath" not in m, f"volumeMount {m['mountPath']}: no subPath (never updated)")
     for v in volumes:
         f.check(v in {m["name"] for m in mounts}, f"volume {v} is never mounted")
@@ -816,6 +819,32 @@ def check_bbr(docs: Docs, f: Failures, e: Expect) -> dict[str, Any]:
                 f"rewrite ConfigMaps must be mounted {want_mounts}, got {rewrite_mounts}")
     else:
         f.check(not rewrites_dir and not rewrite_mounts, "no model rewrites: nothing mounted, no flag")
+    # Disk spool: on by default, into a writable emptyDir at --spool-dir
+    # (the root filesystem is read-only); off: --spool-threshold=off.
+    spool_mount = next((m for m in mounts if m["name"] == "spool"), None)
+    if e.v("bbr.spool.enabled", True):
+        f.check(own.get("--spool-threshold") == str(e.v("bbr.spool.threshold", "4MiB")),
+                f"--spool-threshold={e.v('bbr.spool.threshold', '4MiB')} expected, got "
+                f"{own.get('--spool-threshold')!r}")
+        f.check(own.get("--max-spooled-bytes") == str(e.v("bbr.spool.maxSpooledBytes", "4GiB")),
+                f"--max-spooled-bytes={e.v('bbr.spool.maxSpooledBytes', '4GiB')} expected")
+        dir_ = own.get("--spool-dir")
+        f.check(dir_ == e.v("bbr.spool.mountPath", "/var/spool/bbr"),
+                f"--spool-dir={e.v('bbr.spool.mountPath')} expected, got {dir_!r}")
+        if f.check(spool_mount and spool_mount["mountPath"] == dir_,
+                   f"the spool volume must be mounted at --spool-dir ({dir_})"):
+            f.check(not spool_mount.get("readOnly"), "the spool mount must be writable")
+            empty = volumes.get("spool", {}).get("emptyDir")
+            if f.check(isinstance(empty, dict), "the spool volume must be an emptyDir"):
+                limit = e.v("bbr.spool.sizeLimit", "5Gi")
+                f.check(empty.get("sizeLimit") == (limit or None),
+                        f"spool emptyDir sizeLimit {limit!r} expected, got {empty.get('sizeLimit')!r}")
+                f.check(empty.get("medium") in (None, ""),
+                        "the spool emptyDir must be on disk, not medium: Memory")
+    else:
+        f.check(own.get("--spool-threshold") == "off", "spool off: --spool-threshold=off expected")
+        f.check(spool_mount is None and "spool" not in volumes and "--spool-dir" not in own,
+                "spool off: no spool volume, no --spool-dir")
     sticky = e.v("bbr.modelRewrites.stickyHeader")
     f.check(own.get("--model-rewrite-sticky-header") == (sticky if sticky and want_rewrites else None),
             f"--model-rewrite-sticky-header must be {sticky!r} with rewrites, got "
@@ -1289,6 +1318,10 @@ def targets(helm: Helm, envoy: str | None, scenario_values: Path) -> list[Target
         chart_target(helm, envoy, "adapters mounted (scenario values)", "istio",
                      values_file=scenario_values),
         chart_target(helm, envoy, "adapters none", "gke", sets={"bbr.adapters.source": "none"}),
+        chart_target(helm, envoy, "spool off", "none", sets={"bbr.spool.enabled": False}),
+        chart_target(helm, envoy, "spool: threshold, cap, dir, no sizeLimit", "gke",
+                     sets={"bbr.spool.threshold": "1MiB", "bbr.spool.maxSpooledBytes": "20GiB",
+                           "bbr.spool.mountPath": "/spool", "bbr.spool.sizeLimit": ""}),
         chart_target(helm, envoy, "model rewrites: ConfigMaps, resources, sticky", "istio",
                      sets={"bbr.modelRewrites.configMaps": ["llm-rollouts"],
                            "bbr.modelRewrites.stickyHeader": "x-session-id",
@@ -1329,6 +1362,8 @@ REWRITE_RESOURCES = [
 REFUSED = [
     (["--set", "bbr.modelRewrites.stickyHeader=x session"], "bbr.modelRewrites.stickyHeader"),
     (["--set", "provider.name=aws"], "provider.name"),
+    (["--set", "bbr.spool.threshold=4096"], "bbr.spool.threshold"),
+    (["--set", "bbr.spool.maxSpooledBytes=lots"], "bbr.spool.maxSpooledBytes"),
     (["--set", "bbr.adapters.source=configMaps"], "bbr.adapters.configMaps"),
     (["--set", "bbr.adapters.source=etcd"], "bbr.adapters.source"),
     (["--set", "bbr.duplicateKeys=newest"], "bbr.duplicateKeys"),
@@ -1542,6 +1577,12 @@ def chart_breakages() -> list[tuple[str, Callable[[Path], None], str]]:
     return [
         ("template: --tracing flag lost", edit("templates/deployment.yaml",
                                                 "- --tracing={{ $b.tracing.enabled }}", ""), GUIDE),
+        ("template: spool emptyDir in memory",
+         edit("templates/deployment.yaml", "emptyDir: {{ if $b.spool.sizeLimit }}{ sizeLimit",
+              "emptyDir: {{ if $b.spool.sizeLimit }}{ medium: Memory, sizeLimit"), GUIDE),
+        ("template: spool dir not mounted",
+         edit("templates/deployment.yaml", "              mountPath: {{ $b.spool.mountPath }}\n",
+              "              mountPath: /tmp\n"), GUIDE),
         ("template: Service appProtocol changed",
          edit("templates/service.yaml", "appProtocol: HTTP2", "appProtocol: kubernetes.io/h2c"), GUIDE),
         ("template: DestinationRule never verifies",

@@ -37,15 +37,21 @@
 //!   header; the found model's token replaced by the target through the
 //!   `bbr_core::rewrite` splicer: only that token changes, serde_json
 //!   agrees, and untouched bytes are slices of the input.
+//! - [`check_spool`]: a threshold, a read size, then steps (holds, write
+//!   completions and failures) through `bbr_core::spool::Spool`: memory,
+//!   then the file, then the unwritten chunks is what went in, in order,
+//!   and the spool's memory cost stays bounded.
 
 mod body;
 mod replay;
 mod splice;
+mod spool;
 mod stream;
 
 pub use body::check_body;
 pub use replay::check_replay;
 pub use splice::check_splice;
+pub use spool::check_spool;
 pub use stream::check_stream;
 
 use std::fmt;

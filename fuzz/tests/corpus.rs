@@ -6,7 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use bbr_fuzz::{
-    check_body, check_chunked, check_oneshot, check_replay, check_splice, check_stream,
+    check_body, check_chunked, check_oneshot, check_replay, check_splice, check_spool, check_stream,
 };
 
 /// Files directly under `dir`, sorted; none when it does not exist.
@@ -104,6 +104,15 @@ fn oneshot_seeds_pass_the_splicer() {
         }
     }
     assert!(failures.is_empty(), "failing seeds: {failures:#?}");
+}
+
+#[test]
+fn spool_corpus_passes() {
+    let count = replay("spool", check_spool);
+    assert!(
+        count >= 8,
+        "the spool seed corpus is missing ({count} files)"
+    );
 }
 
 #[test]

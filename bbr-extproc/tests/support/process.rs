@@ -12,7 +12,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use super::free_port;
 
-/// A running `bbr-extproc`, its stderr in a log file; killed on drop.
+/// A running `bbr-extproc`, its output in a log file; killed on drop.
 pub struct Binary {
     pub child: Child,
     pub grpc: u16,
@@ -29,6 +29,7 @@ impl Binary {
         let (grpc, health, metrics) = (free_port(), free_port(), free_port());
         let log =
             std::env::temp_dir().join(format!("bbr-binary-{}-{grpc}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(binary_path());
         if let Some(env) = env {
             command
@@ -43,8 +44,9 @@ impl Binary {
             ])
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
+            // The log lines (stdout) and the start errors (stderr), in one file.
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
             .spawn()
             .expect("start bbr-extproc");
         Self {
@@ -68,15 +70,42 @@ impl Binary {
     /// Waits (30 s at most) until health says SERVING; panics with the log
     /// if the process exits first.
     pub async fn wait_serving(&mut self) {
+        if let Err(log) = self.try_wait_serving().await {
+            panic!("{log}");
+        }
+    }
+
+    /// Starts the binary as [`Binary::spawn`] does and waits until it
+    /// serves; a port taken between picking and binding it (tests run in
+    /// parallel) gives a new try with fresh ports.
+    pub async fn spawn_serving(args: &[&str]) -> Self {
+        let mut last = String::new();
+        for _attempt in 0..5 {
+            let mut binary = Self::spawn(args, None);
+            match binary.try_wait_serving().await {
+                Ok(()) => return binary,
+                Err(log) if log.contains("cannot bind") => last = log,
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("bbr-extproc did not start after 5 tries: {last}");
+    }
+
+    /// Waits (30 s at most) until health says SERVING; the exit status and
+    /// log if the process exits first.
+    pub async fn try_wait_serving(&mut self) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("bbr-extproc exited with {status}: {}", self.log_text());
+                return Err(format!(
+                    "bbr-extproc exited with {status}: {}",
+                    self.log_text()
+                ));
             }
             if let Ok(status) = health_status(self.health, "").await
                 && status == ServingStatus::Serving as i32
             {
-                return;
+                return Ok(());
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

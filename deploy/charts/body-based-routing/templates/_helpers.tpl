@@ -64,6 +64,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- fail (printf "bbr.modelRewrites.stickyHeader must be an HTTP header name, got %q" .) -}}
 {{- end -}}
 {{- end -}}
+{{- $spool := .Values.bbr.spool | default dict -}}
+{{- if $spool.enabled -}}
+{{- range $key := list "threshold" "maxSpooledBytes" -}}
+{{- $size := toString (get $spool $key) -}}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)? ?([KMGTP]i?B|B)$" $size) -}}
+{{- fail (printf "bbr.spool.%s must be a size with a unit (e.g. 4MiB), got %q" $key $size) -}}
+{{- end -}}
+{{- end -}}
+{{- if not $spool.mountPath -}}
+{{- fail "bbr.spool.enabled needs bbr.spool.mountPath" -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.bbr.tls.caSecretName .Values.bbr.tls.caCertificates -}}
 {{- fail "set at most one of bbr.tls.caSecretName and bbr.tls.caCertificates" -}}
 {{- end -}}
