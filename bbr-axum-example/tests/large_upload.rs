@@ -15,14 +15,13 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use common::GatewayProcess;
 
-use bbr_model_sim::SimConfig;
+use bbr_model_sim::{SimConfig, upload};
 use bytes::Bytes;
 use http::Request;
 use http_body::Frame;
@@ -62,29 +61,6 @@ async fn start_gateway(sim: SocketAddr, scan_limit: &str, spool: bool) -> Gatewa
     gateway
 }
 
-fn part_head(name: &str, filename: Option<&str>) -> Vec<u8> {
-    let mut head = Vec::new();
-    write!(
-        head,
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\""
-    )
-    .unwrap();
-    if let Some(filename) = filename {
-        write!(head, "; filename=\"{filename}\"\r\nContent-Type: audio/wav").unwrap();
-    }
-    head.extend_from_slice(b"\r\n\r\n");
-    head
-}
-
-/// The `i`-th chunk of the generated file: every byte value, no delimiter.
-fn file_chunk(i: u64) -> Bytes {
-    Bytes::from(
-        (0..CHUNK as u64)
-            .map(|j| ((i * CHUNK as u64 + j).wrapping_mul(2_654_435_761) >> 11) as u8 | 0x80)
-            .collect::<Vec<u8>>(),
-    )
-}
-
 /// What one upload did.
 struct Upload {
     answer: serde_json::Value,
@@ -95,9 +71,13 @@ struct Upload {
 }
 
 async fn upload(gateway: SocketAddr, sim: &bbr_model_sim::SimHandle, model_first: bool) -> Upload {
-    let model_part = [part_head("model", None), b"whisper-1\r\n".to_vec()].concat();
-    let file_head = part_head("file", Some("long.wav"));
-    let tail = format!("--{BOUNDARY}--\r\n").into_bytes();
+    let model_part = [
+        upload::part_head(BOUNDARY, "model", None),
+        b"whisper-1\r\n".to_vec(),
+    ]
+    .concat();
+    let file_head = upload::part_head(BOUNDARY, "file", Some("long.wav"));
+    let tail = upload::closing(BOUNDARY);
     let length =
         model_part.len() as u64 + file_head.len() as u64 + FILE_BYTES + 2 + tail.len() as u64;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(8);
@@ -129,7 +109,7 @@ async fn upload(gateway: SocketAddr, sim: &bbr_model_sim::SimHandle, model_first
         }
         send(Bytes::from(file_head)).await.ok()?;
         for i in 0..FILE_BYTES / CHUNK as u64 {
-            let chunk = file_chunk(i);
+            let chunk = Bytes::from(upload::file_chunk(i, CHUNK));
             hash.update(&chunk);
             send(chunk).await.ok()?;
             if model_first && (i + 1) * CHUNK as u64 == MIB {
@@ -181,11 +161,11 @@ fn hex(digest: &[u8]) -> String {
 /// allocations (connection pools, buffers).
 async fn warm_up(gateway: SocketAddr) {
     let body = [
-        part_head("model", None),
+        upload::part_head(BOUNDARY, "model", None),
         b"whisper-1\r\n".to_vec(),
-        part_head("file", Some("a.wav")),
+        upload::part_head(BOUNDARY, "file", Some("a.wav")),
         b"RIFF\r\n".to_vec(),
-        format!("--{BOUNDARY}--\r\n").into_bytes(),
+        upload::closing(BOUNDARY),
     ]
     .concat();
     let request = Request::post(format!("http://{gateway}/v1/audio/transcriptions"))

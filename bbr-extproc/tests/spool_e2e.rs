@@ -17,11 +17,10 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bbr_model_sim::SimConfig;
+use bbr_model_sim::{SimConfig, upload};
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::Request;
@@ -58,30 +57,6 @@ fn peak_rss(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .expect("a number of kB");
     kib * 1024
-}
-
-fn part_head(name: &str, filename: Option<&str>) -> Vec<u8> {
-    let mut head = Vec::new();
-    write!(
-        head,
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\""
-    )
-    .unwrap();
-    if let Some(filename) = filename {
-        write!(head, "; filename=\"{filename}\"\r\nContent-Type: audio/wav").unwrap();
-    }
-    head.extend_from_slice(b"\r\n\r\n");
-    head
-}
-
-/// The `i`-th chunk of the generated file: high bytes only, so no
-/// boundary can appear in it.
-fn file_chunk(i: u64) -> Bytes {
-    Bytes::from(
-        (0..CHUNK as u64)
-            .map(|j| ((i * CHUNK as u64 + j).wrapping_mul(2_654_435_761) >> 11) as u8 | 0x80)
-            .collect::<Vec<u8>>(),
-    )
 }
 
 /// Envoy in front of bbr-extproc (its own process, spooling into a
@@ -156,25 +131,30 @@ impl Setup {
         self.envoy.url("/v1/audio/transcriptions")
     }
 
-    /// A small upload first, so the baselines include the processes'
-    /// warm-up allocations (connections, buffers).
-    async fn warm_up(&self) {
-        let body = [
-            part_head("model", None),
-            format!("{MODEL}\r\n").into_bytes(),
-            part_head("file", Some("a.wav")),
-            b"RIFF\r\n".to_vec(),
-            format!("--{BOUNDARY}--\r\n").into_bytes(),
-        ]
-        .concat();
+    /// A whole form in one body, through Envoy.
+    async fn post_form(&self, form: Vec<u8>) -> support::Answer {
         let request = Request::post(self.url())
             .header(
                 "content-type",
                 format!("multipart/form-data; boundary={BOUNDARY}"),
             )
-            .body(support::full(body))
+            .body(support::full(form))
             .unwrap();
-        let answer = support::send(&support::http1_client(), request).await;
+        support::send(&support::http1_client(), request).await
+    }
+
+    /// A small upload first, so the baselines include the processes'
+    /// warm-up allocations (connections, buffers).
+    async fn warm_up(&self) {
+        let body = [
+            upload::part_head(BOUNDARY, "model", None),
+            format!("{MODEL}\r\n").into_bytes(),
+            upload::part_head(BOUNDARY, "file", Some("a.wav")),
+            b"RIFF\r\n".to_vec(),
+            upload::closing(BOUNDARY),
+        ]
+        .concat();
+        let answer = self.post_form(body).await;
         assert_eq!(
             answer.status,
             200,
@@ -203,12 +183,12 @@ type Sender = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::convert::Infal
 
 async fn upload(setup: &Setup, model_first: bool) -> Upload {
     let model_part = [
-        part_head("model", None),
+        upload::part_head(BOUNDARY, "model", None),
         format!("{MODEL}\r\n").into_bytes(),
     ]
     .concat();
-    let file_head = part_head("file", Some("long.wav"));
-    let tail = format!("--{BOUNDARY}--\r\n").into_bytes();
+    let file_head = upload::part_head(BOUNDARY, "file", Some("long.wav"));
+    let tail = upload::closing(BOUNDARY);
     let length =
         model_part.len() as u64 + file_head.len() as u64 + FILE_BYTES + 2 + tail.len() as u64;
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
@@ -240,7 +220,7 @@ async fn upload(setup: &Setup, model_first: bool) -> Upload {
     }
     send(&tx, file_head).await;
     for i in 0..FILE_BYTES / CHUNK as u64 {
-        let chunk = file_chunk(i);
+        let chunk = Bytes::from(upload::file_chunk(i, CHUNK));
         hash.update(&chunk);
         tx.send(Ok(Frame::data(chunk))).await.unwrap();
         if model_first && (i + 1) * CHUNK as u64 == MIB {
@@ -358,21 +338,14 @@ async fn a_spool_that_cannot_be_written_is_503_overloaded_and_logged_at_warn() {
     let setup = Setup::start("unusable", false).await;
     // 8 MiB with `model` last: past the 4 MiB threshold it must spool.
     let body = [
-        part_head("file", Some("a.wav")),
+        upload::part_head(BOUNDARY, "file", Some("a.wav")),
         vec![0x80; 8 << 20],
         b"\r\n".to_vec(),
-        part_head("model", None),
+        upload::part_head(BOUNDARY, "model", None),
         format!("{MODEL}\r\n--{BOUNDARY}--\r\n").into_bytes(),
     ]
     .concat();
-    let request = Request::post(setup.url())
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(support::full(body))
-        .unwrap();
-    let answer = support::send(&support::http1_client(), request).await;
+    let answer = setup.post_form(body).await;
     assert_eq!(answer.status, 503, "{:?}", answer.body);
     assert_eq!(answer.json()["error"]["code"], "overloaded");
     assert!(answer.retry_after.is_some(), "Retry-After expected");

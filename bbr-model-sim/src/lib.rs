@@ -99,6 +99,7 @@ mod tokenizer;
 
 pub mod args;
 pub mod scenario;
+pub mod upload;
 
 use std::future::Future;
 use std::net::SocketAddr;
