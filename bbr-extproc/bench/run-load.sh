@@ -9,8 +9,12 @@
 #                examples/noop_extproc.rs: FULL_DUPLEX_STREAMED, headers
 #                answered at once with a fixed model, every chunk echoed,
 #                no JSON work (the floor for any ext_proc processor);
+#   holding      the same no-op with --hold: headers reply and chunks held
+#                until the body ends, then sent (the floor for a processor
+#                that must read the whole body first: model last);
 #   bbr          the same Envoy config pointed at bbr-extproc.
-# Prints req/s, p50, p99 and the ratios bbr/no-op and bbr/header-only.
+# Prints req/s, p50, p99 and the ratios bbr/no-op, bbr/holding and
+# bbr/header-only.
 #
 #   bash bbr-extproc/bench/run-load.sh                 # 10 s per run
 #   DURATION=5s MODEL_POSITION=first bash bbr-extproc/bench/run-load.sh
@@ -36,16 +40,18 @@ cargo build --release -p bbr-extproc --example stub_upstream --example noop_extp
 BIN=target/release
 
 STUB=$(free_port); EXTPROC=$(free_port); HEALTH=$(free_port); METRICS=$(free_port)
-NOOP=$(free_port)
+NOOP=$(free_port); HOLD=$(free_port)
 "$BIN/examples/stub_upstream" "127.0.0.1:$STUB" >"$WORK/stub.log" 2>&1 &
 PIDS+=($!)
 "$BIN/examples/noop_extproc" --port "$NOOP" --model ski-resorts >"$WORK/noop.log" 2>&1 &
+PIDS+=($!)
+"$BIN/examples/noop_extproc" --port "$HOLD" --model ski-resorts --hold >"$WORK/hold.log" 2>&1 &
 PIDS+=($!)
 RUST_LOG=warn "$BIN/bbr-extproc" --secure-serving=false --metrics-endpoint-auth=false --bind-address 127.0.0.1 \
   --grpc-port "$EXTPROC" --grpc-health-port "$HEALTH" --metrics-port "$METRICS" \
   >"$WORK/extproc.log" 2>&1 &
 PIDS+=($!)
-wait_port "$STUB"; wait_port "$EXTPROC"; wait_port "$NOOP"
+wait_port "$STUB"; wait_port "$EXTPROC"; wait_port "$NOOP"; wait_port "$HOLD"
 
 # Runs in this shell, not in a `$(...)` subshell: a PID appended there
 # would never reach PIDS, and the cleanup trap would leave the Envoy running.
@@ -64,6 +70,7 @@ start_envoy() { # config file, ext_proc port, setup name -> sets ENVOY_PORT
 start_envoy header-only.yaml 0 header-only; HEADER_PORT=$ENVOY_PORT
 # The same file for both processors; only the ext_proc port differs.
 start_envoy bbr-full-duplex.yaml "$NOOP" noop; NOOP_PORT=$ENVOY_PORT
+start_envoy bbr-full-duplex.yaml "$HOLD" hold; HOLD_PORT=$ENVOY_PORT
 start_envoy bbr-full-duplex.yaml "$EXTPROC" bbr; BBR_PORT=$ENVOY_PORT
 
 # Chat bodies of exactly 1 KiB and 256 KiB.
@@ -103,8 +110,7 @@ run() { # port body concurrency [extra loadgen args...]
 
 OUT=target/bbr-extproc-load.md
 {
-  echo "| body | conc. | header-only req/s | p50 | p99 | no-op req/s | p50 | p99 | bbr-extproc req/s | p50 | p99 | bbr/no-op | bbr/header-only |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+XX
 } >"$OUT"
 for body in $BODIES; do
   for conc in 1 64; do
@@ -112,20 +118,21 @@ for body in $BODIES; do
     # all three setups of a row alike.
     header=$(run "$HEADER_PORT" "$body" "$conc" --header x-gateway-model-name:ski-resorts)
     noop=$(run "$NOOP_PORT" "$body" "$conc")
+    hold=$(run "$HOLD_PORT" "$body" "$conc")
     bbr=$(run "$BBR_PORT" "$body" "$conc")
-    python3 - "$body" "$conc" "$header" "$noop" "$bbr" >>"$OUT" <<'PY'
+    python3 - "$body" "$conc" "$header" "$noop" "$hold" "$bbr" >>"$OUT" <<'PY'
 import json, sys
 body, conc = sys.argv[1], sys.argv[2]
-h, n, b = (json.loads(a) for a in sys.argv[3:6])
-for r in (h, n, b):
+h, n, w, b = (json.loads(a) for a in sys.argv[3:7])
+for r in (h, n, w, b):
     if r["errors"]:
         sys.exit(f"{r['errors']} errors in a run: {r}")
 ms = lambda us: f"{us / 1000:.2f} ms"
 cells = lambda r: f"{r['requests_per_sec']:.0f} | {ms(r['p50_us'])} | {ms(r['p99_us'])}"
 rate = lambda r: r["requests_per_sec"]
 size = {"1k": "1 KiB", "256k": "256 KiB", "prose-1k": "1 KiB prose", "prose-256k": "256 KiB prose"}[body]
-print(f"| {size} | {conc} | {cells(h)} | {cells(n)} | {cells(b)} "
-      f"| {rate(b) / rate(n):.2f} | {rate(b) / rate(h):.2f} |")
+print(f"| {size} | {conc} | {cells(h)} | {cells(n)} | {cells(w)} | {cells(b)} "
+      f"| {rate(b) / rate(n):.2f} | {rate(b) / rate(w):.2f} | {rate(b) / rate(h):.2f} |")
 PY
   done
 done

@@ -14,6 +14,12 @@
 //! - trailers and response messages get empty replies (a response body is
 //!   echoed when Envoy streams it in full duplex).
 //!
+//! With `--hold`, the headers reply and every request body chunk are held
+//! until the body's last chunk (or its trailers), then sent in order: the
+//! floor for any processor that must read the whole body before it can
+//! route (a `model` after `messages`), still without JSON work. The
+//! benchmark runs both, so holding and parsing are measured apart.
+//!
 //! The gRPC side is set up like bbr-extproc's (`TCP_NODELAY`, message size
 //! limits, HTTP/2 windows, one task and reply channel per stream), so the
 //! difference between the two is the body work and the held headers reply.
@@ -56,6 +62,9 @@ struct Args {
     /// picker's position, that leaves the route alone).
     #[arg(long, default_value = "ski-resorts")]
     model: String,
+    /// Hold the headers reply and the request body until the body ends.
+    #[arg(long)]
+    hold: bool,
 }
 
 /// Same as bbr-extproc's `ServerConfig::local` defaults.
@@ -66,6 +75,7 @@ const REPLY_BUFFER: usize = 32;
 #[derive(Debug, Clone)]
 struct NoopExtProc {
     model: Bytes,
+    hold: bool,
 }
 
 #[tonic::async_trait]
@@ -79,22 +89,40 @@ impl ExternalProcessor for NoopExtProc {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(REPLY_BUFFER);
         let model = self.model.clone();
+        let hold = self.hold;
         tokio::spawn(async move {
             let mut response_full_duplex = false;
             let mut out = Vec::new();
+            // Replies held until the request body ends (`--hold` only).
+            let mut held: Option<Vec<ProcessingResponse>> = None;
             while let Ok(Some(message)) = inbound.message().await {
                 if let Some(config) = &message.protocol_config {
                     response_full_duplex =
                         config.response_body_mode == BodySendMode::FullDuplexStreamed as i32;
                 }
                 match message.request {
-                    Some(Message::RequestHeaders(_)) => {
-                        out.push(reply(Reply::RequestHeaders(HeadersResponse {
+                    Some(Message::RequestHeaders(headers)) => {
+                        let routed = reply(Reply::RequestHeaders(HeadersResponse {
                             response: Some(route_to(&model)),
-                        })));
+                        }));
+                        if hold && !headers.end_of_stream {
+                            held = Some(vec![routed]);
+                        } else {
+                            out.push(routed);
+                        }
                     }
-                    Some(Message::RequestBody(body)) => echo(&mut out, body, Reply::RequestBody),
+                    Some(Message::RequestBody(body)) => {
+                        let end = body.end_of_stream;
+                        match &mut held {
+                            Some(replies) => echo(replies, body, Reply::RequestBody),
+                            None => echo(&mut out, body, Reply::RequestBody),
+                        }
+                        if end {
+                            out.extend(held.take().into_iter().flatten());
+                        }
+                    }
                     Some(Message::RequestTrailers(_)) => {
+                        out.extend(held.take().into_iter().flatten());
                         out.push(reply(Reply::RequestTrailers(TrailersResponse::default())));
                     }
                     Some(Message::ResponseHeaders(_)) => {
@@ -118,6 +146,7 @@ impl ExternalProcessor for NoopExtProc {
                 }
                 if message.observability_mode {
                     out.clear();
+                    held = None;
                 }
                 for response in out.drain(..) {
                     if tx.send(Ok(response)).await.is_err() {
@@ -198,6 +227,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("noop_extproc listening on {}", listener.local_addr()?);
     let processor = ExternalProcessorServer::new(NoopExtProc {
         model: Bytes::from(args.model),
+        hold: args.hold,
     })
     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);

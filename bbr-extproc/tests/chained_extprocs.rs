@@ -5,7 +5,10 @@
 //! and leaves the route alone). The upstream BBR's known failure is bodies
 //! above ~6 KiB in this arrangement; bodies of 1 KiB, 7 KiB, 64 KiB and
 //! 8 MiB, with `model` first and last, must reach the right pool byte for
-//! byte. Config: `tests/envoy/chained-full-duplex.yaml`.
+//! byte. Config: `tests/envoy/chained-full-duplex.yaml`. The second
+//! processor runs once echoing every chunk at once and once with `--hold`
+//! (the load benchmark's holding floor: everything held until the body
+//! ends), which must forward the same bytes.
 
 mod support;
 
@@ -49,10 +52,15 @@ fn noop_binary() -> PathBuf {
     path
 }
 
-fn start_noop() -> Noop {
+fn start_noop(hold: bool) -> Noop {
     let port = free_port();
+    let port_arg = port.to_string();
+    let mut args = vec!["--port", &port_arg, "--model", ""];
+    if hold {
+        args.push("--hold");
+    }
     let child = Command::new(noop_binary())
-        .args(["--port", &port.to_string(), "--model", ""])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -113,11 +121,20 @@ fn body(model: &str, total: usize, model_first: bool) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bbr_then_a_second_full_duplex_processor_routes_every_size_byte_identical() {
+    chain_routes_every_size_byte_identical(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bbr_then_a_second_processor_that_holds_the_body_routes_every_size_byte_identical() {
+    chain_routes_every_size_byte_identical(true).await;
+}
+
+async fn chain_routes_every_size_byte_identical(hold: bool) {
     let upstreams = Upstreams::start().await;
     // The default limits (32 MiB scan): the 8 MiB body with `model` last is
     // decided at its end.
     let extproc = ExtProc::start(bbr_extproc::Settings::default(), Tls::Plaintext).await;
-    let noop = start_noop();
+    let noop = start_noop(hold);
     let template = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/envoy/chained-full-duplex.yaml"),
