@@ -6,7 +6,15 @@
 # Envoy is found (ENVOY_BIN, <workspace>/.venv/bin/envoy, PATH), the same
 # requests also go through Envoy routing by a header the client sets itself
 # (deploy/envoy/header-only.yaml, no body work) to the same model server:
-# the design's yardstick for "body-based routing for free".
+# the design's yardstick for "body-based routing for free". After the
+# table, the CPU time each setup's processes used per request (from /proc:
+# what a row costs, apart from the scheduling noise of a shared machine).
+#
+# UPSTREAM=sim (default) is bbr-model-sim, the scenario's model server: it
+# tokenizes every prompt, which costs more CPU than any proxy in front of
+# it on a dense 256 KiB body. UPSTREAM=stub is bbr-extproc's fast stand-in
+# (reads the body, answers with the routed model): what is left is the
+# routing hop alone.
 #
 #   bash bbr-axum-example/bench/run-load.sh            # 10 s per run
 #   DURATION=5s MODEL_POSITION=first bash bbr-axum-example/bench/run-load.sh
@@ -21,23 +29,35 @@ cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10s}
 MODEL_POSITION=${MODEL_POSITION:-last}
 BODIES=${BODIES:-1k 256k prose-1k prose-256k}
+UPSTREAM=${UPSTREAM:-sim}
 ENVOY_CONCURRENCY=${ENVOY_CONCURRENCY:-2}
 # WORK, PIDS, the cleanup trap, free_port, wait_port, find_envoy, gen_body.
 . benches/scripts/lib.sh
 find_envoy
 
 cargo build --release -p bbr-axum-example -p bbr-model-sim -p bbr-benches --bins >&2
+[ "$UPSTREAM" = stub ] && cargo build --release -p bbr-extproc --example stub_upstream >&2
 BIN=target/release
 
 SIM_PORT=$(free_port)
 GW_PORT=$(free_port)
 
-# One simulated replica, no latency, room for 64 concurrent requests and
-# for the 256 KiB body's tokens.
-"$BIN/model-sim" --model deepseek/vllm-deepseek-r1 --lora-modules ski-resorts \
-  --port "$SIM_PORT" --max-num-seqs 256 --max-model-len 10000000 \
-  --max-request-body-size-mb 4 --seed 1 >"$WORK/sim.log" 2>&1 &
-PIDS+=($!)
+# The stub names the model from the routing header, which a direct call
+# then sets itself (as with Envoy header-only).
+DIRECT_HEADER=()
+case $UPSTREAM in
+  sim)
+    # One simulated replica, no latency, room for 64 concurrent requests
+    # and for the 256 KiB body's tokens.
+    "$BIN/model-sim" --model deepseek/vllm-deepseek-r1 --lora-modules ski-resorts \
+      --port "$SIM_PORT" --max-num-seqs 256 --max-model-len 10000000 \
+      --max-request-body-size-mb 4 --seed 1 >"$WORK/sim.log" 2>&1 & ;;
+  stub)
+    "$BIN/examples/stub_upstream" "127.0.0.1:$SIM_PORT" >"$WORK/sim.log" 2>&1 &
+    DIRECT_HEADER=(--header x-gateway-model-name:ski-resorts) ;;
+  *) echo "UPSTREAM is sim or stub, not $UPSTREAM" >&2; exit 1 ;;
+esac
+PIDS+=($!); UPSTREAM_PID=$!
 wait_port "$SIM_PORT"
 
 cat >"$WORK/gateway.yaml" <<YAML
@@ -52,7 +72,7 @@ proxy:
 YAML
 RUST_LOG=warn "$BIN/bbr-axum-example" --config "$WORK/gateway.yaml" \
   --listen "127.0.0.1:$GW_PORT" >"$WORK/gateway.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!); GATEWAY_PID=$!
 wait_port "$GW_PORT"
 
 ENVOY_PORT=
@@ -63,7 +83,7 @@ if [ -n "$ENVOY" ]; then
       deploy/envoy/header-only.yaml >"$WORK/envoy.yaml"
   "$ENVOY" -c "$WORK/envoy.yaml" --disable-hot-restart --concurrency "$ENVOY_CONCURRENCY" -l error \
     >"$WORK/envoy.log" 2>&1 &
-  PIDS+=($!)
+  PIDS+=($!); ENVOY_PID=$!
   wait_port "$ENVOY_PORT"
 else
   echo "no Envoy found (ENVOY_BIN, .venv/bin/envoy, PATH): skipping the Envoy header-only column" >&2
@@ -97,27 +117,34 @@ PY
 gen_body prose-1k prose 1KiB "$MODEL_POSITION" ski-resorts
 gen_body prose-256k prose 256KiB "$MODEL_POSITION" ski-resorts
 
-run() { # url body concurrency [extra loadgen args...]
-  local url=$1 body=$2 conc=$3; shift 3
-  "$BIN/loadgen" --url "$url" --body "$WORK/$body.json" --concurrency "$conc" --duration "$DURATION" \
+run() { # url proxy-pid (0: none) body concurrency [extra loadgen args...]
+  # The loadgen's JSON line, with the CPU µs the proxy and the upstream
+  # used during the run added.
+  local url=$1 proxy=$2 body=$3 conc=$4 p0=0 p1=0 u0 line; shift 4
+  u0=$(cpu_us "$UPSTREAM_PID"); [ "$proxy" = 0 ] || p0=$(cpu_us "$proxy")
+  line=$("$BIN/loadgen" --url "$url" --body "$WORK/$body.json" --concurrency "$conc" --duration "$DURATION" \
     --header content-type:application/json --expect-status 200 --expect-body '"model":"ski-resorts"' "$@" \
-    | tail -n 1
+    | tail -n 1)
+  [ "$proxy" = 0 ] || p1=$(cpu_us "$proxy")
+  echo "${line%\}},\"proxy_cpu_us\":$(( p1 - p0 )),\"upstream_cpu_us\":$(( $(cpu_us "$UPSTREAM_PID") - u0 ))}"
 }
 
 OUT=target/bbr-axum-example-load.md
+CPU_ROWS=()
 {
   echo "| body | concurrency | direct req/s | p50 | p99 | Envoy header-only req/s | p50 | p99 | gateway (BBR) req/s | p50 | p99 | gateway/direct | gateway/Envoy |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 } >"$OUT"
 for body in $BODIES; do
   for conc in 1 64; do
-    direct=$(run "http://127.0.0.1:$SIM_PORT/v1/chat/completions" "$body" "$conc")
+    direct=$(run "http://127.0.0.1:$SIM_PORT/v1/chat/completions" 0 "$body" "$conc" "${DIRECT_HEADER[@]}")
     envoy=null
     if [ -n "$ENVOY_PORT" ]; then
-      envoy=$(run "http://127.0.0.1:$ENVOY_PORT/v1/chat/completions" "$body" "$conc" \
+      envoy=$(run "http://127.0.0.1:$ENVOY_PORT/v1/chat/completions" "$ENVOY_PID" "$body" "$conc" \
         --header x-gateway-model-name:ski-resorts)
     fi
-    gateway=$(run "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$body" "$conc")
+    gateway=$(run "http://127.0.0.1:$GW_PORT/v1/chat/completions" "$GATEWAY_PID" "$body" "$conc")
+    CPU_ROWS+=("$body $conc $direct $envoy $gateway")
     python3 - "$body" "$conc" "$direct" "$envoy" "$gateway" >>"$OUT" <<'PY'
 import json, sys
 body, conc = sys.argv[1], sys.argv[2]
@@ -133,5 +160,28 @@ print(f"| {size} | {conc} | {cols(d)} | {cols(e)} | {cols(g)} | {ratio(g, d)} | 
 PY
   done
 done
-echo "model position: $MODEL_POSITION, $DURATION per run, Envoy --concurrency $ENVOY_CONCURRENCY, $(nproc) cores" >>"$OUT"
+{
+  echo
+  echo "CPU per request, µs (proxy + upstream):"
+  echo
+  echo "| body | concurrency | direct | Envoy header-only | gateway (BBR) |"
+  echo "| --- | ---: | ---: | ---: | ---: |"
+} >>"$OUT"
+for row in "${CPU_ROWS[@]}"; do
+  # shellcheck disable=SC2086 # body, concurrency, then three JSON words
+  python3 - $row >>"$OUT" <<'PY'
+import json, sys
+body, conc, *runs = sys.argv[1:]
+size = {"1k": "1 KiB", "256k": "256 KiB", "prose-1k": "1 KiB prose", "prose-256k": "256 KiB prose"}[body]
+def cpu(r):
+    if r is None:
+        return "–"
+    n = max(r["requests"], 1)
+    p, u = r["proxy_cpu_us"] / n, r["upstream_cpu_us"] / n
+    return f"{u:.0f}" if not r["proxy_cpu_us"] else f"{p:.0f} + {u:.0f}"
+print(f"| {size} | {conc} | " + " | ".join(cpu(json.loads(r)) for r in runs) + " |")
+PY
+done
+echo >>"$OUT"
+echo "model position: $MODEL_POSITION, upstream: $UPSTREAM, $DURATION per run, Envoy --concurrency $ENVOY_CONCURRENCY, $(nproc) cores" >>"$OUT"
 cat "$OUT"

@@ -14,7 +14,9 @@
 #                that must read the whole body first: model last);
 #   bbr          the same Envoy config pointed at bbr-extproc.
 # Prints req/s, p50, p99 and the ratios bbr/no-op, bbr/holding and
-# bbr/header-only.
+# bbr/header-only, then the CPU time each setup's Envoy and processor
+# used per request (from /proc: what a row costs, apart from the noise of
+# a shared machine's scheduling).
 #
 #   bash bbr-extproc/bench/run-load.sh                 # 10 s per run
 #   DURATION=5s MODEL_POSITION=first bash bbr-extproc/bench/run-load.sh
@@ -44,13 +46,13 @@ NOOP=$(free_port); HOLD=$(free_port)
 "$BIN/examples/stub_upstream" "127.0.0.1:$STUB" >"$WORK/stub.log" 2>&1 &
 PIDS+=($!)
 "$BIN/examples/noop_extproc" --port "$NOOP" --model ski-resorts >"$WORK/noop.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!); NOOP_PID=$!
 "$BIN/examples/noop_extproc" --port "$HOLD" --model ski-resorts --hold >"$WORK/hold.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!); HOLD_PID=$!
 RUST_LOG=warn "$BIN/bbr-extproc" --secure-serving=false --metrics-endpoint-auth=false --bind-address 127.0.0.1 \
   --grpc-port "$EXTPROC" --grpc-health-port "$HEALTH" --metrics-port "$METRICS" \
   >"$WORK/extproc.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!); BBR_PID=$!
 wait_port "$STUB"; wait_port "$EXTPROC"; wait_port "$NOOP"; wait_port "$HOLD"
 
 # Runs in this shell, not in a `$(...)` subshell: a PID appended there
@@ -65,13 +67,13 @@ start_envoy() { # config file, ext_proc port, setup name -> sets ENVOY_PORT
     >"$WORK/$3.log" 2>&1 &
   PIDS+=($!)
   wait_port "$listen"
-  ENVOY_PORT=$listen
+  ENVOY_PORT=$listen ENVOY_PID=$!
 }
-start_envoy header-only.yaml 0 header-only; HEADER_PORT=$ENVOY_PORT
+start_envoy header-only.yaml 0 header-only; HEADER_PORT=$ENVOY_PORT HEADER_ENVOY=$ENVOY_PID
 # The same file for both processors; only the ext_proc port differs.
-start_envoy bbr-full-duplex.yaml "$NOOP" noop; NOOP_PORT=$ENVOY_PORT
-start_envoy bbr-full-duplex.yaml "$HOLD" hold; HOLD_PORT=$ENVOY_PORT
-start_envoy bbr-full-duplex.yaml "$EXTPROC" bbr; BBR_PORT=$ENVOY_PORT
+start_envoy bbr-full-duplex.yaml "$NOOP" noop; NOOP_PORT=$ENVOY_PORT NOOP_ENVOY=$ENVOY_PID
+start_envoy bbr-full-duplex.yaml "$HOLD" hold; HOLD_PORT=$ENVOY_PORT HOLD_ENVOY=$ENVOY_PID
+start_envoy bbr-full-duplex.yaml "$EXTPROC" bbr; BBR_PORT=$ENVOY_PORT BBR_ENVOY=$ENVOY_PID
 
 # Chat bodies of exactly 1 KiB and 256 KiB.
 python3 - "$WORK" "$MODEL_POSITION" <<'PY'
@@ -101,25 +103,33 @@ PY
 gen_body prose-1k prose 1KiB "$MODEL_POSITION" ski-resorts
 gen_body prose-256k prose 256KiB "$MODEL_POSITION" ski-resorts
 
-run() { # port body concurrency [extra loadgen args...]
-  local port=$1 body=$2 conc=$3; shift 3
-  "$BIN/loadgen" --url "http://127.0.0.1:$port/v1/chat/completions" --body "$WORK/$body.json" \
+run() { # port envoy-pid processor-pid body concurrency [extra loadgen args...]
+  # The loadgen's JSON line, with the CPU µs the setup's Envoy and
+  # processor (0: none) used during the run added.
+  local port=$1 envoy=$2 processor=$3 body=$4 conc=$5 e0 p0=0 p1=0 line; shift 5
+  e0=$(cpu_us "$envoy"); [ "$processor" = 0 ] || p0=$(cpu_us "$processor")
+  line=$("$BIN/loadgen" --url "http://127.0.0.1:$port/v1/chat/completions" --body "$WORK/$body.json" \
     --concurrency "$conc" --duration "$DURATION" --header content-type:application/json \
-    --expect-status 200 --expect-body '"model":"ski-resorts"' "$@" | tail -n 1
+    --expect-status 200 --expect-body '"model":"ski-resorts"' "$@" | tail -n 1)
+  [ "$processor" = 0 ] || p1=$(cpu_us "$processor")
+  echo "${line%\}},\"envoy_cpu_us\":$(( $(cpu_us "$envoy") - e0 )),\"processor_cpu_us\":$(( p1 - p0 ))}"
 }
 
 OUT=target/bbr-extproc-load.md
+CPU_ROWS=()
 {
-XX
+  echo "| body | conc. | header-only req/s | p50 | p99 | no-op req/s | p50 | p99 | holding req/s | p50 | p99 | bbr-extproc req/s | p50 | p99 | bbr/no-op | bbr/holding | bbr/header-only |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 } >"$OUT"
 for body in $BODIES; do
   for conc in 1 64; do
     # Back to back, so load from elsewhere on the machine tends to hit
-    # all three setups of a row alike.
-    header=$(run "$HEADER_PORT" "$body" "$conc" --header x-gateway-model-name:ski-resorts)
-    noop=$(run "$NOOP_PORT" "$body" "$conc")
-    hold=$(run "$HOLD_PORT" "$body" "$conc")
-    bbr=$(run "$BBR_PORT" "$body" "$conc")
+    # all four setups of a row alike.
+    header=$(run "$HEADER_PORT" "$HEADER_ENVOY" 0 "$body" "$conc" --header x-gateway-model-name:ski-resorts)
+    noop=$(run "$NOOP_PORT" "$NOOP_ENVOY" "$NOOP_PID" "$body" "$conc")
+    hold=$(run "$HOLD_PORT" "$HOLD_ENVOY" "$HOLD_PID" "$body" "$conc")
+    bbr=$(run "$BBR_PORT" "$BBR_ENVOY" "$BBR_PID" "$body" "$conc")
+    CPU_ROWS+=("$body $conc $header $noop $hold $bbr")
     python3 - "$body" "$conc" "$header" "$noop" "$hold" "$bbr" >>"$OUT" <<'PY'
 import json, sys
 body, conc = sys.argv[1], sys.argv[2]
@@ -137,6 +147,26 @@ PY
   done
 done
 echo >>"$OUT" # the table ends here for markdown
+{
+  echo "CPU per request, µs (Envoy + processor):"
+  echo
+  echo "| body | conc. | header-only | no-op | holding | bbr-extproc |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+} >>"$OUT"
+for row in "${CPU_ROWS[@]}"; do
+  # shellcheck disable=SC2086 # body, concurrency, then four JSON words
+  python3 - $row >>"$OUT" <<'PY'
+import json, sys
+body, conc, *runs = sys.argv[1:]
+size = {"1k": "1 KiB", "256k": "256 KiB", "prose-1k": "1 KiB prose", "prose-256k": "256 KiB prose"}[body]
+def cpu(r):
+    n = max(r["requests"], 1)
+    e, p = r["envoy_cpu_us"] / n, r["processor_cpu_us"] / n
+    return f"{e:.0f}" if not r["processor_cpu_us"] else f"{e:.0f} + {p:.0f}"
+print(f"| {size} | {conc} | " + " | ".join(cpu(json.loads(r)) for r in runs) + " |")
+PY
+done
+echo >>"$OUT"
 echo "model position: $MODEL_POSITION, $DURATION per run, Envoy --concurrency $ENVOY_CONCURRENCY, $(nproc) cores" >>"$OUT"
 # Time spent inside the extractor, from bbr-extproc's own histogram.
 python3 - "$METRICS" >>"$OUT" <<'PY'

@@ -7,6 +7,7 @@
 #   wait_port PORT     waits up to 10 s for something to listen on PORT
 #   find_envoy         sets ENVOY: ENVOY_BIN, else .venv/bin/envoy, else PATH
 #                      (empty when none is found)
+#   cpu_us PID         CPU time (user + system) PID has used so far, in µs
 #   gen_body NAME SHAPE SIZE POSITION MODEL
 #                      writes $WORK/NAME.json with the body generator
 #                      (needs $BIN/gen-body), exactly SIZE bytes
@@ -37,6 +38,8 @@ find_envoy() {
     if [ -x .venv/bin/envoy ]; then ENVOY=.venv/bin/envoy; else ENVOY=$(command -v envoy || true); fi
   fi
 }
+
+cpu_us() { awk -v tick="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1e6 / tick }' "/proc/$1/stat"; }
 
 gen_body() { # name shape size position model
   "$BIN/gen-body" --shape "$2" --size "$3" --position "$4" --model "$5" >"$WORK/$1.json"
