@@ -119,14 +119,11 @@ gen_body prose-256k prose 256KiB "$MODEL_POSITION" ski-resorts
 
 run() { # url proxy-pid (0: none) body concurrency [extra loadgen args...]
   # The loadgen's JSON line, with the CPU µs the proxy and the upstream
-  # used during the run added.
-  local url=$1 proxy=$2 body=$3 conc=$4 p0=0 p1=0 u0 line; shift 4
-  u0=$(cpu_us "$UPSTREAM_PID"); [ "$proxy" = 0 ] || p0=$(cpu_us "$proxy")
-  line=$("$BIN/loadgen" --url "$url" --body "$WORK/$body.json" --concurrency "$conc" --duration "$DURATION" \
-    --header content-type:application/json --expect-status 200 --expect-body '"model":"ski-resorts"' "$@" \
-    | tail -n 1)
-  [ "$proxy" = 0 ] || p1=$(cpu_us "$proxy")
-  echo "${line%\}},\"proxy_cpu_us\":$(( p1 - p0 )),\"upstream_cpu_us\":$(( $(cpu_us "$UPSTREAM_PID") - u0 ))}"
+  # used during the run.
+  local url=$1 proxy=$2 body=$3 conc=$4; shift 4
+  with_cpu "$proxy" "$UPSTREAM_PID" "$BIN/loadgen" --url "$url" --body "$WORK/$body.json" \
+    --concurrency "$conc" --duration "$DURATION" --header content-type:application/json \
+    --expect-status 200 --expect-body '"model":"ski-resorts"' "$@"
 }
 
 OUT=target/bbr-axum-example-load.md
@@ -160,28 +157,8 @@ print(f"| {size} | {conc} | {cols(d)} | {cols(e)} | {cols(g)} | {ratio(g, d)} | 
 PY
   done
 done
-{
-  echo
-  echo "CPU per request, µs (proxy + upstream):"
-  echo
-  echo "| body | concurrency | direct | Envoy header-only | gateway (BBR) |"
-  echo "| --- | ---: | ---: | ---: | ---: |"
-} >>"$OUT"
-for row in "${CPU_ROWS[@]}"; do
-  # shellcheck disable=SC2086 # body, concurrency, then three JSON words
-  python3 - $row >>"$OUT" <<'PY'
-import json, sys
-body, conc, *runs = sys.argv[1:]
-size = {"1k": "1 KiB", "256k": "256 KiB", "prose-1k": "1 KiB prose", "prose-256k": "256 KiB prose"}[body]
-def cpu(r):
-    if r is None:
-        return "–"
-    n = max(r["requests"], 1)
-    p, u = r["proxy_cpu_us"] / n, r["upstream_cpu_us"] / n
-    return f"{u:.0f}" if not r["proxy_cpu_us"] else f"{p:.0f} + {u:.0f}"
-print(f"| {size} | {conc} | " + " | ".join(cpu(json.loads(r)) for r in runs) + " |")
-PY
-done
 echo >>"$OUT"
+cpu_table "CPU per request, µs (proxy + upstream; direct: the upstream alone):" \
+  "direct|Envoy header-only|gateway (BBR)" "${CPU_ROWS[@]}" >>"$OUT"
 echo "model position: $MODEL_POSITION, upstream: $UPSTREAM, $DURATION per run, Envoy --concurrency $ENVOY_CONCURRENCY, $(nproc) cores" >>"$OUT"
 cat "$OUT"

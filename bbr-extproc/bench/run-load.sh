@@ -103,16 +103,13 @@ PY
 gen_body prose-1k prose 1KiB "$MODEL_POSITION" ski-resorts
 gen_body prose-256k prose 256KiB "$MODEL_POSITION" ski-resorts
 
-run() { # port envoy-pid processor-pid body concurrency [extra loadgen args...]
+run() { # port envoy-pid processor-pid (0: none) body concurrency [extra loadgen args...]
   # The loadgen's JSON line, with the CPU µs the setup's Envoy and
-  # processor (0: none) used during the run added.
-  local port=$1 envoy=$2 processor=$3 body=$4 conc=$5 e0 p0=0 p1=0 line; shift 5
-  e0=$(cpu_us "$envoy"); [ "$processor" = 0 ] || p0=$(cpu_us "$processor")
-  line=$("$BIN/loadgen" --url "http://127.0.0.1:$port/v1/chat/completions" --body "$WORK/$body.json" \
-    --concurrency "$conc" --duration "$DURATION" --header content-type:application/json \
-    --expect-status 200 --expect-body '"model":"ski-resorts"' "$@" | tail -n 1)
-  [ "$processor" = 0 ] || p1=$(cpu_us "$processor")
-  echo "${line%\}},\"envoy_cpu_us\":$(( $(cpu_us "$envoy") - e0 )),\"processor_cpu_us\":$(( p1 - p0 ))}"
+  # processor used during the run.
+  local port=$1 envoy=$2 processor=$3 body=$4 conc=$5; shift 5
+  with_cpu "$envoy" "$processor" "$BIN/loadgen" --url "http://127.0.0.1:$port/v1/chat/completions" \
+    --body "$WORK/$body.json" --concurrency "$conc" --duration "$DURATION" \
+    --header content-type:application/json --expect-status 200 --expect-body '"model":"ski-resorts"' "$@"
 }
 
 OUT=target/bbr-extproc-load.md
@@ -147,26 +144,8 @@ PY
   done
 done
 echo >>"$OUT" # the table ends here for markdown
-{
-  echo "CPU per request, µs (Envoy + processor):"
-  echo
-  echo "| body | conc. | header-only | no-op | holding | bbr-extproc |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-} >>"$OUT"
-for row in "${CPU_ROWS[@]}"; do
-  # shellcheck disable=SC2086 # body, concurrency, then four JSON words
-  python3 - $row >>"$OUT" <<'PY'
-import json, sys
-body, conc, *runs = sys.argv[1:]
-size = {"1k": "1 KiB", "256k": "256 KiB", "prose-1k": "1 KiB prose", "prose-256k": "256 KiB prose"}[body]
-def cpu(r):
-    n = max(r["requests"], 1)
-    e, p = r["envoy_cpu_us"] / n, r["processor_cpu_us"] / n
-    return f"{e:.0f}" if not r["processor_cpu_us"] else f"{e:.0f} + {p:.0f}"
-print(f"| {size} | {conc} | " + " | ".join(cpu(json.loads(r)) for r in runs) + " |")
-PY
-done
-echo >>"$OUT"
+cpu_table "CPU per request, µs (Envoy + processor):" "header-only|no-op|holding|bbr-extproc" \
+  "${CPU_ROWS[@]}" >>"$OUT"
 echo "model position: $MODEL_POSITION, $DURATION per run, Envoy --concurrency $ENVOY_CONCURRENCY, $(nproc) cores" >>"$OUT"
 # Time spent inside the extractor, from bbr-extproc's own histogram.
 python3 - "$METRICS" >>"$OUT" <<'PY'
