@@ -537,19 +537,19 @@ impl ModelExtractor {
         while i < end {
             // Between tokens: the tight loop (`nested.rs`), which leaves
             // what it does not take (the field's key and value among them)
-            // to the match below.
+            // to the match below, at once: entered again where it left, it
+            // would only leave again.
             if self.depth >= 1
                 && !self.reference
                 && !self.pending_model
                 && self.state.is_structural()
             {
-                let next = self.skip_nested(chunk, end, i, base);
+                i = self.skip_nested(chunk, end, i, base);
                 if self.halted {
-                    return Ok(next);
+                    return Ok(i);
                 }
-                if next != i {
-                    i = next;
-                    continue;
+                if i == end {
+                    break;
                 }
             }
             let b = bytes[i];
