@@ -20,7 +20,7 @@
 
 use bytes::Bytes;
 
-use super::{ModelExtractor, State, StrKind, is_ws};
+use super::{ModelExtractor, State, StrKind, is_field, is_ws};
 use crate::simd::{plain_string_end, short_string_end};
 
 /// Where the loop is in the grammar; the general machine's structural
@@ -165,7 +165,12 @@ impl ModelExtractor {
                         match plain_string_end(bytes, i + 1) {
                             Some(close)
                                 if close - (i + 1) != field_len
-                                    || &bytes[i + 1..close] != self.limits.field().as_bytes() =>
+                                    || !is_field(
+                                        bytes,
+                                        i + 1,
+                                        close - (i + 1),
+                                        self.limits.field(),
+                                    ) =>
                             {
                                 i = close + 1;
                                 phase = Phase::Colon;
