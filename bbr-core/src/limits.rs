@@ -132,6 +132,12 @@ impl FieldName {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
+
+    /// The first 16 bytes of the inline buffer (the name, then whatever
+    /// follows it): short keys are compared with it in two words.
+    pub(crate) fn head16(&self) -> &[u8; 16] {
+        self.bytes.first_chunk().expect("64 bytes")
+    }
 }
 
 impl Default for FieldName {

@@ -80,7 +80,9 @@ pub(crate) fn skip(level: Level, bytes: &[u8], i: usize) -> Stop {
 /// (SSE2 is in the x86_64 baseline), or two word tests elsewhere.
 #[inline(always)]
 pub(crate) fn short_string_end(bytes: &[u8], from: usize) -> Option<usize> {
-    let window: &[u8; 16] = bytes.get(from..from + 16)?.try_into().ok()?;
+    // `from` is at most the length (one after a quote within it): no
+    // overflow check for `from + 16` this way.
+    let window: &[u8; 16] = bytes.get(from..)?.first_chunk()?;
     #[cfg(target_arch = "x86_64")]
     let mask = x86::special16(window);
     #[cfg(not(target_arch = "x86_64"))]

@@ -20,7 +20,7 @@
 
 use bytes::Bytes;
 
-use super::{ModelExtractor, State, StrKind, is_ws};
+use super::{ModelExtractor, State, StrKind, is_field, is_ws};
 use crate::simd::{plain_string_end, short_string_end};
 
 /// Where the loop is in the grammar; the general machine's structural
@@ -120,9 +120,10 @@ impl ModelExtractor {
             return i;
         };
         let bytes = &chunk[..end];
-        let limits = self.limits;
-        let max_depth = limits.max_depth();
-        let field = limits.field().as_bytes();
+        // Only what the loop reads (a copy of all of `Limits` costs more
+        // than the loop's setup otherwise).
+        let max_depth = self.limits.max_depth();
+        let field_len = self.limits.field().as_bytes().len();
         let mut depth = self.depth;
         let mut in_object = self.containers.is_object(depth - 1);
         // Hands the rest to the general machine, in the state it has at `at`.
@@ -140,7 +141,7 @@ impl ModelExtractor {
                 let from = i + 1;
                 match short_string_end(bytes, from) {
                     Some(close) => close,
-                    None => match self.skip_long_string_run(bytes, from, base) {
+                    None => match self.long_string(bytes, from, base) {
                         Ok(close) if close < end && bytes[close] == b'"' => close,
                         Ok(at) => leave!(at, State::Str($kind)),
                         Err(_) => leave!(from, State::Str($kind)),
@@ -162,7 +163,15 @@ impl ModelExtractor {
                         // by the chunk end go to the general machine, which
                         // compares them after unescaping.
                         match plain_string_end(bytes, i + 1) {
-                            Some(close) if &bytes[i + 1..close] != field => {
+                            Some(close)
+                                if close - (i + 1) != field_len
+                                    || !is_field(
+                                        bytes,
+                                        i + 1,
+                                        close - (i + 1),
+                                        self.limits.field(),
+                                    ) =>
+                            {
                                 i = close + 1;
                                 phase = Phase::Colon;
                             }
@@ -250,7 +259,17 @@ impl ModelExtractor {
                     _ => leave!(i, phase.state()),
                 }
             }
-            // After a value: closing brackets, then a comma or the end.
+            // After a value: most often a comma at once.
+            if bytes.get(i) == Some(&b',') {
+                i += 1;
+                phase = if in_object {
+                    Phase::ObjKey
+                } else {
+                    Phase::Value
+                };
+                continue;
+            }
+            // Otherwise closing brackets, then a comma or the end.
             loop {
                 i = skip_ws(bytes, i);
                 match bytes.get(i) {
@@ -272,6 +291,22 @@ impl ModelExtractor {
                 in_object = self.containers.is_object(depth - 1);
             }
         }
+    }
+}
+
+impl ModelExtractor {
+    /// The string skip past the 16-byte test, out of line and marked cold:
+    /// the loop's registers are then saved only on this path, not on
+    /// every short string's.
+    #[cold]
+    #[inline(never)]
+    fn long_string(
+        &self,
+        bytes: &[u8],
+        from: usize,
+        base: u64,
+    ) -> Result<usize, crate::ExtractError> {
+        self.skip_long_string_run(bytes, from, base)
     }
 }
 
