@@ -218,7 +218,7 @@ impl Scan {
             // with the whole cause chain, not a debug event.
             crate::trace::warn_event!(
                 error = %error,
-                cause = %std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default(),
+                cause = %error.cause(),
                 "spool write failed; answering 503"
             );
             let _ = &error;
