@@ -935,8 +935,8 @@ impl StreamState {
         error: &bbr_core::spool::SpoolError,
         out: &mut Vec<ProcessingResponse>,
     ) {
-        let source = std::error::Error::source(error).map(ToString::to_string);
-        tracing::warn!(%error, source = source.as_deref().unwrap_or(""), "disk spool failed; refusing the request (503)");
+        let source = error.cause().to_string();
+        tracing::warn!(%error, source = source.as_str(), "disk spool failed; refusing the request (503)");
         self.reject(Refusal::Overloaded, out);
     }
 
