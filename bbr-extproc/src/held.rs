@@ -216,8 +216,7 @@ impl MemoryBudget for &HeldBudget {
 pub enum SpoolJob {
     /// Append chunks to the spool file (the first write creates it).
     Write(SpoolWrite),
-    /// Read the next piece of the file back (a
-    /// [`SpoolRead`](bbr_core::spool::SpoolRead): at most
+    /// Read the next piece of the file back (a [`SpoolRead`]: at most
     /// [`SPOOL_READ_BYTES`](bbr_core::spool::SPOOL_READ_BYTES)), after the
     /// decision.
     Read(SpoolFile),
