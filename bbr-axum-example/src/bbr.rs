@@ -7,7 +7,7 @@ use axum::Router;
 use bbr_adapters::rewrite::{RewritePicker, RewriteRules, RewriteStore};
 use bbr_adapters::{AdapterStore, ReloadWatcher};
 use bbr_core::contract::Refusal;
-use bbr_core::spool::{SpoolConfig, SpoolFile};
+use bbr_core::spool::SpoolConfig;
 use bbr_tower::ModelRoutingLayer;
 
 use crate::config::{Config, ConfigError};
@@ -63,14 +63,12 @@ fn spool_config(config: &Config) -> Option<SpoolConfig> {
     })
 }
 
-/// Proves the spool directory can hold a spool file (one is created and
-/// dropped; on Unix it is unlinked at once), so a missing or read-only
-/// directory stops the start instead of failing the first large upload.
+/// Proves the spool directory can hold a spool file
+/// ([`SpoolConfig::check_dir`]), so a missing or read-only directory stops
+/// the start instead of failing the first large upload.
 pub(crate) fn check_spool_dir(config: &Config) -> Result<(), ConfigError> {
     match spool_config(config) {
-        Some(spool) => SpoolFile::create_in(&spool.dir())
-            .map(drop)
-            .map_err(ConfigError::SpoolDir),
+        Some(spool) => spool.check_dir().map_err(ConfigError::SpoolDir),
         None => Ok(()),
     }
 }

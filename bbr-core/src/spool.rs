@@ -8,7 +8,7 @@
 //! into [`SpoolWrite`] jobs, and takes their results back. An adapter runs
 //! each job where blocking is allowed (tokio's `spawn_blocking`, a thread),
 //! at most one at a time per request, and reads the file back after the
-//! decision with [`SpoolFile::read_chunk`], again off its event loop.
+//! decision with [`SpoolRead`] jobs, again off its event loop.
 //!
 //! # When a copy happens
 //!
@@ -35,7 +35,7 @@
 //! killed. Elsewhere it is removed when the [`SpoolFile`] drops.
 //!
 //! ```
-//! use bbr_core::spool::{Hold, Spool, SpoolConfig};
+//! use bbr_core::spool::{Hold, Spool, SpoolConfig, SpoolRead};
 //! use bytes::Bytes;
 //!
 //! let mut spool = Spool::new(SpoolConfig::new().with_memory_threshold(4));
@@ -47,10 +47,11 @@
 //! spool.write_done(done)?;
 //! assert_eq!(spool.spooled_bytes(), 5);
 //! let (file, rest) = spool.into_parts();
-//! let mut file = file.expect("a file");
+//! let file = file.expect("a file");
 //! assert!(rest.is_empty());
-//! assert_eq!(&file.read_chunk(64)?.unwrap()[..], b"defgh");
-//! assert!(file.read_chunk(64)?.is_none());
+//! let (file, read) = SpoolRead::new(file).run(); // blocking, too
+//! assert_eq!(&read?.unwrap()[..], b"defgh");
+//! assert!(SpoolRead::new(file).run().1?.is_none());
 //! # Ok::<(), bbr_core::spool::SpoolError>(())
 //! ```
 
@@ -105,6 +106,39 @@ pub enum SpoolError {
     /// Reading spooled bytes back failed.
     #[error("cannot read the spool file back")]
     Read(#[source] std::io::Error),
+}
+
+impl SpoolError {
+    /// Why it failed: the chain of causes under this error (the operating
+    /// system's error first), `: `-separated, for the log line next to the
+    /// error's own message (which says what failed). Empty when there is
+    /// no cause.
+    ///
+    /// ```
+    /// use bbr_core::spool::SpoolError;
+    /// let error = SpoolError::Write(std::io::Error::other("No space left on device"));
+    /// assert_eq!(error.to_string(), "cannot write to the spool file");
+    /// assert_eq!(error.cause().to_string(), "No space left on device");
+    /// ```
+    pub fn cause(&self) -> impl std::fmt::Display + '_ {
+        Causes(self)
+    }
+}
+
+/// The [`SpoolError::cause`] chain, rendered when displayed.
+struct Causes<'a>(&'a SpoolError);
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut next = std::error::Error::source(self.0);
+        let mut separator = "";
+        while let Some(cause) = next {
+            write!(f, "{separator}{cause}")?;
+            separator = ": ";
+            next = cause.source();
+        }
+        Ok(())
+    }
 }
 
 /// Where and when a [`Spool`] writes to disk.
@@ -164,6 +198,26 @@ impl SpoolConfig {
             Some(dir) => dir.to_path_buf(),
             None => std::env::temp_dir(),
         }
+    }
+
+    /// Checks that a spool file can be created in [`dir`](Self::dir), so an
+    /// adapter finds an unusable directory at start and not at its first
+    /// large request (blocking I/O). The probe file is unlinked at creation
+    /// (see [the module docs](self)) and closed before this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError::Create`] when no file can be created there.
+    ///
+    /// ```
+    /// use bbr_core::spool::{SpoolConfig, SpoolError};
+    /// SpoolConfig::new().check_dir()?;
+    /// let missing = SpoolConfig::new().with_dir(std::env::temp_dir().join("no-such-dir/nested"));
+    /// assert!(matches!(missing.check_dir(), Err(SpoolError::Create { .. })));
+    /// # Ok::<(), SpoolError>(())
+    /// ```
+    pub fn check_dir(&self) -> Result<(), SpoolError> {
+        SpoolFile::create_in(&self.dir()).map(drop)
     }
 }
 
@@ -348,6 +402,93 @@ impl Spool {
     }
 }
 
+/// A memory budget an adapter reserves from, per request (a reservation
+/// against a cap shared by every request, say), so that a [`ReservedCost`]
+/// can keep its part exact whatever the budget's type.
+///
+/// ```
+/// use bbr_core::spool::MemoryBudget;
+/// struct Cap { free: u64 }
+/// impl MemoryBudget for Cap {
+///     fn try_reserve(&mut self, bytes: u64) -> bool {
+///         let Some(free) = self.free.checked_sub(bytes) else { return false };
+///         self.free = free;
+///         true
+///     }
+///     fn release(&mut self, bytes: u64) {
+///         self.free += bytes;
+///     }
+/// }
+/// let mut cap = Cap { free: 8 };
+/// assert!(cap.try_reserve(8) && !cap.try_reserve(1));
+/// ```
+pub trait MemoryBudget {
+    /// Reserves `bytes` more; false, with nothing reserved, past the cap.
+    fn try_reserve(&mut self, bytes: u64) -> bool;
+    /// Gives `bytes` back.
+    fn release(&mut self, bytes: u64);
+}
+
+/// What one request reserved from a [`MemoryBudget`] for a memory cost that
+/// changes as it holds bytes: [`Spool::memory_cost`] (the chunks bound for
+/// disk), alone or with what the adapter holds in memory itself. Each
+/// change moves the reservation by the difference only.
+///
+/// ```
+/// use bbr_core::spool::{MemoryBudget, ReservedCost, Spool, SpoolConfig};
+/// # struct Cap { free: u64 }
+/// # impl MemoryBudget for Cap {
+/// #     fn try_reserve(&mut self, bytes: u64) -> bool {
+/// #         let Some(free) = self.free.checked_sub(bytes) else { return false };
+/// #         self.free = free;
+/// #         true
+/// #     }
+/// #     fn release(&mut self, bytes: u64) { self.free += bytes; }
+/// # }
+/// let mut cap = Cap { free: 1 << 20 };
+/// let mut reserved = ReservedCost::new();
+/// let mut spool = Spool::new(SpoolConfig::new().with_memory_threshold(0));
+/// spool.hold(bytes::Bytes::from(vec![0u8; 8192])); // bound for disk
+/// assert!(reserved.reserve_exactly(&mut cap, spool.memory_cost()));
+/// assert_eq!(reserved.bytes(), spool.memory_cost());
+/// let written = spool.next_write().expect("a write").run();
+/// spool.write_done(written)?;
+/// assert!(reserved.reserve_exactly(&mut cap, spool.memory_cost())); // written: 0
+/// assert_eq!((reserved.bytes(), cap.free), (0, 1 << 20));
+/// # Ok::<(), bbr_core::spool::SpoolError>(())
+/// ```
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReservedCost {
+    bytes: u64,
+}
+
+impl ReservedCost {
+    /// Nothing reserved yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes reserved now.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Moves the reservation in `budget` to `want` bytes: reserves the
+    /// difference when it grows, releases it when it shrinks. False when
+    /// the budget refuses the growth; the reservation is then unchanged.
+    pub fn reserve_exactly(&mut self, budget: &mut impl MemoryBudget, want: u64) -> bool {
+        if want > self.bytes {
+            if !budget.try_reserve(want - self.bytes) {
+                return false;
+            }
+        } else {
+            budget.release(self.bytes - want);
+        }
+        self.bytes = want;
+        true
+    }
+}
+
 /// A batch of spooled chunks to write: run it where blocking is allowed and
 /// give the result to [`Spool::write_done`]. The first write creates the
 /// file.
@@ -426,6 +567,57 @@ impl SpoolWrite {
 pub struct SpoolWritten {
     file: Option<SpoolFile>,
     result: Result<u64, SpoolError>,
+}
+
+/// One read of a spool file back, after the decision: the next bytes in
+/// the order written, at most [`SPOOL_READ_BYTES`] (or the size given).
+/// Like a [`SpoolWrite`], run it where blocking is allowed; it gives the
+/// file back with what it read, for the next read.
+///
+/// ```
+/// use bbr_core::spool::{SpoolFile, SpoolRead};
+/// let mut file = SpoolFile::create_in(&std::env::temp_dir())?;
+/// file.append(b"spooled")?;
+/// let (file, read) = SpoolRead::with_max_bytes(file, 4).run(); // blocking
+/// assert_eq!(&read?.unwrap()[..], b"spoo");
+/// let (file, read) = SpoolRead::new(file).run();
+/// assert_eq!(&read?.unwrap()[..], b"led");
+/// let (_, read) = SpoolRead::new(file).run();
+/// assert_eq!(read?, None); // everything was read
+/// # Ok::<(), bbr_core::spool::SpoolError>(())
+/// ```
+#[derive(Debug)]
+pub struct SpoolRead {
+    file: SpoolFile,
+    max: usize,
+}
+
+impl SpoolRead {
+    /// The next read of `file`, of at most [`SPOOL_READ_BYTES`].
+    pub fn new(file: SpoolFile) -> Self {
+        Self::with_max_bytes(file, SPOOL_READ_BYTES)
+    }
+
+    /// The next read of `file`, of at most `max` bytes (at least 1: a read
+    /// of nothing would never reach the end of the file).
+    pub fn with_max_bytes(file: SpoolFile, max: usize) -> Self {
+        Self {
+            file,
+            max: max.max(1),
+        }
+    }
+
+    /// Reads (blocking I/O): the file back, and the bytes read, at least
+    /// one and at most the read's size; `None` once everything was read.
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError::Read`], also when the file is shorter than written.
+    pub fn run(self) -> (SpoolFile, Result<Option<Bytes>, SpoolError>) {
+        let Self { mut file, max } = self;
+        let read = file.read_chunk(max);
+        (file, read)
+    }
 }
 
 /// One request's spool file: appended to, then read back in order. See the
@@ -732,6 +924,181 @@ mod tests {
             }
             proptest::prop_assert_eq!(all, body);
         }
+    }
+
+    /// A cap of `free` bytes that records what it was asked.
+    #[derive(Debug, Default)]
+    struct Cap {
+        free: u64,
+        calls: Vec<(bool, u64)>,
+    }
+
+    impl MemoryBudget for Cap {
+        fn try_reserve(&mut self, bytes: u64) -> bool {
+            self.calls.push((true, bytes));
+            let Some(free) = self.free.checked_sub(bytes) else {
+                return false;
+            };
+            self.free = free;
+            true
+        }
+
+        fn release(&mut self, bytes: u64) {
+            self.calls.push((false, bytes));
+            self.free += bytes;
+        }
+    }
+
+    #[test]
+    fn a_reserved_cost_moves_by_the_difference_and_a_refusal_changes_nothing() {
+        let mut cap = Cap {
+            free: 100,
+            ..Cap::default()
+        };
+        let mut reserved = ReservedCost::new();
+        assert!(reserved.reserve_exactly(&mut cap, 60));
+        assert!(reserved.reserve_exactly(&mut cap, 100));
+        assert!(reserved.reserve_exactly(&mut cap, 30));
+        assert_eq!(cap.calls, [(true, 60), (true, 40), (false, 70)]);
+        // At the cap, then one past it: refused, nothing moves.
+        assert!(reserved.reserve_exactly(&mut cap, 100));
+        assert!(!reserved.reserve_exactly(&mut cap, 101));
+        assert_eq!((reserved.bytes(), cap.free), (100, 0));
+        assert!(reserved.reserve_exactly(&mut cap, 0));
+        assert_eq!((reserved.bytes(), cap.free), (0, 100));
+    }
+
+    #[test]
+    fn a_reserved_cost_follows_the_spool_to_nothing_once_written() {
+        let mut cap = Cap {
+            free: u64::MAX,
+            ..Cap::default()
+        };
+        let mut reserved = ReservedCost::new();
+        let mut spool = Spool::new(SpoolConfig::new().with_memory_threshold(0));
+        for _ in 0..10 {
+            spool.hold(Bytes::from_static(b"tiny"));
+            assert!(reserved.reserve_exactly(&mut cap, spool.memory_cost()));
+            assert_eq!(u64::MAX - cap.free, spool.memory_cost());
+        }
+        run_all(&mut spool);
+        assert!(reserved.reserve_exactly(&mut cap, spool.memory_cost()));
+        assert_eq!((reserved.bytes(), cap.free), (0, u64::MAX));
+    }
+
+    fn file_with(body: &[u8]) -> SpoolFile {
+        let mut file = SpoolFile::create_in(&std::env::temp_dir()).unwrap();
+        file.append(body).unwrap();
+        file
+    }
+
+    /// Every read of `max` bytes, until the end.
+    fn read_back(mut file: SpoolFile, max: usize) -> Vec<Bytes> {
+        let mut reads = Vec::new();
+        loop {
+            let (back, read) = SpoolRead::with_max_bytes(file, max).run();
+            match read.unwrap() {
+                Some(bytes) => reads.push(bytes),
+                None => return reads,
+            }
+            file = back;
+        }
+    }
+
+    #[test]
+    fn a_spool_read_yields_reads_of_at_most_its_size_in_order() {
+        let body = b"0123456789ab";
+        let lengths = |reads: &[Bytes]| reads.iter().map(Bytes::len).collect::<Vec<_>>();
+        // One byte a read.
+        let reads = read_back(file_with(body), 1);
+        assert_eq!(reads.len(), 12);
+        assert_eq!(reads.concat(), body);
+        // An exact multiple of the read size: no empty read at the end.
+        let reads = read_back(file_with(body), 4);
+        assert_eq!(lengths(&reads), [4, 4, 4]);
+        assert_eq!(reads.concat(), body);
+        // Not a multiple: the last read is short.
+        assert_eq!(lengths(&read_back(file_with(body), 5)), [5, 5, 2]);
+        // The whole file at once, and one past it.
+        assert_eq!(lengths(&read_back(file_with(body), 12)), [12]);
+        assert_eq!(lengths(&read_back(file_with(body), 13)), [12]);
+        // A size of 0 reads 1, so the end is reached.
+        assert_eq!(read_back(file_with(body), 0).len(), 12);
+        // The default size.
+        let large = vec![7u8; SPOOL_READ_BYTES + 1];
+        let reads = read_back(file_with(&large), SPOOL_READ_BYTES);
+        assert_eq!(lengths(&reads), [SPOOL_READ_BYTES, 1]);
+        let (_, read) = SpoolRead::new(file_with(&large)).run();
+        assert_eq!(read.unwrap().unwrap().len(), SPOOL_READ_BYTES);
+        // Nothing written: the end at once.
+        assert!(read_back(file_with(b""), 4).is_empty());
+    }
+
+    #[test]
+    fn a_spool_read_of_a_file_shorter_than_written_is_a_read_error() {
+        let file = file_with(b"0123456789");
+        let (file, read) = SpoolRead::with_max_bytes(file, 4).run();
+        assert_eq!(&read.unwrap().unwrap()[..], b"0123");
+        // Cut behind the spool's back (as a full tmpfs could).
+        file.file.set_len(6).unwrap();
+        let (file, read) = SpoolRead::with_max_bytes(file, 4).run();
+        let error = read.unwrap_err();
+        assert!(
+            matches!(&error, SpoolError::Read(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
+        );
+        assert_eq!(error.to_string(), "cannot read the spool file back");
+        assert!(!error.cause().to_string().is_empty());
+        assert_eq!(file.remaining(), 6);
+    }
+
+    #[test]
+    fn check_dir_creates_and_drops_a_probe_in_a_usable_dir() {
+        let dir = std::env::temp_dir().join(format!("bbr-spool-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        SpoolConfig::new().with_dir(&dir).check_dir().unwrap();
+        // Nothing left behind.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn check_dir_of_a_missing_dir_or_a_file_is_a_create_error_with_its_cause() {
+        let missing = std::env::temp_dir().join("bbr-spool-check-no-such-dir/nested");
+        let error = SpoolConfig::new()
+            .with_dir(&missing)
+            .check_dir()
+            .unwrap_err();
+        let SpoolError::Create { dir, source } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(dir, &missing);
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(error.cause().to_string(), source.to_string());
+        // A regular file where the directory should be (even root cannot
+        // create a file under it).
+        let file =
+            std::env::temp_dir().join(format!("bbr-spool-check-file-{}", std::process::id()));
+        std::fs::write(&file, b"").unwrap();
+        let error = SpoolConfig::new().with_dir(&file).check_dir();
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(error, Err(SpoolError::Create { dir, .. }) if dir == file));
+    }
+
+    #[test]
+    fn the_cause_is_the_source_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("inner")]
+        struct Inner;
+        let error = SpoolError::Write(std::io::Error::other(Outer(Inner)));
+        assert_eq!(error.cause().to_string(), "outer: inner");
+        let error = SpoolError::Write(std::io::Error::from_raw_os_error(28));
+        assert_eq!(
+            error.cause().to_string(),
+            std::io::Error::from_raw_os_error(28).to_string()
+        );
     }
 
     #[cfg(unix)]

@@ -69,7 +69,7 @@
 //!   with the I/O error.
 //! - Replay, at the decision: the held-headers reply, the chunks held in
 //!   memory, the file read back in pieces of
-//!   [`SPOOL_READ_BYTES`] (one read
+//!   [`SPOOL_READ_BYTES`](bbr_core::spool::SPOOL_READ_BYTES) (one read
 //!   ahead of the replies being sent), the chunks whose write had not run
 //!   yet, then the deciding chunk (with its `end_of_stream`) and the
 //!   trailers reply, all as `streamed_response` messages of at most 62,000
@@ -87,7 +87,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bbr_core::spool::{SPOOL_READ_BYTES, SpoolError, SpoolFile, SpoolWrite, SpoolWritten};
+use bbr_core::spool::{MemoryBudget, SpoolError, SpoolFile, SpoolRead, SpoolWrite, SpoolWritten};
 use bytes::{Bytes, BytesMut};
 
 use crate::mutation::MAX_CHUNK_BYTES;
@@ -187,6 +187,17 @@ impl HeldBudget {
     }
 }
 
+/// A stream reserves from the budget it shares with the other streams.
+impl MemoryBudget for &HeldBudget {
+    fn try_reserve(&mut self, bytes: u64) -> bool {
+        HeldBudget::try_reserve(self, bytes)
+    }
+
+    fn release(&mut self, bytes: u64) {
+        HeldBudget::release(self, bytes);
+    }
+}
+
 /// Blocking file work of one stream's disk spool, to run where blocking is
 /// allowed (the server uses tokio's `spawn_blocking`), at most one at a
 /// time per stream; its result goes back to
@@ -205,8 +216,9 @@ impl HeldBudget {
 pub enum SpoolJob {
     /// Append chunks to the spool file (the first write creates it).
     Write(SpoolWrite),
-    /// Read the next piece of the file back (at most
-    /// [`SPOOL_READ_BYTES`]), after the decision.
+    /// Read the next piece of the file back (a [`SpoolRead`]: at most
+    /// [`SPOOL_READ_BYTES`](bbr_core::spool::SPOOL_READ_BYTES)), after the
+    /// decision.
     Read(SpoolFile),
 }
 
@@ -215,8 +227,8 @@ impl SpoolJob {
     pub fn run(self) -> SpoolDone {
         match self {
             SpoolJob::Write(write) => SpoolDone::Written(write.run()),
-            SpoolJob::Read(mut file) => {
-                let read = file.read_chunk(SPOOL_READ_BYTES);
+            SpoolJob::Read(file) => {
+                let (file, read) = SpoolRead::new(file).run();
                 SpoolDone::Read(file, read)
             }
         }

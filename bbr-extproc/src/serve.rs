@@ -488,13 +488,12 @@ fn check_spool_dir(settings: &mut Settings, explicit: bool) -> Result<(), StartE
     let Some(spool) = &settings.spool else {
         return Ok(());
     };
-    // The probe file is unlinked at creation; dropping it closes it.
-    match bbr_core::spool::SpoolFile::create_in(&spool.dir()) {
-        Ok(_) => Ok(()),
+    match spool.check_dir() {
+        Ok(()) => Ok(()),
         Err(error) if explicit => Err(StartError::SpoolDir(error)),
         Err(error) => {
-            let source = std::error::Error::source(&error).map(ToString::to_string);
-            tracing::warn!(%error, source = source.as_deref().unwrap_or(""),
+            let source = error.cause().to_string();
+            tracing::warn!(%error, source = source.as_str(),
                 "the disk spool is off: the temp dir is not writable (set --spool-dir to a writable directory, or --spool-threshold=off)");
             settings.spool = None;
             Ok(())

@@ -163,7 +163,7 @@ use bbr_core::contract::{
 use bbr_core::encoding::DecodeLimits;
 use bbr_core::multipart::PartLimits;
 use bbr_core::rewrite::ModelSplicer;
-use bbr_core::spool::{Hold, Spool, SpoolConfig, SpoolFile};
+use bbr_core::spool::{Hold, ReservedCost, Spool, SpoolConfig, SpoolFile};
 use bbr_core::{
     BodyExtractor, BodyKind, ErrorKind, ExtractError, Limits, Model, Outcome, Progress,
 };
@@ -731,7 +731,7 @@ pub struct StreamState {
     held: HeldChunks,
     /// Shared by every stream of a server; `reserved` is this stream's part.
     budget: Arc<HeldBudget>,
-    reserved: u64,
+    reserved: ReservedCost,
     /// A body byte arrived (the decision deadline runs from here).
     body_started: bool,
     /// Streamed: body replies owed to Envoy (it holds the bytes itself).
@@ -810,7 +810,7 @@ impl StreamState {
             body_checked: false,
             held: HeldChunks::default(),
             budget,
-            reserved: 0,
+            reserved: ReservedCost::new(),
             body_started: false,
             owed_replies: 0,
             decided: false,
@@ -935,8 +935,8 @@ impl StreamState {
         error: &bbr_core::spool::SpoolError,
         out: &mut Vec<ProcessingResponse>,
     ) {
-        let source = std::error::Error::source(error).map(ToString::to_string);
-        tracing::warn!(%error, source = source.as_deref().unwrap_or(""), "disk spool failed; refusing the request (503)");
+        let source = error.cause().to_string();
+        tracing::warn!(%error, source = source.as_str(), "disk spool failed; refusing the request (503)");
         self.reject(Refusal::Overloaded, out);
     }
 
@@ -948,15 +948,7 @@ impl StreamState {
 
     /// Keeps the stream's reservation from the held budget at `want`.
     fn reserve_exactly(&mut self, want: u64) -> bool {
-        if want > self.reserved {
-            if !self.budget.try_reserve(want - self.reserved) {
-                return false;
-            }
-        } else {
-            self.budget.release(self.reserved - want);
-        }
-        self.reserved = want;
-        true
+        self.reserved.reserve_exactly(&mut &*self.budget, want)
     }
 
     /// Moves the replay on as far as it goes without I/O: takes the file
@@ -1013,7 +1005,7 @@ impl StreamState {
     /// Memory those bytes take (buffers and per-piece overhead included):
     /// what is reserved from the [`HeldBudget`].
     pub fn held_memory(&self) -> u64 {
-        self.reserved
+        self.reserved.bytes()
     }
 
     /// Held pieces (chunks of at least
@@ -1703,7 +1695,7 @@ impl StreamState {
     }
 
     fn release_budget(&mut self) {
-        self.budget.release(std::mem::take(&mut self.reserved));
+        self.reserve_exactly(0);
     }
 
     /// Sends the held headers reply with `mutation`, every held chunk, then

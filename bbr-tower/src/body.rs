@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 
 use bbr_core::BodyExtractor;
 use bbr_core::contract::{ClientHeaders, Refusal};
-use bbr_core::spool::{SPOOL_READ_BYTES, SpoolError, SpoolFile};
+use bbr_core::spool::{SpoolError, SpoolFile, SpoolRead};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -306,12 +306,13 @@ where
 struct SpoolReplay {
     /// The file, when no read holds it.
     file: Option<SpoolFile>,
-    read: Option<Blocking<(SpoolFile, SpoolRead)>>,
+    read: Option<Blocking<ReadBack>>,
     /// Given back as the bytes are handed out; in full when dropped.
     disk: Reservation,
 }
 
-type SpoolRead = Result<Option<Bytes>, SpoolError>;
+/// What a [`SpoolRead`] gives back: the file, and the bytes read.
+type ReadBack = (SpoolFile, Result<Option<Bytes>, SpoolError>);
 
 impl SpoolReplay {
     fn new(spool: HeldSpool) -> Self {
@@ -326,11 +327,9 @@ impl SpoolReplay {
 
     /// Starts the next read when the file is idle and not finished.
     fn read_ahead(&mut self) {
-        if let Some(mut file) = self.file.take_if(|file| file.remaining() > 0) {
-            self.read = Some(crate::blocking::spawn(move || {
-                let read = file.read_chunk(SPOOL_READ_BYTES);
-                (file, read)
-            }));
+        if let Some(file) = self.file.take_if(|file| file.remaining() > 0) {
+            let read = SpoolRead::new(file);
+            self.read = Some(crate::blocking::spawn(move || read.run()));
         }
     }
 

@@ -132,6 +132,17 @@ impl Reservation {
     }
 }
 
+/// A scan reserves its spool's waiting chunks from its own reservation.
+impl bbr_core::spool::MemoryBudget for Reservation {
+    fn try_reserve(&mut self, bytes: u64) -> bool {
+        self.try_grow(bytes)
+    }
+
+    fn release(&mut self, bytes: u64) {
+        self.shrink(bytes);
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.now().fetch_sub(self.bytes, Ordering::Relaxed);

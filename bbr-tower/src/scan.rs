@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 
 use bbr_core::contract::{ClientHeaders, Refusal};
 use bbr_core::encoding::{Coding, DecodeLimits};
-use bbr_core::spool::{Hold, Spool, SpoolFile, SpoolWrite, SpoolWritten};
+use bbr_core::spool::{Hold, ReservedCost, Spool, SpoolFile, SpoolWrite, SpoolWritten};
 use bbr_core::{BodyExtractor, Model, Outcome, Progress};
 use bytes::{Bytes, BytesMut};
 use http_body::Frame;
@@ -108,7 +108,7 @@ struct Spooling {
     /// Bytes handed to the spool, against the disk cap.
     disk: Reservation,
     /// Memory reserved for the spool's chunks not yet written.
-    memory_cost: u64,
+    memory_cost: ReservedCost,
     /// Held frames that come before the spooled bytes.
     at: usize,
     /// Trailers read while spooling: they come after everything spooled.
@@ -192,7 +192,7 @@ impl Scan {
         self.spool = Some(Spooling {
             spool,
             disk,
-            memory_cost: 0,
+            memory_cost: ReservedCost::new(),
             at: 0,
             trailers: None,
         });
@@ -218,7 +218,7 @@ impl Scan {
             // with the whole cause chain, not a debug event.
             crate::trace::warn_event!(
                 error = %error,
-                cause = %std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default(),
+                cause = %error.cause(),
                 "spool write failed; answering 503"
             );
             let _ = &error;
@@ -249,14 +249,12 @@ impl Scan {
             return Ok(());
         };
         let cost = spooling.spool.memory_cost();
-        if cost > spooling.memory_cost {
-            if !self.reservation.try_grow(cost - spooling.memory_cost) {
-                return Err(Refusal::Overloaded);
-            }
-        } else {
-            self.reservation.shrink(spooling.memory_cost - cost);
+        if !spooling
+            .memory_cost
+            .reserve_exactly(&mut self.reservation, cost)
+        {
+            return Err(Refusal::Overloaded);
         }
-        spooling.memory_cost = cost;
         Ok(())
     }
 
@@ -445,7 +443,7 @@ impl Scan {
             // The chunks not written stay in memory, after the file, with
             // the memory already reserved for them (the first carries the
             // slack of a coalescing buffer) ...
-            let mut slack = memory_cost - rest.iter().map(|c| c.len() as u64).sum::<u64>();
+            let mut slack = memory_cost.bytes() - rest.iter().map(|c| c.len() as u64).sum::<u64>();
             for chunk in rest {
                 let cost = chunk.len() as u64 + std::mem::take(&mut slack);
                 self.held.push_back(HeldFrame {
