@@ -275,7 +275,7 @@ pub(crate) fn first_special(bytes: &[u8]) -> usize {
 /// Length of `span` without a UTF-8 sequence cut by its end: the index of
 /// that sequence's lead byte, or `span.len()` when the last sequence is
 /// complete (or not a sequence at all: the validator judges it).
-fn complete_prefix(span: &[u8]) -> usize {
+pub(crate) fn complete_prefix(span: &[u8]) -> usize {
     let len = span.len();
     for back in 1..=len.min(4) {
         let b = span[len - back];
@@ -292,12 +292,26 @@ fn complete_prefix(span: &[u8]) -> usize {
     len
 }
 
+/// The skip of a string past the 16-byte test, out of line: one call
+/// does the skip and its UTF-8 check (with AVX2 enabled for both); a
+/// control byte where it stops is the error at its offset.
+#[inline(never)]
+fn long_string_run(
+    level: simd::Level,
+    bytes: &[u8],
+    i: usize,
+    base: u64,
+) -> Result<usize, ExtractError> {
+    simd::skip_string(level, bytes, i)
+        .map_err(|at| ExtractError::new(ErrorKind::InvalidJson, base + at as u64))
+}
+
 /// Whether `span` (raw string bytes from one non-ASCII byte to another) is
 /// valid UTF-8: std for the short spans of mostly-ASCII text, where the
 /// setup of a vector validator costs more than the bytes, `simdutf8` for
 /// long ones.
 #[inline]
-fn valid_utf8(span: &[u8]) -> bool {
+pub(crate) fn valid_utf8(span: &[u8]) -> bool {
     if span.len() < 32 {
         std::str::from_utf8(span).is_ok()
     } else {
@@ -1032,9 +1046,9 @@ impl ModelExtractor {
     }
 
     /// Fast path for a skipped string from chunk index `i` (no UTF-8
-    /// sequence pending): [`simd::skip`] to the closing quote, stepping
-    /// over complete valid escapes, then one UTF-8 validation of the raw
-    /// span when it holds non-ASCII bytes. Returns the index of the
+    /// sequence pending): [`simd::skip_string`] to the closing quote,
+    /// stepping over complete valid escapes, with one UTF-8 validation of
+    /// the raw span when it holds non-ASCII bytes. Returns the index of the
     /// closing quote, or of the first byte it leaves to the byte-at-a-time
     /// path (an escape that is invalid or cut by the chunk end, the start of
     /// an invalid UTF-8 sequence or of one cut by the chunk end, which that
@@ -1046,46 +1060,7 @@ impl ModelExtractor {
         if let Some(close) = simd::short_string_end(bytes, i) {
             return Ok(close);
         }
-        self.skip_long_string_run(bytes, i, base)
-    }
-
-    /// [`skip_string_run`](Self::skip_string_run) without the short-string
-    /// test (for callers that made it already).
-    #[inline]
-    fn skip_long_string_run(
-        &self,
-        bytes: &[u8],
-        i: usize,
-        base: u64,
-    ) -> Result<usize, ExtractError> {
-        let stop = simd::skip(self.level, bytes, i);
-        if let Some((first, last)) = stop.non_ascii {
-            let span = &bytes[first..last];
-            // A sequence cut by the chunk end is left to the byte path,
-            // which carries it over: validating it here would fail and
-            // cost a second pass over the span once per chunk.
-            let whole = if last == bytes.len() {
-                complete_prefix(span)
-            } else {
-                span.len()
-            };
-            let span = &span[..whole];
-            if !valid_utf8(span) {
-                // Rare: where the bad sequence starts (std's answer).
-                let valid = std::str::from_utf8(span).map_or_else(|e| e.valid_up_to(), str::len);
-                return Ok(first + valid);
-            }
-            if whole < last - first {
-                return Ok(first + whole);
-            }
-        }
-        match bytes.get(stop.at) {
-            Some(&b) if b < 0x20 => Err(ExtractError::new(
-                ErrorKind::InvalidJson,
-                base + stop.at as u64,
-            )),
-            _ => Ok(stop.at),
-        }
+        long_string_run(self.level, bytes, i, base)
     }
 
     /// Fast path for a top-level key: matches its leading run of printable

@@ -240,6 +240,42 @@ pub(crate) fn skip<M: Masks>(bytes: &[u8], mut i: usize) -> Stop {
     }
 }
 
+/// [`skip`] and the UTF-8 check of its non-ASCII range, for a string
+/// from `i` with no UTF-8 sequence pending: `Ok` with the index of the
+/// closing quote, or of the first byte left to the byte-at-a-time path
+/// (an escape that is invalid or cut by the end of `bytes`, the start of
+/// an invalid UTF-8 sequence or of one cut by the end, which that path
+/// reports or carries over exactly), or `bytes.len()`; `Err` with the
+/// index of a control byte (invalid in a string).
+#[inline(always)]
+pub(crate) fn skip_string<M: Masks>(bytes: &[u8], i: usize) -> Result<usize, usize> {
+    let stop = skip::<M>(bytes, i);
+    if let Some((first, last)) = stop.non_ascii {
+        let span = &bytes[first..last];
+        // A sequence cut by the chunk end is left to the byte path,
+        // which carries it over: validating it here would fail and
+        // cost a second pass over the span once per chunk.
+        let whole = if last == bytes.len() {
+            crate::extractor::complete_prefix(span)
+        } else {
+            span.len()
+        };
+        let span = &span[..whole];
+        if !crate::extractor::valid_utf8(span) {
+            // Rare: where the bad sequence starts (std's answer).
+            let valid = std::str::from_utf8(span).map_or_else(|e| e.valid_up_to(), str::len);
+            return Ok(first + valid);
+        }
+        if whole < last - first {
+            return Ok(first + whole);
+        }
+    }
+    match bytes.get(stop.at) {
+        Some(&b) if b < 0x20 => Err(stop.at),
+        _ => Ok(stop.at),
+    }
+}
+
 /// Steps `i` over whole blocks with neither mask set; returns the masks
 /// of the first whole block that has one, or `None` when fewer than 64
 /// bytes are left.

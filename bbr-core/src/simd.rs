@@ -13,7 +13,9 @@
 //! (`tests` below), and the skip built on it against the portable one.
 #![allow(unsafe_code)]
 
-use crate::scan::{self, Stop};
+use crate::scan;
+#[cfg(test)]
+use crate::scan::Stop;
 
 /// The best mask implementation this CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +60,9 @@ impl Level {
     }
 }
 
-/// [`scan::skip`] with the masks of `level`.
-#[inline]
+/// [`scan::skip`] with the masks of `level` (tests: the extractor takes
+/// [`skip_string`]).
+#[cfg(test)]
 pub(crate) fn skip(level: Level, bytes: &[u8], i: usize) -> Stop {
     match level {
         Level::Portable => scan::skip::<scan::Swar>(bytes, i),
@@ -70,6 +73,29 @@ pub(crate) fn skip(level: Level, bytes: &[u8], i: usize) -> Stop {
         // `available`) after `is_x86_feature_detected!("avx2")` said yes.
         Level::Avx2 => unsafe { x86::skip_avx2(bytes, i) },
     }
+}
+
+/// [`scan::skip_string`] with the masks of `level`: the skip and its
+/// UTF-8 check in one call, compiled with AVX2 enabled when `level` has it.
+/// Each level is its own out-of-line function, so the caller is left
+/// with the dispatch and one call (no registers saved for inlined arms).
+#[inline]
+pub(crate) fn skip_string(level: Level, bytes: &[u8], i: usize) -> Result<usize, usize> {
+    match level {
+        Level::Portable => skip_string_portable(bytes, i),
+        #[cfg(target_arch = "x86_64")]
+        Level::Sse2 => x86::skip_string_sse2(bytes, i),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Level::Avx2` is only produced by `detect` (and
+        // `available`) after `is_x86_feature_detected!("avx2")` said yes.
+        Level::Avx2 => unsafe { x86::skip_string_avx2(bytes, i) },
+    }
+}
+
+/// [`scan::skip_string`] with the portable masks.
+#[inline(never)]
+fn skip_string_portable(bytes: &[u8], i: usize) -> Result<usize, usize> {
+    scan::skip_string::<scan::Swar>(bytes, i)
 }
 
 /// The closing quote of a short string whose contents start at `from`:
@@ -160,7 +186,9 @@ mod x86 {
         _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8,
     };
 
-    use crate::scan::{self, Masks, Stop};
+    #[cfg(test)]
+    use crate::scan::Stop;
+    use crate::scan::{self, Masks};
 
     /// `mask`, through an empty `asm!` the optimizer cannot see into.
     /// Without it LLVM fuses the movemask results into one 64-lane boolean
@@ -396,9 +424,26 @@ mod x86 {
     /// # Safety
     ///
     /// The CPU must support AVX2.
+    #[cfg(test)]
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn skip_avx2(bytes: &[u8], i: usize) -> Stop {
         scan::skip::<Avx2>(bytes, i)
+    }
+
+    /// [`scan::skip_string`] with SSE2 masks.
+    #[inline(never)]
+    pub(super) fn skip_string_sse2(bytes: &[u8], i: usize) -> Result<usize, usize> {
+        scan::skip_string::<Sse2>(bytes, i)
+    }
+
+    /// [`scan::skip_string`] compiled with AVX2 enabled.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn skip_string_avx2(bytes: &[u8], i: usize) -> Result<usize, usize> {
+        scan::skip_string::<Avx2>(bytes, i)
     }
 
     /// `masks_unless_plain` with AVX2.
@@ -604,6 +649,86 @@ mod tests {
             }
         }
         assert!(checked > 1_000);
+    }
+
+    /// [`scan::skip_string`] byte by byte: the skip, then std's UTF-8
+    /// answer over the raw bytes from the first non-ASCII one (a sequence
+    /// cut by the end of `bytes` left to the byte path), then a control
+    /// byte at the stop as an error.
+    fn naive_skip_string(bytes: &[u8], start: usize) -> Result<usize, usize> {
+        let stop = crate::scan::tests::naive_skip(bytes, start);
+        if let Some((first, last)) = stop.non_ascii {
+            let span = &bytes[first..last];
+            let whole = if last == bytes.len() {
+                crate::extractor::complete_prefix(span)
+            } else {
+                span.len()
+            };
+            let valid =
+                std::str::from_utf8(&span[..whole]).map_or_else(|e| e.valid_up_to(), str::len);
+            if valid < last - first {
+                return Ok(first + valid);
+            }
+        }
+        match bytes.get(stop.at) {
+            Some(&b) if b < 0x20 => Err(stop.at),
+            _ => Ok(stop.at),
+        }
+    }
+
+    /// The skip with its UTF-8 check, every level against the byte-wise
+    /// reference: from every start to every end of a corpus of escapes,
+    /// valid and invalid UTF-8 and control bytes, and with every byte
+    /// value at every position of a block in a string of one to three
+    /// blocks after multi-byte characters (the error offset included).
+    #[test]
+    fn every_level_skips_strings_like_the_bytewise_reference() {
+        let levels = Level::available();
+        let mut corpus: Vec<u8> = Vec::new();
+        for piece in [
+            &b"plain ascii text that runs for a while, longer than one block of sixty-four bytes"[..],
+            br#"\n\"\\\/\u00e9\ud83d\ude00\t"#,
+            "café 日本語 😀 Ωμέγα".as_bytes(),
+            b"\xed\xa0\x80 \xc0\xaf \xf4\x90\x80\x80 \xe6\x97",
+            b"\x01\x1f\x7f\x80\xff\xc3",
+            br#"\x\u12\ud83d\u0041"#,
+            b"\"",
+        ] {
+            corpus.extend_from_slice(piece);
+        }
+        let text = corpus.repeat(3);
+        let mut checked = 0;
+        for end in (0..=text.len()).step_by(5) {
+            let bytes = &text[..end];
+            for start in 0..=end {
+                let expected = naive_skip_string(bytes, start);
+                for &level in &levels {
+                    let got = skip_string(level, bytes, start);
+                    assert_eq!(got, expected, "{level:?} {start}..{end}");
+                }
+                checked += 1;
+            }
+        }
+        for lead in 0..4 {
+            for block in crate::scan::tests::blocks() {
+                let mut string = "é".repeat(lead).into_bytes();
+                string.extend_from_slice(&block);
+                string.extend_from_slice("日 tail\"".as_bytes());
+                for end in [string.len(), lead * 2 + 63, lead * 2 + 64] {
+                    let bytes = &string[..end];
+                    let expected = naive_skip_string(bytes, 0);
+                    for &level in &levels {
+                        assert_eq!(
+                            skip_string(level, bytes, 0),
+                            expected,
+                            "{level:?} {bytes:?}"
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 100_000);
     }
 
     /// Every level skips every string of a corpus exactly like the

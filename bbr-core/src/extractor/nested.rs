@@ -21,7 +21,7 @@
 use bytes::Bytes;
 
 use super::{ModelExtractor, State, StrKind, is_field, is_ws};
-use crate::simd::{plain_string_end, short_string_end};
+use crate::simd::{self, plain_string_end, short_string_end};
 
 /// Where the loop is in the grammar; the general machine's structural
 /// states, in a register.
@@ -141,7 +141,7 @@ impl ModelExtractor {
                 let from = i + 1;
                 match short_string_end(bytes, from) {
                     Some(close) => close,
-                    None => match self.long_string(bytes, from, base) {
+                    None => match long_string(self.level, bytes, from) {
                         Ok(close) if close < end && bytes[close] == b'"' => close,
                         Ok(at) => leave!(at, State::Str($kind)),
                         Err(_) => leave!(from, State::Str($kind)),
@@ -294,20 +294,14 @@ impl ModelExtractor {
     }
 }
 
-impl ModelExtractor {
-    /// The string skip past the 16-byte test, out of line and marked cold:
-    /// the loop's registers are then saved only on this path, not on
-    /// every short string's.
-    #[cold]
-    #[inline(never)]
-    fn long_string(
-        &self,
-        bytes: &[u8],
-        from: usize,
-        base: u64,
-    ) -> Result<usize, crate::ExtractError> {
-        self.skip_long_string_run(bytes, from, base)
-    }
+/// The string skip past the 16-byte test, out of line and marked cold:
+/// the loop's registers are then saved only on this path, not on every
+/// short string's. Its answer comes back in registers (the loop leaves
+/// at the string's start on an error, and needs nothing more of it).
+#[cold]
+#[inline(never)]
+fn long_string(level: simd::Level, bytes: &[u8], from: usize) -> Result<usize, usize> {
+    simd::skip_string(level, bytes, from)
 }
 
 /// The first index at or after `i` that is not JSON whitespace.

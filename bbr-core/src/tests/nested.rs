@@ -283,3 +283,60 @@ fn long_plain_runs_across_chunks() {
     }
     assert_eq!(checked, 14);
 }
+
+/// Strings of 17 to 200 bytes (past the 16-byte test: the long-string
+/// skip and its UTF-8 check in one call): a 2-, 3- or 4-byte character
+/// across the 64-byte block boundary, and an invalid byte (a stray
+/// continuation, a cut lead, `0xff`, an encoded surrogate, a control
+/// byte) at every position of the first block, at the top level and
+/// nested: the reference's verdict and offset under every chunking.
+#[test]
+fn long_strings_with_utf8_across_blocks_and_defects_at_every_position() {
+    let mut checked = 0;
+    for (len, character) in [(17, "é"), (70, "日"), (130, "😀"), (200, "é")] {
+        for shift in 0..4 {
+            // The character starts `shift` bytes before the block ends.
+            let mut content = vec![b'p'; len];
+            let at = 64usize.saturating_sub(shift + 1).min(len - character.len());
+            content.splice(at..at + character.len(), character.bytes());
+            checked += check_string(&content, None);
+        }
+    }
+    let defects: [&[u8]; 5] = [b"\x80", b"\xe6\x97", b"\xff", b"\xed\xa0\x80", b"\x01"];
+    for defect in defects {
+        for at in 0..64 {
+            let mut content = "ü".repeat(40).into_bytes();
+            let at = at & !1; // on a character boundary
+            content.splice(at..at, defect.iter().copied());
+            checked += check_string(&content, Some(at));
+        }
+    }
+    assert!(checked > 600);
+}
+
+/// `content` as a top-level and as a nested string value, every chunking
+/// (single cuts, fixed sizes 1..=64) against the reference; a defect at
+/// `defect` (an index into `content`) is the error at its body offset.
+fn check_string(content: &[u8], defect: Option<usize>) -> usize {
+    let mut checked = 0;
+    for nested in [false, true] {
+        let mut body = b"{\"a\":".to_vec();
+        body.extend_from_slice(if nested { &b"[\""[..] } else { b"\"" });
+        let start = body.len();
+        body.extend_from_slice(content);
+        body.extend_from_slice(if nested { &b"\"]"[..] } else { b"\"" });
+        body.extend_from_slice(b",\"model\":\"m\"}");
+        let limits = Limits::new();
+        let expected = drive(&[bytes::Bytes::from(body.clone())], limits, true);
+        match defect {
+            None => assert_eq!(expected.as_ref().unwrap().model().unwrap().as_str(), "m"),
+            Some(at) => {
+                let error = expected.as_ref().unwrap_err();
+                assert_eq!(error.offset(), (start + at) as u64, "{body:?}");
+            }
+        }
+        check_all_chunkings(&body, limits, &expected, 0);
+        checked += 1;
+    }
+    checked
+}
