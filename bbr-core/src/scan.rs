@@ -261,7 +261,7 @@ pub(crate) fn skip_string<M: Masks>(bytes: &[u8], i: usize) -> Result<usize, usi
             span.len()
         };
         let span = &span[..whole];
-        if !crate::extractor::valid_utf8(span) {
+        if !valid_span(bytes, first, span) {
             // Rare: where the bad sequence starts (std's answer).
             let valid = std::str::from_utf8(span).map_or_else(|e| e.valid_up_to(), str::len);
             return Ok(first + valid);
@@ -274,6 +274,29 @@ pub(crate) fn skip_string<M: Masks>(bytes: &[u8], i: usize) -> Result<usize, usi
         Some(&b) if b < 0x20 => Err(stop.at),
         _ => Ok(stop.at),
     }
+}
+
+/// Whether `span`, the bytes of `bytes` from `first` to a stop byte or
+/// to a sequence cut by the end of `bytes`, is valid UTF-8. The
+/// validator takes whole 64-byte blocks without a padded copy of a tail,
+/// so when the span ends before an ASCII stop byte and `bytes` goes on
+/// to the next multiple of 64 bytes from `first` and a character's first
+/// byte there (the range cuts no character), that range is checked
+/// instead. A valid range is a valid span: the span ends before an ASCII
+/// byte, a character boundary. An invalid range (a defect in what follows
+/// the string) leaves the span to the exact check.
+#[inline(always)]
+fn valid_span(bytes: &[u8], first: usize, span: &[u8]) -> bool {
+    let end = first + span.len();
+    let blocks = span.len().next_multiple_of(64);
+    let starts_character = |at: usize| bytes.get(at).is_some_and(|&b| !(0x80..0xc0).contains(&b));
+    if bytes.get(end).is_some_and(u8::is_ascii)
+        && starts_character(first + blocks)
+        && crate::extractor::valid_utf8(&bytes[first..first + blocks])
+    {
+        return true;
+    }
+    crate::extractor::valid_utf8(span)
 }
 
 /// Steps `i` over whole blocks with neither mask set; returns the masks

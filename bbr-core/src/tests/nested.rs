@@ -340,3 +340,53 @@ fn check_string(content: &[u8], defect: Option<usize>) -> usize {
     }
     checked
 }
+
+/// A string with non-ASCII bytes is validated up to the next multiple of
+/// 64 bytes from its first non-ASCII block when the body goes on that far:
+/// what follows its closing quote within that range (valid characters,
+/// or a defect in the next string at every distance) must not change the
+/// answer, and a defect there is the error at its own offset, under every
+/// chunking.
+#[test]
+fn utf8_check_past_the_closing_quote_does_not_leak() {
+    let defects: [&[u8]; 4] = [b"\x80", b"\xe6\x97", b"\xff", b"\xed\xa0\x80"];
+    let mut checked = 0;
+    for len in [17, 40, 63, 64, 65, 130] {
+        let content = "é".repeat(len / 2).into_bytes();
+        for gap in 0..64 {
+            for (defect, nested) in [None, Some(defects[gap % defects.len()])]
+                .into_iter()
+                .flat_map(|defect| [(defect, false), (defect, true)])
+            {
+                let mut body = b"{\"a\":".to_vec();
+                body.extend_from_slice(if nested { &b"[\""[..] } else { b"\"" });
+                body.extend_from_slice(&content);
+                body.extend_from_slice(if nested {
+                    &b"\",\""[..]
+                } else {
+                    b"\",\"b\":\""
+                });
+                body.extend(std::iter::repeat_n(b'x', gap));
+                let at = body.len();
+                match defect {
+                    Some(defect) => body.extend_from_slice(defect),
+                    None => body.extend_from_slice("日".as_bytes()),
+                }
+                body.extend_from_slice(if nested { &b"\"]"[..] } else { b"\"" });
+                body.extend_from_slice(b",\"model\":\"m\"}");
+                let limits = Limits::new();
+                let expected = drive(&[bytes::Bytes::from(body.clone())], limits, true);
+                match defect {
+                    None => assert_eq!(expected.as_ref().unwrap().model().unwrap().as_str(), "m"),
+                    Some(_) => {
+                        let error = expected.as_ref().unwrap_err();
+                        assert_eq!(error.offset(), at as u64, "{body:?}");
+                    }
+                }
+                check_all_chunkings(&body, limits, &expected, 0);
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 6 * 64 * 4);
+}
