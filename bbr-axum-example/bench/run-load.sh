@@ -144,6 +144,8 @@ for body in $BODIES; do
     CPU_ROWS+=("$body $conc $direct $envoy $gateway")
     python3 - "$body" "$conc" "$direct" "$envoy" "$gateway" >>"$OUT" <<'PY'
 import json, sys
+sys.path.insert(0, "benches/scripts")
+from body_labels import LABELS
 body, conc = sys.argv[1], sys.argv[2]
 d, e, g = (json.loads(a) for a in sys.argv[3:6])
 for r in (d, e, g):
@@ -152,7 +154,7 @@ for r in (d, e, g):
 ms = lambda us: f"{us / 1000:.2f} ms"
 cols = lambda r: f"{r['requests_per_sec']:.0f} | {ms(r['p50_us'])} | {ms(r['p99_us'])}" if r else "– | – | –"
 ratio = lambda a, b: f"{a['requests_per_sec'] / b['requests_per_sec']:.2f}" if a and b else "–"
-size = {"1k": "1 KiB", "256k": "256 KiB", "prose-1k": "1 KiB prose", "prose-256k": "256 KiB prose"}[body]
+size = LABELS[body]
 print(f"| {size} | {conc} | {cols(d)} | {cols(e)} | {cols(g)} | {ratio(g, d)} | {ratio(g, e)} |")
 PY
   done

@@ -129,6 +129,8 @@ for body in $BODIES; do
     CPU_ROWS+=("$body $conc $header $noop $hold $bbr")
     python3 - "$body" "$conc" "$header" "$noop" "$hold" "$bbr" >>"$OUT" <<'PY'
 import json, sys
+sys.path.insert(0, "benches/scripts")
+from body_labels import LABELS
 body, conc = sys.argv[1], sys.argv[2]
 h, n, w, b = (json.loads(a) for a in sys.argv[3:7])
 for r in (h, n, w, b):
@@ -137,7 +139,7 @@ for r in (h, n, w, b):
 ms = lambda us: f"{us / 1000:.2f} ms"
 cells = lambda r: f"{r['requests_per_sec']:.0f} | {ms(r['p50_us'])} | {ms(r['p99_us'])}"
 rate = lambda r: r["requests_per_sec"]
-size = {"1k": "1 KiB", "256k": "256 KiB", "prose-1k": "1 KiB prose", "prose-256k": "256 KiB prose"}[body]
+size = LABELS[body]
 print(f"| {size} | {conc} | {cells(h)} | {cells(n)} | {cells(w)} | {cells(b)} "
       f"| {rate(b) / rate(n):.2f} | {rate(b) / rate(w):.2f} | {rate(b) / rate(h):.2f} |")
 PY

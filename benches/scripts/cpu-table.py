@@ -11,7 +11,7 @@ process's µs per request joined by `+` (a process of pid 0, none, left out).
 import json
 import sys
 
-SIZES = {"1k": "1 KiB", "256k": "256 KiB", "prose-1k": "1 KiB prose", "prose-256k": "256 KiB prose"}
+from body_labels import LABELS
 
 
 def cell(run):
@@ -32,7 +32,7 @@ def main(title, setups, rows):
         body, conc, *runs = row.split()
         assert len(runs) == len(setups), row
         cells = " | ".join(cell(json.loads(r)) for r in runs)
-        print(f"| {SIZES.get(body, body)} | {conc} | {cells} |")
+        print(f"| {LABELS.get(body, body)} | {conc} | {cells} |")
     print()
 
 
