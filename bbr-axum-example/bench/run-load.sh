@@ -7,8 +7,10 @@
 # requests also go through Envoy routing by a header the client sets itself
 # (deploy/envoy/header-only.yaml, no body work) to the same model server:
 # the design's yardstick for "body-based routing for free". After the
-# table, the CPU time each setup's processes used per request (from /proc:
-# what a row costs, apart from the scheduling noise of a shared machine).
+# table, the CPU time each setup's processes and the load generator used per
+# request (from /proc and `times`): what a row costs, apart from the
+# scheduling noise of a shared machine; on busy cores req/s goes as one
+# over their sum.
 #
 # UPSTREAM=sim (default) is bbr-model-sim, the scenario's model server: it
 # tokenizes every prompt, which costs more CPU than any proxy in front of
@@ -160,7 +162,7 @@ PY
   done
 done
 echo >>"$OUT"
-cpu_table "CPU per request, µs (proxy + upstream; direct: the upstream alone):" \
+cpu_table "CPU per request, µs (proxy + upstream + load generator = total; direct: no proxy):" \
   "direct|Envoy header-only|gateway (BBR)" "${CPU_ROWS[@]}" >>"$OUT"
 echo "model position: $MODEL_POSITION, upstream: $UPSTREAM, $DURATION per run, Envoy --concurrency $ENVOY_CONCURRENCY, $(nproc) cores" >>"$OUT"
 cat "$OUT"

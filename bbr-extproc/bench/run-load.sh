@@ -14,9 +14,9 @@
 #                that must read the whole body first: model last);
 #   bbr          the same Envoy config pointed at bbr-extproc.
 # Prints req/s, p50, p99 and the ratios bbr/no-op, bbr/holding and
-# bbr/header-only, then the CPU time each setup's Envoy and processor
-# used per request (from /proc: what a row costs, apart from the noise of
-# a shared machine's scheduling).
+# bbr/header-only, then the CPU time each setup's Envoy and processor and
+# the load generator used per request (from /proc and `times`: what a row
+# costs, apart from the noise of a shared machine's scheduling).
 #
 #   bash bbr-extproc/bench/run-load.sh                 # 10 s per run
 #   DURATION=5s MODEL_POSITION=first bash bbr-extproc/bench/run-load.sh
@@ -146,7 +146,7 @@ PY
   done
 done
 echo >>"$OUT" # the table ends here for markdown
-cpu_table "CPU per request, µs (Envoy + processor):" "header-only|no-op|holding|bbr-extproc" \
+cpu_table "CPU per request, µs (Envoy + processor + load generator = total):" "header-only|no-op|holding|bbr-extproc" \
   "${CPU_ROWS[@]}" >>"$OUT"
 echo "model position: $MODEL_POSITION, $DURATION per run, Envoy --concurrency $ENVOY_CONCURRENCY, $(nproc) cores" >>"$OUT"
 # Time spent inside the extractor, from bbr-extproc's own histogram.
