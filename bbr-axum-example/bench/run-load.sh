@@ -7,8 +7,10 @@
 # requests also go through Envoy routing by a header the client sets itself
 # (deploy/envoy/header-only.yaml, no body work) to the same model server:
 # the design's yardstick for "body-based routing for free". After the
-# table, the CPU time each setup's processes used per request (from /proc:
-# what a row costs, apart from the scheduling noise of a shared machine).
+# table, the CPU time each setup's processes and the load generator used per
+# request (from /proc and `times`): what a row costs, apart from the
+# scheduling noise of a shared machine; on busy cores req/s goes as one
+# over their sum.
 #
 # UPSTREAM=sim (default) is bbr-model-sim, the scenario's model server: it
 # tokenizes every prompt, which costs more CPU than any proxy in front of
@@ -144,6 +146,8 @@ for body in $BODIES; do
     CPU_ROWS+=("$body $conc $direct $envoy $gateway")
     python3 - "$body" "$conc" "$direct" "$envoy" "$gateway" >>"$OUT" <<'PY'
 import json, sys
+sys.path.insert(0, "benches/scripts")
+from body_labels import LABELS
 body, conc = sys.argv[1], sys.argv[2]
 d, e, g = (json.loads(a) for a in sys.argv[3:6])
 for r in (d, e, g):
@@ -152,13 +156,13 @@ for r in (d, e, g):
 ms = lambda us: f"{us / 1000:.2f} ms"
 cols = lambda r: f"{r['requests_per_sec']:.0f} | {ms(r['p50_us'])} | {ms(r['p99_us'])}" if r else "– | – | –"
 ratio = lambda a, b: f"{a['requests_per_sec'] / b['requests_per_sec']:.2f}" if a and b else "–"
-size = {"1k": "1 KiB", "256k": "256 KiB", "prose-1k": "1 KiB prose", "prose-256k": "256 KiB prose"}[body]
+size = LABELS[body]
 print(f"| {size} | {conc} | {cols(d)} | {cols(e)} | {cols(g)} | {ratio(g, d)} | {ratio(g, e)} |")
 PY
   done
 done
 echo >>"$OUT"
-cpu_table "CPU per request, µs (proxy + upstream; direct: the upstream alone):" \
+cpu_table "CPU per request, µs (proxy + upstream + load generator = total; direct: no proxy):" \
   "direct|Envoy header-only|gateway (BBR)" "${CPU_ROWS[@]}" >>"$OUT"
 echo "model position: $MODEL_POSITION, upstream: $UPSTREAM, $DURATION per run, Envoy --concurrency $ENVOY_CONCURRENCY, $(nproc) cores" >>"$OUT"
 cat "$OUT"

@@ -491,6 +491,58 @@ pub(crate) mod tests {
         assert!(checked > 10_000);
     }
 
+    /// Every `\uXXXX` unit, in lower and upper case, alone and before a
+    /// low surrogate, and every high surrogate before a low one, a high
+    /// one, a non-surrogate and a cut pair: `escape_len` accepts exactly
+    /// what `char::decode_utf16` does.
+    #[test]
+    fn escape_len_agrees_with_decode_utf16_on_every_unit() {
+        let spec = |units: &[u16]| {
+            char::decode_utf16(units.iter().copied())
+                .collect::<Result<String, _>>()
+                .ok()
+                .filter(|text| text.chars().count() == 1)
+        };
+        let mut checked = 0;
+        for unit in 0..=u16::MAX {
+            for upper in [false, true] {
+                let hex = |u: u16| {
+                    let text = format!("\\u{u:04x}");
+                    if upper {
+                        text.to_uppercase().replace("\\U", "\\u")
+                    } else {
+                        text
+                    }
+                };
+                let single = hex(unit);
+                let expected = spec(&[unit]).map(|_| 6);
+                assert_eq!(escape_len(single.as_bytes()), expected, "{single}");
+                // Followed by a low surrogate: a pair after a high one,
+                // still one escape after any other unit.
+                let then_low = format!("{single}{}", hex(0xdc00));
+                let expected = match spec(&[unit, 0xdc00]) {
+                    Some(_) => Some(12),
+                    None => spec(&[unit]).map(|_| 6),
+                };
+                assert_eq!(escape_len(then_low.as_bytes()), expected, "{then_low}");
+                checked += 1;
+                if !(0xd800..0xdc00).contains(&unit) {
+                    continue;
+                }
+                for low in [
+                    0xdc00, 0xdfff, 0xde00, 0xdbff, 0xd800, 0xe000, 0xd7ff, 0x0041,
+                ] {
+                    let pair = format!("{single}{}", hex(low));
+                    let expected = spec(&[unit, low]).map(|_| 12);
+                    assert_eq!(escape_len(pair.as_bytes()), expected, "{pair}");
+                    assert_eq!(escape_len(&pair.as_bytes()[..11]), None, "{pair} cut");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 2 * (65_536 + 1024 * 8));
+    }
+
     #[test]
     fn escape_lengths() {
         for (escape, len) in [

@@ -183,7 +183,7 @@ mod x86 {
     use std::arch::x86_64::{
         __m128i, __m256i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8,
         _mm_or_si128, _mm_set1_epi8, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_max_epu8,
-        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8,
+        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8, _mm256_xor_si256,
     };
 
     #[cfg(test)]
@@ -213,12 +213,7 @@ mod x86 {
         // `window` holds 16 readable bytes; the load is unaligned-safe.
         unsafe {
             let v = _mm_loadu_si128(window.as_ptr().cast::<__m128i>());
-            let quotes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-            let backslashes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-            let low = _mm_set1_epi8(0x1f);
-            let controls = _mm_cmpeq_epi8(_mm_max_epu8(v, low), low);
-            let any = _mm_or_si128(_mm_or_si128(quotes, backslashes), controls);
-            (_mm_movemask_epi8(any) | _mm_movemask_epi8(v)) as u32
+            (_mm_movemask_epi8(stops16(v)) | _mm_movemask_epi8(v)) as u32
         }
     }
 
@@ -230,15 +225,8 @@ mod x86 {
         // `window` holds 16 readable bytes; the load is unaligned-safe.
         unsafe {
             let v = _mm_loadu_si128(window.as_ptr().cast::<__m128i>());
-            let quotes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-            let backslashes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
             let dels = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
-            let low = _mm_set1_epi8(0x1f);
-            let controls = _mm_cmpeq_epi8(_mm_max_epu8(v, low), low);
-            let any = _mm_or_si128(
-                _mm_or_si128(quotes, backslashes),
-                _mm_or_si128(controls, dels),
-            );
+            let any = _mm_or_si128(stops16(v), dels);
             (_mm_movemask_epi8(any) | _mm_movemask_epi8(v)) as u32
         }
     }
@@ -256,14 +244,8 @@ mod x86 {
                 // bytes for k < 4; the load is unaligned-safe.
                 let (s, h) = unsafe {
                     let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>());
-                    let quotes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-                    let backslashes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-                    // b <= 0x1f exactly when max(b, 0x1f) == 0x1f (unsigned).
-                    let low = _mm_set1_epi8(0x1f);
-                    let controls = _mm_cmpeq_epi8(_mm_max_epu8(v, low), low);
-                    let any = _mm_or_si128(_mm_or_si128(quotes, backslashes), controls);
                     (
-                        opaque(_mm_movemask_epi8(any) as u32),
+                        opaque(_mm_movemask_epi8(stops16(v)) as u32),
                         opaque(_mm_movemask_epi8(v) as u32),
                     )
                 };
@@ -280,12 +262,7 @@ mod x86 {
                 // SAFETY: as in `masks` above.
                 let s = unsafe {
                     let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>());
-                    let quotes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-                    let backslashes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-                    let low = _mm_set1_epi8(0x1f);
-                    let controls = _mm_cmpeq_epi8(_mm_max_epu8(v, low), low);
-                    let any = _mm_or_si128(_mm_or_si128(quotes, backslashes), controls);
-                    opaque(_mm_movemask_epi8(any) as u32)
+                    opaque(_mm_movemask_epi8(stops16(v)) as u32)
                 };
                 stops |= u64::from(s) << (16 * k);
             }
@@ -325,6 +302,7 @@ mod x86 {
         unsafe {
             let quotes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
             let backslashes = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // b <= 0x1f exactly when max(b, 0x1f) == 0x1f (unsigned).
             let low = _mm_set1_epi8(0x1f);
             let controls = _mm_cmpeq_epi8(_mm_max_epu8(v, low), low);
             _mm_or_si128(_mm_or_si128(quotes, backslashes), controls)
@@ -346,13 +324,8 @@ mod x86 {
                 // bytes for k < 2; the load is unaligned-safe.
                 let (s, h) = unsafe {
                     let v = _mm256_loadu_si256(block.as_ptr().add(32 * k).cast::<__m256i>());
-                    let quotes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
-                    let backslashes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
-                    let low = _mm256_set1_epi8(0x1f);
-                    let controls = _mm256_cmpeq_epi8(_mm256_max_epu8(v, low), low);
-                    let any = _mm256_or_si256(_mm256_or_si256(quotes, backslashes), controls);
                     (
-                        opaque(_mm256_movemask_epi8(any) as u32),
+                        opaque(_mm256_movemask_epi8(stops32(v)) as u32),
                         opaque(_mm256_movemask_epi8(v) as u32),
                     )
                 };
@@ -370,12 +343,7 @@ mod x86 {
                 // `skip_avx2`, whose callers checked for AVX2).
                 let s = unsafe {
                     let v = _mm256_loadu_si256(block.as_ptr().add(32 * k).cast::<__m256i>());
-                    let quotes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
-                    let backslashes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
-                    let low = _mm256_set1_epi8(0x1f);
-                    let controls = _mm256_cmpeq_epi8(_mm256_max_epu8(v, low), low);
-                    let any = _mm256_or_si256(_mm256_or_si256(quotes, backslashes), controls);
-                    opaque(_mm256_movemask_epi8(any) as u32)
+                    opaque(_mm256_movemask_epi8(stops32(v)) as u32)
                 };
                 stops |= u64::from(s) << (32 * k);
             }
@@ -410,11 +378,12 @@ mod x86 {
         // SAFETY: only reached from `Avx2`'s methods, which run with AVX2
         // enabled and detected (see `skip_avx2`); no memory is touched.
         unsafe {
-            let quotes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
+            // As in `stops16`: b ^ 2 <= 0x20 for controls and `"` alike.
+            let flipped = _mm256_xor_si256(v, _mm256_set1_epi8(2));
+            let low = _mm256_set1_epi8(0x20);
+            let quotes_controls = _mm256_cmpeq_epi8(_mm256_max_epu8(flipped, low), low);
             let backslashes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
-            let low = _mm256_set1_epi8(0x1f);
-            let controls = _mm256_cmpeq_epi8(_mm256_max_epu8(v, low), low);
-            _mm256_or_si256(_mm256_or_si256(quotes, backslashes), controls)
+            _mm256_or_si256(quotes_controls, backslashes)
         }
     }
 

@@ -14,9 +14,9 @@
 #                that must read the whole body first: model last);
 #   bbr          the same Envoy config pointed at bbr-extproc.
 # Prints req/s, p50, p99 and the ratios bbr/no-op, bbr/holding and
-# bbr/header-only, then the CPU time each setup's Envoy and processor
-# used per request (from /proc: what a row costs, apart from the noise of
-# a shared machine's scheduling).
+# bbr/header-only, then the CPU time each setup's Envoy and processor and
+# the load generator used per request (from /proc and `times`: what a row
+# costs, apart from the noise of a shared machine's scheduling).
 #
 #   bash bbr-extproc/bench/run-load.sh                 # 10 s per run
 #   DURATION=5s MODEL_POSITION=first bash bbr-extproc/bench/run-load.sh
@@ -129,6 +129,8 @@ for body in $BODIES; do
     CPU_ROWS+=("$body $conc $header $noop $hold $bbr")
     python3 - "$body" "$conc" "$header" "$noop" "$hold" "$bbr" >>"$OUT" <<'PY'
 import json, sys
+sys.path.insert(0, "benches/scripts")
+from body_labels import LABELS
 body, conc = sys.argv[1], sys.argv[2]
 h, n, w, b = (json.loads(a) for a in sys.argv[3:7])
 for r in (h, n, w, b):
@@ -137,14 +139,14 @@ for r in (h, n, w, b):
 ms = lambda us: f"{us / 1000:.2f} ms"
 cells = lambda r: f"{r['requests_per_sec']:.0f} | {ms(r['p50_us'])} | {ms(r['p99_us'])}"
 rate = lambda r: r["requests_per_sec"]
-size = {"1k": "1 KiB", "256k": "256 KiB", "prose-1k": "1 KiB prose", "prose-256k": "256 KiB prose"}[body]
+size = LABELS[body]
 print(f"| {size} | {conc} | {cells(h)} | {cells(n)} | {cells(w)} | {cells(b)} "
       f"| {rate(b) / rate(n):.2f} | {rate(b) / rate(w):.2f} | {rate(b) / rate(h):.2f} |")
 PY
   done
 done
 echo >>"$OUT" # the table ends here for markdown
-cpu_table "CPU per request, µs (Envoy + processor):" "header-only|no-op|holding|bbr-extproc" \
+cpu_table "CPU per request, µs (Envoy + processor + load generator = total):" "header-only|no-op|holding|bbr-extproc" \
   "${CPU_ROWS[@]}" >>"$OUT"
 echo "model position: $MODEL_POSITION, $DURATION per run, Envoy --concurrency $ENVOY_CONCURRENCY, $(nproc) cores" >>"$OUT"
 # Time spent inside the extractor, from bbr-extproc's own histogram.

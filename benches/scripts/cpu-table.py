@@ -1,25 +1,29 @@
 #!/usr/bin/env python3
 """The CPU-per-request table of the load scripts (sourced lib.sh's
-`with_cpu` adds `"cpu_us": [first, second]` to each loadgen JSON line).
+`with_cpu` adds `"cpu_us": [first, second, load generator]` to each
+loadgen JSON line).
 
     cpu-table.py TITLE "setup|setup|..." "BODY CONC JSON JSON ..." ...
 
 One argument per row: the body name, the concurrency and one loadgen JSON
 line (or `null`: the setup did not run) per setup. A cell is each
-process's µs per request joined by `+` (a process of pid 0, none, left out).
+process's µs per request joined by `+` (a process of pid 0, none, left out;
+the last one is the load generator itself), then their sum: on a machine
+whose cores are all busy, requests/s goes as one over that sum.
 """
 import json
 import sys
 
-SIZES = {"1k": "1 KiB", "256k": "256 KiB", "prose-1k": "1 KiB prose", "prose-256k": "256 KiB prose"}
+from body_labels import LABELS
 
 
 def cell(run):
     if run is None:
         return "–"
     requests = max(run["requests"], 1)
-    used = [f"{us / requests:.0f}" for us in run["cpu_us"] if us]
-    return " + ".join(used) or "0"
+    used = [us / requests for us in run["cpu_us"] if us]
+    parts = " + ".join(f"{us:.0f}" for us in used) or "0"
+    return f"{parts} = {sum(used):.0f}" if len(used) > 1 else parts
 
 
 def main(title, setups, rows):
@@ -32,7 +36,7 @@ def main(title, setups, rows):
         body, conc, *runs = row.split()
         assert len(runs) == len(setups), row
         cells = " | ".join(cell(json.loads(r)) for r in runs)
-        print(f"| {SIZES.get(body, body)} | {conc} | {cells} |")
+        print(f"| {LABELS.get(body, body)} | {conc} | {cells} |")
     print()
 
 

@@ -9,7 +9,8 @@
 #                      (empty when none is found)
 #   cpu_us PID         CPU time (user + system) PID has used so far, in µs
 #   with_cpu A B CMD.. runs CMD, prints its last line (a JSON object) with
-#                      "cpu_us": [µs A used, µs B used] added (0: no process)
+#                      "cpu_us": [µs A used, µs B used, µs CMD used] added
+#                      (0 for A or B: no process)
 #   cpu_table TITLE SETUPS ROW..
 #                      the CPU-per-request table of the rows (cpu-table.py)
 #   gen_body NAME SHAPE SIZE POSITION MODEL
@@ -45,12 +46,23 @@ find_envoy() {
 
 cpu_us() { awk -v tick="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1e6 / tick }' "/proc/$1/stat"; }
 
+# Seconds in a `times` output (written to a file) -> user + system µs of
+# the shell's waited-for children (second line).
+times_us() {
+  awk 'NR == 2 { t = 0; for (k = 1; k <= 2; k++) { split($k, p, "m"); t += p[1] * 60 + p[2] } printf "%d", t * 1e6 }' "$1"
+}
+
 with_cpu() {
-  local a=$1 b=$2 a0=0 b0=0 a1=0 b1=0 line; shift 2
+  local a=$1 b=$2 a0=0 b0=0 a1=0 b1=0 line times="$WORK/times.$BASHPID"; shift 2
   [ "$a" = 0 ] || a0=$(cpu_us "$a"); [ "$b" = 0 ] || b0=$(cpu_us "$b")
+  # CMD's own CPU: `times` in this shell (to a file: in a `$(...)`
+  # subshell its counters would start at zero).
+  times >"$times.0"
   line=$("$@" | tail -n 1)
+  times >"$times.1"
   [ "$a" = 0 ] || a1=$(cpu_us "$a"); [ "$b" = 0 ] || b1=$(cpu_us "$b")
-  echo "${line%\}},\"cpu_us\":[$(( a1 - a0 )),$(( b1 - b0 ))]}"
+  echo "${line%\}},\"cpu_us\":[$(( a1 - a0 )),$(( b1 - b0 )),$(( $(times_us "$times.1") - $(times_us "$times.0") ))]}"
+  rm -f "$times.0" "$times.1"
 }
 
 cpu_table() { python3 "$(dirname "${BASH_SOURCE[0]}")/cpu-table.py" "$@"; }

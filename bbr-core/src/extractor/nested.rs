@@ -165,12 +165,7 @@ impl ModelExtractor {
                         match plain_string_end(bytes, i + 1) {
                             Some(close)
                                 if close - (i + 1) != field_len
-                                    || !is_field(
-                                        bytes,
-                                        i + 1,
-                                        close - (i + 1),
-                                        self.limits.field(),
-                                    ) =>
+                                    || !is_field(bytes, i + 1, self.limits.field()) =>
                             {
                                 i = close + 1;
                                 phase = Phase::Colon;
