@@ -251,28 +251,34 @@ pub(crate) fn skip<M: Masks>(bytes: &[u8], mut i: usize) -> Stop {
 pub(crate) fn skip_string<M: Masks>(bytes: &[u8], i: usize) -> Result<usize, usize> {
     let stop = skip::<M>(bytes, i);
     if let Some((first, last)) = stop.non_ascii {
-        let span = &bytes[first..last];
-        // A sequence cut by the chunk end is left to the byte path,
-        // which carries it over: validating it here would fail and
-        // cost a second pass over the span once per chunk.
-        let whole = if last == bytes.len() {
-            crate::extractor::complete_prefix(span)
-        } else {
-            span.len()
-        };
-        let span = &span[..whole];
+        let span = span_to_validate(bytes, first, last);
         if !valid_span(bytes, first, span) {
             // Rare: where the bad sequence starts (std's answer).
             let valid = std::str::from_utf8(span).map_or_else(|e| e.valid_up_to(), str::len);
             return Ok(first + valid);
         }
-        if whole < last - first {
-            return Ok(first + whole);
+        if span.len() < last - first {
+            return Ok(first + span.len());
         }
     }
     match bytes.get(stop.at) {
         Some(&b) if b < 0x20 => Err(stop.at),
         _ => Ok(stop.at),
+    }
+}
+
+/// The raw bytes of a skip's non-ASCII range `first..last` that are
+/// validated as UTF-8: all of them, less a sequence cut by the end of
+/// `bytes`. That one is left to the byte path, which carries it over a
+/// chunk boundary: validating it here would fail and cost a second pass
+/// over the range once per chunk.
+#[inline(always)]
+pub(crate) fn span_to_validate(bytes: &[u8], first: usize, last: usize) -> &[u8] {
+    let span = &bytes[first..last];
+    if last == bytes.len() {
+        &span[..crate::extractor::complete_prefix(span)]
+    } else {
+        span
     }
 }
 

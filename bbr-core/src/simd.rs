@@ -630,14 +630,8 @@ mod tests {
     fn naive_skip_string(bytes: &[u8], start: usize) -> Result<usize, usize> {
         let stop = crate::scan::tests::naive_skip(bytes, start);
         if let Some((first, last)) = stop.non_ascii {
-            let span = &bytes[first..last];
-            let whole = if last == bytes.len() {
-                crate::extractor::complete_prefix(span)
-            } else {
-                span.len()
-            };
-            let valid =
-                std::str::from_utf8(&span[..whole]).map_or_else(|e| e.valid_up_to(), str::len);
+            let span = scan::span_to_validate(bytes, first, last);
+            let valid = std::str::from_utf8(span).map_or_else(|e| e.valid_up_to(), str::len);
             if valid < last - first {
                 return Ok(first + valid);
             }
