@@ -236,81 +236,88 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    /// Starts Envoy with `deploy/envoy/<file>`, ports substituted. A port
-    /// taken between picking and binding it (tests run in parallel) gives a
-    /// new try with fresh ports.
+    /// Starts Envoy with `deploy/envoy/<file>`, upstream ports substituted.
+    /// Envoy binds its admin and listener ports itself (port 0), and they
+    /// are read back from Envoy: a port picked here could be taken by
+    /// another test's Envoy (listeners set `SO_REUSEPORT`, so both bind it),
+    /// and an admin port shared with another Envoy answers `LIVE` for a
+    /// process that is not this one.
     pub fn start(file: &str, extproc: Option<SocketAddr>, upstreams: &Upstreams) -> Self {
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let template_path = workspace().join("deploy/envoy").join(file);
         let template = std::fs::read_to_string(&template_path)
             .unwrap_or_else(|e| panic!("read {}: {e}", template_path.display()));
-        let mut last_log = String::new();
-        for _attempt in 0..5 {
-            let listen_port = free_port();
-            let admin_port = free_port();
-            let text = template
-                .replace("${LISTEN_PORT}", &listen_port.to_string())
-                .replace("${ADMIN_PORT}", &admin_port.to_string())
-                .replace(
-                    "${EXTPROC_PORT}",
-                    &extproc.map_or(0, |a| a.port()).to_string(),
-                )
-                .replace("${LLAMA_PORT}", &upstreams.llama.port().to_string())
-                .replace("${DEEPSEEK_PORT}", &upstreams.deepseek.port().to_string())
-                .replace("${DEFAULT_PORT}", &upstreams.default.port().to_string());
-            let dir = std::env::temp_dir();
-            let tag = format!("bbr-e2e-{}-{listen_port}", std::process::id());
-            let config = dir.join(format!("{tag}.yaml"));
-            let log = dir.join(format!("{tag}.log"));
-            std::fs::write(&config, text).expect("write envoy config");
-            let child = Command::new(envoy_bin())
-                .arg("-c")
-                .arg(&config)
-                .args([
-                    "--disable-hot-restart",
-                    "--concurrency",
-                    "1",
-                    "-l",
-                    "warning",
-                    "--log-path",
-                ])
-                .arg(&log)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start envoy");
-            let mut envoy = Self {
-                child,
-                listen: SocketAddr::from(([127, 0, 0, 1], listen_port)),
-                admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
-                config,
-                log,
-            };
-            match envoy.wait_ready() {
-                Ok(()) => return envoy,
-                Err(log) if log.contains("Address already in use") => last_log = log,
-                Err(log) => panic!("envoy did not start: {log}"),
-            }
+        let text = template
+            .replace("${LISTEN_PORT}", "0")
+            .replace("${ADMIN_PORT}", "0")
+            .replace(
+                "${EXTPROC_PORT}",
+                &extproc.map_or(0, |a| a.port()).to_string(),
+            )
+            .replace("${LLAMA_PORT}", &upstreams.llama.port().to_string())
+            .replace("${DEEPSEEK_PORT}", &upstreams.deepseek.port().to_string())
+            .replace("${DEFAULT_PORT}", &upstreams.default.port().to_string());
+        let dir = std::env::temp_dir();
+        let serial = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("bbr-e2e-{}-{serial}", std::process::id());
+        let config = dir.join(format!("{tag}.yaml"));
+        let log = dir.join(format!("{tag}.log"));
+        let admin_path = dir.join(format!("{tag}.admin"));
+        let _ = std::fs::remove_file(&admin_path);
+        std::fs::write(&config, text).expect("write envoy config");
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "-l",
+                "warning",
+                "--admin-address-path",
+            ])
+            .arg(&admin_path)
+            .arg("--log-path")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start envoy");
+        let unknown = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut envoy = Self {
+            child,
+            listen: unknown,
+            admin: unknown,
+            config,
+            log,
+        };
+        let ready = envoy.wait_ready(&admin_path);
+        let _ = std::fs::remove_file(&admin_path);
+        if let Err(log) = ready {
+            panic!("envoy did not start: {log}");
         }
-        panic!("envoy did not start after 5 tries: {last_log}");
+        envoy
     }
 
-    /// Waits for admin `/ready` to say LIVE; the log if Envoy exits or
-    /// takes more than 30 s.
-    fn wait_ready(&mut self) -> Result<(), String> {
+    /// Waits for this Envoy's admin address (in `admin_path`), for `/ready`
+    /// to say LIVE, then reads the listener's port from `/listeners`; the
+    /// log if Envoy exits or takes more than 30 s.
+    fn wait_ready(&mut self, admin_path: &Path) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return Err(self.log_text());
             }
-            if let Ok(mut stream) = std::net::TcpStream::connect(self.admin) {
-                use std::io::{Read, Write};
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-                let _ = stream
-                    .write_all(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                let mut text = String::new();
-                let _ = stream.read_to_string(&mut text);
-                if text.contains("LIVE") {
+            let admin = std::fs::read_to_string(admin_path)
+                .ok()
+                .and_then(|text| text.trim().parse::<SocketAddr>().ok());
+            if let Some(admin) = admin {
+                self.admin = admin;
+                if admin_get(admin, "/ready").is_some_and(|text| text.contains("LIVE")) {
+                    let listeners = admin_get(admin, "/listeners?format=json")
+                        .ok_or_else(|| format!("no /listeners: {}", self.log_text()))?;
+                    self.listen = only_listener(&listeners);
                     return Ok(());
                 }
             }
@@ -354,6 +361,56 @@ impl Drop for Envoy {
         let _ = std::fs::remove_file(&self.config);
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// The body of a 200 answer to an admin GET, over one HTTP/1.1 connection.
+fn admin_get(admin: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Some(body.to_owned());
+    }
+    // Admin answers in chunks: size line, data, CRLF, until size 0.
+    let (mut rest, mut joined) = (body, String::new());
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(joined);
+        }
+        joined.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
+}
+
+/// The address of the one listener in an admin `/listeners?format=json`.
+fn only_listener(json: &str) -> SocketAddr {
+    let value: serde_json::Value = serde_json::from_str(json).expect("/listeners is JSON");
+    let statuses = value["listener_statuses"]
+        .as_array()
+        .expect("listener_statuses");
+    assert_eq!(statuses.len(), 1, "one listener expected: {json}");
+    let socket = &statuses[0]["local_address"]["socket_address"];
+    let address = socket["address"].as_str().expect("an address");
+    let port = socket["port_value"].as_u64().expect("a port");
+    format!("{address}:{port}")
+        .parse()
+        .expect("a socket address")
 }
 
 // ------------------------------------------------------------ bbr-extproc
