@@ -52,30 +52,34 @@ fn noop_binary() -> PathBuf {
     path
 }
 
+/// Starts noop_extproc on a port it picks itself (`--port 0`) and reads
+/// the port back from its first stderr line: a port picked here could be
+/// bound by another test before the example binds it.
 fn start_noop(hold: bool) -> Noop {
-    let port = free_port();
-    let port_arg = port.to_string();
-    let mut args = vec!["--port", &port_arg, "--model", ""];
+    use std::io::BufRead;
+    let mut args = vec!["--port", "0", "--model", ""];
     if hold {
         args.push("--hold");
     }
-    let child = Command::new(noop_binary())
+    let mut child = Command::new(noop_binary())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start noop_extproc");
-    let noop = Noop { child, port };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "noop_extproc did not listen in 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    noop
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("noop_extproc's stderr");
+    // Whatever it writes later is drained, so no write of it can fail.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let port = line
+        .trim()
+        .strip_prefix("noop_extproc listening on ")
+        .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("noop_extproc did not start: {line:?}"))
+        .port();
+    Noop { child, port }
 }
 
 async fn admin_stats(envoy: &Envoy, filter: &str) -> String {
