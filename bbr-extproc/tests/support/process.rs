@@ -102,8 +102,14 @@ impl Binary {
                     self.log_text()
                 ));
             }
+            // SERVING from this process: it logs `listening` with its ports
+            // once it has bound all three (the health port answering could
+            // be another test's server that took the port first).
             if let Ok(status) = health_status(self.health, "").await
                 && status == ServingStatus::Serving as i32
+                && self.log_text().lines().any(|line| {
+                    line.contains("listening") && line.contains(&format!(":{}", self.health))
+                })
             {
                 return Ok(());
             }
