@@ -14,7 +14,6 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use bbr_extproc::Tls;
 use support::*;
