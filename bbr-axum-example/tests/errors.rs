@@ -299,10 +299,11 @@ routes:
 
 #[tokio::test]
 async fn upstream_down_gives_502() {
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    // Bound and never listening: connects are refused, and no other test
+    // can take the port while this one runs.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = reserved.local_addr().unwrap();
     let yaml = format!(
         "pools: [{{name: gone, endpoints: ['{closed}']}}]\nroutes: [{{pool: gone, matches: [{{model: m}}]}}]"
     );
