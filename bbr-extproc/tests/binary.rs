@@ -70,7 +70,7 @@ async fn the_upstream_chart_args_start_and_serve_envoy_over_tls() {
     // --secure-serving defaults to true: Envoy reaches it over TLS.
     let upstreams = Upstreams::start().await;
     let extproc = running.addr();
-    let envoy = Envoy::start("bbr-full-duplex-tls.yaml", Some(extproc), &upstreams);
+    let envoy = Envoy::start("bbr-full-duplex-tls.yaml", Some(extproc), &upstreams).await;
     reference_requests_reach_their_pools(&envoy, 3, || running.log_text()).await;
     assert_eq!(upstreams.take().len(), 3);
 
@@ -203,7 +203,8 @@ async fn body_field_to_header_routes_on_another_field_through_envoy() {
         config.to_str().expect("utf-8 path"),
         Some(extproc),
         &upstreams,
-    );
+    )
+    .await;
     let client = http1_client();
     let cases = [
         (

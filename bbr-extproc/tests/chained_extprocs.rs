@@ -81,21 +81,6 @@ fn start_noop(hold: bool) -> Noop {
     Noop { child, port }
 }
 
-async fn admin_stats(envoy: &Envoy, filter: &str) -> String {
-    use http_body_util::BodyExt;
-    let request = hyper::Request::get(format!("http://{}/stats?filter={filter}", envoy.admin))
-        .body(empty())
-        .expect("request");
-    let response = http1_client().request(request).await.expect("admin stats");
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 /// A chat body of exactly `total` bytes, `model` first or last.
 fn body(model: &str, total: usize, model_first: bool) -> Vec<u8> {
     let (head, tail) = if model_first {
@@ -158,7 +143,8 @@ async fn chain_routes_every_size_byte_identical(hold: bool) {
         config.to_str().expect("utf-8 path"),
         Some(extproc.grpc),
         &upstreams,
-    );
+    )
+    .await;
 
     let client = http1_client();
     let sizes = [1 << 10, 7 << 10, 64 << 10, 8 << 20];
@@ -199,7 +185,10 @@ async fn chain_routes_every_size_byte_identical(hold: bool) {
     );
     // Both processors had every request: Envoy counts each filter's
     // streams (the second filter's stats carry its `stat_prefix`).
-    let stats = admin_stats(&envoy, "streams_started").await;
+    let stats = envoy
+        .admin_get("/stats?filter=streams_started")
+        .await
+        .expect("admin stats");
     let started: Vec<(&str, u64)> = stats
         .lines()
         .filter_map(|l| l.split_once(": "))

@@ -318,11 +318,7 @@ async fn every_row_gets_the_same_answer_from_every_adapter() {
     for refusing in [false, true] {
         gateways.push(start_gateway(&upstreams, refusing).await);
         let extproc = start_extproc(refusing).await;
-        envoys.push(Envoy::start(
-            "bbr-full-duplex.yaml",
-            Some(extproc.grpc),
-            &upstreams,
-        ));
+        envoys.push(Envoy::start("bbr-full-duplex.yaml", Some(extproc.grpc), &upstreams).await);
         extprocs.push(extproc);
     }
     let mut checked = 0;

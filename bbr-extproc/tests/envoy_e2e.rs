@@ -20,7 +20,7 @@ const SPOOF_BASE: &str = "x-gateway-base-model-name";
 async fn stack(file: &str, tls: Tls) -> (Upstreams, ExtProc, Envoy) {
     let upstreams = Upstreams::start().await;
     let extproc = ExtProc::start(test_settings(), tls).await;
-    let envoy = Envoy::start(file, Some(extproc.grpc), &upstreams);
+    let envoy = Envoy::start(file, Some(extproc.grpc), &upstreams).await;
     (upstreams, extproc, envoy)
 }
 
@@ -236,7 +236,7 @@ async fn slow_upload_is_refused_at_the_decision_deadline() {
     let upstreams = Upstreams::start().await;
     let settings = test_settings().decision_deadline(Duration::from_millis(300));
     let extproc = ExtProc::start(settings, Tls::Plaintext).await;
-    let envoy = Envoy::start("bbr-full-duplex.yaml", Some(extproc.grpc), &upstreams);
+    let envoy = Envoy::start("bbr-full-duplex.yaml", Some(extproc.grpc), &upstreams).await;
     let (tx, pending) = streamed_request(&envoy);
     tx.send(Frame::data(Bytes::from_static(
         br#"{"messages":[{"role":"user","#,
@@ -267,7 +267,7 @@ async fn bytes_held_over_the_global_cap_get_503_with_retry_after() {
     let upstreams = Upstreams::start().await;
     let settings = test_settings().max_held_bytes(64 << 10);
     let extproc = ExtProc::start(settings, Tls::Plaintext).await;
-    let envoy = Envoy::start("bbr-full-duplex.yaml", Some(extproc.grpc), &upstreams);
+    let envoy = Envoy::start("bbr-full-duplex.yaml", Some(extproc.grpc), &upstreams).await;
     // Streamed by the client so that Envoy cannot hand the whole body over
     // in one message: the first chunk (no model yet) must be held.
     let (tx, pending) = streamed_request(&envoy);
@@ -353,7 +353,7 @@ async fn base_model_header_routes_every_adapter_with_one_route_per_pool() {
     let mut config = bbr_extproc::ServerConfig::local(test_settings());
     config.adapters = vec![file.clone()];
     let extproc = ExtProc::start_with(config).await;
-    let envoy = Envoy::start("bbr-base-model.yaml", Some(extproc.grpc), &upstreams);
+    let envoy = Envoy::start("bbr-base-model.yaml", Some(extproc.grpc), &upstreams).await;
     let client = http1_client();
     for (path, body, model, pool) in reference_requests() {
         let answer = send(&client, post(&envoy.url(path), body, &[])).await;

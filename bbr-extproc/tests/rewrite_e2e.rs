@@ -88,7 +88,7 @@ async fn rewriting_stack(
     config.adapters_reload_interval = Duration::from_millis(20);
     let upstreams = Upstreams::start().await;
     let extproc = ExtProc::start_with(config).await;
-    let envoy = Envoy::start(file, Some(extproc.grpc), &upstreams);
+    let envoy = Envoy::start(file, Some(extproc.grpc), &upstreams).await;
     (upstreams, extproc, envoy)
 }
 

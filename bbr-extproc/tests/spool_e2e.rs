@@ -98,7 +98,7 @@ impl Setup {
         if !usable_dir {
             std::fs::remove_dir(&spool_dir).expect("an empty spool dir");
         }
-        let envoy = Envoy::start("bbr-full-duplex.yaml", Some(extproc.addr()), &upstreams);
+        let envoy = Envoy::start("bbr-full-duplex.yaml", Some(extproc.addr()), &upstreams).await;
         Self {
             sim,
             extproc,

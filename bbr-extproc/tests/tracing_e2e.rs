@@ -234,7 +234,7 @@ async fn one_span_per_request_child_of_the_client_and_parent_of_the_upstream() {
     );
     binary.wait_serving().await;
     let upstreams = Upstreams::start().await;
-    let envoy = Envoy::start("bbr-base-model.yaml", Some(binary.addr()), &upstreams);
+    let envoy = Envoy::start("bbr-base-model.yaml", Some(binary.addr()), &upstreams).await;
     let client = http1_client();
     let url = envoy.url("/v1/completions");
 
@@ -361,7 +361,7 @@ async fn run_unsampled(
     let mut binary = start_binary(args, &otel);
     binary.wait_serving().await;
     let upstreams = Upstreams::start().await;
-    let envoy = Envoy::start("bbr-full-duplex.yaml", Some(binary.addr()), &upstreams);
+    let envoy = Envoy::start("bbr-full-duplex.yaml", Some(binary.addr()), &upstreams).await;
     let client = http1_client();
     let url = envoy.url("/v1/completions");
     let traceparent = client_traceparent();

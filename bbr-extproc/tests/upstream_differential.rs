@@ -108,7 +108,7 @@ struct Side {
 impl Side {
     async fn start(processor: Processor) -> Self {
         let upstreams = Upstreams::start().await;
-        let envoy = Envoy::start(ENVOY_CONFIG, Some(processor.grpc), &upstreams);
+        let envoy = Envoy::start(ENVOY_CONFIG, Some(processor.grpc), &upstreams).await;
         Self {
             processor,
             upstreams,

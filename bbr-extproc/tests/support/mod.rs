@@ -242,7 +242,7 @@ impl Envoy {
     /// another test's Envoy (listeners set `SO_REUSEPORT`, so both bind it),
     /// and an admin port shared with another Envoy answers `LIVE` for a
     /// process that is not this one.
-    pub fn start(file: &str, extproc: Option<SocketAddr>, upstreams: &Upstreams) -> Self {
+    pub async fn start(file: &str, extproc: Option<SocketAddr>, upstreams: &Upstreams) -> Self {
         static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let template_path = workspace().join("deploy/envoy").join(file);
         let template = std::fs::read_to_string(&template_path)
@@ -292,7 +292,7 @@ impl Envoy {
             config,
             log,
         };
-        let ready = envoy.wait_ready(&admin_path);
+        let ready = envoy.wait_ready(&admin_path).await;
         let _ = std::fs::remove_file(&admin_path);
         if let Err(log) = ready {
             panic!("envoy did not start: {log}");
@@ -303,7 +303,7 @@ impl Envoy {
     /// Waits for this Envoy's admin address (in `admin_path`), for `/ready`
     /// to say LIVE, then reads the listener's port from `/listeners`; the
     /// log if Envoy exits or takes more than 30 s.
-    fn wait_ready(&mut self, admin_path: &Path) -> Result<(), String> {
+    async fn wait_ready(&mut self, admin_path: &Path) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -314,14 +314,20 @@ impl Envoy {
                 .and_then(|text| text.trim().parse::<SocketAddr>().ok());
             if let Some(admin) = admin {
                 self.admin = admin;
-                if admin_get(admin, "/ready").is_some_and(|text| text.contains("LIVE")) {
-                    let listeners = admin_get(admin, "/listeners?format=json")
+                if self
+                    .admin_get("/ready")
+                    .await
+                    .is_some_and(|text| text.contains("LIVE"))
+                {
+                    let listeners = self
+                        .admin_get("/listeners?format=json")
+                        .await
                         .ok_or_else(|| format!("no /listeners: {}", self.log_text()))?;
                     self.listen = only_listener(&listeners);
                     return Ok(());
                 }
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Err(format!("not ready in 30 s: {}", self.log_text()))
     }
@@ -339,15 +345,24 @@ impl Envoy {
         format!("http://{}{path}", self.listen)
     }
 
-    /// One Envoy counter or gauge from the admin `/stats` endpoint.
-    pub async fn stat(&self, name: &str) -> Option<u64> {
-        let client = http1_client();
-        let request = Request::get(format!("http://{}/stats?filter={name}", self.admin))
+    /// The body of a 200 answer to a GET of admin `path`; `None` for any
+    /// other answer or none.
+    pub async fn admin_get(&self, path: &str) -> Option<String> {
+        let request = Request::get(format!("http://{}{path}", self.admin))
             .body(empty())
             .expect("request");
-        let response = client.request(request).await.ok()?;
-        let text = response.into_body().collect().await.ok()?.to_bytes();
-        String::from_utf8_lossy(&text).lines().find_map(|l| {
+        let response = http1_client().request(request).await.ok()?;
+        if response.status() != hyper::StatusCode::OK {
+            return None;
+        }
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        Some(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// One Envoy counter or gauge from the admin `/stats` endpoint.
+    pub async fn stat(&self, name: &str) -> Option<u64> {
+        let text = self.admin_get(&format!("/stats?filter={name}")).await?;
+        text.lines().find_map(|l| {
             l.strip_prefix(&format!("{name}: "))
                 .and_then(|v| v.trim().parse().ok())
         })
@@ -360,41 +375,6 @@ impl Drop for Envoy {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
         let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-/// The body of a 200 answer to an admin GET, over one HTTP/1.1 connection.
-fn admin_get(admin: SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(admin).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Some(body.to_owned());
-    }
-    // Admin answers in chunks: size line, data, CRLF, until size 0.
-    let (mut rest, mut joined) = (body, String::new());
-    loop {
-        let (size, after) = rest.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(joined);
-        }
-        joined.push_str(after.get(..size)?);
-        rest = after.get(size..)?.strip_prefix("\r\n")?;
     }
 }
 
