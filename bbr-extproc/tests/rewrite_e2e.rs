@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bbr_core::contract::{MODEL_HEADER, REQUESTED_MODEL_HEADER};
 use bbr_extproc::{ServerConfig, Tls};
@@ -344,9 +344,10 @@ async fn sticky_sessions_keep_their_target_in_every_body_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_changing_the_weights_under_load_loses_no_request() {
+    // "weight: 10" first: it is a prefix of "weight: 1000000".
     let before = RULES
-        .replace("weight: 90", "weight: 1000000")
-        .replace("weight: 10", "weight: 1");
+        .replace("weight: 10", "weight: 1")
+        .replace("weight: 90", "weight: 1000000");
     let rules = RulesDir::new(&before);
     for file in MODES {
         rules.write(&before);
@@ -354,16 +355,21 @@ async fn a_reload_changing_the_weights_under_load_loses_no_request() {
         let client = http1_client();
         let sent = Arc::new(AtomicUsize::new(0));
         let switched = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        // Bounded by time, not by a request count: a loaded machine may
+        // answer thousands of requests before the watcher thread runs.
+        let deadline = started + Duration::from_secs(30);
         let mut workers = Vec::new();
         for _ in 0..8 {
             let (client, url) = (client.clone(), envoy.url("/v1/chat/completions"));
             let (sent, switched) = (sent.clone(), switched.clone());
             workers.push(tokio::spawn(async move {
                 let mut targets = Vec::new();
-                // Bounded: stops once the new weights are seen (plus a tail
-                // of requests), or after 4,000 requests in all.
+                // Stops once the new weights are seen (plus a tail of
+                // requests), or at the deadline.
                 let mut after_switch = 0;
-                while after_switch < 25 && sent.fetch_add(1, Ordering::Relaxed) < 4000 {
+                while after_switch < 25 && Instant::now() < deadline {
+                    sent.fetch_add(1, Ordering::Relaxed);
                     let i = targets.len();
                     let answer = send(&client, post(&url, chat("food-review", i % 64), &[])).await;
                     assert_eq!(answer.status, 200, "{:?}", answer.body);
@@ -381,13 +387,15 @@ async fn a_reload_changing_the_weights_under_load_loses_no_request() {
         }
         // Swap the weights while the workers run: every request from now
         // on goes to movie-critique once the watcher has read the file.
-        while sent.load(Ordering::Relaxed) < 100 {
+        // (A worker that failed stops counting: the deadline ends this too.)
+        while sent.load(Ordering::Relaxed) < 100 && Instant::now() < deadline {
             tokio::task::yield_now().await;
         }
         let after = RULES
             .replace("weight: 90", "weight: 1")
             .replace("weight: 10", "weight: 1000000");
         rules.write(&after);
+        let written = started.elapsed();
         let mut answered = Vec::new();
         for worker in workers {
             let targets = worker.await.expect("worker");
@@ -406,10 +414,15 @@ async fn a_reload_changing_the_weights_under_load_loses_no_request() {
             }
             answered.extend(targets);
         }
-        assert!(
-            switched.load(Ordering::Relaxed),
-            "{file}: the new weights were never used"
-        );
+        if !switched.load(Ordering::Relaxed) {
+            panic!(
+                "{file}: the new weights were never used in {:?} after the rules were swapped \
+                 ({} requests); bbr-extproc's metrics:\n{}",
+                started.elapsed() - written,
+                answered.len(),
+                extproc.metrics_text().await
+            );
+        }
         let received = upstreams.take();
         assert_eq!(
             received.len(),
