@@ -388,7 +388,8 @@
 //! instead of in memory: a per-request memory threshold, batched writes to
 //! an anonymous temp file, reads back in order. The adapter runs its blocking
 //! file I/O off its event loop.
-// `unsafe` only in `simd` (SIMD intrinsics behind run-time detection).
+// `unsafe` only in `simd` (SIMD intrinsics behind run-time detection, and
+// the unchecked text view of a model the scan validated).
 #![deny(unsafe_code)]
 
 mod body;

@@ -93,7 +93,8 @@ impl Model {
     /// assert_eq!(model.as_str(), "m");
     /// ```
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes).expect("Model is only built from validated UTF-8")
+        // Validated once, by the scan that found it.
+        crate::simd::validated_str(&self.bytes)
     }
 
     /// The model's bytes.

@@ -1,6 +1,7 @@
-//! SIMD masks for [`crate::scan`]: the only module of the crate that may
-//! use `unsafe`. x86_64 only; everything else uses the portable
-//! [`Swar`](crate::scan::Swar) masks.
+//! SIMD masks for [`crate::scan`], and the unchecked text view of a
+//! [`Model`](crate::Model)'s bytes ([`validated_str`]): the only module of
+//! the crate that may use `unsafe`. The masks are x86_64 only; everything
+//! else uses the portable [`Swar`](crate::scan::Swar) masks.
 //!
 //! Why own intrinsics rather than a crate: the skip needs two 64-bit masks
 //! per block (stops and non-ASCII bytes) whose set bits it walks; memchr
@@ -16,6 +17,26 @@
 use crate::scan;
 #[cfg(test)]
 use crate::scan::Stop;
+
+/// `bytes` as text without checking them a second time. For a model's
+/// bytes only: the scan validated them as UTF-8 while it read them, and
+/// `Model::new_unchecked_utf8` (crate-private) is given nothing else.
+/// Checking again cost ~140 of the ~3,700 instructions of a 1 KiB
+/// extraction read through [`Model::as_str`](crate::Model::as_str)
+/// (callgrind, `benches/scripts/callgrind-table.sh`, prose 1 KiB).
+#[inline]
+pub(crate) fn validated_str(bytes: &[u8]) -> &str {
+    // Every build with debug assertions (the tests, the property tests,
+    // the fuzz targets) checks the promise here.
+    debug_assert!(
+        std::str::from_utf8(bytes).is_ok(),
+        "unvalidated model bytes"
+    );
+    // SAFETY: the caller's bytes are valid UTF-8 (see above): each
+    // constructor of a `Model` passes a range the scan validated, trimmed
+    // only at ASCII spaces or tabs (character boundaries), or a `&str`.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
+}
 
 /// The best mask implementation this CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -457,6 +478,51 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::scan::Masks;
+
+    #[test]
+    fn validated_str_is_the_checked_str_for_every_model_the_extractor_finds() {
+        let names = [
+            "m",
+            "food-review-1",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "modèle-é",
+            "模型-7b",
+            "emoji-🦙",
+            "\\u00e9 escaped",
+        ];
+        for name in names {
+            for body in [
+                format!(r#"{{"model":"{name}"}}"#),
+                format!(r#"{{"model":"  {name}\t"}}"#),
+                format!(r#"{{"messages":[{{"content":"é \" 模"}}],"model":"{name}\/x"}}"#),
+            ] {
+                let body = bytes::Bytes::from(body);
+                let outcome = crate::extract_model(&body, &crate::Limits::new());
+                let Ok(crate::Outcome::Found(model)) = outcome else {
+                    panic!("{body:?}: {outcome:?}");
+                };
+                let parsed: serde_json::Value = serde_json::from_slice(&body).expect("json");
+                let expected = parsed["model"].as_str().expect("a string");
+                assert_eq!(
+                    model.as_str(),
+                    expected.trim_matches([' ', '\t']),
+                    "{body:?}"
+                );
+                assert_eq!(
+                    model.as_str(),
+                    std::str::from_utf8(model.as_bytes()).expect("valid"),
+                    "{body:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "unvalidated model bytes")]
+    fn validated_str_refuses_unvalidated_bytes_when_debug_assertions_are_on() {
+        validated_str(b"a\xffb");
+    }
     use crate::scan::tests::{blocks, naive_masks};
 
     #[cfg(target_arch = "x86_64")]
