@@ -478,6 +478,7 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::scan::Masks;
+    use crate::scan::tests::{blocks, naive_masks};
 
     #[test]
     fn validated_str_is_the_checked_str_for_every_model_the_extractor_finds() {
@@ -523,7 +524,6 @@ mod tests {
     fn validated_str_refuses_unvalidated_bytes_when_debug_assertions_are_on() {
         validated_str(b"a\xffb");
     }
-    use crate::scan::tests::{blocks, naive_masks};
 
     #[cfg(target_arch = "x86_64")]
     #[test]

@@ -344,10 +344,13 @@ async fn sticky_sessions_keep_their_target_in_every_body_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_changing_the_weights_under_load_loses_no_request() {
-    // "weight: 10" first: it is a prefix of "weight: 1000000".
-    let before = RULES
-        .replace("weight: 10", "weight: 1")
-        .replace("weight: 90", "weight: 1000000");
+    // RULES with other weights for its food-review-1 and movie-critique.
+    let weighted = |food_review: u32, movie_critique: u32| {
+        RULES
+            .replace("weight: 90}", &format!("weight: {food_review}}}"))
+            .replace("weight: 10}", &format!("weight: {movie_critique}}}"))
+    };
+    let before = weighted(1_000_000, 1);
     let rules = RulesDir::new(&before);
     for file in MODES {
         rules.write(&before);
@@ -391,9 +394,7 @@ async fn a_reload_changing_the_weights_under_load_loses_no_request() {
         while sent.load(Ordering::Relaxed) < 100 && Instant::now() < deadline {
             tokio::task::yield_now().await;
         }
-        let after = RULES
-            .replace("weight: 90", "weight: 1")
-            .replace("weight: 10", "weight: 1000000");
+        let after = weighted(1, 1_000_000);
         rules.write(&after);
         let written = started.elapsed();
         let mut answered = Vec::new();
