@@ -193,6 +193,26 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    /// The message and every cause after it, `: `-separated: one line for
+    /// a log (a YAML error's line and column are in its cause).
+    ///
+    /// ```
+    /// let error = bbr_adapters::AdapterMap::from_yaml_str("data: [", "inline").unwrap_err();
+    /// assert!(error.with_causes().starts_with(&format!("{error}: ")));
+    /// ```
+    pub fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+}
+
 /// What is wrong with an `InferenceModelRewrite` document (see
 /// [`rewrite`](crate::rewrite)).
 #[derive(Debug, thiserror::Error)]

@@ -79,7 +79,7 @@ use serde_norway::Value;
 use crate::error::{LoadError, Origin, RewriteProblem, YamlError};
 use crate::source::SourceFile;
 use crate::store::{Reloading, Snapshot};
-use crate::{Reload, ReloadWatcher};
+use crate::{Reload, ReloadEvent, ReloadWatcher};
 
 /// The `apiVersion` of the upstream CRD.
 pub const API_VERSION: &str = "inference.networking.x-k8s.io/v1alpha2";
@@ -538,6 +538,15 @@ impl RewriteStore {
         F: FnMut(&Result<Reload, Arc<LoadError>>) + Send + 'static,
     {
         self.inner.watch_with(interval, on_poll)
+    }
+
+    /// Like [`watch`](Self::watch), calling `on_event` once per change of
+    /// the files (see [`AdapterStore::watch_events`](crate::AdapterStore::watch_events)).
+    pub fn watch_events<F>(&self, interval: Duration, on_event: F) -> std::io::Result<ReloadWatcher>
+    where
+        F: FnMut(ReloadEvent) + Send + 'static,
+    {
+        self.inner.watch_events(interval, on_event)
     }
 }
 

@@ -98,6 +98,40 @@ pub enum Reload {
     Swapped,
 }
 
+/// A change of the files a watcher saw, reported once per change (a
+/// refused content is not reported again at every poll while it stays).
+///
+/// ```
+/// use std::sync::Arc;
+/// use bbr_adapters::{LoadError, ReloadEvent};
+/// let event = ReloadEvent::Refused(Arc::new(LoadError::FileTooLarge { path: "big.yaml".into(), limit: 1 }));
+/// assert!(!event.applied());
+/// assert!(ReloadEvent::Applied.applied());
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ReloadEvent {
+    /// The changed files loaded cleanly and are in force.
+    Applied,
+    /// The changed files were refused; what was in force stays.
+    Refused(Arc<LoadError>),
+}
+
+impl ReloadEvent {
+    /// True when the new files are in force.
+    pub fn applied(&self) -> bool {
+        matches!(self, ReloadEvent::Applied)
+    }
+}
+
+/// What one reload attempt did, and whether a failure is new: a watcher
+/// reports each change once, while `reload` answers every call.
+enum Attempted {
+    Unchanged,
+    Swapped,
+    Failed { error: Arc<LoadError>, new: bool },
+}
+
 impl AdapterStore {
     /// Loads `paths` once (the first load must succeed) and keeps them for
     /// [`reload`](Self::reload) and [`watch`](Self::watch).
@@ -215,6 +249,43 @@ impl AdapterStore {
     {
         self.inner.watch_with(interval, on_poll)
     }
+
+    /// Like [`watch`](Self::watch), and calls `on_event` once for every
+    /// change of the files: [`ReloadEvent::Applied`] when the new map is in
+    /// force, [`ReloadEvent::Refused`] when it was refused and the old one
+    /// stays (to log and count it: a bad ConfigMap edit must not go
+    /// unnoticed). Polls that find the files unchanged call nothing. The
+    /// callback runs on the reload thread.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use bbr_adapters::AdapterStore;
+    ///
+    /// let dir = std::env::temp_dir().join(format!("bbr-doc-events-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let file = dir.join("adapters.yaml");
+    /// std::fs::write(&file, "data: {baseModel: base, adapters: '[lora]'}").unwrap();
+    /// let store = AdapterStore::load([&file]).unwrap();
+    /// let (seen, events) = mpsc::channel();
+    /// let watcher = store.watch_events(Duration::from_millis(1), move |event| {
+    ///     let _ = seen.send(event);
+    /// }).unwrap();
+    /// std::fs::write(&file, "data: {baseModel: [not, a, name]}").unwrap();
+    /// assert!(!events.recv().unwrap().applied()); // refused, reported once
+    /// assert_eq!(store.lookup("lora").as_deref(), Some("base")); // the old map stays
+    /// std::fs::write(&file, "data: {baseModel: base2, adapters: '[lora]'}").unwrap();
+    /// assert!(events.recv().unwrap().applied());
+    /// assert_eq!(store.lookup("lora").as_deref(), Some("base2"));
+    /// watcher.stop();
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn watch_events<F>(&self, interval: Duration, on_event: F) -> std::io::Result<ReloadWatcher>
+    where
+        F: FnMut(ReloadEvent) + Send + 'static,
+    {
+        self.inner.watch_events(interval, on_event)
+    }
 }
 
 impl<T: Snapshot> Reloading<T> {
@@ -265,8 +336,18 @@ impl<T: Snapshot> Reloading<T> {
     }
 
     pub(crate) fn reload(&self) -> Result<Reload, Arc<LoadError>> {
+        match self.attempt() {
+            Attempted::Unchanged => Ok(Reload::Unchanged),
+            Attempted::Swapped => Ok(Reload::Swapped),
+            Attempted::Failed { error, .. } => Err(error),
+        }
+    }
+
+    /// One reload: unchanged files repeat the previous answer (a kept
+    /// error is then not new).
+    fn attempt(&self) -> Attempted {
         if self.shared.paths.is_empty() {
-            return Ok(Reload::Unchanged);
+            return Attempted::Unchanged;
         }
         let mut state = self
             .shared
@@ -276,12 +357,15 @@ impl<T: Snapshot> Reloading<T> {
         let read = read_all(&self.shared.paths);
         let attempt = match &read {
             Ok(files) => Attempt::Read(files.clone()),
-            Err(error) => Attempt::ReadFailed(error_chain(error)),
+            Err(error) => Attempt::ReadFailed(error.with_causes()),
         };
         if state.last_attempt.as_ref() == Some(&attempt) {
             return match &state.last_error {
-                Some(error) => Err(error.clone()),
-                None => Ok(Reload::Unchanged),
+                Some(error) => Attempted::Failed {
+                    error: error.clone(),
+                    new: false,
+                },
+                None => Attempted::Unchanged,
             };
         }
         state.last_attempt = Some(attempt);
@@ -290,13 +374,13 @@ impl<T: Snapshot> Reloading<T> {
                 self.shared.current.store(Arc::new(map));
                 self.shared.reloads.fetch_add(1, Ordering::Relaxed);
                 state.last_error = None;
-                Ok(Reload::Swapped)
+                Attempted::Swapped
             }
             Err(error) => {
                 let error = Arc::new(error);
                 self.shared.failed_reloads.fetch_add(1, Ordering::Relaxed);
                 state.last_error = Some(error.clone());
-                Err(error)
+                Attempted::Failed { error, new: true }
             }
         }
     }
@@ -341,15 +425,39 @@ impl<T: Snapshot> Reloading<T> {
     where
         F: FnMut(&Result<Reload, Arc<LoadError>>) + Send + 'static,
     {
-        let (stop, stopped) = mpsc::channel::<()>();
         let store = self.clone();
+        // The outcome is also recorded in the store (counters, last error).
+        self.poll_every(interval, move || on_poll(&store.reload()))
+    }
+
+    pub(crate) fn watch_events<F>(
+        &self,
+        interval: Duration,
+        mut on_event: F,
+    ) -> std::io::Result<ReloadWatcher>
+    where
+        F: FnMut(ReloadEvent) + Send + 'static,
+    {
+        let store = self.clone();
+        self.poll_every(interval, move || match store.attempt() {
+            Attempted::Swapped => on_event(ReloadEvent::Applied),
+            Attempted::Failed { error, new: true } => on_event(ReloadEvent::Refused(error)),
+            Attempted::Unchanged | Attempted::Failed { new: false, .. } => {}
+        })
+    }
+
+    /// Runs `poll` every `interval` on a std thread until the watcher stops.
+    fn poll_every<F>(&self, interval: Duration, mut poll: F) -> std::io::Result<ReloadWatcher>
+    where
+        F: FnMut() + Send + 'static,
+    {
+        let (stop, stopped) = mpsc::channel::<()>();
         let thread = thread::Builder::new()
             .name("bbr-adapters-reload".to_owned())
             .spawn(move || {
                 // A message or a disconnected sender both mean stop.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    // The outcome is also recorded in the store (counters, last error).
-                    on_poll(&store.reload());
+                    poll();
                 }
             })?;
         Ok(ReloadWatcher {
@@ -402,15 +510,4 @@ fn build(files: &[SourceFile]) -> Result<AdapterMap, LoadError> {
         builder.add_source(file)?;
     }
     builder.build()
-}
-
-fn error_chain(error: &LoadError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use bbr_adapters::{AdapterStore, LoadError, Reload};
+use bbr_adapters::{AdapterStore, LoadError, Reload, ReloadEvent};
 use common::{TempDir, mount_config_map, mount_keys};
 
 fn config_map(base: &str, adapters: &[&str]) -> String {
@@ -192,6 +192,49 @@ fn watcher_reports_every_poll_in_order_and_stops_when_dropped() {
     assert_eq!(store.lookup("third"), None);
     assert_eq!(store.reload_count(), 1);
     assert_eq!(store.failed_reload_count(), 1);
+}
+
+/// Events come once per change of the files: a refused content is not
+/// reported again by the polls that find it unchanged, and nothing is
+/// reported while nothing changes.
+#[test]
+fn watch_events_reports_each_change_once() {
+    let dir = TempDir::new("events");
+    let mount = dir.path().join("cm");
+    mount_config_map(&mount, "v1", "base", Some("- first\n"));
+    let store = AdapterStore::load([&mount]).unwrap();
+    let (seen, events) = mpsc::channel();
+    let watcher = store
+        .watch_events(Duration::from_millis(1), move |event| {
+            let _ = seen.send(event);
+        })
+        .unwrap();
+    let quiet = Duration::from_millis(100);
+    assert!(events.recv_timeout(quiet).is_err(), "no change, no event");
+
+    mount_config_map(&mount, "v2", "base", Some("[unclosed\n"));
+    let refused = events.recv_timeout(Duration::from_secs(10)).unwrap();
+    match &refused {
+        ReloadEvent::Refused(error) => {
+            assert!(
+                matches!(**error, LoadError::AdaptersNotAList { .. }),
+                "{error:?}"
+            );
+            assert!(error.with_causes().starts_with(&error.to_string()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // About a hundred polls read the refused files again: no second event.
+    assert!(events.recv_timeout(quiet).is_err(), "refused once");
+    assert_eq!(store.lookup("first").as_deref(), Some("base"));
+
+    mount_config_map(&mount, "v3", "base", Some("- second\n"));
+    let applied = events.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(applied.applied(), "{applied:?}");
+    assert_eq!(store.lookup("second").as_deref(), Some("base"));
+    assert!(events.recv_timeout(quiet).is_err(), "applied once");
+    drop(watcher);
+    assert_eq!((store.reload_count(), store.failed_reload_count()), (1, 1));
 }
 
 /// Many threads look up names while the map is swapped back and forth; every

@@ -113,6 +113,7 @@ pub use error::{Error, UnknownValue, immediate_response};
 pub use held::{HeldBudget, SpoolDone, SpoolJob};
 pub use metrics::{
     BUILD_REF, COMMIT, MAX_REWRITE_MODEL_LABELS, Metrics, OVERFLOW_LABEL, PluginNames,
+    WatchedConfig,
 };
 #[cfg(feature = "server")]
 pub use metrics_http::MetricsAuth;

@@ -17,6 +17,14 @@
 //! (a catch-all rule sees every name) further ones are counted as
 //! [`OVERFLOW_LABEL`].
 //!
+//! Reloads of the files the server watches (the adapter map, the model
+//! rewrite rules) are counted by `bbr_config_reloads_total{config,
+//! result}` (`config` is `adapters` or `model_rewrites`, `result`
+//! `success` or `failure`, once per change of the files), and
+//! `bbr_config_last_reload_successful{config}` is 0 while the latest
+//! change was refused and the previous files stay in force, as
+//! Prometheus's own `prometheus_config_last_reload_successful`.
+//!
 //! [`ModelRewrite::rule`]: crate::ModelRewrite::rule
 
 use prometheus_client::encoding::text::encode;
@@ -108,6 +116,33 @@ pub struct Metrics {
     plugins: PluginNames,
     rewrite_decisions: Family<PluginLabels, Counter>,
     rewrite_models: RequestedModelLabels,
+    config_reloads: Family<Labels, Counter>,
+    config_reload_ok: Family<Labels, Gauge>,
+}
+
+/// A set of files the server watches and reloads: the `config` label of
+/// the reload metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WatchedConfig {
+    /// The adapter map (`--lora-adapters` files or directories).
+    Adapters,
+    /// The model rewrite rules (`--model-rewrites`).
+    ModelRewrites,
+}
+
+impl WatchedConfig {
+    /// The label value: `adapters` or `model_rewrites`.
+    ///
+    /// ```
+    /// assert_eq!(bbr_extproc::WatchedConfig::ModelRewrites.as_str(), "model_rewrites");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WatchedConfig::Adapters => "adapters",
+            WatchedConfig::ModelRewrites => "model_rewrites",
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -224,6 +259,18 @@ impl Metrics {
             "Body bytes written to the disk spool before their routing decision",
             spooled_bytes.clone(),
         );
+        let config_reloads = Family::<Labels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Changes of a watched config (adapters, model_rewrites) by result: success (in force) or failure (refused, the previous one stays)",
+            config_reloads.clone(),
+        );
+        let config_reload_ok = Family::<Labels, Gauge>::default();
+        registry.register(
+            "config_last_reload_successful",
+            "1 while a watched config's latest files are in force, 0 while they were refused",
+            config_reload_ok.clone(),
+        );
         // The upstream series exist from the start, at zero.
         let field_label = vec![("field", plugins.field.clone())];
         let _ = field_not_found.get_or_create(&field_label);
@@ -254,7 +301,44 @@ impl Metrics {
             unroutable_streams,
             spooled_requests,
             spooled_bytes,
+            config_reloads,
+            config_reload_ok,
         }
+    }
+
+    /// Starts the reload series of a config the server watches, at zero
+    /// and successful (it loaded, or the server would not have started).
+    pub fn watching(&self, config: WatchedConfig) {
+        for result in ["success", "failure"] {
+            let _ = self
+                .config_reloads
+                .get_or_create(&vec![("config", config.as_str()), ("result", result)]);
+        }
+        self.config_reload_ok
+            .get_or_create(&vec![("config", config.as_str())])
+            .set(1);
+    }
+
+    /// Counts one change of a watched config's files: in force when
+    /// `applied`, else refused (the previous files stay).
+    ///
+    /// ```
+    /// use bbr_extproc::{Metrics, WatchedConfig};
+    /// let metrics = Metrics::new();
+    /// metrics.watching(WatchedConfig::Adapters);
+    /// metrics.config_reloaded(WatchedConfig::Adapters, false);
+    /// let text = metrics.encode();
+    /// assert!(text.contains(r#"bbr_config_reloads_total{config="adapters",result="failure"} 1"#));
+    /// assert!(text.contains(r#"bbr_config_last_reload_successful{config="adapters"} 0"#));
+    /// ```
+    pub fn config_reloaded(&self, config: WatchedConfig, applied: bool) {
+        let result = if applied { "success" } else { "failure" };
+        self.config_reloads
+            .get_or_create(&vec![("config", config.as_str()), ("result", result)])
+            .inc();
+        self.config_reload_ok
+            .get_or_create(&vec![("config", config.as_str())])
+            .set(i64::from(applied));
     }
 
     /// Records what one finished stream did.

@@ -15,8 +15,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bbr_adapters::AdapterStore;
 use bbr_adapters::rewrite::{RewritePicker, RewriteStore};
+use bbr_adapters::{AdapterStore, ReloadEvent};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -27,7 +27,7 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WatchedConfig};
 use crate::metrics_http::{self, MetricsAuth};
 use crate::proto::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 use crate::server::BbrExtProc;
@@ -224,10 +224,11 @@ impl Server {
             adapters,
             rewrites,
         } = self;
+        let interval = config.adapters_reload_interval;
         let _watcher = match &adapters {
             Some(store) => Some(
                 store
-                    .watch(config.adapters_reload_interval)
+                    .watch_events(interval, reload_reporter(WatchedConfig::Adapters, &metrics))
                     .map_err(StartError::Watch)?,
             ),
             None => None,
@@ -235,7 +236,10 @@ impl Server {
         let _rewrites_watcher = match &rewrites {
             Some(store) => Some(
                 store
-                    .watch(config.adapters_reload_interval)
+                    .watch_events(
+                        interval,
+                        reload_reporter(WatchedConfig::ModelRewrites, &metrics),
+                    )
                     .map_err(StartError::Watch)?,
             ),
             None => None,
@@ -497,6 +501,27 @@ fn check_spool_dir(settings: &mut Settings, explicit: bool) -> Result<(), StartE
                 "the disk spool is off: the temp dir is not writable (set --spool-dir to a writable directory, or --spool-threshold=off)");
             settings.spool = None;
             Ok(())
+        }
+    }
+}
+
+/// Logs and counts each change of a watched config's files: a refused
+/// edit is a warning (the previous files stay in force), not silence.
+fn reload_reporter(
+    config: WatchedConfig,
+    metrics: &Arc<Metrics>,
+) -> impl FnMut(ReloadEvent) + Send + 'static {
+    metrics.watching(config);
+    let metrics = metrics.clone();
+    move |event| {
+        metrics.config_reloaded(config, event.applied());
+        match event {
+            ReloadEvent::Refused(error) => tracing::warn!(
+                config = config.as_str(),
+                error = %error.with_causes(),
+                "reload refused; the previous files stay in force"
+            ),
+            _ => tracing::info!(config = config.as_str(), "reloaded"),
         }
     }
 }

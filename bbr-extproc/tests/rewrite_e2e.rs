@@ -41,6 +41,13 @@ spec:
     - {modelRewrite: movie-critique, weight: 10}
 "#;
 
+/// RULES with other weights for its food-review-1 and movie-critique.
+fn weighted(food_review: u32, movie_critique: u32) -> String {
+    RULES
+        .replace("weight: 90}", &format!("weight: {food_review}}}"))
+        .replace("weight: 10}", &format!("weight: {movie_critique}}}"))
+}
+
 /// A directory holding `rewrites.yaml`, removed on drop.
 struct RulesDir(PathBuf);
 
@@ -344,12 +351,6 @@ async fn sticky_sessions_keep_their_target_in_every_body_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_changing_the_weights_under_load_loses_no_request() {
-    // RULES with other weights for its food-review-1 and movie-critique.
-    let weighted = |food_review: u32, movie_critique: u32| {
-        RULES
-            .replace("weight: 90}", &format!("weight: {food_review}}}"))
-            .replace("weight: 10}", &format!("weight: {movie_critique}}}"))
-    };
     let before = weighted(1_000_000, 1);
     let rules = RulesDir::new(&before);
     for file in MODES {
@@ -439,5 +440,81 @@ async fn a_reload_changing_the_weights_under_load_loses_no_request() {
             metrics.contains("target_model=\"movie-critique\""),
             "{metrics}"
         );
+        assert!(has_line(&metrics, REWRITES_RELOADED), "{file}: {metrics}");
     }
+}
+
+const REWRITES_RELOADED: &str =
+    r#"bbr_config_reloads_total{config="model_rewrites",result="success"} 1"#;
+const REWRITES_REFUSED: &str =
+    r#"bbr_config_reloads_total{config="model_rewrites",result="failure"} 1"#;
+const REWRITES_IN_FORCE: &str = r#"bbr_config_last_reload_successful{config="model_rewrites"} 1"#;
+const REWRITES_STALE: &str = r#"bbr_config_last_reload_successful{config="model_rewrites"} 0"#;
+
+/// Whether `metrics` has exactly this line (`... 1` is not `... 10`).
+fn has_line(metrics: &str, series: &str) -> bool {
+    metrics.lines().any(|line| line == series)
+}
+
+/// The metrics once they hold `series`, or a panic naming them after 10 s.
+async fn metrics_with(extproc: &ExtProc, series: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = extproc.metrics_text().await;
+        if has_line(&metrics, series) {
+            return metrics;
+        }
+        assert!(Instant::now() < deadline, "no {series} in 10 s:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The targets of `n` requests for `food-review` through Envoy.
+async fn food_review_targets(envoy: &Envoy, n: usize) -> Vec<String> {
+    let client = http1_client();
+    let mut targets = Vec::new();
+    for i in 0..n {
+        let url = envoy.url("/v1/chat/completions");
+        let answer = send(&client, post(&url, chat("food-review", i), &[])).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        targets.push(answer.json()["model"].as_str().expect("model").to_owned());
+    }
+    targets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_is_counted_once_and_the_previous_rules_stay_in_force() {
+    let rules = RulesDir::new(&weighted(1_000_000, 1));
+    let (_upstreams, extproc, envoy) = rewriting_stack(MODES[0], &rules, None).await;
+    let metrics = extproc.metrics_text().await;
+    for series in [
+        r#"bbr_config_reloads_total{config="model_rewrites",result="success"} 0"#,
+        r#"bbr_config_reloads_total{config="model_rewrites",result="failure"} 0"#,
+        REWRITES_IN_FORCE,
+    ] {
+        assert!(has_line(&metrics, series), "{series}:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("config=\"adapters\""),
+        "no adapter map is watched"
+    );
+
+    // An edit that does not parse: refused, and the old rules still route.
+    rules.write("kind: InferenceModelRewrite\nspec: {rules: [\n");
+    let metrics = metrics_with(&extproc, REWRITES_REFUSED).await;
+    assert!(has_line(&metrics, REWRITES_STALE), "{metrics}");
+    let targets = food_review_targets(&envoy, 8).await;
+    assert!(targets.iter().all(|t| t == "food-review-1"), "{targets:?}");
+    // Polled every 20 ms since, and still counted once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let metrics = extproc.metrics_text().await;
+    assert!(has_line(&metrics, REWRITES_REFUSED), "{metrics}");
+
+    // A good edit is in force again.
+    rules.write(&weighted(1, 1_000_000));
+    let metrics = metrics_with(&extproc, REWRITES_RELOADED).await;
+    assert!(has_line(&metrics, REWRITES_IN_FORCE), "{metrics}");
+    assert!(has_line(&metrics, REWRITES_REFUSED), "{metrics}");
+    let targets = food_review_targets(&envoy, 8).await;
+    assert!(targets.iter().all(|t| t == "movie-critique"), "{targets:?}");
 }
