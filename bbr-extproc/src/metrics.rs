@@ -125,7 +125,7 @@ pub struct Metrics {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WatchedConfig {
-    /// The adapter map (`--lora-adapters` files or directories).
+    /// The adapter map (`--adapters` files or directories).
     Adapters,
     /// The model rewrite rules (`--model-rewrites`).
     ModelRewrites,
