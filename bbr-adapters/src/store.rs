@@ -265,16 +265,21 @@ impl AdapterStore {
     /// let dir = std::env::temp_dir().join(format!("bbr-doc-events-{}", std::process::id()));
     /// std::fs::create_dir_all(&dir).unwrap();
     /// let file = dir.join("adapters.yaml");
-    /// std::fs::write(&file, "data: {baseModel: base, adapters: '[lora]'}").unwrap();
+    /// // Whole files only (write, then rename), or a poll may read half of one.
+    /// let replace = |text: &str| {
+    ///     std::fs::write(dir.join(".next"), text).unwrap();
+    ///     std::fs::rename(dir.join(".next"), &file).unwrap();
+    /// };
+    /// replace("data: {baseModel: base, adapters: '[lora]'}");
     /// let store = AdapterStore::load([&file]).unwrap();
     /// let (seen, events) = mpsc::channel();
     /// let watcher = store.watch_events(Duration::from_millis(1), move |event| {
     ///     let _ = seen.send(event);
     /// }).unwrap();
-    /// std::fs::write(&file, "data: {baseModel: [not, a, name]}").unwrap();
+    /// replace("data: {baseModel: [not, a, name]}");
     /// assert!(!events.recv().unwrap().applied()); // refused, reported once
     /// assert_eq!(store.lookup("lora").as_deref(), Some("base")); // the old map stays
-    /// std::fs::write(&file, "data: {baseModel: base2, adapters: '[lora]'}").unwrap();
+    /// replace("data: {baseModel: base2, adapters: '[lora]'}");
     /// assert!(events.recv().unwrap().applied());
     /// assert_eq!(store.lookup("lora").as_deref(), Some("base2"));
     /// watcher.stop();
