@@ -122,6 +122,36 @@ impl ReloadEvent {
     pub fn applied(&self) -> bool {
         matches!(self, ReloadEvent::Applied)
     }
+
+    /// Logs the change of the watched config named `config` (feature
+    /// `tracing`): a refused edit at warn, with the error and its causes
+    /// (the previous files stay in force), an applied one at info. Every
+    /// binary that watches a config logs it with these words.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("bbr-log-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// # let file = dir.join("adapters.yaml");
+    /// # std::fs::write(&file, "data:\n  baseModel: base\n  adapters: '- lora-a'\n").unwrap();
+    /// let store = bbr_adapters::AdapterStore::load([&file])?;
+    /// let watcher = store
+    ///     .watch_events(std::time::Duration::from_secs(10), |event| event.log("adapters"))
+    ///     .expect("watcher thread");
+    /// watcher.stop();
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), bbr_adapters::LoadError>(())
+    /// ```
+    #[cfg(feature = "tracing")]
+    pub fn log(&self, config: &str) {
+        match self {
+            ReloadEvent::Refused(error) => tracing::warn!(
+                config,
+                error = %error.with_causes(),
+                "reload refused; the previous files stay in force"
+            ),
+            ReloadEvent::Applied => tracing::info!(config, "reloaded"),
+        }
+    }
 }
 
 /// What one reload attempt did, and whether a failure is new: a watcher

@@ -284,3 +284,55 @@ fn readers_never_miss_during_swaps() {
     assert_eq!(store.reload_count(), SWAPS);
     assert!(lookups.load(Ordering::Relaxed) > 0);
 }
+
+/// The line each binary writes for a change: a refused edit at WARN with
+/// its cause, an applied one at INFO, both naming the config.
+#[cfg(feature = "tracing")]
+#[test]
+fn log_writes_one_line_per_event_with_the_config_and_the_cause() {
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let refused = bbr_adapters::AdapterMap::from_yaml_str("data: [", "inline").unwrap_err();
+    let cause = refused.with_causes();
+    assert!(cause.len() > refused.to_string().len(), "{cause}");
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        ReloadEvent::Refused(Arc::new(refused)).log("adapters");
+        ReloadEvent::Applied.log("model_rewrites");
+    });
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].trim_start().starts_with("WARN "), "{}", lines[0]);
+    assert!(
+        lines[0].contains("reload refused; the previous files stay in force"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("config=\"adapters\""), "{}", lines[0]);
+    assert!(lines[0].contains(&format!("error={cause}")), "{}", lines[0]);
+    assert!(lines[1].trim_start().starts_with("INFO "), "{}", lines[1]);
+    assert!(
+        lines[1].ends_with("reloaded config=\"model_rewrites\""),
+        "{}",
+        lines[1]
+    );
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Router;
 use bbr_adapters::rewrite::{RewritePicker, RewriteRules, RewriteStore};
-use bbr_adapters::{AdapterStore, ReloadEvent, ReloadWatcher};
+use bbr_adapters::{AdapterStore, ReloadWatcher};
 use bbr_core::contract::Refusal;
 use bbr_core::spool::SpoolConfig;
 use bbr_tower::ModelRoutingLayer;
@@ -25,24 +25,9 @@ pub(crate) fn load_adapters(
     }
     let store = AdapterStore::load(&config.adapter_paths).map_err(ConfigError::Adapters)?;
     let watcher = store
-        .watch_events(ADAPTER_RELOAD_INTERVAL, |event| {
-            log_reload("adapters", event)
-        })
+        .watch_events(ADAPTER_RELOAD_INTERVAL, |event| event.log("adapters"))
         .map_err(ConfigError::AdapterWatch)?;
     Ok(Some((store, watcher)))
-}
-
-/// Logs each change of a watched config's files: a refused edit is a
-/// warning (the previous files stay in force), not silence.
-fn log_reload(config: &'static str, event: ReloadEvent) {
-    match event {
-        ReloadEvent::Refused(error) => tracing::warn!(
-            config,
-            error = %error.with_causes(),
-            "reload refused; the previous files stay in force"
-        ),
-        _ => tracing::info!(config, "reloaded"),
-    }
 }
 
 /// The model rewrite rules of the config, loaded (and watched when they
@@ -54,9 +39,7 @@ pub(crate) fn load_rewrites(
     if !options.paths.is_empty() {
         let store = RewriteStore::load(&options.paths).map_err(ConfigError::Rewrites)?;
         let watcher = store
-            .watch_events(ADAPTER_RELOAD_INTERVAL, |event| {
-                log_reload("model_rewrites", event)
-            })
+            .watch_events(ADAPTER_RELOAD_INTERVAL, |event| event.log("model_rewrites"))
             .map_err(ConfigError::RewriteWatch)?;
         return Ok(Some((store, Some(watcher))));
     }

@@ -515,14 +515,7 @@ fn reload_reporter(
     let metrics = metrics.clone();
     move |event| {
         metrics.config_reloaded(config, event.applied());
-        match event {
-            ReloadEvent::Refused(error) => tracing::warn!(
-                config = config.as_str(),
-                error = %error.with_causes(),
-                "reload refused; the previous files stay in force"
-            ),
-            _ => tracing::info!(config = config.as_str(), "reloaded"),
-        }
+        event.log(config.as_str());
     }
 }
 
