@@ -113,7 +113,7 @@ mod store;
 
 pub use error::{LoadError, Origin, RewriteProblem, YamlError};
 pub use map::{AdapterMap, AdapterMapBuilder};
-pub use store::{AdapterStore, Reload, ReloadEvent, ReloadWatcher};
+pub use store::{AdapterStore, Reload, ReloadEvent, ReloadWatcher, WatchedConfig};
 
 /// Largest file read as a manifest or mounted key: 16 MiB (a list of tens of
 /// thousands of adapters fits easily; anything larger is a mistake).

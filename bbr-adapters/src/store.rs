@@ -98,6 +98,32 @@ pub enum Reload {
     Swapped,
 }
 
+/// A set of files a binary watches and reloads, by the name its log lines
+/// and metrics give it (the `config` field and label).
+///
+/// ```
+/// assert_eq!(bbr_adapters::WatchedConfig::ModelRewrites.as_str(), "model_rewrites");
+/// assert_eq!(bbr_adapters::WatchedConfig::Adapters.as_str(), "adapters");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WatchedConfig {
+    /// The adapter map (`--adapters` files or directories).
+    Adapters,
+    /// The model rewrite rules (`--model-rewrites`).
+    ModelRewrites,
+}
+
+impl WatchedConfig {
+    /// The name: `adapters` or `model_rewrites`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WatchedConfig::Adapters => "adapters",
+            WatchedConfig::ModelRewrites => "model_rewrites",
+        }
+    }
+}
+
 /// A change of the files a watcher saw, reported once per change (a
 /// refused content is not reported again at every poll while it stays).
 ///
@@ -123,7 +149,7 @@ impl ReloadEvent {
         matches!(self, ReloadEvent::Applied)
     }
 
-    /// Logs the change of the watched config named `config` (feature
+    /// Logs the change of the watched `config` (feature
     /// `tracing`): a refused edit at warn, with the error and its causes
     /// (the previous files stay in force), an applied one at info. Every
     /// binary that watches a config logs it with these words.
@@ -135,14 +161,17 @@ impl ReloadEvent {
     /// # std::fs::write(&file, "data:\n  baseModel: base\n  adapters: '- lora-a'\n").unwrap();
     /// let store = bbr_adapters::AdapterStore::load([&file])?;
     /// let watcher = store
-    ///     .watch_events(std::time::Duration::from_secs(10), |event| event.log("adapters"))
+    ///     .watch_events(std::time::Duration::from_secs(10), |event| {
+    ///         event.log(bbr_adapters::WatchedConfig::Adapters)
+    ///     })
     ///     .expect("watcher thread");
     /// watcher.stop();
     /// # std::fs::remove_dir_all(&dir).unwrap();
     /// # Ok::<(), bbr_adapters::LoadError>(())
     /// ```
     #[cfg(feature = "tracing")]
-    pub fn log(&self, config: &str) {
+    pub fn log(&self, config: WatchedConfig) {
+        let config = config.as_str();
         match self {
             ReloadEvent::Refused(error) => tracing::warn!(
                 config,

@@ -290,6 +290,7 @@ fn readers_never_miss_during_swaps() {
 #[cfg(feature = "tracing")]
 #[test]
 fn log_writes_one_line_per_event_with_the_config_and_the_cause() {
+    use bbr_adapters::WatchedConfig;
     use std::sync::Mutex;
 
     #[derive(Clone, Default)]
@@ -315,8 +316,8 @@ fn log_writes_one_line_per_event_with_the_config_and_the_cause() {
         .without_time()
         .finish();
     tracing::subscriber::with_default(subscriber, || {
-        ReloadEvent::Refused(Arc::new(refused)).log("adapters");
-        ReloadEvent::Applied.log("model_rewrites");
+        ReloadEvent::Refused(Arc::new(refused)).log(WatchedConfig::Adapters);
+        ReloadEvent::Applied.log(WatchedConfig::ModelRewrites);
     });
     let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = text.lines().collect();

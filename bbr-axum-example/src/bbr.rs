@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Router;
 use bbr_adapters::rewrite::{RewritePicker, RewriteRules, RewriteStore};
-use bbr_adapters::{AdapterStore, ReloadWatcher};
+use bbr_adapters::{AdapterStore, ReloadWatcher, WatchedConfig};
 use bbr_core::contract::Refusal;
 use bbr_core::spool::SpoolConfig;
 use bbr_tower::ModelRoutingLayer;
@@ -25,7 +25,9 @@ pub(crate) fn load_adapters(
     }
     let store = AdapterStore::load(&config.adapter_paths).map_err(ConfigError::Adapters)?;
     let watcher = store
-        .watch_events(ADAPTER_RELOAD_INTERVAL, |event| event.log("adapters"))
+        .watch_events(ADAPTER_RELOAD_INTERVAL, |event| {
+            event.log(WatchedConfig::Adapters)
+        })
         .map_err(ConfigError::AdapterWatch)?;
     Ok(Some((store, watcher)))
 }
@@ -39,7 +41,9 @@ pub(crate) fn load_rewrites(
     if !options.paths.is_empty() {
         let store = RewriteStore::load(&options.paths).map_err(ConfigError::Rewrites)?;
         let watcher = store
-            .watch_events(ADAPTER_RELOAD_INTERVAL, |event| event.log("model_rewrites"))
+            .watch_events(ADAPTER_RELOAD_INTERVAL, |event| {
+                event.log(WatchedConfig::ModelRewrites)
+            })
             .map_err(ConfigError::RewriteWatch)?;
         return Ok(Some((store, Some(watcher))));
     }

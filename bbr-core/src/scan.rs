@@ -41,6 +41,168 @@ pub(crate) trait Masks {
         let (stops, high) = Self::masks(block);
         (stops | high != 0).then_some((stops, high))
     }
+
+    /// Whether this level has vector classes for [`escapes_in_block`]:
+    /// a block whose first stop is a backslash is then taken whole by
+    /// [`escapes_in_block`], not escape by escape.
+    const ESCAPE_CLASSES: bool = false;
+
+    /// The backslashes and escape letters of `block`, for
+    /// [`escapes_in_block`].
+    #[inline(always)]
+    fn letter_classes(block: &[u8; 64]) -> LetterClasses {
+        LetterClasses::of(block)
+    }
+
+    /// The hex digits of `block`, for the `\\uXXXX` escapes of
+    /// [`escapes_in_block`].
+    #[inline(always)]
+    fn hex_classes(block: &[u8; 64]) -> HexClasses {
+        HexClasses::of(block)
+    }
+
+    /// [`escapes_in_block`] for the whole block at `i`, with this level's
+    /// classes. Only called when [`ESCAPE_CLASSES`](Masks::ESCAPE_CLASSES)
+    /// is true; a level that has them puts this out of line, so the skip
+    /// around it keeps its registers.
+    #[inline(always)]
+    fn dense_escapes(bytes: &[u8], i: usize, stops: u64) -> Walk
+    where
+        Self: Sized,
+    {
+        escapes_in_block::<Self>(bytes, i, stops)
+    }
+}
+
+/// Bitmasks of a 64-byte block's backslashes and escape letters (bit `k`
+/// is byte `k`), for [`escapes_in_block`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LetterClasses {
+    /// `\\`.
+    pub(crate) backslash: u64,
+    /// The letters of a two-byte escape: `"`, `\\`, `/`, `b`, `f`, `n`,
+    /// `r`, `t`.
+    pub(crate) simple: u64,
+    /// `u`.
+    pub(crate) u: u64,
+}
+
+/// Bitmasks of a 64-byte block's hex digits, for the `\\uXXXX` escapes
+/// of [`escapes_in_block`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HexClasses {
+    /// Hex digits, either case.
+    pub(crate) hex: u64,
+    /// Hex digits of 8 and above (`8`, `9`, `a`–`f`, `A`–`F`).
+    pub(crate) high: u64,
+    /// `d` and `D` (a unit from `D800` to `DFFF` is a surrogate).
+    pub(crate) d: u64,
+}
+
+/// One bit per byte of `block` for which `class` holds: the byte-by-byte
+/// oracle of the vector classes.
+fn bytewise(block: &[u8; 64], class: impl Fn(u8) -> bool) -> u64 {
+    block
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| class(b))
+        .fold(0, |mask, (k, _)| mask | 1 << k)
+}
+
+impl LetterClasses {
+    /// The classes byte by byte.
+    pub(crate) fn of(block: &[u8; 64]) -> Self {
+        Self {
+            backslash: bytewise(block, |b| b == b'\\'),
+            simple: bytewise(block, |b| b"\"\\/bfnrt".contains(&b)),
+            u: bytewise(block, |b| b == b'u'),
+        }
+    }
+}
+
+impl HexClasses {
+    /// The classes byte by byte.
+    pub(crate) fn of(block: &[u8; 64]) -> Self {
+        Self {
+            hex: bytewise(block, |b| b.is_ascii_hexdigit()),
+            high: bytewise(block, |b| {
+                b.is_ascii_hexdigit() && !(b'0'..=b'7').contains(&b)
+            }),
+            d: bytewise(block, |b| b == b'd' || b == b'D'),
+        }
+    }
+}
+
+/// The bytes escaped by a backslash in a block that does not start inside
+/// an escape: bit `k` set when byte `k` follows an odd run of backslashes.
+/// The flag is true when the block's last byte is such a backslash (its
+/// escaped byte is the next block's first). Branch-free (simdjson's
+/// method): a run's starts at odd positions are added to the run, which
+/// carries through it and flips where the run's parity says.
+#[inline(always)]
+pub(crate) fn escaped_bytes(backslash: u64) -> (u64, bool) {
+    const EVEN: u64 = 0x5555_5555_5555_5555;
+    let follows = backslash << 1;
+    let odd_starts = backslash & !EVEN & !follows;
+    let (even_runs, carry) = odd_starts.overflowing_add(backslash);
+    let invert = even_runs << 1;
+    ((EVEN ^ invert) & follows, carry)
+}
+
+/// [`walk`] for a whole block (no padding) whose first stop is a
+/// backslash, from the block's masks at once: the escaped bytes, where a
+/// `\uXXXX` has its four hex digits, which unit is a surrogate. The first
+/// quote or control byte that is not escaped ends the skip; the first
+/// escape that is not a simple one or a complete non-surrogate `\uXXXX`
+/// in this block (an error, a surrogate pair, one crossing the block
+/// end) is left to [`walk`], from its backslash. The answer is
+/// [`walk`]'s, but for an escape from the block's last byte, which is
+/// left to the next block (tested on every kind of escape at every
+/// position, and through the whole skip).
+#[inline(always)]
+pub(crate) fn escapes_in_block<M: Masks>(bytes: &[u8], i: usize, stops: u64) -> Walk {
+    let block: &[u8; 64] = bytes[i..i + 64].try_into().expect("64 bytes");
+    let letters = M::letter_classes(block);
+    let (escaped, carry) = escaped_bytes(letters.backslash);
+    let units = escaped & letters.u;
+    let mut unusual = escaped & !letters.simple & !letters.u;
+    if units != 0 {
+        let hex = M::hex_classes(block);
+        let four_hex = (hex.hex >> 1) & (hex.hex >> 2) & (hex.hex >> 3) & (hex.hex >> 4);
+        let surrogate = (hex.d >> 1) & (hex.high >> 2);
+        unusual |= units & !(four_hex & !surrogate);
+    }
+    let ends = (stops & !letters.backslash & !escaped) | unusual;
+    if ends == 0 {
+        // A backslash in the last byte escapes the next block's first.
+        return Walk::Next(i + 64 - usize::from(carry));
+    }
+    let k = ends.trailing_zeros() as usize;
+    if unusual & (1 << k) == 0 {
+        return Walk::Stop(k);
+    }
+    // An escaped byte is never the block's first: its backslash is at k - 1.
+    walk(bytes, i, stops & (u64::MAX << (k - 1)), 64)
+}
+
+/// Stops in a block from which the block is taken whole
+/// ([`escapes_in_block`]) when its first one is a backslash: below it,
+/// stepping over the escapes one by one is cheaper than the classes.
+const DENSE_STOPS: u32 = 8;
+
+/// The walk of one block: [`Masks::dense_escapes`] where `M` has it, the
+/// block holds at least [`DENSE_STOPS`] stops and the first is a
+/// backslash; [`walk`] otherwise.
+#[inline(always)]
+fn walk_block<M: Masks>(bytes: &[u8], i: usize, stops: u64, valid: usize) -> Walk {
+    if M::ESCAPE_CLASSES && stops.count_ones() >= DENSE_STOPS && valid == 64 {
+        let k = stops.trailing_zeros() as usize;
+        if bytes[i + k] != b'\\' {
+            return Walk::Stop(k);
+        }
+        return M::dense_escapes(bytes, i, stops);
+    }
+    walk(bytes, i, stops, valid)
 }
 
 /// Where a skip stopped.
@@ -202,7 +364,7 @@ pub(crate) fn skip<M: Masks>(bytes: &[u8], mut i: usize) -> Stop {
             }
             masks => masks,
         };
-        match walk(bytes, i, stops, valid) {
+        match walk_block::<M>(bytes, i, stops, valid) {
             Walk::Stop(k) => {
                 let before = high & ((1u64 << k) - 1);
                 return Stop {
@@ -224,7 +386,7 @@ pub(crate) fn skip<M: Masks>(bytes: &[u8], mut i: usize) -> Stop {
     // Then the stops alone: the range starts at `first` whatever follows.
     while i < len {
         let (stops, valid) = block_stops::<M>(bytes, i);
-        match walk(bytes, i, stops, valid) {
+        match walk_block::<M>(bytes, i, stops, valid) {
             Walk::Stop(k) => {
                 return Stop {
                     at: i + k,
@@ -320,7 +482,8 @@ fn plain_run<M: Masks>(bytes: &[u8], i: &mut usize) -> Option<(u64, u64)> {
 }
 
 /// How a walk over one block's stops ended.
-enum Walk {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Walk {
     /// At the stop at this index within the block: the skip ends there.
     Stop(usize),
     /// Every stop was a valid escape: go on from this index.
@@ -330,7 +493,7 @@ enum Walk {
 /// Steps over the valid escapes among the `stops` of the block at `i`
 /// (`valid` bytes of it are real), in the same mask.
 #[inline(always)]
-fn walk(bytes: &[u8], i: usize, mut stops: u64, valid: usize) -> Walk {
+pub(crate) fn walk(bytes: &[u8], i: usize, mut stops: u64, valid: usize) -> Walk {
     while stops != 0 {
         let k = stops.trailing_zeros() as usize;
         let at = i + k;
@@ -421,6 +584,53 @@ pub(crate) mod tests {
                     })
             })
         })
+    }
+
+    /// The escaped bytes one backslash at a time.
+    fn naive_escaped(backslash: u64) -> (u64, bool) {
+        let (mut escaped, mut k) = (0u64, 0);
+        while k < 64 {
+            if backslash & (1 << k) != 0 {
+                if k == 63 {
+                    return (escaped, true);
+                }
+                escaped |= 1 << (k + 1);
+                k += 2;
+            } else {
+                k += 1;
+            }
+        }
+        (escaped, false)
+    }
+
+    #[test]
+    fn escaped_bytes_agree_with_one_backslash_at_a_time() {
+        // Every pattern of the low 16 bits, shifted to every offset, and
+        // runs of every length at every position.
+        let mut checked = 0;
+        for pattern in 0..=u16::MAX {
+            for shift in [0, 7, 24, 48] {
+                let backslash = u64::from(pattern) << shift;
+                assert_eq!(
+                    escaped_bytes(backslash),
+                    naive_escaped(backslash),
+                    "{backslash:#x}"
+                );
+                checked += 1;
+            }
+        }
+        for start in 0..64 {
+            for len in 1..=64 - start {
+                let backslash = (u64::MAX >> (64 - len)) << start;
+                assert_eq!(
+                    escaped_bytes(backslash),
+                    naive_escaped(backslash),
+                    "{backslash:#x}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 65_536 * 4 + 64 * 65 / 2);
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl Level {
     pub(crate) fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx2") {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt") {
                 return Level::Avx2;
             }
             Level::Sse2
@@ -73,7 +73,7 @@ impl Level {
         #[cfg(target_arch = "x86_64")]
         {
             levels.push(Level::Sse2);
-            if std::is_x86_feature_detected!("avx2") {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt") {
                 levels.push(Level::Avx2);
             }
         }
@@ -203,8 +203,10 @@ pub(crate) fn printable_run(bytes: &[u8]) -> usize {
 mod x86 {
     use std::arch::x86_64::{
         __m128i, __m256i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8,
-        _mm_or_si128, _mm_set1_epi8, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_max_epu8,
-        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8, _mm256_xor_si256,
+        _mm_or_si128, _mm_set1_epi8, _mm256_and_si256, _mm256_cmpeq_epi8, _mm256_loadu_si256,
+        _mm256_max_epu8, _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8,
+        _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi16, _mm256_srli_epi16,
+        _mm256_xor_si256,
     };
 
     #[cfg(test)]
@@ -390,6 +392,154 @@ mod x86 {
                 Some((stops, high))
             }
         }
+
+        const ESCAPE_CLASSES: bool = true;
+
+        #[inline(always)]
+        fn dense_escapes(bytes: &[u8], i: usize, stops: u64) -> scan::Walk {
+            // SAFETY: as in `masks` above (only instantiated by
+            // `skip_avx2`, whose callers checked for AVX2 and POPCNT).
+            unsafe { dense_escapes_avx2(bytes, i, stops) }
+        }
+
+        #[inline(always)]
+        fn letter_classes(block: &[u8; 64]) -> scan::LetterClasses {
+            // SAFETY: as in `masks` above (only instantiated by
+            // `skip_avx2`, whose callers checked for AVX2).
+            let [lo, hi] = unsafe {
+                [
+                    letter_classes32(_mm256_loadu_si256(block.as_ptr().cast::<__m256i>())),
+                    letter_classes32(_mm256_loadu_si256(block.as_ptr().add(32).cast::<__m256i>())),
+                ]
+            };
+            let join = |k: usize| u64::from(lo[k]) | u64::from(hi[k]) << 32;
+            scan::LetterClasses {
+                backslash: join(0),
+                simple: join(1),
+                u: join(2),
+            }
+        }
+
+        #[inline(always)]
+        fn hex_classes(block: &[u8; 64]) -> scan::HexClasses {
+            // SAFETY: as in `masks` above (only instantiated by
+            // `skip_avx2`, whose callers checked for AVX2).
+            let [lo, hi] = unsafe {
+                [
+                    hex_classes32(_mm256_loadu_si256(block.as_ptr().cast::<__m256i>())),
+                    hex_classes32(_mm256_loadu_si256(block.as_ptr().add(32).cast::<__m256i>())),
+                ]
+            };
+            let join = |k: usize| u64::from(lo[k]) | u64::from(hi[k]) << 32;
+            scan::HexClasses {
+                hex: join(0),
+                high: join(1),
+                d: join(2),
+            }
+        }
+    }
+
+    /// Nibble tables for [`Avx2::letter_classes`] and [`Avx2::hex_classes`], each twice (one copy
+    /// per 128-bit lane of `vpshufb`). A byte's class is the AND of its
+    /// low-nibble and high-nibble entries; each bit is one rectangle of
+    /// (high, low) nibbles, so no two rectangles can combine into a false
+    /// hit. Letters of two-byte escapes: bit 0 `"` `/`, bit 1 `\\`, bit 2
+    /// `b` `f` `n`, bit 3 `r` `t`; bit 7 `u`.
+    const LETTERS_LOW: [u8; 32] = twice([
+        0, 0, 0x0d, 0, 0x08, 0x80, 0x04, 0, 0, 0, 0, 0, 0x02, 0, 0x04, 0x01,
+    ]);
+    const LETTERS_HIGH: [u8; 32] =
+        twice([0, 0, 0x01, 0, 0, 0x02, 0x04, 0x88, 0, 0, 0, 0, 0, 0, 0, 0]);
+    /// Hex digits: bit 0 `0`–`9`, bit 1 `a`–`f` `A`–`F`, bit 2 `8` `9`,
+    /// bit 3 `d` `D`.
+    const HEX_LOW: [u8; 32] = twice([
+        0x01, 0x03, 0x03, 0x03, 0x0b, 0x03, 0x03, 0x01, 0x05, 0x05, 0, 0, 0, 0, 0, 0,
+    ]);
+    const HEX_HIGH: [u8; 32] = twice([0, 0, 0, 0x05, 0x0a, 0, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+
+    const fn twice(table: [u8; 16]) -> [u8; 32] {
+        let mut both = [0u8; 32];
+        let mut k = 0;
+        while k < 16 {
+            both[k] = table[k];
+            both[k + 16] = table[k];
+            k += 1;
+        }
+        both
+    }
+
+    /// `(low, high)` nibbles of each byte of `v`.
+    #[inline(always)]
+    fn nibbles(v: __m256i) -> (__m256i, __m256i) {
+        // SAFETY: only reached from `Avx2`'s methods, which run with AVX2
+        // enabled and detected (see `skip_avx2`); no memory is touched.
+        unsafe {
+            let nibble = _mm256_set1_epi8(0x0f);
+            (
+                _mm256_and_si256(v, nibble),
+                _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble),
+            )
+        }
+    }
+
+    /// Each byte's class from the nibble tables `lo` and `hi`.
+    #[inline(always)]
+    fn class(v: __m256i, lo: &[u8; 32], hi: &[u8; 32]) -> __m256i {
+        // SAFETY: as in `nibbles`; the tables are 32-byte arrays, loaded
+        // unaligned.
+        unsafe {
+            let (low, high) = nibbles(v);
+            _mm256_and_si256(
+                _mm256_shuffle_epi8(_mm256_loadu_si256(lo.as_ptr().cast()), low),
+                _mm256_shuffle_epi8(_mm256_loadu_si256(hi.as_ptr().cast()), high),
+            )
+        }
+    }
+
+    /// One bit per byte of `class` that has any of `bits`.
+    #[inline(always)]
+    fn any(class: __m256i, bits: i8) -> u32 {
+        // SAFETY: as in `nibbles`.
+        unsafe {
+            let none = _mm256_cmpeq_epi8(
+                _mm256_and_si256(class, _mm256_set1_epi8(bits)),
+                _mm256_setzero_si256(),
+            );
+            !opaque(_mm256_movemask_epi8(none) as u32)
+        }
+    }
+
+    /// The [`scan::LetterClasses`] masks of 32 bytes: backslash, simple,
+    /// `u`. Only used inside `Avx2`'s methods; no closures, which would
+    /// not inherit the caller's target features.
+    #[inline(always)]
+    fn letter_classes32(v: __m256i) -> [u32; 3] {
+        // SAFETY: as in `nibbles`.
+        unsafe {
+            let letters = class(v, &LETTERS_LOW, &LETTERS_HIGH);
+            let backslash = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
+            [
+                opaque(_mm256_movemask_epi8(backslash) as u32),
+                any(letters, 0x0f),
+                opaque(_mm256_movemask_epi8(letters) as u32),
+            ]
+        }
+    }
+
+    /// The [`scan::HexClasses`] masks of 32 bytes: hex, 8 and above, `d`.
+    #[inline(always)]
+    fn hex_classes32(v: __m256i) -> [u32; 3] {
+        // SAFETY: as in `nibbles`.
+        unsafe {
+            let hex = class(v, &HEX_LOW, &HEX_HIGH);
+            [
+                any(hex, 0x03),
+                any(hex, 0x06),
+                // Bit 3 moved to each byte's top bit (a 16-bit shift moves
+                // no bit across a byte's top).
+                opaque(_mm256_movemask_epi8(_mm256_slli_epi16(hex, 4)) as u32),
+            ]
+        }
     }
 
     /// `0xff` in each byte of `v` that is `"`, `\\` or below 0x20. Only
@@ -411,6 +561,17 @@ mod x86 {
         }
     }
 
+    /// [`scan::escapes_in_block`] with the AVX2 classes, out of line.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 and POPCNT.
+    #[inline(never)]
+    #[target_feature(enable = "avx2,popcnt")]
+    unsafe fn dense_escapes_avx2(bytes: &[u8], i: usize, stops: u64) -> scan::Walk {
+        scan::escapes_in_block::<Avx2>(bytes, i, stops)
+    }
+
     /// The skip compiled with AVX2 enabled, so that the masks' intrinsics
     /// inline into it.
     ///
@@ -418,7 +579,7 @@ mod x86 {
     ///
     /// The CPU must support AVX2.
     #[cfg(test)]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,popcnt")]
     pub(super) unsafe fn skip_avx2(bytes: &[u8], i: usize) -> Stop {
         scan::skip::<Avx2>(bytes, i)
     }
@@ -434,7 +595,7 @@ mod x86 {
     /// # Safety
     ///
     /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,popcnt")]
     pub(super) unsafe fn skip_string_avx2(bytes: &[u8], i: usize) -> Result<usize, usize> {
         scan::skip_string::<Avx2>(bytes, i)
     }
@@ -449,6 +610,26 @@ mod x86 {
         }
         // SAFETY: AVX2 was detected just above.
         unsafe { inner(block) }
+    }
+
+    /// The AVX2 letter and hex classes of `block`.
+    #[cfg(test)]
+    pub(super) fn classes_avx2(block: &[u8; 64]) -> (scan::LetterClasses, scan::HexClasses) {
+        assert!(std::is_x86_feature_detected!("avx2"));
+        #[target_feature(enable = "avx2")]
+        fn inner(block: &[u8; 64]) -> (scan::LetterClasses, scan::HexClasses) {
+            (Avx2::letter_classes(block), Avx2::hex_classes(block))
+        }
+        // SAFETY: AVX2 was detected just above.
+        unsafe { inner(block) }
+    }
+
+    /// [`scan::escapes_in_block`] with the AVX2 classes.
+    #[cfg(test)]
+    pub(super) fn escapes_in_block_avx2(bytes: &[u8], i: usize, stops: u64) -> scan::Walk {
+        assert!(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt"));
+        // SAFETY: AVX2 and POPCNT were detected just above.
+        unsafe { dense_escapes_avx2(bytes, i, stops) }
     }
 
     #[cfg(test)]
@@ -479,6 +660,95 @@ mod tests {
     use super::*;
     use crate::scan::Masks;
     use crate::scan::tests::{blocks, naive_masks};
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_escape_classes_agree_with_the_bytewise_oracle() {
+        if !std::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut checked = 0;
+        for block in blocks() {
+            let (letters, hex) = x86::classes_avx2(&block);
+            assert_eq!(letters, crate::scan::LetterClasses::of(&block), "{block:?}");
+            assert_eq!(hex, crate::scan::HexClasses::of(&block), "{block:?}");
+            checked += 1;
+        }
+        assert_eq!(checked, 64 * 256 * 9);
+    }
+
+    /// Blocks of escapes of every kind (valid, invalid, surrogates, cut
+    /// by the block end, runs of backslashes) at every offset: the block
+    /// taken whole answers as the escape-by-escape walk does, with the
+    /// bytewise classes and with AVX2's.
+    #[test]
+    fn escapes_in_block_answers_as_the_walk_does() {
+        let pieces: [&[u8]; 22] = [
+            b"\\\"",
+            b"\\n",
+            b"\\\\",
+            b"\\/",
+            b"\\u00e9",
+            b"\\uD83D\\uDE00",
+            b"\\ud800",
+            b"\\udc00x",
+            b"\\u12g4",
+            b"\\u12",
+            b"\\x",
+            b"\\\x01",
+            b"\\\\\\\"",
+            b"\"",
+            b"ab",
+            b"d8",
+            b"u",
+            "é".as_bytes(),
+            b"\\",
+            b"\\\\\\",
+            b" ",
+            b"\\uDBFF\\uDFFF",
+        ];
+        let avx2 = cfg!(target_arch = "x86_64")
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("popcnt");
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut checked = 0;
+        for _ in 0..40_000 {
+            let mut bytes = Vec::new();
+            while bytes.len() < 80 {
+                bytes.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            // Starts at a piece boundary, so never inside an escape.
+            let (stops, _) = crate::scan::tests::naive_masks(bytes[..64].try_into().unwrap());
+            let expected = crate::scan::walk(&bytes, 0, stops, 64);
+            // An escape from the last byte on: the walk steps over it, the
+            // block leaves it to the next block (which starts at its
+            // backslash); the skip ends at the same place either way.
+            let same = |got: crate::scan::Walk| {
+                got == expected
+                    || (got == crate::scan::Walk::Next(63)
+                        && matches!(expected, crate::scan::Walk::Next(n) if n > 64))
+            };
+            let got = crate::scan::escapes_in_block::<crate::scan::Swar>(&bytes, 0, stops);
+            assert!(
+                same(got),
+                "{:?}: {got:?}, walk {expected:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                let got = x86::escapes_in_block_avx2(&bytes, 0, stops);
+                assert!(same(got), "{:?}: {got:?}", String::from_utf8_lossy(&bytes));
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, 40_000);
+    }
 
     #[test]
     fn validated_str_is_the_checked_str_for_every_model_the_extractor_finds() {

@@ -34,6 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+pub use bbr_adapters::WatchedConfig;
 use bbr_core::rewrite::RequestedModelLabels;
 
 use crate::stream::{Report, Verdict};
@@ -118,31 +119,6 @@ pub struct Metrics {
     rewrite_models: RequestedModelLabels,
     config_reloads: Family<Labels, Counter>,
     config_reload_ok: Family<Labels, Gauge>,
-}
-
-/// A set of files the server watches and reloads: the `config` label of
-/// the reload metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WatchedConfig {
-    /// The adapter map (`--adapters` files or directories).
-    Adapters,
-    /// The model rewrite rules (`--model-rewrites`).
-    ModelRewrites,
-}
-
-impl WatchedConfig {
-    /// The label value: `adapters` or `model_rewrites`.
-    ///
-    /// ```
-    /// assert_eq!(bbr_extproc::WatchedConfig::ModelRewrites.as_str(), "model_rewrites");
-    /// ```
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            WatchedConfig::Adapters => "adapters",
-            WatchedConfig::ModelRewrites => "model_rewrites",
-        }
-    }
 }
 
 impl Default for Metrics {

@@ -515,7 +515,7 @@ fn reload_reporter(
     let metrics = metrics.clone();
     move |event| {
         metrics.config_reloaded(config, event.applied());
-        event.log(config.as_str());
+        event.log(config);
     }
 }
 
