@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Wall clock per extraction of several builds of `scan_once`, interleaved so
+# that a busy machine slows each the same: the minimum of nine runs each.
+#
+#   cargo build --profile bench -p bbr-benches --example scan_once
+#   cp target/release/examples/scan_once /tmp/scan_once_new   # and an older build
+#   bash benches/scripts/interleaved.sh tools 1MiB 800 /tmp/scan_once_old /tmp/scan_once_new
+#
+# IMPL (default bbr_reject) picks the parser: sonic_get for sonic-rs.
+set -euo pipefail
+class=$1 size=$2 n=$3
+shift 3
+impl=${IMPL:-bbr_reject}
+declare -A best
+for _ in 1 2 3 4 5 6 7 8 9; do
+  for bin in "$@"; do
+    t0=$(date +%s%N)
+    "$bin" "$impl" "$class" "$size" "$n" >/dev/null
+    t1=$(date +%s%N)
+    ns=$(((t1 - t0) / n))
+    if [ -z "${best[$bin]:-}" ] || [ "$ns" -lt "${best[$bin]}" ]; then best[$bin]=$ns; fi
+  done
+done
+line="$impl $class $size (ns per extraction):"
+for bin in "$@"; do line="$line $bin=${best[$bin]}"; done
+echo "$line"
