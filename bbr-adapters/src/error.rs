@@ -202,14 +202,7 @@ impl LoadError {
     /// assert!(error.with_causes().starts_with(&format!("{error}: ")));
     /// ```
     pub fn with_causes(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
+        bbr_core::ErrorChain::new(self).to_string()
     }
 }
 

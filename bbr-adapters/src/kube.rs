@@ -27,6 +27,9 @@
 //! store's [`last_error`](AdapterStore::last_error) holds the first of them
 //! (and is `None` when none is skipped), and each newly skipped ConfigMap is
 //! one [`failed_reload_count`](AdapterStore::failed_reload_count).
+//! [`KubeDiscovery::start_with_events`] reports each update as the file
+//! watcher reports a reload (applied, or refused for a newly skipped
+//! ConfigMap), for a reload counter.
 //!
 //! RBAC: `get`, `list` and `watch` on `configmaps` (what the upstream chart
 //! grants).
@@ -60,7 +63,7 @@ use tokio::task::JoinHandle;
 use crate::error::{LoadError, Origin};
 use crate::map::{AdapterMap, AdapterMapBuilder};
 use crate::source::{self, ConfigMapData};
-use crate::store::AdapterStore;
+use crate::store::{AdapterStore, ReloadEvent};
 
 /// The label that marks an adapter ConfigMap (the upstream GAIE v1.5.0 label).
 pub const MANAGED_LABEL: &str = "inference.networking.k8s.io/bbr-managed";
@@ -95,6 +98,22 @@ impl KubeDiscovery {
     /// namespaces when `None`) on the current tokio runtime. The store is
     /// empty until the first list arrives ([`synced`](Self::synced)).
     pub fn start(client: Client, namespace: Option<&str>) -> Self {
+        Self::start_with_events(client, namespace, |_| {})
+    }
+
+    /// As [`start`](Self::start), and calls `on_update` once for each new
+    /// map published (the first complete list, and every change after it):
+    /// [`ReloadEvent::Refused`] with the error of the first ConfigMap this
+    /// update newly skipped (the rest of the update is in force; the
+    /// skipped ConfigMap's adapters are not), [`ReloadEvent::Applied`]
+    /// otherwise. These are the events the file watcher
+    /// ([`AdapterStore::watch_events`]) reports, so one reload counter
+    /// serves both sources. The discovery logs each update and each skipped
+    /// ConfigMap itself; `on_update` is for counting.
+    pub fn start_with_events<F>(client: Client, namespace: Option<&str>, on_update: F) -> Self
+    where
+        F: FnMut(ReloadEvent) + Send + 'static,
+    {
         let api: Api<ConfigMap> = match namespace {
             Some(namespace) => Api::namespaced(client, namespace),
             None => Api::all(client),
@@ -108,6 +127,7 @@ impl KubeDiscovery {
             synced_tx,
             skipped.clone(),
             namespace.map(str::to_owned),
+            on_update,
         ));
         Self {
             store,
@@ -169,6 +189,7 @@ async fn follow(
     synced: watch::Sender<bool>,
     skipped: Arc<Mutex<Vec<Skipped>>>,
     namespace: Option<String>,
+    mut on_update: impl FnMut(ReloadEvent) + Send + 'static,
 ) {
     let config = watcher::Config::default().labels(MANAGED_SELECTOR);
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
@@ -221,9 +242,11 @@ async fn follow(
             .map(|s| (s.config_map.clone(), s.error.to_string()))
             .collect();
         let mut newly = 0;
+        let mut first_newly: Option<Arc<LoadError>> = None;
         for (skip, text) in now_skipped.iter().zip(&current) {
             if !reported.contains(text) {
                 newly += 1;
+                first_newly.get_or_insert_with(|| skip.error.clone());
                 tracing::warn!(config_map = %skip.config_map, error = %skip.error,
                     "adapter ConfigMap skipped");
             }
@@ -241,6 +264,7 @@ async fn follow(
             .unwrap_or_else(std::sync::PoisonError::into_inner) = now_skipped;
         // Receivers may all be gone; the store is still updated.
         let _ = synced.send_replace(true);
+        on_update(first_newly.map_or(ReloadEvent::Applied, ReloadEvent::Refused));
     }
 }
 

@@ -163,13 +163,7 @@ mod anyhow_free {
 
     impl fmt::Debug for Error {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "{}", self.0)?;
-            let mut source = self.0.source();
-            while let Some(cause) = source {
-                write!(f, ": {cause}")?;
-                source = cause.source();
-            }
-            Ok(())
+            write!(f, "{}", bbr_core::ErrorChain::new(&*self.0))
         }
     }
 }

@@ -301,14 +301,7 @@ pub struct RequestBodyFailed {
 impl RequestBodyFailed {
     /// Finds a `RequestBodyFailed` in `error` or its chain of sources.
     pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Self> {
-        let mut current = Some(error);
-        while let Some(error) = current {
-            if let Some(failed) = error.downcast_ref::<Self>() {
-                return Some(failed);
-            }
-            current = error.source();
-        }
-        None
+        bbr_core::ErrorChain::find(error)
     }
 }
 

@@ -246,3 +246,75 @@ impl ErrorKind {
         }
     }
 }
+
+/// An error and its chain of [`source`](std::error::Error::source)s,
+/// `: `-separated when displayed: the one line a log or a binary's exit
+/// message shows (an I/O error's text, a YAML error's line and column, are
+/// in a cause, not in the error's own message). Nothing is allocated.
+///
+/// ```
+/// use bbr_core::ErrorChain;
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("cannot load adapters.yaml")]
+/// struct Load(#[source] std::io::Error);
+///
+/// let error = Load(std::io::Error::other("permission denied"));
+/// assert_eq!(
+///     ErrorChain::new(&error).to_string(),
+///     "cannot load adapters.yaml: permission denied"
+/// );
+/// assert_eq!(ErrorChain::causes_of(&error).to_string(), "permission denied");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorChain<'a> {
+    first: Option<&'a (dyn std::error::Error + 'a)>,
+}
+
+impl<'a> ErrorChain<'a> {
+    /// `error`'s message, then each of its causes.
+    pub fn new(error: &'a (dyn std::error::Error + 'a)) -> Self {
+        Self { first: Some(error) }
+    }
+
+    /// Only `error`'s causes (empty when it has none): for a message that
+    /// already says what failed.
+    ///
+    /// ```
+    /// let error = std::io::Error::other("disk full");
+    /// assert_eq!(bbr_core::ErrorChain::causes_of(&error).to_string(), "");
+    /// ```
+    pub fn causes_of(error: &'a (dyn std::error::Error + 'a)) -> Self {
+        Self {
+            first: error.source(),
+        }
+    }
+
+    /// The first error in the chain, from this one down, that is a `T`
+    /// (hyper, axum and tower wrap a body's error in their own).
+    ///
+    /// ```
+    /// use bbr_core::ErrorChain;
+    /// let inner = std::io::Error::other("reset");
+    /// let outer = std::io::Error::other(inner);
+    /// let found = ErrorChain::find::<std::io::Error>(&outer).unwrap();
+    /// assert!(std::ptr::eq(found, &outer));
+    /// assert!(ErrorChain::find::<std::fmt::Error>(&outer).is_none());
+    /// ```
+    pub fn find<T: std::error::Error + 'static>(
+        error: &'a (dyn std::error::Error + 'static),
+    ) -> Option<&'a T> {
+        std::iter::successors(Some(error), |error| error.source())
+            .find_map(|error| error.downcast_ref::<T>())
+    }
+}
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut separator = "";
+        for error in std::iter::successors(self.first, |error| error.source()) {
+            write!(f, "{separator}{error}")?;
+            separator = ": ";
+        }
+        Ok(())
+    }
+}

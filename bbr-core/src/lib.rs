@@ -410,7 +410,7 @@ pub mod spool;
 
 pub use body::{BodyExtractor, BodyKind};
 pub use contract::UnknownPolicy;
-pub use error::{ErrorClass, ErrorKind, ExtractError};
+pub use error::{ErrorChain, ErrorClass, ErrorKind, ExtractError};
 pub use extractor::{ModelExtractor, extract_model};
 pub use limits::{DuplicateKeys, FieldName, InvalidFieldName, Limits};
 pub use model::Model;

@@ -396,13 +396,6 @@ mod x86 {
         const ESCAPE_CLASSES: bool = true;
 
         #[inline(always)]
-        fn dense_escapes(bytes: &[u8], i: usize, stops: u64) -> scan::Walk {
-            // SAFETY: as in `masks` above (only instantiated by
-            // `skip_avx2`, whose callers checked for AVX2 and POPCNT).
-            unsafe { dense_escapes_avx2(bytes, i, stops) }
-        }
-
-        #[inline(always)]
         fn letter_classes(block: &[u8; 64]) -> scan::LetterClasses {
             // SAFETY: as in `masks` above (only instantiated by
             // `skip_avx2`, whose callers checked for AVX2).
@@ -561,17 +554,6 @@ mod x86 {
         }
     }
 
-    /// [`scan::escapes_in_block`] with the AVX2 classes, out of line.
-    ///
-    /// # Safety
-    ///
-    /// The CPU must support AVX2 and POPCNT.
-    #[inline(never)]
-    #[target_feature(enable = "avx2,popcnt")]
-    unsafe fn dense_escapes_avx2(bytes: &[u8], i: usize, stops: u64) -> scan::Walk {
-        scan::escapes_in_block::<Avx2>(bytes, i, stops)
-    }
-
     /// The skip compiled with AVX2 enabled, so that the masks' intrinsics
     /// inline into it.
     ///
@@ -628,8 +610,12 @@ mod x86 {
     #[cfg(test)]
     pub(super) fn escapes_in_block_avx2(bytes: &[u8], i: usize, stops: u64) -> scan::Walk {
         assert!(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt"));
+        #[target_feature(enable = "avx2,popcnt")]
+        fn inner(bytes: &[u8], i: usize, stops: u64) -> scan::Walk {
+            scan::escapes_in_block::<Avx2>(bytes, i, stops)
+        }
         // SAFETY: AVX2 and POPCNT were detected just above.
-        unsafe { dense_escapes_avx2(bytes, i, stops) }
+        unsafe { inner(bytes, i, stops) }
     }
 
     #[cfg(test)]
@@ -748,6 +734,19 @@ mod tests {
             checked += 1;
         }
         assert_eq!(checked, 40_000);
+        // Every whole block is taken this way, also one without a stop.
+        for bytes in [vec![b'a'; 80], "é日 uD800 ".repeat(8).into_bytes()] {
+            let (stops, _) = crate::scan::tests::naive_masks(bytes[..64].try_into().unwrap());
+            assert_eq!(stops, 0);
+            let next = crate::scan::Walk::Next(64);
+            assert_eq!(crate::scan::walk(&bytes, 0, stops, 64), next);
+            let got = crate::scan::escapes_in_block::<crate::scan::Swar>(&bytes, 0, stops);
+            assert_eq!(got, next);
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                assert_eq!(x86::escapes_in_block_avx2(&bytes, 0, stops), next);
+            }
+        }
     }
 
     #[test]

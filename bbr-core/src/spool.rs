@@ -121,23 +121,7 @@ impl SpoolError {
     /// assert_eq!(error.cause().to_string(), "No space left on device");
     /// ```
     pub fn cause(&self) -> impl std::fmt::Display + '_ {
-        Causes(self)
-    }
-}
-
-/// The [`SpoolError::cause`] chain, rendered when displayed.
-struct Causes<'a>(&'a SpoolError);
-
-impl std::fmt::Display for Causes<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut next = std::error::Error::source(self.0);
-        let mut separator = "";
-        while let Some(cause) = next {
-            write!(f, "{separator}{cause}")?;
-            separator = ": ";
-            next = cause.source();
-        }
-        Ok(())
+        crate::ErrorChain::causes_of(self)
     }
 }
 

@@ -107,6 +107,7 @@ impl AdaptersFrom {
 #[cfg(feature = "kube")]
 pub(crate) async fn start_kubernetes(
     settings: &mut crate::stream::Settings,
+    metrics: &std::sync::Arc<crate::Metrics>,
 ) -> Result<bbr_adapters::kube::KubeDiscovery, crate::StartError> {
     let client = kube::Client::try_default()
         .await
@@ -114,7 +115,16 @@ pub(crate) async fn start_kubernetes(
     let namespace = std::env::var("NAMESPACE")
         .ok()
         .filter(|namespace| !namespace.trim().is_empty());
-    let discovery = bbr_adapters::kube::KubeDiscovery::start(client, namespace.as_deref());
+    // Counted as the file watcher's reloads are (the discovery logs each
+    // update and each skipped ConfigMap itself).
+    let config = bbr_adapters::WatchedConfig::Adapters;
+    metrics.watching(config);
+    let counted = metrics.clone();
+    let discovery = bbr_adapters::kube::KubeDiscovery::start_with_events(
+        client,
+        namespace.as_deref(),
+        move |event| counted.config_reloaded(config, event.applied()),
+    );
     tracing::info!(
         namespace = namespace.as_deref().unwrap_or("(all)"),
         label = bbr_adapters::kube::MANAGED_SELECTOR,

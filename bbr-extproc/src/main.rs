@@ -6,6 +6,7 @@
 
 use std::process::ExitCode;
 
+use bbr_core::ErrorChain;
 use clap::Parser;
 
 #[tokio::main]
@@ -18,23 +19,12 @@ async fn main() -> ExitCode {
     match bbr_extproc::run(config, bbr_extproc::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error @ bbr_extproc::StartError::Config(_)) => {
-            eprintln!("bbr-extproc: {}", chain(&error));
+            eprintln!("bbr-extproc: {}", ErrorChain::new(&error));
             ExitCode::from(2)
         }
         Err(error) => {
-            eprintln!("bbr-extproc: {}", chain(&error));
+            eprintln!("bbr-extproc: {}", ErrorChain::new(&error));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes, `: `-separated.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    message
 }

@@ -23,7 +23,10 @@
 //! `success` or `failure`, once per change of the files), and
 //! `bbr_config_last_reload_successful{config}` is 0 while the latest
 //! change was refused and the previous files stay in force, as
-//! Prometheus's own `prometheus_config_last_reload_successful`.
+//! Prometheus's own `prometheus_config_last_reload_successful`. With
+//! `--adapters-from=kubernetes` every update of the adapter ConfigMaps
+//! counts as one `adapters` reload (the first list too): `failure` when it
+//! newly skips an invalid or conflicting ConfigMap (the rest is in force).
 //!
 //! [`ModelRewrite::rule`]: crate::ModelRewrite::rule
 

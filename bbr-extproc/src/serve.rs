@@ -439,7 +439,10 @@ pub async fn run(
         .adapters_from
         .uses_kubernetes(&config.adapters, config.plugins()?.routing().base_model())
     {
-        Some(crate::discovery::start_kubernetes(&mut server_config.settings).await?)
+        Some(
+            crate::discovery::start_kubernetes(&mut server_config.settings, &server_config.metrics)
+                .await?,
+        )
     } else {
         None
     };

@@ -6,10 +6,11 @@
 
 mod kube_standin;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bbr_adapters::AdapterStore;
 use bbr_adapters::kube::KubeDiscovery;
+use bbr_adapters::{AdapterStore, ReloadEvent};
 use kube_standin::{KubeStandin, MANAGED_LABEL};
 
 const LLAMA: &str = "meta-llama/Llama-3.1-8B-Instruct";
@@ -60,11 +61,29 @@ async fn config_maps_added_changed_deleted_and_conflicting_take_effect_live() {
         &[("baseModel", "off-base")],
     );
 
-    let discovery = KubeDiscovery::start(client(&standin).await, None);
+    // Each update as a reload counter sees it: `None` applied, `Some`
+    // the refusal's message.
+    let events: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let recorded = events.clone();
+    let discovery = KubeDiscovery::start_with_events(client(&standin).await, None, move |event| {
+        let refused = match event {
+            ReloadEvent::Refused(error) => Some(error.to_string()),
+            _ => None,
+        };
+        recorded.lock().unwrap().push(refused);
+    });
+    let last_event = || events.lock().unwrap().last().cloned();
+    let event_count = || events.lock().unwrap().len();
     tokio::time::timeout(Duration::from_secs(10), discovery.synced())
         .await
         .expect("the first list within 10 s");
     let store = discovery.store();
+    eventually("the first list reported", || event_count() >= 1).await;
+    assert_eq!(
+        events.lock().unwrap()[0],
+        None,
+        "the first list skips nothing"
+    );
     assert_eq!(base(&store, "food-review-1").as_deref(), Some(LLAMA));
     assert_eq!(base(&store, "movie-critique").as_deref(), Some(DEEPSEEK));
     assert_eq!(base(&store, DEEPSEEK).as_deref(), Some(DEEPSEEK));
@@ -80,6 +99,7 @@ async fn config_maps_added_changed_deleted_and_conflicting_take_effect_live() {
     );
 
     // Changed: a new adapter.
+    let before = event_count();
     standin.apply_adapters(
         "default",
         "llama",
@@ -97,6 +117,8 @@ async fn config_maps_added_changed_deleted_and_conflicting_take_effect_live() {
             .any(|r| r.starts_with("GET /api/v1/configmaps?") && r.contains("watch=true")),
         "updates came through a watch"
     );
+    eventually("the change reported", || event_count() > before).await;
+    assert_eq!(last_event(), Some(None), "the change applied");
 
     // Conflicting: ski-resorts is already DeepSeek's. Skipped, logged, counted.
     let failed_before = store.failed_reload_count();
@@ -124,6 +146,11 @@ async fn config_maps_added_changed_deleted_and_conflicting_take_effect_live() {
         "{error}"
     );
     assert_eq!(store.failed_reload_count(), failed_before + 1);
+    eventually(
+        "the skip reported as a refused reload",
+        || matches!(last_event(), Some(Some(error)) if error.contains("ski-resorts")),
+    )
+    .await;
 
     // Deleted: DeepSeek's ConfigMap goes; the skipped one now applies.
     assert!(standin.delete("models", "deepseek"));
@@ -136,6 +163,10 @@ async fn config_maps_added_changed_deleted_and_conflicting_take_effect_live() {
     assert_eq!(base(&store, "new-lora").as_deref(), Some(LLAMA));
     assert!(discovery.skipped().is_empty());
     assert!(store.last_error().is_none());
+    eventually("the delete reported as applied", || {
+        last_event() == Some(None)
+    })
+    .await;
 
     // Label removed: the API reports it gone for this selector.
     standin.apply(
@@ -171,6 +202,13 @@ async fn config_maps_added_changed_deleted_and_conflicting_take_effect_live() {
         error.contains("baseModel") && error.contains("default/broken"),
         "{error}"
     );
+    eventually(
+        "the invalid ConfigMap reported as a refused reload",
+        || matches!(last_event(), Some(Some(error)) if error.contains("default/broken")),
+    )
+    .await;
+    let refused = events.lock().unwrap().iter().flatten().count();
+    assert_eq!(refused, 2, "one refusal per newly skipped ConfigMap");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

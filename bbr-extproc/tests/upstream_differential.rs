@@ -24,7 +24,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::Request;
 use kube_standin::KubeStandin;
-use support::{Body, Envoy, Upstreams, free_port, full, http1_client, sha256};
+use support::{Body, Envoy, Upstreams, empty, free_port, full, http1_client, send, sha256};
 
 const LLAMA: &str = "meta-llama/Llama-3.1-8B-Instruct";
 const DEEPSEEK: &str = "deepseek/vllm-deepseek-r1";
@@ -41,6 +41,7 @@ struct Processor {
     name: &'static str,
     child: Child,
     grpc: SocketAddr,
+    metrics: u16,
     log: PathBuf,
 }
 
@@ -81,6 +82,7 @@ impl Processor {
             name,
             child,
             grpc: SocketAddr::from(([127, 0, 0, 1], grpc)),
+            metrics,
             log,
         }
     }
@@ -469,6 +471,34 @@ async fn upstream_bbr_and_bbr_extproc_differ_only_as_documented() {
         sides[1].observe(&deleted, "deleted").await,
     ];
     seen.push((deleted.name.clone(), observed));
+
+    // bbr-extproc counted each update of the ConfigMaps as a reload of the
+    // adapter map: the first list, the add, the delete and the marker.
+    let request = Request::get(format!(
+        "http://127.0.0.1:{}/metrics",
+        sides[1].processor.metrics
+    ))
+    .body(empty())
+    .expect("request");
+    let scraped = send(&http1_client(), request).await;
+    assert_eq!(scraped.status, 200);
+    let text = String::from_utf8_lossy(&scraped.body).into_owned();
+    let sample = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    let applied = sample(r#"bbr_config_reloads_total{config="adapters",result="success"}"#);
+    assert!(applied.is_some_and(|n| n >= 4), "{applied:?}\n{text}");
+    assert_eq!(
+        sample(r#"bbr_config_reloads_total{config="adapters",result="failure"}"#),
+        Some(0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(r#"bbr_config_last_reload_successful{config="adapters"}"#),
+        Some(1),
+        "{text}"
+    );
 
     let table = intended_differences();
     let mut failures = Vec::new();

@@ -70,13 +70,6 @@ impl BodyViolation {
     /// Finds a `BodyViolation` in `error` or its chain of sources (hyper,
     /// axum and others wrap body errors).
     pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyViolation> {
-        let mut current = Some(error);
-        while let Some(error) = current {
-            if let Some(violation) = error.downcast_ref::<BodyViolation>() {
-                return Some(violation);
-            }
-            current = error.source();
-        }
-        None
+        bbr_core::ErrorChain::find(error)
     }
 }

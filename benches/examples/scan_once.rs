@@ -7,15 +7,18 @@
 //!     target/release/examples/scan_once bbr_reject prose 1MiB
 //! ```
 //!
-//! Arguments: `IMPL CLASS SIZE [ITERATIONS]`, with `IMPL` one of
+//! Arguments: `IMPL CLASS SIZE [ITERATIONS [BODIES]]`, with `IMPL` one of
 //! `bbr_reject`, `bbr_first_wins`, `bbr_reject_chunks16KiB`, `sonic_get`,
 //! `sonic_get_unchecked`, `serde_json_struct`; `CLASS` one of `chat`,
 //! `completions`, `prose`, `tools` (model last; `chat:first` and so on for
 //! the model first), or `matrix:SPECIAL:EVERY` (`matrix:raw_e:8`, 1 MiB
 //! only); `SIZE` `1KiB`, `16KiB`,
 //! `256KiB`, `1MiB`, `8MiB`. Only the calls inside `timed` are counted
-//! with the command above (the body is built outside it). Checks the
-//! answer and prints `IMPL CLASS SIZE ok`.
+//! with the command above (the body is built outside it). `BODIES`
+//! (default 1) distinct bodies of the class and size
+//! ([`BodySpec::build_variant`]) are taken in turn: one body repeated lets the
+//! branch predictor learn its branches, which a server, seeing each body
+//! once, never can. Checks the answer and prints `IMPL CLASS SIZE ok`.
 
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -32,12 +35,23 @@ struct OnlyModel<'a> {
     model: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// The measured part: `iterations` extractions; returns the last model.
+/// A body and its 16 KiB chunks.
+type Prepared = (Bytes, Vec<Bytes>);
+
+/// The measured part: `iterations` extractions, taking the `bodies` in
+/// turn; returns the last model.
 #[inline(never)]
-fn timed(implementation: &str, body: &Bytes, pieces: &[Bytes], iterations: u32) -> Option<String> {
+fn timed(implementation: &str, bodies: &[Prepared], iterations: u32) -> Option<String> {
     use sonic_rs::JsonValueTrait as _;
     let mut model = None;
+    let mut turn = 0;
     for _ in 0..iterations {
+        let (body, pieces) = &bodies[turn];
+        turn = if turn + 1 == bodies.len() {
+            0
+        } else {
+            turn + 1
+        };
         model = match implementation {
             "bbr_reject" => match extract_model(black_box(body), &Limits::new()) {
                 Ok(Outcome::Found(m)) => Some(m.as_str().to_owned()),
@@ -76,7 +90,7 @@ fn timed(implementation: &str, body: &Bytes, pieces: &[Bytes], iterations: u32) 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [implementation, class, size, rest @ ..] = args.as_slice() else {
-        eprintln!("usage: scan_once IMPL CLASS SIZE [ITERATIONS]");
+        eprintln!("usage: scan_once IMPL CLASS SIZE [ITERATIONS [BODIES]]");
         return ExitCode::from(64);
     };
     if let Some(matrix) = class.strip_prefix("matrix:") {
@@ -90,9 +104,21 @@ fn main() -> ExitCode {
         }
     };
     let iterations = rest.first().and_then(|n| n.parse().ok()).unwrap_or(1);
-    let body = spec.build();
-    let pieces = chunks(&body, Chunking::CHUNK_16K);
-    if timed(implementation, &body, &pieces, iterations).as_deref() != Some(MODEL) {
+    let count: usize = rest.get(1).and_then(|n| n.parse().ok()).unwrap_or(1).max(1);
+    let bodies: Vec<Prepared> = (0..count as u64)
+        .map(|k| {
+            let body = spec.build_variant(k);
+            let pieces = chunks(&body, Chunking::CHUNK_16K);
+            (body, pieces)
+        })
+        .collect();
+    for (k, prepared) in bodies.iter().enumerate() {
+        if timed(implementation, std::slice::from_ref(prepared), 1).as_deref() != Some(MODEL) {
+            eprintln!("{implementation} did not find {MODEL} in {class} {size} (body {k})");
+            return ExitCode::FAILURE;
+        }
+    }
+    if timed(implementation, &bodies, iterations).as_deref() != Some(MODEL) {
         eprintln!("{implementation} did not find {MODEL} in {class} {size}");
         return ExitCode::FAILURE;
     }
@@ -119,7 +145,7 @@ fn run_matrix(implementation: &str, matrix: &str, size: &str, rest: &[String]) -
     }
     .build();
     let pieces = chunks(&body, Chunking::CHUNK_16K);
-    if timed(implementation, &body, &pieces, iterations).as_deref() != Some(MODEL) {
+    if timed(implementation, &[(body, pieces)], iterations).as_deref() != Some(MODEL) {
         eprintln!("{implementation} did not find {MODEL} in matrix {matrix}");
         return ExitCode::FAILURE;
     }

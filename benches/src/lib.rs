@@ -215,11 +215,30 @@ impl BodySpec {
     /// assert_eq!(body, spec.build());
     /// ```
     pub fn build(&self) -> Bytes {
+        self.build_variant(0)
+    }
+
+    /// Another body of the same spec: the same class, size and model
+    /// position, another text (variant 0 is [`build`](Self::build)'s).
+    /// Benchmarks take several in turn, so the branch predictor cannot
+    /// learn one body's branches, as it can when one body is repeated
+    /// (a server sees each body once).
+    ///
+    /// ```
+    /// use bbr_benches::{BodySpec, Position, Shape};
+    /// let spec = BodySpec::new(Shape::Prose, Position::Last, 4096);
+    /// let other = spec.build_variant(1);
+    /// assert_eq!(other.len(), 4096);
+    /// assert_ne!(other, spec.build());
+    /// assert_eq!(spec.build_variant(0), spec.build());
+    /// ```
+    pub fn build_variant(&self, variant: u64) -> Bytes {
+        let (size, position) = (self.size, self.position);
         match self.shape {
-            Shape::Chat => chat_body(self.size, self.position),
-            Shape::Completions => completions_body(self.size, self.position),
-            Shape::Prose => prose_body(self.size, self.position),
-            Shape::Tools => tools_body(self.size, self.position),
+            Shape::Chat => chat_body_variant(size, position, variant),
+            Shape::Completions => completions_body_variant(size, position, variant),
+            Shape::Prose => prose_body_variant(size, position, variant),
+            Shape::Tools => tools_body_variant(size, position, variant),
         }
     }
 
@@ -275,11 +294,16 @@ impl BodySpec {
 ///
 /// When `size` is below [`MIN_SIZE`].
 pub fn chat_body(size: usize, position: Position) -> Bytes {
+    chat_body_variant(size, position, 0)
+}
+
+/// [`chat_body`]'s `variant`th text (0 is [`chat_body`]'s).
+fn chat_body_variant(size: usize, position: Position, variant: u64) -> Bytes {
     assert!(
         size >= MIN_SIZE,
         "body size {size} is below MIN_SIZE ({MIN_SIZE})"
     );
-    let mut rng = SplitMix64::new(0x6262_725f_6368_6174 ^ size as u64);
+    let mut rng = SplitMix64::new(0x6262_725f_6368_6174 ^ size as u64 ^ variant << 40);
     let (head, tail) = envelope(
         position,
         "{\"messages\":[",
@@ -348,11 +372,16 @@ pub fn chat_body(size: usize, position: Position) -> Bytes {
 ///
 /// When `size` is below [`MIN_SIZE`].
 pub fn completions_body(size: usize, position: Position) -> Bytes {
+    completions_body_variant(size, position, 0)
+}
+
+/// [`completions_body`]'s `variant`th text (0 is [`completions_body`]'s).
+fn completions_body_variant(size: usize, position: Position, variant: u64) -> Bytes {
     assert!(
         size >= MIN_SIZE,
         "body size {size} is below MIN_SIZE ({MIN_SIZE})"
     );
-    let mut rng = SplitMix64::new(0x6262_725f_636f_6d70 ^ size as u64);
+    let mut rng = SplitMix64::new(0x6262_725f_636f_6d70 ^ size as u64 ^ variant << 40);
     let (head, tail) = envelope(
         position,
         "{\"prompt\":\"",
@@ -372,11 +401,16 @@ pub fn completions_body(size: usize, position: Position) -> Bytes {
 ///
 /// When `size` is below [`MIN_SIZE`].
 pub fn prose_body(size: usize, position: Position) -> Bytes {
+    prose_body_variant(size, position, 0)
+}
+
+/// [`prose_body`]'s `variant`th text (0 is [`prose_body`]'s).
+fn prose_body_variant(size: usize, position: Position, variant: u64) -> Bytes {
     assert!(
         size >= MIN_SIZE,
         "body size {size} is below MIN_SIZE ({MIN_SIZE})"
     );
-    let mut rng = SplitMix64::new(0x6262_725f_7072_6f73 ^ size as u64);
+    let mut rng = SplitMix64::new(0x6262_725f_7072_6f73 ^ size as u64 ^ variant << 40);
     let (head, tail) = envelope(
         position,
         "{\"messages\":[",
@@ -414,11 +448,16 @@ pub fn prose_body(size: usize, position: Position) -> Bytes {
 ///
 /// When `size` is below [`MIN_SIZE`].
 pub fn tools_body(size: usize, position: Position) -> Bytes {
+    tools_body_variant(size, position, 0)
+}
+
+/// [`tools_body`]'s `variant`th text (0 is [`tools_body`]'s).
+fn tools_body_variant(size: usize, position: Position, variant: u64) -> Bytes {
     assert!(
         size >= MIN_SIZE,
         "body size {size} is below MIN_SIZE ({MIN_SIZE})"
     );
-    let mut rng = SplitMix64::new(0x6262_725f_746f_6f6c ^ size as u64);
+    let mut rng = SplitMix64::new(0x6262_725f_746f_6f6c ^ size as u64 ^ variant << 40);
     let small = size < 4 * KIB;
     let tools = if small {
         WEATHER_TOOL.to_owned()
