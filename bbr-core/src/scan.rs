@@ -191,7 +191,7 @@ fn escape_carried_over(i: usize) -> Walk {
 /// on bodies the branch predictor has not seen before (a server's every
 /// body), the walk's branches per stop and per escape letter mispredicted
 /// often enough to cost more than the classes (prose 16 KiB, 64 distinct
-/// bodies: 9.8 µs walked, 7.0 µs taken whole); on one body repeated the
+/// bodies: 9.5 µs walked, 6.6 µs taken whole); on one body repeated the
 /// walk is faster, having been learnt. Inlined into the skip, which is
 /// compiled with the level's target features.
 #[inline(always)]

@@ -18,10 +18,13 @@
 //! (default 1) distinct bodies of the class and size
 //! ([`BodySpec::build_variant`]) are taken in turn: one body repeated lets the
 //! branch predictor learn its branches, which a server, seeing each body
-//! once, never can. Checks the answer and prints `IMPL CLASS SIZE ok`.
+//! once, never can. Checks the answer and prints `IMPL CLASS SIZE ok NS ns`,
+//! `NS` the wall-clock time per extraction of the timed part (the bodies'
+//! generation and the process's start excluded).
 
 use std::hint::black_box;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use bbr_benches::{BodySpec, Chunking, MIB, MODEL, MatrixSpec, Special, chunks};
 use bbr_core::{DuplicateKeys, Limits, ModelExtractor, Outcome, extract_model};
@@ -42,7 +45,6 @@ type Prepared = (Bytes, Vec<Bytes>);
 /// turn; returns the last model.
 #[inline(never)]
 fn timed(implementation: &str, bodies: &[Prepared], iterations: u32) -> Option<String> {
-    use sonic_rs::JsonValueTrait as _;
     let mut model = None;
     let mut turn = 0;
     for _ in 0..iterations {
@@ -52,39 +54,46 @@ fn timed(implementation: &str, bodies: &[Prepared], iterations: u32) -> Option<S
         } else {
             turn + 1
         };
-        model = match implementation {
-            "bbr_reject" => match extract_model(black_box(body), &Limits::new()) {
-                Ok(Outcome::Found(m)) => Some(m.as_str().to_owned()),
-                _ => None,
-            },
-            "bbr_first_wins" => match extract_model(black_box(body), &FIRST_WINS) {
-                Ok(Outcome::Found(m)) => Some(m.as_str().to_owned()),
-                _ => None,
-            },
-            "bbr_reject_chunks16KiB" => {
-                let mut extractor = ModelExtractor::new(Limits::new());
-                let fed = pieces.iter().try_for_each(|p| extractor.feed(p).map(drop));
-                match fed.and_then(|()| extractor.finish()) {
-                    Ok(Outcome::Found(m)) => Some(m.as_str().to_owned()),
-                    _ => None,
-                }
-            }
-            "sonic_get" => sonic_rs::get(black_box(body), ["model"])
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned)),
-            #[allow(unsafe_code)]
-            // SAFETY: generated bodies are valid JSON (checked in
-            // bbr-benches' tests); sonic-rs asks for nothing else.
-            "sonic_get_unchecked" => unsafe { sonic_rs::get_unchecked(black_box(body), ["model"]) }
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned)),
-            "serde_json_struct" => serde_json::from_slice::<OnlyModel<'_>>(black_box(body))
-                .ok()
-                .and_then(|m| m.model.map(|m| m.into_owned())),
-            _ => return None,
-        };
+        model = extract(implementation, body, pieces);
     }
     model
+}
+
+/// One extraction of `body` (or of its `pieces`) by `implementation`.
+#[inline(always)]
+fn extract(implementation: &str, body: &Bytes, pieces: &[Bytes]) -> Option<String> {
+    use sonic_rs::JsonValueTrait as _;
+    match implementation {
+        "bbr_reject" => match extract_model(black_box(body), &Limits::new()) {
+            Ok(Outcome::Found(m)) => Some(m.as_str().to_owned()),
+            _ => None,
+        },
+        "bbr_first_wins" => match extract_model(black_box(body), &FIRST_WINS) {
+            Ok(Outcome::Found(m)) => Some(m.as_str().to_owned()),
+            _ => None,
+        },
+        "bbr_reject_chunks16KiB" => {
+            let mut extractor = ModelExtractor::new(Limits::new());
+            let fed = pieces.iter().try_for_each(|p| extractor.feed(p).map(drop));
+            match fed.and_then(|()| extractor.finish()) {
+                Ok(Outcome::Found(m)) => Some(m.as_str().to_owned()),
+                _ => None,
+            }
+        }
+        "sonic_get" => sonic_rs::get(black_box(body), ["model"])
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned)),
+        #[allow(unsafe_code)]
+        // SAFETY: generated bodies are valid JSON (checked in
+        // bbr-benches' tests); sonic-rs asks for nothing else.
+        "sonic_get_unchecked" => unsafe { sonic_rs::get_unchecked(black_box(body), ["model"]) }
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned)),
+        "serde_json_struct" => serde_json::from_slice::<OnlyModel<'_>>(black_box(body))
+            .ok()
+            .and_then(|m| m.model.map(|m| m.into_owned())),
+        _ => None,
+    }
 }
 
 fn main() -> ExitCode {
@@ -112,17 +121,20 @@ fn main() -> ExitCode {
             (body, pieces)
         })
         .collect();
-    for (k, prepared) in bodies.iter().enumerate() {
-        if timed(implementation, std::slice::from_ref(prepared), 1).as_deref() != Some(MODEL) {
+    // Outside `timed`, so callgrind does not count the check.
+    for (k, (body, pieces)) in bodies.iter().enumerate() {
+        if extract(implementation, body, pieces).as_deref() != Some(MODEL) {
             eprintln!("{implementation} did not find {MODEL} in {class} {size} (body {k})");
             return ExitCode::FAILURE;
         }
     }
+    let start = Instant::now();
     if timed(implementation, &bodies, iterations).as_deref() != Some(MODEL) {
         eprintln!("{implementation} did not find {MODEL} in {class} {size}");
         return ExitCode::FAILURE;
     }
-    println!("{implementation} {class} {size} ok");
+    let each = start.elapsed().as_nanos() / u128::from(iterations.max(1));
+    println!("{implementation} {class} {size} ok {each} ns");
     ExitCode::SUCCESS
 }
 
@@ -145,10 +157,12 @@ fn run_matrix(implementation: &str, matrix: &str, size: &str, rest: &[String]) -
     }
     .build();
     let pieces = chunks(&body, Chunking::CHUNK_16K);
+    let start = Instant::now();
     if timed(implementation, &[(body, pieces)], iterations).as_deref() != Some(MODEL) {
         eprintln!("{implementation} did not find {MODEL} in matrix {matrix}");
         return ExitCode::FAILURE;
     }
-    println!("{implementation} matrix:{matrix} {size} ok");
+    let each = start.elapsed().as_nanos() / u128::from(iterations.max(1));
+    println!("{implementation} matrix:{matrix} {size} ok {each} ns");
     ExitCode::SUCCESS
 }

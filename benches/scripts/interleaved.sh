@@ -17,10 +17,8 @@ bodies=${BODIES:-1}
 declare -A best
 for _ in 1 2 3 4 5 6 7 8 9; do
   for bin in "$@"; do
-    t0=$(date +%s%N)
-    "$bin" "$impl" "$class" "$size" "$n" "$bodies" >/dev/null
-    t1=$(date +%s%N)
-    ns=$(((t1 - t0) / n))
+    # The program times its own extractions (not the bodies' generation).
+    ns=$("$bin" "$impl" "$class" "$size" "$n" "$bodies" | awk '{print $(NF - 1)}')
     if [ -z "${best[$bin]:-}" ] || [ "$ns" -lt "${best[$bin]}" ]; then best[$bin]=$ns; fi
   done
 done

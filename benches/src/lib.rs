@@ -939,6 +939,34 @@ mod tests {
         }
     }
 
+    /// The variants the benchmarks take in turn are bodies of the same
+    /// spec: valid, the model where asked, the exact size, and each text
+    /// its own.
+    #[test]
+    fn variants_are_other_bodies_of_the_same_spec() {
+        for spec in all_specs()
+            .into_iter()
+            .filter(|spec| spec.size <= 256 * KIB)
+        {
+            let first = spec.build_variant(0);
+            assert_eq!(first, spec.build(), "{}", spec.label());
+            for variant in 1..4 {
+                let body = spec.build_variant(variant);
+                let value: Value = serde_json::from_slice(&body)
+                    .unwrap_or_else(|e| panic!("{} variant {variant}: {e}", spec.label()));
+                assert_eq!(value["model"], MODEL, "{} variant {variant}", spec.label());
+                assert_eq!(body.len(), spec.size, "{} variant {variant}", spec.label());
+                assert_ne!(body, first, "{} variant {variant}", spec.label());
+                let model_field = format!("\"model\":\"{MODEL}\"");
+                let placed = match spec.position {
+                    Position::First => body.starts_with(format!("{{{model_field}").as_bytes()),
+                    Position::Last => body.ends_with(format!("{model_field}}}").as_bytes()),
+                };
+                assert!(placed, "{} variant {variant}", spec.label());
+            }
+        }
+    }
+
     #[test]
     fn model_key_is_first_or_last_as_asked() {
         for spec in all_specs() {
