@@ -43,8 +43,8 @@ pub(crate) trait Masks {
     }
 
     /// Whether this level has vector classes for [`escapes_in_block`]:
-    /// every whole block is then taken by [`escapes_in_block`], not stop
-    /// by stop.
+    /// every whole block with a stop is then taken by
+    /// [`escapes_in_block`], not stop by stop.
     const ESCAPE_CLASSES: bool = false;
 
     /// The backslashes and escape letters of `block`, for
