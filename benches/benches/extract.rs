@@ -49,7 +49,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use bbr_benches::{
-    BodySpec, Chunking, KIB, MIB, MODEL, MatrixSpec, Position, SIZES, Shape, Special, chunks,
+    BodySpec, Chunking, KIB, MIB, MODEL, MatrixSpec, Position, SIZES, Shape, Special, Turns, chunks,
 };
 use bbr_core::{DuplicateKeys, Limits, Model, ModelExtractor, Outcome, Progress, extract_model};
 use bytes::Bytes;
@@ -190,29 +190,6 @@ struct Case {
 /// sees them.
 fn distinct(size: usize) -> usize {
     (MIB / size).clamp(1, 256)
-}
-
-/// Items taken in turn, one per call.
-struct Turns<'a, T> {
-    items: &'a [T],
-    next: Cell<usize>,
-}
-
-impl<'a, T> Turns<'a, T> {
-    fn new(items: &'a [T]) -> Self {
-        Self {
-            items,
-            next: Cell::new(0),
-        }
-    }
-
-    #[inline(always)]
-    fn next(&self) -> &'a T {
-        let k = self.next.get();
-        self.next
-            .set(if k + 1 == self.items.len() { 0 } else { k + 1 });
-        &self.items[k]
-    }
 }
 
 struct Plan {

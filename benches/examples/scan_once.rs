@@ -26,7 +26,7 @@ use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use bbr_benches::{BodySpec, Chunking, MIB, MODEL, MatrixSpec, Special, chunks};
+use bbr_benches::{BodySpec, Chunking, MIB, MODEL, MatrixSpec, Special, Turns, chunks};
 use bbr_core::{DuplicateKeys, Limits, ModelExtractor, Outcome, extract_model};
 use bytes::Bytes;
 
@@ -45,15 +45,10 @@ type Prepared = (Bytes, Vec<Bytes>);
 /// turn; returns the last model.
 #[inline(never)]
 fn timed(implementation: &str, bodies: &[Prepared], iterations: u32) -> Option<String> {
+    let turns = Turns::new(bodies);
     let mut model = None;
-    let mut turn = 0;
     for _ in 0..iterations {
-        let (body, pieces) = &bodies[turn];
-        turn = if turn + 1 == bodies.len() {
-            0
-        } else {
-            turn + 1
-        };
+        let (body, pieces) = turns.next();
         model = extract(implementation, body, pieces);
     }
     model
@@ -115,26 +110,38 @@ fn main() -> ExitCode {
     let iterations = rest.first().and_then(|n| n.parse().ok()).unwrap_or(1);
     let count: usize = rest.get(1).and_then(|n| n.parse().ok()).unwrap_or(1).max(1);
     let bodies: Vec<Prepared> = (0..count as u64)
-        .map(|k| {
-            let body = spec.build_variant(k);
-            let pieces = chunks(&body, Chunking::CHUNK_16K);
-            (body, pieces)
-        })
+        .map(|k| prepared(spec.build_variant(k)))
         .collect();
+    measure(
+        implementation,
+        &format!("{class} {size}"),
+        &bodies,
+        iterations,
+    )
+}
+
+fn prepared(body: Bytes) -> Prepared {
+    let pieces = chunks(&body, Chunking::CHUNK_16K);
+    (body, pieces)
+}
+
+/// Checks every body, then times `iterations` extractions and prints the
+/// time per extraction after `what`.
+fn measure(implementation: &str, what: &str, bodies: &[Prepared], iterations: u32) -> ExitCode {
     // Outside `timed`, so callgrind does not count the check.
     for (k, (body, pieces)) in bodies.iter().enumerate() {
         if extract(implementation, body, pieces).as_deref() != Some(MODEL) {
-            eprintln!("{implementation} did not find {MODEL} in {class} {size} (body {k})");
+            eprintln!("{implementation} did not find {MODEL} in {what} (body {k})");
             return ExitCode::FAILURE;
         }
     }
     let start = Instant::now();
-    if timed(implementation, &bodies, iterations).as_deref() != Some(MODEL) {
-        eprintln!("{implementation} did not find {MODEL} in {class} {size}");
+    if timed(implementation, bodies, iterations).as_deref() != Some(MODEL) {
+        eprintln!("{implementation} did not find {MODEL} in {what}");
         return ExitCode::FAILURE;
     }
     let each = start.elapsed().as_nanos() / u128::from(iterations.max(1));
-    println!("{implementation} {class} {size} ok {each} ns");
+    println!("{implementation} {what} ok {each} ns");
     ExitCode::SUCCESS
 }
 
@@ -156,13 +163,10 @@ fn run_matrix(implementation: &str, matrix: &str, size: &str, rest: &[String]) -
         size: MIB,
     }
     .build();
-    let pieces = chunks(&body, Chunking::CHUNK_16K);
-    let start = Instant::now();
-    if timed(implementation, &[(body, pieces)], iterations).as_deref() != Some(MODEL) {
-        eprintln!("{implementation} did not find {MODEL} in matrix {matrix}");
-        return ExitCode::FAILURE;
-    }
-    let each = start.elapsed().as_nanos() / u128::from(iterations.max(1));
-    println!("{implementation} matrix:{matrix} {size} ok {each} ns");
-    ExitCode::SUCCESS
+    measure(
+        implementation,
+        &format!("matrix:{matrix} {size}"),
+        &[prepared(body)],
+        iterations,
+    )
 }

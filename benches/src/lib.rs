@@ -648,6 +648,43 @@ impl Chunking {
     }
 }
 
+/// Items taken in turn, one per call, round and round: a benchmark's
+/// distinct bodies ([`BodySpec::build_variant`]).
+///
+/// ```
+/// let bodies = ["a", "b"];
+/// let turns = bbr_benches::Turns::new(&bodies);
+/// assert_eq!([turns.next(), turns.next(), turns.next()], [&"a", &"b", &"a"]);
+/// ```
+#[derive(Debug)]
+pub struct Turns<'a, T> {
+    items: &'a [T],
+    next: std::cell::Cell<usize>,
+}
+
+impl<'a, T> Turns<'a, T> {
+    /// Starts at the first of `items`.
+    ///
+    /// # Panics
+    ///
+    /// [`next`](Self::next) panics when `items` is empty.
+    pub fn new(items: &'a [T]) -> Self {
+        Self {
+            items,
+            next: std::cell::Cell::new(0),
+        }
+    }
+
+    /// The next item.
+    #[inline(always)]
+    pub fn next(&self) -> &'a T {
+        let k = self.next.get();
+        self.next
+            .set(if k + 1 == self.items.len() { 0 } else { k + 1 });
+        &self.items[k]
+    }
+}
+
 /// Cuts `body` into chunks without copying: every chunk is a slice of
 /// `body` (same allocation), in order, and their concatenation is `body`.
 ///
