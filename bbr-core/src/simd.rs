@@ -8,8 +8,8 @@
 //! finds one byte at a time and has no "below 0x20" class. The benchmark
 //! in `benches/` (the `prose` and `matrix` classes) is the justification.
 //!
-//! SSE2 is part of the x86_64 baseline; AVX2 is used only when the CPU
-//! reports it at run time ([`Level::detect`]). Each level is checked
+//! SSE2 is part of the x86_64 baseline; AVX2 and AVX-512 are used only
+//! when the CPU reports them at run time ([`Level::detect`]). Each level is checked
 //! against the byte-by-byte oracle on every byte value at every position
 //! (`tests` below), and the skip built on it against the portable one.
 #![allow(unsafe_code)]
@@ -50,6 +50,13 @@ pub(crate) enum Level {
     /// 32-byte AVX2 compares, detected at run time.
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// One 64-byte AVX-512 register per block, compares straight into
+    /// mask registers; detected at run time, and only where the CPU also
+    /// has VBMI2 (Ice Lake, Sapphire Rapids, Zen 4 and later), as
+    /// simdjson's AVX-512 kernel asks: the Skylake-SP generation before
+    /// it lowers the core's clock for 512-bit work.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Level {
@@ -57,6 +64,9 @@ impl Level {
     pub(crate) fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
+            if avx512_detected() {
+                return Level::Avx512;
+            }
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt") {
                 return Level::Avx2;
             }
@@ -76,9 +86,21 @@ impl Level {
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt") {
                 levels.push(Level::Avx2);
             }
+            if avx512_detected() {
+                levels.push(Level::Avx512);
+            }
         }
         levels
     }
+}
+
+/// Whether this CPU runs [`Level::Avx512`]: AVX-512 F and BW, and VBMI2
+/// as the mark of a generation that keeps its clock under 512-bit work.
+#[cfg(target_arch = "x86_64")]
+fn avx512_detected() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vbmi2")
 }
 
 /// [`scan::skip`] with the masks of `level` (tests: the extractor takes
@@ -93,6 +115,10 @@ pub(crate) fn skip(level: Level, bytes: &[u8], i: usize) -> Stop {
         // SAFETY: `Level::Avx2` is only produced by `detect` (and
         // `available`) after `is_x86_feature_detected!("avx2")` said yes.
         Level::Avx2 => unsafe { x86::skip_avx2(bytes, i) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Level::Avx512` is only produced by `detect` (and
+        // `available`) after `avx512_detected` said yes.
+        Level::Avx512 => unsafe { x86::skip_avx512(bytes, i) },
     }
 }
 
@@ -110,6 +136,10 @@ pub(crate) fn skip_string(level: Level, bytes: &[u8], i: usize) -> Result<usize,
         // SAFETY: `Level::Avx2` is only produced by `detect` (and
         // `available`) after `is_x86_feature_detected!("avx2")` said yes.
         Level::Avx2 => unsafe { x86::skip_string_avx2(bytes, i) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Level::Avx512` is only produced by `detect` (and
+        // `available`) after `avx512_detected` said yes.
+        Level::Avx512 => unsafe { x86::skip_string_avx512(bytes, i) },
     }
 }
 
@@ -202,11 +232,13 @@ pub(crate) fn printable_run(bytes: &[u8]) -> usize {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::{
-        __m128i, __m256i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8,
-        _mm_or_si128, _mm_set1_epi8, _mm256_and_si256, _mm256_cmpeq_epi8, _mm256_loadu_si256,
-        _mm256_max_epu8, _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8,
-        _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi16, _mm256_srli_epi16,
-        _mm256_xor_si256,
+        __m128i, __m256i, __m512i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8,
+        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm256_and_si256, _mm256_cmpeq_epi8,
+        _mm256_loadu_si256, _mm256_max_epu8, _mm256_movemask_epi8, _mm256_or_si256,
+        _mm256_set1_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi16,
+        _mm256_srli_epi16, _mm256_xor_si256, _mm512_and_si512, _mm512_cmpeq_epi8_mask,
+        _mm512_cmple_epu8_mask, _mm512_loadu_si512, _mm512_movepi8_mask, _mm512_set1_epi8,
+        _mm512_shuffle_epi8, _mm512_srli_epi16, _mm512_test_epi8_mask, _mm512_xor_si512,
     };
 
     #[cfg(test)]
@@ -432,33 +464,33 @@ mod x86 {
         }
     }
 
-    /// Nibble tables for [`Avx2::letter_classes`] and [`Avx2::hex_classes`], each twice (one copy
-    /// per 128-bit lane of `vpshufb`). A byte's class is the AND of its
-    /// low-nibble and high-nibble entries; each bit is one rectangle of
-    /// (high, low) nibbles, so no two rectangles can combine into a false
-    /// hit. Letters of two-byte escapes: bit 0 `"` `/`, bit 1 `\\`, bit 2
-    /// `b` `f` `n`, bit 3 `r` `t`; bit 7 `u`.
-    const LETTERS_LOW: [u8; 32] = twice([
+    /// Nibble tables for the letter and hex classes of [`Avx2`] and
+    /// [`Avx512`], one 16-byte table per 128-bit lane of `vpshufb`. A
+    /// byte's class is the AND of its low-nibble and high-nibble entries;
+    /// each bit is one rectangle of (high, low) nibbles, so no two
+    /// rectangles can combine into a false hit. Letters of two-byte
+    /// escapes: bit 0 `"` `/`, bit 1 `\\`, bit 2 `b` `f` `n`, bit 3 `r`
+    /// `t`; bit 7 `u`.
+    const LETTERS_LOW: [u8; 16] = [
         0, 0, 0x0d, 0, 0x08, 0x80, 0x04, 0, 0, 0, 0, 0, 0x02, 0, 0x04, 0x01,
-    ]);
-    const LETTERS_HIGH: [u8; 32] =
-        twice([0, 0, 0x01, 0, 0, 0x02, 0x04, 0x88, 0, 0, 0, 0, 0, 0, 0, 0]);
+    ];
+    const LETTERS_HIGH: [u8; 16] = [0, 0, 0x01, 0, 0, 0x02, 0x04, 0x88, 0, 0, 0, 0, 0, 0, 0, 0];
     /// Hex digits: bit 0 `0`–`9`, bit 1 `a`–`f` `A`–`F`, bit 2 `8` `9`,
     /// bit 3 `d` `D`.
-    const HEX_LOW: [u8; 32] = twice([
+    const HEX_LOW: [u8; 16] = [
         0x01, 0x03, 0x03, 0x03, 0x0b, 0x03, 0x03, 0x01, 0x05, 0x05, 0, 0, 0, 0, 0, 0,
-    ]);
-    const HEX_HIGH: [u8; 32] = twice([0, 0, 0, 0x05, 0x0a, 0, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    ];
+    const HEX_HIGH: [u8; 16] = [0, 0, 0, 0x05, 0x0a, 0, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
-    const fn twice(table: [u8; 16]) -> [u8; 32] {
-        let mut both = [0u8; 32];
+    /// `table` once per 128-bit lane of an `N`-byte register.
+    const fn lanes<const N: usize>(table: [u8; 16]) -> [u8; N] {
+        let mut all = [0u8; N];
         let mut k = 0;
-        while k < 16 {
-            both[k] = table[k];
-            both[k + 16] = table[k];
+        while k < N {
+            all[k] = table[k % 16];
             k += 1;
         }
-        both
+        all
     }
 
     /// `(low, high)` nibbles of each byte of `v`.
@@ -474,6 +506,11 @@ mod x86 {
             )
         }
     }
+
+    const LETTERS_LOW32: [u8; 32] = lanes(LETTERS_LOW);
+    const LETTERS_HIGH32: [u8; 32] = lanes(LETTERS_HIGH);
+    const HEX_LOW32: [u8; 32] = lanes(HEX_LOW);
+    const HEX_HIGH32: [u8; 32] = lanes(HEX_HIGH);
 
     /// Each byte's class from the nibble tables `lo` and `hi`.
     #[inline(always)]
@@ -509,7 +546,7 @@ mod x86 {
     fn letter_classes32(v: __m256i) -> [u32; 3] {
         // SAFETY: as in `nibbles`.
         unsafe {
-            let letters = class(v, &LETTERS_LOW, &LETTERS_HIGH);
+            let letters = class(v, &LETTERS_LOW32, &LETTERS_HIGH32);
             let backslash = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
             [
                 opaque(_mm256_movemask_epi8(backslash) as u32),
@@ -524,7 +561,7 @@ mod x86 {
     fn hex_classes32(v: __m256i) -> [u32; 3] {
         // SAFETY: as in `nibbles`.
         unsafe {
-            let hex = class(v, &HEX_LOW, &HEX_HIGH);
+            let hex = class(v, &HEX_LOW32, &HEX_HIGH32);
             [
                 any(hex, 0x03),
                 any(hex, 0x06),
@@ -552,6 +589,118 @@ mod x86 {
             let backslashes = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
             _mm256_or_si256(quotes_controls, backslashes)
         }
+    }
+
+    /// AVX-512 masks: a block is one register, and each class one
+    /// compare or test straight into a 64-bit mask register (no
+    /// movemask, no joining of halves). Only ever used inside
+    /// [`skip_string_avx512`], which runs with AVX-512 F and BW enabled.
+    pub(super) struct Avx512;
+
+    /// The block in one register.
+    #[inline(always)]
+    fn load512(block: &[u8; 64]) -> __m512i {
+        // SAFETY: only reached from `Avx512`'s methods, instantiated by
+        // `skip_string_avx512` (and `skip_avx512`), whose callers checked
+        // that the CPU has AVX-512 F and BW; `block` holds 64 readable
+        // bytes; the load is unaligned-safe.
+        unsafe { _mm512_loadu_si512(block.as_ptr().cast()) }
+    }
+
+    /// The stops of `v`: `"`, `\\` and bytes below 0x20, as in [`stops32`].
+    #[inline(always)]
+    fn stops512(v: __m512i) -> u64 {
+        // SAFETY: as in `load512`; no memory is touched.
+        unsafe {
+            let flipped = _mm512_xor_si512(v, _mm512_set1_epi8(2));
+            _mm512_cmple_epu8_mask(flipped, _mm512_set1_epi8(0x20))
+                | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8))
+        }
+    }
+
+    /// Each byte's class of `v` from the nibble tables `lo` and `hi`.
+    #[inline(always)]
+    fn class512(v: __m512i, lo: &[u8; 64], hi: &[u8; 64]) -> __m512i {
+        // SAFETY: as in `load512`; the tables are 64-byte arrays, loaded
+        // unaligned.
+        unsafe {
+            let nibble = _mm512_set1_epi8(0x0f);
+            let low = _mm512_and_si512(v, nibble);
+            let high = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
+            _mm512_and_si512(
+                _mm512_shuffle_epi8(_mm512_loadu_si512(lo.as_ptr().cast()), low),
+                _mm512_shuffle_epi8(_mm512_loadu_si512(hi.as_ptr().cast()), high),
+            )
+        }
+    }
+
+    const LETTERS_LOW64: [u8; 64] = lanes(LETTERS_LOW);
+    const LETTERS_HIGH64: [u8; 64] = lanes(LETTERS_HIGH);
+    const HEX_LOW64: [u8; 64] = lanes(HEX_LOW);
+    const HEX_HIGH64: [u8; 64] = lanes(HEX_HIGH);
+
+    impl Masks for Avx512 {
+        #[inline(always)]
+        fn masks(block: &[u8; 64]) -> (u64, u64) {
+            let v = load512(block);
+            // SAFETY: as in `load512`; no memory is touched.
+            (stops512(v), unsafe { _mm512_movepi8_mask(v) })
+        }
+
+        #[inline(always)]
+        fn stops(block: &[u8; 64]) -> u64 {
+            stops512(load512(block))
+        }
+
+        const ESCAPE_CLASSES: bool = true;
+
+        #[inline(always)]
+        fn letter_classes(block: &[u8; 64]) -> scan::LetterClasses {
+            let v = load512(block);
+            let letters = class512(v, &LETTERS_LOW64, &LETTERS_HIGH64);
+            // SAFETY: as in `load512`; no memory is touched.
+            unsafe {
+                scan::LetterClasses {
+                    backslash: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8)),
+                    simple: _mm512_test_epi8_mask(letters, _mm512_set1_epi8(0x0f)),
+                    u: _mm512_movepi8_mask(letters),
+                }
+            }
+        }
+
+        #[inline(always)]
+        fn hex_classes(block: &[u8; 64]) -> scan::HexClasses {
+            let hex = class512(load512(block), &HEX_LOW64, &HEX_HIGH64);
+            // SAFETY: as in `load512`; no memory is touched.
+            unsafe {
+                scan::HexClasses {
+                    hex: _mm512_test_epi8_mask(hex, _mm512_set1_epi8(0x03)),
+                    high: _mm512_test_epi8_mask(hex, _mm512_set1_epi8(0x06)),
+                    d: _mm512_test_epi8_mask(hex, _mm512_set1_epi8(0x08)),
+                }
+            }
+        }
+    }
+
+    /// The skip compiled with AVX-512 enabled.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512 F and BW.
+    #[cfg(test)]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn skip_avx512(bytes: &[u8], i: usize) -> Stop {
+        scan::skip::<Avx512>(bytes, i)
+    }
+
+    /// [`scan::skip_string`] compiled with AVX-512 enabled.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512 F and BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn skip_string_avx512(bytes: &[u8], i: usize) -> Result<usize, usize> {
+        scan::skip_string::<Avx512>(bytes, i)
     }
 
     /// The skip compiled with AVX2 enabled, so that the masks' intrinsics
@@ -582,63 +731,85 @@ mod x86 {
         scan::skip_string::<Avx2>(bytes, i)
     }
 
-    /// `masks_unless_plain` with AVX2.
+    /// Test entry points to one level's masks, classes and block walk,
+    /// each asserting first that the CPU has the level (the intrinsics
+    /// are only sound there) and running with its target features.
     #[cfg(test)]
-    pub(super) fn unless_avx2(block: &[u8; 64]) -> Option<(u64, u64)> {
-        assert!(std::is_x86_feature_detected!("avx2"));
-        #[target_feature(enable = "avx2")]
-        fn inner(block: &[u8; 64]) -> Option<(u64, u64)> {
-            Avx2::masks_unless_plain(block)
-        }
-        // SAFETY: AVX2 was detected just above.
-        unsafe { inner(block) }
+    macro_rules! checked_entry_points {
+        ($module:ident, $masks:ty, $features:literal, $detected:expr) => {
+            pub(in crate::simd) mod $module {
+                use super::*;
+
+                /// Whether this CPU has the level.
+                pub(in crate::simd) fn detected() -> bool {
+                    $detected
+                }
+
+                /// `masks`, `stops` and `masks_unless_plain` of `block`.
+                pub(in crate::simd) fn masks(
+                    block: &[u8; 64],
+                ) -> ((u64, u64), u64, Option<(u64, u64)>) {
+                    assert!(detected());
+                    #[target_feature(enable = $features)]
+                    fn inner(block: &[u8; 64]) -> ((u64, u64), u64, Option<(u64, u64)>) {
+                        (
+                            <$masks>::masks(block),
+                            <$masks>::stops(block),
+                            <$masks>::masks_unless_plain(block),
+                        )
+                    }
+                    // SAFETY: the level was detected just above.
+                    unsafe { inner(block) }
+                }
+
+                /// The letter and hex classes of `block`.
+                pub(in crate::simd) fn classes(
+                    block: &[u8; 64],
+                ) -> (scan::LetterClasses, scan::HexClasses) {
+                    assert!(detected());
+                    #[target_feature(enable = $features)]
+                    fn inner(block: &[u8; 64]) -> (scan::LetterClasses, scan::HexClasses) {
+                        (
+                            <$masks>::letter_classes(block),
+                            <$masks>::hex_classes(block),
+                        )
+                    }
+                    // SAFETY: the level was detected just above.
+                    unsafe { inner(block) }
+                }
+
+                /// [`scan::escapes_in_block`] with the level's classes.
+                pub(in crate::simd) fn escapes_in_block(
+                    bytes: &[u8],
+                    i: usize,
+                    stops: u64,
+                ) -> scan::Walk {
+                    assert!(detected());
+                    #[target_feature(enable = $features)]
+                    fn inner(bytes: &[u8], i: usize, stops: u64) -> scan::Walk {
+                        scan::escapes_in_block::<$masks>(bytes, i, stops)
+                    }
+                    // SAFETY: the level was detected just above.
+                    unsafe { inner(bytes, i, stops) }
+                }
+            }
+        };
     }
 
-    /// The AVX2 letter and hex classes of `block`.
     #[cfg(test)]
-    pub(super) fn classes_avx2(block: &[u8; 64]) -> (scan::LetterClasses, scan::HexClasses) {
-        assert!(std::is_x86_feature_detected!("avx2"));
-        #[target_feature(enable = "avx2")]
-        fn inner(block: &[u8; 64]) -> (scan::LetterClasses, scan::HexClasses) {
-            (Avx2::letter_classes(block), Avx2::hex_classes(block))
-        }
-        // SAFETY: AVX2 was detected just above.
-        unsafe { inner(block) }
-    }
-
-    /// [`scan::escapes_in_block`] with the AVX2 classes.
+    checked_entry_points!(
+        avx2,
+        Avx2,
+        "avx2,popcnt",
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt")
+    );
     #[cfg(test)]
-    pub(super) fn escapes_in_block_avx2(bytes: &[u8], i: usize, stops: u64) -> scan::Walk {
-        assert!(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt"));
-        #[target_feature(enable = "avx2,popcnt")]
-        fn inner(bytes: &[u8], i: usize, stops: u64) -> scan::Walk {
-            scan::escapes_in_block::<Avx2>(bytes, i, stops)
-        }
-        // SAFETY: AVX2 and POPCNT were detected just above.
-        unsafe { inner(bytes, i, stops) }
-    }
-
-    #[cfg(test)]
-    pub(super) fn stops_avx2(block: &[u8; 64]) -> u64 {
-        assert!(std::is_x86_feature_detected!("avx2"));
-        #[target_feature(enable = "avx2")]
-        fn inner(block: &[u8; 64]) -> u64 {
-            Avx2::stops(block)
-        }
-        // SAFETY: AVX2 was detected just above.
-        unsafe { inner(block) }
-    }
-
-    #[cfg(test)]
-    pub(super) fn masks_avx2(block: &[u8; 64]) -> (u64, u64) {
-        assert!(std::is_x86_feature_detected!("avx2"));
-        #[target_feature(enable = "avx2")]
-        fn inner(block: &[u8; 64]) -> (u64, u64) {
-            Avx2::masks(block)
-        }
-        // SAFETY: AVX2 was detected just above.
-        unsafe { inner(block) }
-    }
+    checked_entry_points!(
+        avx512,
+        Avx512,
+        "avx512f,avx512bw",
+        crate::simd::avx512_detected()
+    );
 }
 
 #[cfg(test)]
@@ -647,26 +818,62 @@ mod tests {
     use crate::scan::Masks;
     use crate::scan::tests::{blocks, naive_masks};
 
+    /// The vector levels this CPU has, by name, with their test entry
+    /// points.
+    #[cfg(target_arch = "x86_64")]
+    type EntryPoints = (
+        &'static str,
+        fn(&[u8; 64]) -> ((u64, u64), u64, Option<(u64, u64)>),
+        fn(&[u8; 64]) -> (crate::scan::LetterClasses, crate::scan::HexClasses),
+        fn(&[u8], usize, u64) -> crate::scan::Walk,
+    );
+
+    #[cfg(target_arch = "x86_64")]
+    fn vector_levels() -> Vec<EntryPoints> {
+        let mut levels: Vec<EntryPoints> = Vec::new();
+        if x86::avx2::detected() {
+            levels.push((
+                "avx2",
+                x86::avx2::masks,
+                x86::avx2::classes,
+                x86::avx2::escapes_in_block,
+            ));
+        }
+        if x86::avx512::detected() {
+            levels.push((
+                "avx512",
+                x86::avx512::masks,
+                x86::avx512::classes,
+                x86::avx512::escapes_in_block,
+            ));
+        }
+        levels
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn avx2_escape_classes_agree_with_the_bytewise_oracle() {
-        if !std::is_x86_feature_detected!("avx2") {
-            return;
-        }
+    fn vector_escape_classes_agree_with_the_bytewise_oracle() {
+        let levels = vector_levels();
         let mut checked = 0;
         for block in blocks() {
-            let (letters, hex) = x86::classes_avx2(&block);
-            assert_eq!(letters, crate::scan::LetterClasses::of(&block), "{block:?}");
-            assert_eq!(hex, crate::scan::HexClasses::of(&block), "{block:?}");
-            checked += 1;
+            for (name, _, classes, _) in &levels {
+                let (letters, hex) = classes(&block);
+                assert_eq!(
+                    letters,
+                    crate::scan::LetterClasses::of(&block),
+                    "{name} {block:?}"
+                );
+                assert_eq!(hex, crate::scan::HexClasses::of(&block), "{name} {block:?}");
+                checked += 1;
+            }
         }
-        assert_eq!(checked, 64 * 256 * 9);
+        assert_eq!(checked, 64 * 256 * 9 * levels.len());
     }
 
     /// Blocks of escapes of every kind (valid, invalid, surrogates, cut
     /// by the block end, runs of backslashes) at every offset: the block
     /// taken whole answers as the escape-by-escape walk does, with the
-    /// bytewise classes and with AVX2's.
+    /// bytewise classes and with every vector level's.
     #[test]
     fn escapes_in_block_answers_as_the_walk_does() {
         let pieces: [&[u8]; 22] = [
@@ -693,9 +900,8 @@ mod tests {
             b" ",
             b"\\uDBFF\\uDFFF",
         ];
-        let avx2 = cfg!(target_arch = "x86_64")
-            && std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("popcnt");
+        #[cfg(target_arch = "x86_64")]
+        let levels = vector_levels();
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             state ^= state << 13;
@@ -727,9 +933,13 @@ mod tests {
                 String::from_utf8_lossy(&bytes)
             );
             #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                let got = x86::escapes_in_block_avx2(&bytes, 0, stops);
-                assert!(same(got), "{:?}: {got:?}", String::from_utf8_lossy(&bytes));
+            for (name, _, _, escapes_in_block) in &levels {
+                let got = escapes_in_block(&bytes, 0, stops);
+                assert!(
+                    same(got),
+                    "{name} {:?}: {got:?}",
+                    String::from_utf8_lossy(&bytes)
+                );
             }
             checked += 1;
         }
@@ -744,8 +954,8 @@ mod tests {
             let got = crate::scan::escapes_in_block::<crate::scan::Swar>(&bytes, 0, stops);
             assert_eq!(got, next);
             #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                assert_eq!(x86::escapes_in_block_avx2(&bytes, 0, stops), next);
+            for (name, _, _, escapes_in_block) in &levels {
+                assert_eq!(escapes_in_block(&bytes, 0, stops), next, "{name}");
             }
         }
     }
@@ -797,8 +1007,8 @@ mod tests {
 
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn sse2_and_avx2_masks_agree_with_the_bytewise_oracle() {
-        let avx2 = std::is_x86_feature_detected!("avx2");
+    fn sse2_and_vector_masks_agree_with_the_bytewise_oracle() {
+        let levels = vector_levels();
         let mut checked = 0;
         for block in blocks().chain([[b'p'; 64], [0x80; 64]]) {
             let expected = naive_masks(&block);
@@ -808,10 +1018,12 @@ mod tests {
             let sse2_unless = x86::Sse2::masks_unless_plain(&block);
             assert_eq!(sse2_unless, unless, "sse2 unless {block:?}");
             assert_eq!(scan::Swar::masks_unless_plain(&block), unless);
-            if avx2 {
-                assert_eq!(x86::masks_avx2(&block), expected, "avx2 {block:?}");
-                assert_eq!(x86::stops_avx2(&block), expected.0, "avx2 stops {block:?}");
-                assert_eq!(x86::unless_avx2(&block), unless, "avx2 unless {block:?}");
+            for (name, masks, _, _) in &levels {
+                assert_eq!(
+                    masks(&block),
+                    (expected, expected.0, unless),
+                    "{name} {block:?}"
+                );
             }
             checked += 1;
         }
