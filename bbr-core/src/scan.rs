@@ -60,6 +60,13 @@ pub(crate) trait Masks {
     fn hex_classes(block: &[u8; 64]) -> HexClasses {
         HexClasses::of(block)
     }
+
+    /// Whether `span` is valid UTF-8: [`crate::extractor::valid_utf8`]
+    /// unless the level has a validator of its own.
+    #[inline(always)]
+    fn valid_utf8(span: &[u8]) -> bool {
+        crate::extractor::valid_utf8(span)
+    }
 }
 
 /// Bitmasks of a 64-byte block's backslashes and escape letters (bit `k`
@@ -411,7 +418,7 @@ pub(crate) fn skip_string<M: Masks>(bytes: &[u8], i: usize) -> Result<usize, usi
     let stop = skip::<M>(bytes, i);
     if let Some((first, last)) = stop.non_ascii {
         let span = span_to_validate(bytes, first, last);
-        if !valid_span(bytes, first, span) {
+        if !valid_span::<M>(bytes, first, span) {
             // Rare: where the bad sequence starts (std's answer).
             let valid = std::str::from_utf8(span).map_or_else(|e| e.valid_up_to(), str::len);
             return Ok(first + valid);
@@ -451,17 +458,17 @@ pub(crate) fn span_to_validate(bytes: &[u8], first: usize, last: usize) -> &[u8]
 /// byte, a character boundary. An invalid range (a defect in what follows
 /// the string) leaves the span to the exact check.
 #[inline(always)]
-fn valid_span(bytes: &[u8], first: usize, span: &[u8]) -> bool {
+fn valid_span<M: Masks>(bytes: &[u8], first: usize, span: &[u8]) -> bool {
     let end = first + span.len();
     let blocks = span.len().next_multiple_of(64);
     let starts_character = |at: usize| bytes.get(at).is_some_and(|&b| !(0x80..0xc0).contains(&b));
     if bytes.get(end).is_some_and(u8::is_ascii)
         && starts_character(first + blocks)
-        && crate::extractor::valid_utf8(&bytes[first..first + blocks])
+        && M::valid_utf8(&bytes[first..first + blocks])
     {
         return true;
     }
-    crate::extractor::valid_utf8(span)
+    M::valid_utf8(span)
 }
 
 /// Steps `i` over whole blocks with neither mask set; returns the masks
