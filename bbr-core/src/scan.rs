@@ -261,6 +261,19 @@ impl Masks for Swar {
     }
 }
 
+/// The quotes of `block` (bit `k` is byte `k`), eight bytes per step: the
+/// portable half of [`crate::simd::specials_and_quotes`].
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+pub(crate) fn quotes(block: &[u8; 64]) -> u64 {
+    block
+        .chunks_exact(8)
+        .enumerate()
+        .fold(0, |mask, (k, word)| {
+            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            mask | gather_tops(zero_bytes(word ^ (ONES * u64::from(b'"')))) << (8 * k)
+        })
+}
+
 /// The portable [`crate::simd::short_string_end`] mask: one bit per byte
 /// of `window` that is `"`, `\\`, below 0x20 or 0x80 and above.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]

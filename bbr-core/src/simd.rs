@@ -203,6 +203,23 @@ pub(crate) fn plain_string_end(bytes: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// The bytes of a 64-byte block that end a plain string's run (`"`,
+/// `\\`, below 0x20, 0x80 and above), and its quotes: bit `k` is byte
+/// `k`. Four 16-byte compares on x86_64 (SSE2 is in its baseline), the
+/// portable word masks elsewhere.
+#[inline(always)]
+pub(crate) fn specials_and_quotes(block: &[u8; 64]) -> (u64, u64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::specials_and_quotes(block)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let (stops, high) = <scan::Swar as scan::Masks>::masks(block);
+        (stops | high, scan::quotes(block))
+    }
+}
+
 /// Length of the leading run of printable ASCII other than `"` and `\\`
 /// (the bytes a model name or a top-level key takes unchanged): the index
 /// of the first byte that is a quote, a backslash, a control byte, DEL or
@@ -272,6 +289,28 @@ mod x86 {
             let v = _mm_loadu_si128(window.as_ptr().cast::<__m128i>());
             (_mm_movemask_epi8(stops16(v)) | _mm_movemask_epi8(v)) as u32
         }
+    }
+
+    /// [`super::specials_and_quotes`] with SSE2.
+    #[inline(always)]
+    pub(super) fn specials_and_quotes(block: &[u8; 64]) -> (u64, u64) {
+        let (mut specials, mut quotes) = (0u64, 0u64);
+        for k in 0..4 {
+            // SAFETY: SSE2 is enabled on every x86_64 target (baseline), and
+            // `block[16 * k..]` holds 16 readable bytes for k < 4; the load
+            // is unaligned-safe.
+            let (s, q) = unsafe {
+                let v = _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>());
+                let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+                (
+                    opaque(_mm_movemask_epi8(_mm_or_si128(stops16(v), v)) as u32),
+                    opaque(_mm_movemask_epi8(quote) as u32),
+                )
+            };
+            specials |= u64::from(s) << (16 * k);
+            quotes |= u64::from(q) << (16 * k);
+        }
+        (specials, quotes)
     }
 
     /// One bit per byte of `window` that is `"`, `\\`, below 0x20, DEL
@@ -1366,6 +1405,27 @@ mod tests {
             checked += 1;
         }
         assert_eq!(checked, 64 * 256 * 9 + 2);
+    }
+
+    #[test]
+    fn specials_and_quotes_agree_with_the_bytewise_oracle() {
+        let mut checked = 0;
+        for block in blocks() {
+            let (stops, high) = naive_masks(&block);
+            let quotes = block
+                .iter()
+                .enumerate()
+                .filter(|&(_, &b)| b == b'"')
+                .fold(0u64, |mask, (k, _)| mask | 1 << k);
+            assert_eq!(
+                specials_and_quotes(&block),
+                (stops | high, quotes),
+                "{block:?}"
+            );
+            assert_eq!(scan::quotes(&block), quotes, "{block:?}");
+            checked += 1;
+        }
+        assert_eq!(checked, 64 * 256 * 9);
     }
 
     /// The 16-byte test against the portable one and the byte-wise
