@@ -293,7 +293,8 @@ pub(crate) fn complete_prefix(span: &[u8]) -> usize {
 }
 
 /// The skip of a string past the 16-byte test, out of line: one call
-/// does the skip and its UTF-8 check (with AVX2 enabled for both); a
+/// does the skip and its UTF-8 check (with AVX2 or AVX-512 enabled for
+/// both); a
 /// control byte where it stops is the error at its offset.
 #[inline(never)]
 fn long_string_run(

@@ -323,27 +323,29 @@
 //!
 //! Strings, which are nearly all of a chat body, are skipped in 64-byte
 //! blocks. One bitmask per block marks what stops the skip (`"`, `\` and
-//! control bytes); its set bits are walked inside the block, a valid
-//! escape stepped over with table lookups, so dense text does not leave
-//! the block loop at every escape. Non-ASCII bytes do not stop the skip:
-//! the raw bytes of each skipped span, from the block of its first
-//! non-ASCII byte on, are validated as UTF-8 in one call (`simdutf8`, or
-//! std for spans under 64 bytes; escapes are ASCII, so they cannot hide or
-//! break a sequence). Anything invalid, or cut by the chunk end, is left
-//! to the byte-at-a-time path, which reports it at its exact offset or
-//! carries it over to the next chunk. Short strings (most keys) end at one
-//! 16-byte test. Everything inside the root object other than the `model`
-//! member (and every top-level key that is not plain ASCII) is read by one
-//! accept-only loop that keeps its place in the grammar in registers; the
-//! `model` member itself, when its value is plain, is decided there too. The block masks use AVX2 when the CPU has it
-//! (detected at run time), else SSE2 (x86_64) or portable word arithmetic;
-//! that module is the only `unsafe` code of the crate, and each
-//! implementation is tested against a byte-by-byte oracle on every byte
-//! value at every position. A body that starts with `{"model":"` and a
-//! plain name is decided in one step. A byte-at-a-time reference mode of
-//! the same state machine is checked against the fast one in the tests
-//! (every seed under every chunking and every mask implementation, and the
-//! property tests).
+//! control bytes); its set bits are walked inside the block, a valid escape
+//! stepped over with table lookups, so dense text does not leave the block
+//! loop at every escape. Non-ASCII bytes do not stop the skip: the raw
+//! bytes of each skipped span, from the block of its first non-ASCII byte
+//! on, are validated as UTF-8 in one call (with AVX-512 our own vector
+//! validator, else `simdutf8`, or std for spans under 32 bytes; escapes are
+//! ASCII, so they cannot hide or break a sequence). Anything invalid, or
+//! cut by the chunk end, is left to the byte-at-a-time path, which reports
+//! it at its exact offset or carries it over to the next chunk. Short plain
+//! strings (most keys and names) end at a bit of the masks of the 64-byte
+//! block they lie in, computed once for all the strings in it. Everything
+//! inside the root object other than the `model` member (and every
+//! top-level key that is not plain ASCII) is read by one accept-only loop
+//! that keeps its place in the grammar in registers; the `model` member
+//! itself, when its value is plain, is decided there too. The string skip's
+//! masks use AVX-512 or AVX2 when the CPU has them (detected at run time),
+//! else SSE2 (x86_64) or portable word arithmetic; that module is the only
+//! `unsafe` code of the crate, and each implementation is tested against a
+//! byte-by-byte oracle on every byte value at every position. A body that
+//! starts with `{"model":"` and a plain name is decided in one step. A
+//! byte-at-a-time reference mode of the same state machine is checked
+//! against the fast one in the tests (every seed under every chunking and
+//! every mask implementation, and the property tests).
 //!
 //! Measured with callgrind (instructions per extraction, model last, the
 //! whole body validated; `benches/RESULTS.md` has the table and the

@@ -16,8 +16,8 @@
 //! test (after a non-ASCII byte that test misses too often to pay).
 //!
 //! The masks come from [`Masks`]: [`Swar`] here (portable, eight bytes per
-//! step), SSE2 and AVX2 in [`crate::simd`] (the only `unsafe` of the crate,
-//! chosen at run time). All give the same masks; the tests check each
+//! step), SSE2, AVX2 and AVX-512 in [`crate::simd`] (the only `unsafe` of
+//! the crate, chosen at run time). All give the same masks; the tests check each
 //! against a byte-by-byte oracle.
 
 /// The two bitmasks of a 64-byte block: bit `k` is byte `k`.

@@ -123,7 +123,8 @@ pub(crate) fn skip(level: Level, bytes: &[u8], i: usize) -> Stop {
 }
 
 /// [`scan::skip_string`] with the masks of `level`: the skip and its
-/// UTF-8 check in one call, compiled with AVX2 enabled when `level` has it.
+/// UTF-8 check in one call, compiled with AVX2 or AVX-512 enabled when
+/// `level` has it.
 /// Each level is its own out-of-line function, so the caller is left
 /// with the dispatch and one call (no registers saved for inlined arms).
 #[inline]

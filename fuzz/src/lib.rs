@@ -202,7 +202,7 @@ fn validate(value: &Value) -> Expected {
         return Expected::Error(vec!["empty_model"]);
     }
     let mut kinds = Vec::new();
-    if model.bytes().any(is_control) {
+    if model.chars().any(is_control) {
         kinds.push("model_control_char");
     }
     if model.len() > Limits::DEFAULT_MAX_MODEL_LEN {
@@ -215,8 +215,9 @@ fn validate(value: &Value) -> Expected {
     }
 }
 
-fn is_control(byte: u8) -> bool {
-    byte < 0x20 || byte == 0x7f
+/// The contract's control characters: C0, DEL and C1 (U+0080–U+009F).
+fn is_control(c: char) -> bool {
+    c < ' ' || ('\u{7f}'..='\u{9f}').contains(&c)
 }
 
 /// Panics unless `model` is a valid model (non-empty, no control character,
@@ -226,7 +227,7 @@ fn assert_valid_model(model: &Model, chunks: &[Bytes], context: &dyn fmt::Displa
     let text = model.as_str();
     assert!(!text.is_empty(), "{context}: empty model found");
     assert!(
-        !text.bytes().any(is_control),
+        !text.chars().any(is_control),
         "{context}: model with a control character found: {text:?}"
     );
     assert!(
@@ -543,6 +544,17 @@ mod tests {
         assert_eq!(
             check(Value::from("a\u{7f}")),
             Expected::Error(vec!["model_control_char"])
+        );
+        // C1 controls (U+0080–U+009F) as well; U+00A0 is not one.
+        for c1 in ["\u{80}8d", "a\u{9f}"] {
+            assert_eq!(
+                check(Value::from(c1)),
+                Expected::Error(vec!["model_control_char"])
+            );
+        }
+        assert_eq!(
+            check(Value::from("a\u{a0}")),
+            Expected::Found("a\u{a0}".to_owned())
         );
         assert_eq!(
             check(Value::from("a".repeat(256))),
