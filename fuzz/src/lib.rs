@@ -194,24 +194,28 @@ pub fn expected(models: &[Value], policy: DuplicateKeys) -> Expected {
     }
 }
 
+/// The model-name rule of the contract, from its definition: spaces and
+/// tabs around the name are trimmed; no control character may remain (a
+/// tab inside the name is one); at most `max_model_len` bytes counted
+/// before trimming; not empty after it.
 fn validate(value: &Value) -> Expected {
     let Value::String(model) = value else {
         return Expected::Error(vec!["model_not_a_string"]);
     };
-    if model.is_empty() {
-        return Expected::Error(vec!["empty_model"]);
-    }
+    let name = model.trim_matches([' ', '\t']);
     let mut kinds = Vec::new();
-    if model.chars().any(is_control) {
+    if name.chars().any(is_control) {
         kinds.push("model_control_char");
     }
     if model.len() > Limits::DEFAULT_MAX_MODEL_LEN {
         kinds.push("model_too_long");
     }
-    if kinds.is_empty() {
-        Expected::Found(model.clone())
-    } else {
+    if !kinds.is_empty() {
         Expected::Error(kinds)
+    } else if name.is_empty() {
+        Expected::Error(vec!["empty_model"])
+    } else {
+        Expected::Found(name.to_owned())
     }
 }
 
@@ -555,6 +559,24 @@ mod tests {
         assert_eq!(
             check(Value::from("a\u{a0}")),
             Expected::Found("a\u{a0}".to_owned())
+        );
+        // Spaces and tabs around the name are trimmed; inside it a tab is
+        // a control character, a space is not.
+        assert_eq!(
+            check(Value::from("  a b\t ")),
+            Expected::Found("a b".to_owned())
+        );
+        assert_eq!(
+            check(Value::from(" a\tb")),
+            Expected::Error(vec!["model_control_char"])
+        );
+        assert_eq!(
+            check(Value::from(" \t ")),
+            Expected::Error(vec!["empty_model"])
+        );
+        assert_eq!(
+            check(Value::from(format!(" {} ", "a".repeat(255)))),
+            Expected::Error(vec!["model_too_long"])
         );
         assert_eq!(
             check(Value::from("a".repeat(256))),
