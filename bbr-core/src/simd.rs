@@ -1102,6 +1102,16 @@ mod tests {
     use crate::scan::Masks;
     use crate::scan::tests::{blocks, naive_masks};
 
+    /// A deterministic pseudo-random sequence (xorshift64) from `seed`.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     /// A vector level this CPU has: its name and test entry points.
     #[cfg(target_arch = "x86_64")]
     struct VectorLevel {
@@ -1192,13 +1202,7 @@ mod tests {
                 text[at..at + sequence.len()].fill(b'a');
             }
         }
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         let alphabet = ["a", "\n", "é", "日本", "😀", "ß", " ", "Ω"];
         for _ in 0..20_000 {
             let mut random = String::new();
@@ -1270,13 +1274,7 @@ mod tests {
         ];
         #[cfg(target_arch = "x86_64")]
         let levels = vector_levels();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut checked = 0;
         for _ in 0..40_000 {
             let mut bytes = Vec::new();
