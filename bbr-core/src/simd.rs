@@ -51,8 +51,9 @@ pub(crate) enum Level {
     #[cfg(target_arch = "x86_64")]
     Avx2,
     /// One 64-byte AVX-512 register per block, compares straight into
-    /// mask registers; detected at run time, and only where the CPU also
-    /// has VBMI2 (Ice Lake, Sapphire Rapids, Zen 4 and later), as
+    /// mask registers, and VBMI's byte permutes for the table lookups;
+    /// detected at run time, and only where the CPU also has VBMI2 (Ice
+    /// Lake, Sapphire Rapids, Zen 4 and later), as
     /// simdjson's AVX-512 kernel asks: the Skylake-SP generation before
     /// it lowers the core's clock for 512-bit work.
     #[cfg(target_arch = "x86_64")]
@@ -94,12 +95,14 @@ impl Level {
     }
 }
 
-/// Whether this CPU runs [`Level::Avx512`]: AVX-512 F and BW, and VBMI2
-/// as the mark of a generation that keeps its clock under 512-bit work.
+/// Whether this CPU runs [`Level::Avx512`]: AVX-512 F, BW and VBMI, and
+/// VBMI2 as the mark of a generation that keeps its clock under 512-bit
+/// work (every such CPU has VBMI).
 #[cfg(target_arch = "x86_64")]
 fn avx512_detected() -> bool {
     std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vbmi")
         && std::is_x86_feature_detected!("avx512vbmi2")
 }
 
@@ -254,11 +257,11 @@ mod x86 {
         _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm256_and_si256, _mm256_cmpeq_epi8,
         _mm256_loadu_si256, _mm256_max_epu8, _mm256_movemask_epi8, _mm256_or_si256,
         _mm256_set1_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi16,
-        _mm256_srli_epi16, _mm256_xor_si256, _mm512_alignr_epi8, _mm512_and_si512,
-        _mm512_cmpeq_epi8_mask, _mm512_cmple_epu8_mask, _mm512_loadu_si512,
-        _mm512_maskz_loadu_epi8, _mm512_movepi8_mask, _mm512_or_si512, _mm512_permutex2var_epi32,
-        _mm512_set1_epi8, _mm512_setr_epi32, _mm512_setzero_si512, _mm512_shuffle_epi8,
-        _mm512_srli_epi16, _mm512_subs_epu8, _mm512_test_epi8_mask, _mm512_xor_si512,
+        _mm256_srli_epi16, _mm256_xor_si256, _mm512_and_si512, _mm512_cmpeq_epi8_mask,
+        _mm512_cmple_epu8_mask, _mm512_loadu_si512, _mm512_maskz_loadu_epi8, _mm512_movepi8_mask,
+        _mm512_or_si512, _mm512_permutex2var_epi8, _mm512_permutexvar_epi8, _mm512_set1_epi8,
+        _mm512_setzero_si512, _mm512_srli_epi16, _mm512_subs_epu8, _mm512_test_epi8_mask,
+        _mm512_xor_si512,
     };
 
     #[cfg(test)]
@@ -636,7 +639,7 @@ mod x86 {
     /// AVX-512 masks: a block is one register, and each class one
     /// compare or test straight into a 64-bit mask register (no
     /// movemask, no joining of halves). Only ever used inside
-    /// [`skip_string_avx512`], which runs with AVX-512 F and BW enabled.
+    /// [`skip_string_avx512`], which runs with AVX-512 F, BW and VBMI enabled.
     pub(super) struct Avx512;
 
     /// The block in one register.
@@ -644,7 +647,7 @@ mod x86 {
     fn load512(block: &[u8; 64]) -> __m512i {
         // SAFETY: only reached from `Avx512`'s methods, instantiated by
         // `skip_string_avx512` (and `skip_avx512`), whose callers checked
-        // that the CPU has AVX-512 F and BW; `block` holds 64 readable
+        // that the CPU has AVX-512 F, BW and VBMI; `block` holds 64 readable
         // bytes; the load is unaligned-safe.
         unsafe { _mm512_loadu_si512(block.as_ptr().cast()) }
     }
@@ -666,14 +669,30 @@ mod x86 {
         // SAFETY: as in `load512`; the tables are 64-byte arrays, loaded
         // unaligned.
         unsafe {
-            let nibble = _mm512_set1_epi8(0x0f);
-            let low = _mm512_and_si512(v, nibble);
-            let high = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
+            let table = |t: &[u8; 64]| _mm512_loadu_si512(t.as_ptr().cast());
             _mm512_and_si512(
-                _mm512_shuffle_epi8(_mm512_loadu_si512(lo.as_ptr().cast()), low),
-                _mm512_shuffle_epi8(_mm512_loadu_si512(hi.as_ptr().cast()), high),
+                low_nibble_lookup(table(lo), v),
+                high_nibble_lookup(table(hi), v),
             )
         }
+    }
+
+    /// `table[v & 0x0f]` per byte, for a table of four equal 16-byte
+    /// lanes ([`lanes`]). VBMI's permute reads six bits of each index, and
+    /// the lanes make the two above the nibble not matter: no mask first.
+    #[inline(always)]
+    fn low_nibble_lookup(table: __m512i, v: __m512i) -> __m512i {
+        // SAFETY: as in `load512`; no memory is touched.
+        unsafe { _mm512_permutexvar_epi8(v, table) }
+    }
+
+    /// `table[v >> 4]` per byte, for a table as in [`low_nibble_lookup`]:
+    /// the 16-bit shift brings the neighbour byte's low bits above the
+    /// nibble of every other byte, and the lanes make them not matter.
+    #[inline(always)]
+    fn high_nibble_lookup(table: __m512i, v: __m512i) -> __m512i {
+        // SAFETY: as in `load512`; no memory is touched.
+        unsafe { _mm512_permutexvar_epi8(_mm512_srli_epi16::<4>(v), table) }
     }
 
     const LETTERS_LOW64: [u8; 64] = lanes(LETTERS_LOW);
@@ -819,6 +838,19 @@ mod x86 {
         ];
         /// A lead byte in one of the last three places of a register
         /// whose sequence does not end in it is above these.
+        /// For `_mm512_permutex2var_epi8(input, back, previous)`: byte `k`
+        /// takes byte `k - N` of `input`, or for `k < N` byte `64 + k - N`
+        /// of `previous` (bit 6 of an index picks the second register).
+        pub(super) const fn back_indexes<const N: usize>() -> [u8; 64] {
+            let mut indexes = [0; 64];
+            let mut k = 0;
+            while k < 64 {
+                indexes[k] = if k >= N { k - N } else { 128 + k - N } as u8;
+                k += 1;
+            }
+            indexes
+        }
+
         pub(super) const INCOMPLETE_ABOVE: [u8; 64] = {
             let mut max = [0xff; 64];
             max[61] = 0b1111_0000 - 1;
@@ -839,9 +871,9 @@ mod x86 {
         byte_1_low: __m512i,
         byte_2_high: __m512i,
         incomplete_above: __m512i,
-        nibble: __m512i,
-        /// The last 16 bytes of one register then the first 48 of the next.
-        lanes_back: __m512i,
+        /// Indexes for the byte one, two and three back: bytes of the
+        /// register before (64 and above), then of this one.
+        back: [__m512i; 3],
     }
 
     impl Utf8Check {
@@ -857,10 +889,11 @@ mod x86 {
                     byte_1_low: table(&BYTE_1_LOW64),
                     byte_2_high: table(&BYTE_2_HIGH64),
                     incomplete_above: table(&utf8::INCOMPLETE_ABOVE),
-                    nibble: _mm512_set1_epi8(0x0f),
-                    lanes_back: _mm512_setr_epi32(
-                        28, 29, 30, 31, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
-                    ),
+                    back: [
+                        table(&utf8::back_indexes::<1>()),
+                        table(&utf8::back_indexes::<2>()),
+                        table(&utf8::back_indexes::<3>()),
+                    ],
                 }
             }
         }
@@ -870,20 +903,18 @@ mod x86 {
         fn errors(&self, input: __m512i, previous: __m512i) -> __m512i {
             // SAFETY: as in `valid_utf8_512`; no memory is touched.
             unsafe {
-                let back = _mm512_permutex2var_epi32(input, self.lanes_back, previous);
-                let prev1 = _mm512_alignr_epi8::<15>(input, back);
-                let high_nibbles = |v| _mm512_and_si512(_mm512_srli_epi16::<4>(v), self.nibble);
+                let prev1 = _mm512_permutex2var_epi8(input, self.back[0], previous);
                 let special = _mm512_and_si512(
                     _mm512_and_si512(
-                        _mm512_shuffle_epi8(self.byte_1_high, high_nibbles(prev1)),
-                        _mm512_shuffle_epi8(self.byte_1_low, _mm512_and_si512(prev1, self.nibble)),
+                        high_nibble_lookup(self.byte_1_high, prev1),
+                        low_nibble_lookup(self.byte_1_low, prev1),
                     ),
-                    _mm512_shuffle_epi8(self.byte_2_high, high_nibbles(input)),
+                    high_nibble_lookup(self.byte_2_high, input),
                 );
                 // Third and fourth bytes: a lead of 0xe0 and above two
                 // bytes back, or of 0xf0 and above three back.
-                let prev2 = _mm512_alignr_epi8::<14>(input, back);
-                let prev3 = _mm512_alignr_epi8::<13>(input, back);
+                let prev2 = _mm512_permutex2var_epi8(input, self.back[1], previous);
+                let prev3 = _mm512_permutex2var_epi8(input, self.back[2], previous);
                 let must_continue = _mm512_or_si512(
                     _mm512_subs_epu8(prev2, _mm512_set1_epi8(0xe0u8.wrapping_sub(0x80) as i8)),
                     _mm512_subs_epu8(prev3, _mm512_set1_epi8(0xf0u8.wrapping_sub(0x80) as i8)),
@@ -911,7 +942,7 @@ mod x86 {
     fn valid_utf8_512(span: &[u8]) -> bool {
         // SAFETY: only reached from `Avx512::valid_utf8`, instantiated by
         // `skip_string_avx512` (and the test entry points), whose callers
-        // checked that the CPU has AVX-512 F and BW. Every load reads
+        // checked that the CPU has AVX-512 F, BW and VBMI. Every load reads
         // inside `span`: whole registers while 64 bytes are left, then a
         // masked load of the rest, which reads only the bytes its mask
         // selects (the others are zero, ASCII, and are not accessed).
@@ -956,9 +987,9 @@ mod x86 {
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX-512 F and BW.
+    /// The CPU must support AVX-512 F, BW and VBMI.
     #[cfg(test)]
-    #[target_feature(enable = "avx512f,avx512bw")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
     pub(super) unsafe fn skip_avx512(bytes: &[u8], i: usize) -> Stop {
         scan::skip::<Avx512>(bytes, i)
     }
@@ -967,8 +998,8 @@ mod x86 {
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX-512 F and BW.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    /// The CPU must support AVX-512 F, BW and VBMI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
     pub(super) unsafe fn skip_string_avx512(bytes: &[u8], i: usize) -> Result<usize, usize> {
         scan::skip_string::<Avx512>(bytes, i)
     }
@@ -1091,7 +1122,7 @@ mod x86 {
     checked_entry_points!(
         avx512,
         Avx512,
-        "avx512f,avx512bw",
+        "avx512f,avx512bw,avx512vbmi",
         crate::simd::avx512_detected()
     );
 }
