@@ -78,6 +78,7 @@ async fn main() -> anyhow_free::Result {
 
     let running = Gateway::new(config).start(listen).await?;
     println!("bbr gateway listening on http://{}", running.addr);
+    tracing::info!(simd_level = bbr_core::simd_level(), "body scan");
     for (pool, endpoints) in &running.pools {
         println!("  pool {pool}: {}", endpoints.join(", "));
     }

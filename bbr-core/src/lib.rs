@@ -418,6 +418,7 @@ pub use limits::{DuplicateKeys, FieldName, InvalidFieldName, Limits};
 pub use model::Model;
 pub use model_name::validate_model_name;
 pub use progress::{Outcome, Progress};
+pub use simd::{SIMD_LEVEL_ENV, simd_level};
 
 #[cfg(test)]
 mod tests;

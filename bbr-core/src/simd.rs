@@ -38,8 +38,30 @@ pub(crate) fn validated_str(bytes: &[u8]) -> &str {
     unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
+/// The environment variable that caps the vector level: see
+/// [`simd_level`](crate::simd_level).
+pub const SIMD_LEVEL_ENV: &str = "BBR_SIMD_LEVEL";
+
+/// The name of the vector level this process's extractors run: the best
+/// the CPU reports at run time, or the lower level that
+/// [`SIMD_LEVEL_ENV`] (`BBR_SIMD_LEVEL`) names, one of `portable`,
+/// `sse2`, `avx2` or `avx512` (any case). Chosen once, at the first
+/// extractor of the process; a level above what the CPU has, or a name
+/// that is none of these, leaves the best one. Every level gives the same
+/// answers (the tests run each against the byte-by-byte oracle): the
+/// setting is for comparing them on one machine, or for keeping 512-bit
+/// work off a host where it costs clock speed.
+///
+/// ```
+/// let level = bbr_core::simd_level();
+/// assert!(["portable", "sse2", "avx2", "avx512"].contains(&level));
+/// ```
+pub fn simd_level() -> &'static str {
+    Level::detect().name()
+}
+
 /// The best mask implementation this CPU runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Level {
     /// Portable masks (no SIMD instructions of our own).
     #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
@@ -61,8 +83,57 @@ pub(crate) enum Level {
 }
 
 impl Level {
-    /// Detects the level once per call (std caches the CPU query).
+    /// The level of this process: [`best`](Level::best) capped by
+    /// [`SIMD_LEVEL_ENV`], chosen at the first call.
     pub(crate) fn detect() -> Self {
+        static CHOSEN: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            Self::capped(Self::best(), std::env::var(SIMD_LEVEL_ENV).ok().as_deref())
+        })
+    }
+
+    /// `best`, or the lower level that `setting` names.
+    fn capped(best: Self, setting: Option<&str>) -> Self {
+        setting
+            .and_then(Self::named)
+            .map_or(best, |cap| cap.min(best))
+    }
+
+    /// The level of this name (any case, spaces around ignored).
+    fn named(name: &str) -> Option<Self> {
+        let name = name.trim();
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|level| level.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Every level this architecture has code for, lowest first.
+    const ALL: &[Self] = &[
+        Level::Portable,
+        #[cfg(target_arch = "x86_64")]
+        Level::Sse2,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512,
+    ];
+
+    /// The level's name, as [`SIMD_LEVEL_ENV`] takes it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Level::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Level::Sse2 => "sse2",
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Level::Avx512 => "avx512",
+        }
+    }
+
+    /// The best level the CPU runs (std caches the CPU query).
+    fn best() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
             if avx512_detected() {
@@ -77,21 +148,16 @@ impl Level {
         Level::Portable
     }
 
-    /// Every level this CPU can run (for tests and benchmarks).
+    /// Every level this CPU can run (for tests and benchmarks): each
+    /// up to the best, as every CPU with a level has those below it.
     #[cfg(test)]
     pub(crate) fn available() -> Vec<Self> {
-        let mut levels = vec![Level::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            levels.push(Level::Sse2);
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("popcnt") {
-                levels.push(Level::Avx2);
-            }
-            if avx512_detected() {
-                levels.push(Level::Avx512);
-            }
-        }
-        levels
+        let best = Self::best();
+        Self::ALL
+            .iter()
+            .copied()
+            .filter(|&level| level <= best)
+            .collect()
     }
 }
 
@@ -1183,6 +1249,32 @@ mod tests {
     /// registers, ending the span or followed by ASCII; then random
     /// texts with one byte changed.
     #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_setting_caps_the_level_and_never_raises_it() {
+        let best = Level::best();
+        assert_eq!(Level::capped(best, None), best);
+        for &cap in Level::ALL {
+            for name in [
+                cap.name().to_owned(),
+                cap.name().to_uppercase(),
+                format!(" {}\n", cap.name()),
+            ] {
+                assert_eq!(Level::named(&name), Some(cap), "{name:?}");
+                assert_eq!(Level::capped(best, Some(&name)), cap.min(best), "{name:?}");
+            }
+            // Any level is capped at a lower one, and a higher one leaves it.
+            for &other in Level::ALL {
+                assert_eq!(Level::capped(other, Some(cap.name())), cap.min(other));
+            }
+        }
+        for unknown in ["", "avx", "avx-512", "neon", "sse2,avx2"] {
+            assert_eq!(Level::named(unknown), None, "{unknown:?}");
+            assert_eq!(Level::capped(best, Some(unknown)), best, "{unknown:?}");
+        }
+        assert_eq!(Level::available().last(), Some(&best));
+        assert_eq!(Level::available().first(), Some(&Level::Portable));
+    }
+
     #[test]
     fn vector_utf8_checks_agree_with_std() {
         let levels = vector_levels();

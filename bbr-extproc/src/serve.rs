@@ -475,6 +475,7 @@ pub async fn run(
         health = %server.health_addr(),
         metrics = %server.metrics_addr(),
         secure = config.secure_serving,
+        simd_level = bbr_core::simd_level(),
         "listening"
     );
     let served = server.serve(shutdown).await;
