@@ -10,6 +10,13 @@ use bbr_axum_example::config::{parse_duration, parse_header_name, routes_from_ht
 use bbr_axum_example::{Config, ConfigError, Gateway};
 use clap::Parser;
 
+// Request bodies are allocated per request and freed when forwarded; the
+// system malloc gives the pages back to the kernel and faults them in
+// again for the next body (see the README's "Allocator" decision).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Body-based routing gateway (OpenAI-compatible) with simulated model servers.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -23,11 +23,17 @@
 //! The gRPC side is set up like bbr-extproc's (`TCP_NODELAY`, message size
 //! limits, HTTP/2 windows, one task and reply channel per stream), so the
 //! difference between the two is the body work and the held headers reply.
+//! It takes the same global allocator as the binary (the `jemalloc`
+//! feature), so the floor does not differ from bbr-extproc by its malloc.
 //! Plaintext only; a benchmark baseline, not a product.
 //!
 //! ```text
 //! cargo run --release -p bbr-extproc --example noop_extproc -- --port 9002 --model ski-resorts
 //! ```
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use bbr_core::contract::MODEL_HEADER;
 use bbr_extproc::MAX_CHUNK_BYTES;

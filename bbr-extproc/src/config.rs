@@ -1049,6 +1049,7 @@ mod tests {
     }
 
     /// A JSON body with `model` last, highly compressible, gzip-encoded.
+    #[cfg(any(feature = "flate2", feature = "zstd"))]
     fn gzip_model_last() -> (Vec<u8>, Vec<u8>) {
         use std::io::Write;
         let mut plain = br#"{"pad":""#.to_vec();
@@ -1081,6 +1082,7 @@ mod tests {
 
     /// The least value in `lo..=hi` that `accepts`, which must be
     /// monotone (refused below some value, accepted from it on).
+    #[cfg(any(feature = "flate2", feature = "zstd"))]
     fn least_accepted(mut lo: u64, mut hi: u64, accepts: impl Fn(u64) -> bool) -> u64 {
         assert!(accepts(hi) && !accepts(lo));
         while hi - lo > 1 {

@@ -9,6 +9,13 @@ use std::process::ExitCode;
 use bbr_core::ErrorChain;
 use clap::Parser;
 
+// Request bodies are allocated per request and freed when forwarded; the
+// system malloc gives the pages back to the kernel and faults them in
+// again for the next body (see the README's "Allocator" decision).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = bbr_extproc::Config::parse();
