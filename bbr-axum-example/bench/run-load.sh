@@ -24,6 +24,8 @@
 # MODEL_POSITION=last (default) puts "model" after "messages", as the
 # OpenAI Python SDK does: the layer reads the whole body before deciding.
 # MODEL_POSITION=first decides on the first bytes.
+# GATEWAY_BIN runs another build of the gateway (a static musl binary,
+# say) in the gateway column.
 # Writes a markdown table to stdout and to target/bbr-axum-example-load.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -72,7 +74,7 @@ routes:
 proxy:
   x_forwarded_for: false
 YAML
-RUST_LOG=warn "$BIN/bbr-axum-example" --config "$WORK/gateway.yaml" \
+RUST_LOG=warn "${GATEWAY_BIN:-$BIN/bbr-axum-example}" --config "$WORK/gateway.yaml" \
   --listen "127.0.0.1:$GW_PORT" >"$WORK/gateway.log" 2>&1 &
 PIDS+=($!); GATEWAY_PID=$!
 wait_port "$GW_PORT"

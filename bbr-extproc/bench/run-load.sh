@@ -24,6 +24,8 @@
 # MODEL_POSITION=last (default) puts "model" after "messages", as the
 # OpenAI Python SDK does; first decides on the first bytes.
 # ENVOY_BIN, else <workspace>/.venv/bin/envoy, else envoy on PATH.
+# EXTPROC_BIN runs another build of bbr-extproc in the bbr column (the
+# image's static musl binary, say); the floors stay this workspace's.
 # Writes a markdown table to stdout and to target/bbr-extproc-load.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -49,7 +51,7 @@ PIDS+=($!)
 PIDS+=($!); NOOP_PID=$!
 "$BIN/examples/noop_extproc" --port "$HOLD" --model ski-resorts --hold >"$WORK/hold.log" 2>&1 &
 PIDS+=($!); HOLD_PID=$!
-RUST_LOG=warn "$BIN/bbr-extproc" --secure-serving=false --metrics-endpoint-auth=false --bind-address 127.0.0.1 \
+RUST_LOG=warn "${EXTPROC_BIN:-$BIN/bbr-extproc}" --secure-serving=false --metrics-endpoint-auth=false --bind-address 127.0.0.1 \
   --grpc-port "$EXTPROC" --grpc-health-port "$HEALTH" --metrics-port "$METRICS" \
   >"$WORK/extproc.log" 2>&1 &
 PIDS+=($!); BBR_PID=$!
